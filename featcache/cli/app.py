@@ -1,0 +1,63 @@
+"""The typer app and the one place where library errors become a clean exit.
+
+User errors (FeatcacheError) print one red line and exit 1; usage errors exit 2 (click's own);
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+import featcache
+from featcache.errors import FeatcacheError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FeatcacheError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="featcache",
+    help="Run foundation-model teachers once into a Zarr feature cache, then distil a small "
+         "segmentation student from the cache alone.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"featcache {featcache.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Datasets: loaders for published layouts, splits, fingerprints and views."""

@@ -1,0 +1,157 @@
+"""What every dataset loader produces.
+
+A dataset is a list of `SampleInfo` (id, split, metadata; cheap, known up front) plus `load(index)`
+that decodes one sample. Images are float32 (H, W, C) in [0, 1] with C in {1, 3}; masks are uint8
+(H, W) in {0, 1}. Ids are unique and path-safe: they become keys in the feature store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featcache.errors import DatasetError
+
+SPLITS = ("train", "val", "test")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def check_sample_id(sample_id: str) -> str:
+    """Reject ids that could escape a directory or break a store key."""
+    if not _SAFE_ID.match(sample_id) or ".." in sample_id:
+        raise DatasetError(
+            f"sample id {sample_id!r} is not path-safe; use letters, digits, '.', '_' and '-'"
+        )
+    return sample_id
+
+
+def safe_id(text: str) -> str:
+    """Turn a file stem such as 'benign (12)' into a path-safe id ('benign_12')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return cleaned or "sample"
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    id: str
+    split: str
+    group: str = ""  # patient or volume id: splits never separate a group
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    id: str
+    image: np.ndarray  # float32 (H, W, C) in [0, 1]
+    mask: np.ndarray  # uint8 (H, W) in {0, 1}
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[2] not in (1, 3):
+            raise DatasetError(f"sample {self.id}: image must be (H, W, 1|3), got {self.image.shape}")
+        if self.mask.shape != self.image.shape[:2]:
+            raise DatasetError(
+                f"sample {self.id}: mask {self.mask.shape} does not match image {self.image.shape[:2]}"
+            )
+
+
+class SegmentationDataset(ABC):
+    """Base class for loaders. Subclasses fill `self.samples` and implement `_load`."""
+
+    name: str = ""
+    modality: str = ""
+    channels: int = 1
+
+    def __init__(self, samples: list[SampleInfo], options: dict[str, Any] | None = None) -> None:
+        ids = [check_sample_id(s.id) for s in samples]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+            raise DatasetError(f"{self.name}: duplicate sample ids {dup}")
+        if not samples:
+            raise DatasetError(f"{self.name}: no samples found")
+        self.samples = samples
+        self.options = dict(options or {})
+        self._index = {s.id: i for i, s in enumerate(samples)}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.samples]
+
+    def index_of(self, sample_id: str) -> int:
+        try:
+            return self._index[sample_id]
+        except KeyError:
+            raise DatasetError(f"{self.name}: no sample with id {sample_id!r}") from None
+
+    def split_indices(self, split: str) -> list[int]:
+        if split == "all":
+            return list(range(len(self.samples)))
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; use one of all, {', '.join(SPLITS)}")
+        return [i for i, s in enumerate(self.samples) if s.split == split]
+
+    def load(self, index: int) -> Sample:
+        sample = self._load(index)
+        sample.meta = {**self.samples[index].meta, **sample.meta}
+        return sample
+
+    @abstractmethod
+    def _load(self, index: int) -> Sample: ...
+
+    @abstractmethod
+    def content_digest(self, index: int) -> str:
+        """A hash of the sample's source content (file bytes or array bytes)."""
+
+    def fingerprint(self) -> str:
+        """sha256 over the dataset name, options, and every (id, split, content digest)."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"name": self.name, "options": self.options}, sort_keys=True).encode())
+        for i, s in enumerate(self.samples):
+            h.update(f"{s.id}\0{s.split}\0{self.content_digest(i)}\n".encode())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        counts = {sp: len(self.split_indices(sp)) for sp in SPLITS}
+        return {"name": self.name, "modality": self.modality, "channels": self.channels,
+                "samples": len(self), "splits": counts, "options": self.options}
+
+
+def to_float_image(array: np.ndarray, source: str) -> np.ndarray:
+    """uint8/uint16/float array (H, W[, C]) -> float32 (H, W, C) in [0, 1]."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise DatasetError(f"{source}: expected a 2D image, got shape {array.shape}")
+    if array.shape[2] == 4:  # drop alpha
+        array = array[:, :, :3]
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    out = array.astype(np.float32)
+    lo, hi = float(out.min()), float(out.max())
+    return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def assign_splits(groups: list[str], seed: int, fractions: tuple[float, float, float]) -> dict[str, str]:
+    """Deterministic group -> split assignment (train/val/test) by seed; groups are never divided."""
+    unique = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    order = [unique[i] for i in rng.permutation(len(unique))]
+    n = len(order)
+    n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
+    n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
+    n_train = n - n_val - n_test
+    result = {}
+    for k, g in enumerate(order):
+        result[g] = "train" if k < n_train else ("val" if k < n_train + n_val else "test")
+    return result

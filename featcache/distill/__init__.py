@@ -1,0 +1,1 @@
+"""featcache.distill"""

@@ -1,0 +1,71 @@
+"""The shape of one entry (dataset x teacher), known before any feature is computed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from featcache.errors import StoreError
+
+_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,150}$")
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    name: str
+    channels: int
+    height: int
+    width: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "channels": self.channels, "height": self.height,
+                "width": self.width}
+
+
+@dataclass(frozen=True)
+class EntryLayout:
+    sample_ids: tuple[str, ...]
+    views: int
+    levels: tuple[LevelLayout, ...]
+    shard_size: int = 16
+    precision: str = "fp16"
+    view_param_names: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.shard_size)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        if not 0 <= shard < self.num_shards:
+            raise StoreError(f"shard {shard} out of range 0..{self.num_shards - 1}")
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.num_samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_samples": self.num_samples, "views": self.views, "shard_size": self.shard_size,
+                "precision": self.precision, "levels": [lv.to_dict() for lv in self.levels],
+                "view_param_names": list(self.view_param_names)}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+
+
+def entry_key(dataset_name: str, dataset_fingerprint: str, teacher_name: str,
+              teacher_fingerprint: str) -> str:
+    """Readable prefix + content hash: identical extractions share a key, others never do."""
+    digest = hashlib.sha256(f"{dataset_fingerprint}:{teacher_fingerprint}".encode()).hexdigest()
+    return f"{_slug(dataset_name)}.{_slug(teacher_name)}.{digest[:16]}"
+
+
+def check_key(key: str) -> str:
+    """Entry keys name a folder or object prefix: no separators, no '..', nothing absolute."""
+    if not _KEY.match(key) or ".." in key:
+        raise StoreError(f"invalid entry key {key!r}: use the keys `featcache ls` prints")
+    return key

@@ -1,0 +1,1 @@
+"""Teachers: frozen foundation models with preprocessing, named levels and fingerprints."""

@@ -1,0 +1,198 @@
+"""What every teacher exposes: preprocessing as data, named feature levels, a fingerprint.
+
+A teacher turns a dataset image (float32 (H, W, C) in [0, 1]) into a fixed-size input tensor with
+`prepare` (CPU, in loader workers), then `extract` runs the model on a batch and returns the
+requested levels as NCHW tensors. `prepare` also returns where the image lies on the teacher's
+feature grid (`box`), so distillation can resample teacher features onto the student's frame
+whatever the teacher's resize policy was (pad, crop or stretch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import featcache
+from featcache.errors import TeacherError
+
+ResizePolicy = Literal["longest_side_pad", "resize", "resize_center_crop"]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the teacher's input: resize policy, size, and normalisation.
+
+    The image in [0, 1] is multiplied by `pixel_scale`, then (x - mean) / std per channel.
+    Grey images are replicated to `channels` channels.
+    """
+
+    resize: ResizePolicy
+    size: int
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pixel_scale: float = 1.0
+    channels: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One named feature level: channels, stride w.r.t. the teacher input, and grid size (H, W)."""
+
+    name: str
+    channels: int
+    stride: int
+    grid: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "channels": self.channels, "stride": self.stride,
+                "grid": list(self.grid)}
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
+    """Content hash of weights that exist only in memory (random-init teachers)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16
+                      else tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def prepare_image(image: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+    """float32 (H, W, C) in [0, 1] -> (C', S, S) float32 tensor, and the image's box on the input.
+
+    The box (y0, x0, y1, x1) gives the image's extent as fractions of the teacher input (and so of
+    its feature grid): (0, 0, 1, 1) for a stretch, (0, 0, h/S, w/S) for longest-side + pad, values
+    beyond [0, 1] for a centre crop (parts of the image the teacher never saw).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    if x.shape[0] == 1 and spec.channels == 3:
+        x = x.expand(3, -1, -1)
+    elif x.shape[0] != spec.channels:
+        raise TeacherError(f"image has {x.shape[0]} channels; this teacher takes 1 or {spec.channels}")
+    h, w = x.shape[1:]
+    s = spec.size
+    if spec.resize == "resize":
+        x = _resize(x, s, s)
+        box = (0.0, 0.0, 1.0, 1.0)
+    elif spec.resize == "longest_side_pad":
+        scale = s / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = F.pad(_resize(x, nh, nw), (0, s - nw, 0, s - nh))
+        box = (0.0, 0.0, nh / s, nw / s)
+    elif spec.resize == "resize_center_crop":
+        scale = s / min(h, w)
+        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+        top, left = (nh - s) // 2, (nw - s) // 2
+        x = _resize(x, nh, nw)[:, top:top + s, left:left + s]
+        box = (-top / s, -left / s, (nh - top) / s, (nw - left) / s)
+    else:
+        raise TeacherError(f"unknown resize policy {spec.resize!r}")
+    x = x * spec.pixel_scale
+    mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
+    return ((x - mean) / std).contiguous(), box
+
+
+def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    if tuple(x.shape[1:]) == (h, w):
+        return x
+    return F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False,
+                         antialias=True)[0]
+
+
+class Teacher(ABC):
+    """A frozen foundation model with named multi-scale levels.
+
+    Subclasses set `name`, `arch`, `preprocess`, `available_levels`, `default_levels`,
+    `weights_sha256`, `weights_source`, build `self.model`, and implement `_forward_levels`.
+    """
+
+    name: str
+    arch: str
+    preprocess: Preprocess
+    available_levels: dict[str, LevelSpec]
+    default_levels: tuple[str, ...]
+    weights_sha256: str
+    weights_source: str
+    model: torch.nn.Module
+
+    def select_levels(self, names: list[str] | None) -> list[LevelSpec]:
+        names = list(names) if names else list(self.default_levels)
+        unknown = [n for n in names if n not in self.available_levels]
+        if unknown:
+            raise TeacherError(f"teacher {self.name} has no level(s) {', '.join(unknown)}; "
+                               f"available: {', '.join(self.available_levels)}")
+        return [self.available_levels[n] for n in names]
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+        return prepare_image(image, self.preprocess)
+
+    @abstractmethod
+    def _forward_levels(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        """x: (B, C, S, S) on the model's device -> {level: (B, C_l, H_l, W_l)}."""
+
+    def to(self, device: str | torch.device) -> Teacher:
+        self.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def extract(self, x: torch.Tensor, names: list[str],
+                autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Run the teacher on a prepared batch; returns float32 CPU tensors per level."""
+        self.model.eval()
+        device = self.device
+        amp = (torch.autocast(device.type, dtype=autocast_dtype)
+               if autocast_dtype is not None and device.type == "cuda" else nullcontext())
+        with torch.inference_mode(), amp:
+            out = self._forward_levels(x.to(device, non_blocking=True), names)
+        return {n: out[n].float().cpu() for n in names}
+
+    def fingerprint(self, level_names: list[str] | None = None) -> str:
+        """Same weights + architecture + preprocessing + levels + format -> same hash anywhere."""
+        payload = {
+            "teacher": self.name,
+            "arch": self.arch,
+            "weights_sha256": self.weights_sha256,
+            "preprocess": self.preprocess.to_dict(),
+            "levels": [lv.to_dict() for lv in self.select_levels(level_names)],
+            "feature_format": featcache.FEATURE_FORMAT_VERSION,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def provenance(self, level_names: list[str] | None = None) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "weights_sha256": self.weights_sha256,
+            "weights_source": self.weights_source,
+            "preprocess": self.preprocess.to_dict(),
+            "levels": [lv.to_dict() for lv in self.select_levels(level_names)],
+            "fingerprint": self.fingerprint(level_names),
+            "params": sum(p.numel() for p in self.model.parameters()),
+        }
