@@ -80,7 +80,10 @@ def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def prepare_image(image: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+Box = tuple[float, float, float, float]
+
+
+def prepare_image(image: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, Box]:
     """float32 (H, W, C) in [0, 1] -> (C', S, S) float32 tensor, and the image's box on the input.
 
     The box (y0, x0, y1, x1) gives the image's extent as fractions of the teacher input (and so of
@@ -147,7 +150,7 @@ class Teacher(ABC):
                                f"available: {', '.join(self.available_levels)}")
         return [self.available_levels[n] for n in names]
 
-    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, Box]:
         return prepare_image(image, self.preprocess)
 
     @abstractmethod
