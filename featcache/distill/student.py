@@ -1,0 +1,146 @@
+"""The student: a timm encoder (EfficientNet-B0 by default) with a U-Net decoder.
+
+The student is what ships to the edge device, so it is a plain nn.Module whose forward takes
+images (B, C, S, S) and returns mask logits (B, 1, S, S). Distillation taps its intermediate
+stages by name through `forward_features`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from featcache.errors import CheckpointError, ConfigError
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    encoder: str = "efficientnet_b0"
+    in_channels: int = 3
+    decoder_channels: tuple[int, ...] = (432, 216, 108, 54, 27)  # ~8.8M params in all
+    encoder_weights: str | None = None  # a local file; None = random init (never downloads)
+    encoder_kwargs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decoder_channels"] = list(self.decoder_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudentConfig:
+        d = dict(d)
+        d["decoder_channels"] = tuple(d.get("decoder_channels", cls.decoder_channels))
+        return cls(**d)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class DecoderBlock(nn.Module):
+    """Upsample x2, concatenate the skip, two conv-bn-relu."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn_relu(cin + cskip, cout), _conv_bn_relu(cout, cout))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        size = skip.shape[-2:] if skip is not None else tuple(2 * s for s in x.shape[-2:])
+        x = F.interpolate(x, size=size, mode="nearest")
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.body(x)
+
+
+class Student(nn.Module):
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        try:
+            self.encoder = timm.create_model(config.encoder, pretrained=False, features_only=True,
+                                             in_chans=config.in_channels, **config.encoder_kwargs)
+        except RuntimeError as exc:
+            raise ConfigError(f"student.encoder {config.encoder!r}: {exc}") from None
+        if config.encoder_weights:
+            _load_encoder_weights(self.encoder, Path(config.encoder_weights))
+        enc_ch = self.encoder.feature_info.channels()
+        enc_red = self.encoder.feature_info.reduction()
+        dec = list(config.decoder_channels)
+        if len(dec) != len(enc_ch):
+            raise ConfigError(f"student.decoder_channels needs {len(enc_ch)} values for encoder "
+                              f"{config.encoder}, got {len(dec)}")
+        skips = enc_ch[:-1][::-1] + [0] * (len(dec) - len(enc_ch) + 1)
+        blocks, cin = [], enc_ch[-1]
+        for cout, cskip in zip(dec, skips, strict=False):
+            blocks.append(DecoderBlock(cin, cskip, cout))
+            cin = cout
+        self.decoder = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(cin, 1, 1)
+        # Named stages that distillation can tap: channels and stride w.r.t. the input.
+        self.stages: dict[str, tuple[int, int]] = {
+            f"enc{i + 1}": (c, r) for i, (c, r) in enumerate(zip(enc_ch, enc_red, strict=True))}
+        stride = enc_red[-1]
+        for i, cout in enumerate(dec):
+            stride //= 2
+            self.stages[f"dec{i + 1}"] = (cout, max(stride, 1))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x (B, C, S, S) -> logits (B, 1, S, S) and {stage: (B, C_s, S/stride, S/stride)}."""
+        feats = self.encoder(x)
+        named = {f"enc{i + 1}": f for i, f in enumerate(feats)}
+        skips = feats[:-1][::-1]
+        y = feats[-1]
+        for i, block in enumerate(self.decoder):
+            y = block(y, skips[i] if i < len(skips) else None)
+            named[f"dec{i + 1}"] = y
+        logits = self.head(y)
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, named
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
+def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"student.encoder_weights: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a plain weights file ({type(exc).__name__}); "
+                              "save it with torch.save(model.state_dict())") from None
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    result = encoder.load_state_dict(state, strict=False)
+    if len(result.missing_keys) > len(state) // 2:
+        raise CheckpointError(f"{path}: most encoder keys missing, e.g. {result.missing_keys[:3]}")
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def student_input(image: np.ndarray, size: int, channels: int) -> torch.Tensor:
+    """float32 (H, W, C) in [0, 1] -> (channels, size, size): plain resize, grey replicated.
+
+    The student's frame is the whole image stretched to a square; teacher features are resampled
+    onto this frame with the box stored at extraction.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    if x.shape[0] != channels:
+        if x.shape[0] == 1:
+            x = x.expand(channels, -1, -1)
+        elif channels == 1:
+            x = x.mean(0, keepdim=True)
+        else:
+            raise ConfigError(f"image has {x.shape[0]} channels; the student takes {channels}")
+    x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=True)[0]
+    return x.contiguous()
