@@ -1,0 +1,192 @@
+"""Training data from the cache alone: images and masks from the dataset, teacher features from
+the store, with the exact stored view replayed on image and mask.
+
+Teacher features are normalised with the statistics stored at extraction, then resampled from the
+teacher's frame onto the student's (the whole image stretched to a square) using the box recorded
+per sample and view, with a validity mask where the teacher never saw the image (padding, crop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from featcache.data.base import SegmentationDataset
+from featcache.data.views import ViewParams, apply_view
+from featcache.distill.manifest import Manifest, TeacherSpec
+from featcache.distill.model import Target
+from featcache.distill.student import student_input
+from featcache.errors import ConfigError, DatasetError, StoreError
+from featcache.store import EntryReader, FeatureStore
+
+
+@dataclass
+class Source:
+    """One dataset with the store entries of every teacher for it."""
+
+    index: int
+    dataset: SegmentationDataset
+    entries: dict[str, EntryReader]  # teacher name -> entry
+    views: int
+
+
+def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationDataset,
+                  fingerprint: str) -> EntryReader:
+    """The manifest's entry key, or with `auto` the one complete entry for teacher + dataset."""
+    if spec.entry != "auto":
+        reader = store.open(spec.entry)
+        found = reader.meta.get("dataset", {}).get("fingerprint")
+        if found != fingerprint:
+            raise StoreError(f"entry {spec.entry} was made from different data than dataset "
+                             f"{dataset.name} (fingerprint {str(found)[:12]} vs {fingerprint[:12]}); "
+                             "re-extract, or fix the manifest's dataset root and options")
+        return reader
+    matches, partial = [], []
+    for key in store.entries():
+        reader = store.open(key, allow_incomplete=True)
+        meta = reader.meta
+        if (meta.get("teacher", {}).get("name") == spec.name
+                and meta.get("dataset", {}).get("fingerprint") == fingerprint
+                and set(spec.levels) <= set(reader.levels)):
+            (matches if reader.complete else partial).append(reader)
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        keys = ", ".join(r.key for r in matches)
+        raise ConfigError(f"teacher {spec.name}: several entries fit dataset {dataset.name} ({keys}); "
+                          "set `entry:` in the manifest to one of them")
+    hint = (f"entry {partial[0].key} is incomplete; re-run the same `featcache extract` to finish it"
+            if partial else
+            f"run `featcache extract --teacher {spec.name} --dataset {dataset.name}` first"
+            f" with level(s) {', '.join(spec.levels)}")
+    raise StoreError(f"store {store.url} has no complete entry for teacher {spec.name} on dataset "
+                     f"{dataset.name}: {hint}")
+
+
+def _check_views(source: Source, indices: list[int]) -> None:
+    """Every teacher must have stored the same views for a sample, or replay would be wrong."""
+    readers = list(source.entries.items())
+    for name, reader in readers[1:]:
+        first_name, first = readers[0]
+        for i in indices[:: max(1, len(indices) // 32)]:
+            sid = source.dataset.samples[i].id
+            a = first.view_params(first.index_of(sid))[: source.views]
+            b = reader.view_params(reader.index_of(sid))[: source.views]
+            if not np.allclose(a, b, equal_nan=True):
+                raise StoreError(f"teachers {first_name} and {name} stored different views for sample "
+                                 f"{sid}; extract both with the same --views and view seed")
+
+
+def build_targets(manifest: Manifest, sources: list[Source], stages: dict[str, tuple[int, int]]
+                  ) -> list[Target]:
+    targets = []
+    for spec in manifest.teachers:
+        for level, stage in spec.levels.items():
+            if stage not in stages:
+                raise ConfigError(f"teachers.{spec.name}.levels.{level}: unknown student stage "
+                                  f"{stage!r}; the student has {', '.join(stages)}")
+            grids = {(s.entries[spec.name].levels[level].channels,
+                      s.entries[spec.name].levels[level].height,
+                      s.entries[spec.name].levels[level].width) for s in sources}
+            if len(grids) > 1:
+                raise StoreError(f"teacher {spec.name} level {level} has different shapes across "
+                                 f"datasets: {sorted(grids)}")
+            c, h, w = grids.pop()
+            targets.append(Target(spec.name, level, stage, c, (h, w)))
+    return targets
+
+
+def _normaliser(reader: EntryReader, level: str, mode: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if mode == "none":
+        return None
+    stats = reader.stats(level)
+    mean = stats["mean"].astype(np.float32)
+    if mode == "phis":
+        return mean, stats["phis"].astype(np.float32)
+    return mean, np.diag(1.0 / np.maximum(stats["std"], 1e-6)).astype(np.float32)
+
+
+def warp_to_student_frame(feature: torch.Tensor, box: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """feature (C, h, w) on the teacher grid, box (y0, x0, y1, x1) = where the image lies on it,
+    -> (C, h, w) resampled so the grid spans exactly the image, and a (1, h, w) validity mask."""
+    y0, x0, y1, x1 = (float(v) for v in box)
+    if (y0, x0, y1, x1) == (0.0, 0.0, 1.0, 1.0):
+        return feature, torch.ones(1, *feature.shape[1:])
+    theta = torch.tensor([[[x1 - x0, 0.0, x0 + x1 - 1.0], [0.0, y1 - y0, y0 + y1 - 1.0]]])
+    grid = F.affine_grid(theta, [1, 1, *feature.shape[1:]], align_corners=False)
+    warped = F.grid_sample(feature[None], grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)[0]
+    valid = F.grid_sample(torch.ones(1, 1, *feature.shape[1:]), grid, mode="bilinear",
+                          padding_mode="zeros", align_corners=False)[0]
+    return warped, (valid > 0.5).float()
+
+
+class DistillItems(Dataset):
+    """Items are (source index, sample index, view); returns student input, mask and targets."""
+
+    def __init__(self, sources: list[Source], items: list[tuple[int, int, int]],
+                 targets: list[Target], image_size: int, channels: int, normalisation: str,
+                 with_teachers: bool) -> None:
+        self.sources, self.items, self.targets = sources, items, targets
+        self.image_size, self.channels = image_size, channels
+        self.with_teachers = with_teachers
+        self.norm = {}
+        if with_teachers:
+            for s in sources:
+                for t in targets:
+                    self.norm[(s.index, t.key)] = _normaliser(s.entries[t.teacher], t.level,
+                                                              normalisation)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        src_i, index, view = self.items[k]
+        source = self.sources[src_i]
+        sample = source.dataset.load(index)
+        params = ViewParams()
+        entry_index = {}
+        if source.entries:
+            for name, reader in source.entries.items():
+                entry_index[name] = reader.index_of(sample.id)
+            first_name, first = next(iter(source.entries.items()))
+            params = ViewParams.from_array(first.view_params(entry_index[first_name])[view])
+        image, mask = apply_view(sample.image, sample.mask, params)
+        x = student_input(image, self.image_size, self.channels)
+        m = torch.from_numpy(mask.astype(np.float32))[None, None]
+        m = F.interpolate(m, size=(self.image_size,) * 2, mode="nearest")[0]
+        item: dict[str, Any] = {"image": x, "mask": m, "dataset": src_i, "index": index}
+        if self.with_teachers:
+            for t in self.targets:
+                reader = source.entries[t.teacher]
+                i = entry_index[t.teacher]
+                feat = reader.read(i, t.level, view)
+                norm = self.norm[(src_i, t.key)]
+                if norm is not None:
+                    mean, matrix = norm
+                    c, h, w = feat.shape
+                    feat = (matrix @ (feat.reshape(c, -1) - mean[:, None])).reshape(c, h, w)
+                warped, valid = warp_to_student_frame(torch.from_numpy(feat), reader.frames(i)[view])
+                item[f"t:{t.key}"] = warped
+                item[f"v:{t.key}"] = valid
+        return item
+
+
+def training_items(source: Source, split: str, views: int | str, fraction: float,
+                   seed: int) -> list[tuple[int, int, int]]:
+    indices = source.dataset.split_indices(split)
+    if not indices:
+        raise DatasetError(f"{source.dataset.name}: split {split!r} has no samples")
+    if fraction < 1.0:
+        rng = np.random.default_rng(seed)
+        keep = max(1, round(fraction * len(indices)))
+        indices = sorted(rng.choice(indices, size=keep, replace=False).tolist())
+    n_views = source.views if views == "all" else min(int(views), source.views)
+    if source.entries:
+        _check_views(source, indices)
+    return [(source.index, i, v) for i in indices for v in range(n_views)]

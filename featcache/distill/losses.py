@@ -1,0 +1,42 @@
+"""Per-sample loss terms. Each returns a (B,) tensor so gates can weight samples individually."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def seg_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """0.5 BCE + 0.5 soft Dice; logits, mask: (B, 1, H, W) -> (B,)."""
+    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none").mean((1, 2, 3))
+    prob = torch.sigmoid(logits)
+    inter = (prob * mask).sum((1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (prob.sum((1, 2, 3)) + mask.sum((1, 2, 3)) + 1)
+    return 0.5 * bce + 0.5 * dice
+
+
+def _masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """x (B, C|1, H, W), valid (B, 1, H, W) -> (B,) mean over valid positions."""
+    num = (x * valid).flatten(1).sum(1)
+    den = (valid.expand_as(x)).flatten(1).sum(1).clamp_min(1.0)
+    return num / den
+
+
+def feature_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kind: str) -> torch.Tensor:
+    """Student projection vs (normalised) teacher features, only where the teacher saw the image.
+
+    "cosine_l1": RADIO's 0.9 * (1 - cos) + 0.1 * smooth-L1; "mse": the paper's plain MSE.
+    """
+    if kind == "mse":
+        return _masked_mean((pred - target) ** 2, valid)
+    cos = F.cosine_similarity(pred, target, dim=1, eps=1e-6)[:, None]
+    l1 = F.smooth_l1_loss(pred, target, reduction="none")
+    return 0.9 * _masked_mean(1 - cos, valid) + 0.1 * _masked_mean(l1, valid)
+
+
+def reconstruction_loss(recon: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """The return decoder's loss: 0.5 MSE + 0.3 L1 + 0.2 (1 - cos), per sample."""
+    mse = ((recon - original) ** 2).mean((1, 2, 3))
+    l1 = (recon - original).abs().mean((1, 2, 3))
+    cos = F.cosine_similarity(recon, original, dim=1, eps=1e-6).mean((1, 2))
+    return 0.5 * mse + 0.3 * l1 + 0.2 * (1 - cos)

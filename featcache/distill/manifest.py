@@ -1,0 +1,144 @@
+"""Distillation manifests: YAML read with yaml.safe_load into pydantic models that reject unknown
+keys. `--set key.path=value` overrides any field; the value is parsed as YAML (so `3`, `false`,
+`[a, b]` work) — data only, never code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from featcache.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    name: str
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+class TeacherSpec(_Strict):
+    name: str
+    entry: str = "auto"  # a store key, or "auto": the one complete entry for this teacher + dataset
+    levels: dict[str, str]  # teacher level -> student stage it is matched from
+
+
+class StudentSpec(_Strict):
+    encoder: str = "efficientnet_b0"
+    in_channels: int = 3
+    decoder_channels: list[int] = Field(default_factory=lambda: [432, 216, 108, 54, 27])
+    encoder_weights: str | None = None
+    image_size: int = 256
+
+
+class DistillSpec(_Strict):
+    enabled: bool = True  # false = plain supervised baseline (teachers ignored)
+    normalisation: Literal["standardize", "phis", "none"] = "standardize"
+    teacher_gate: Literal["adaptive", "uniform"] = "adaptive"
+    gate_hidden: int = 128
+    gate_balance_weight: float = 0.1  # regulariser against collapse onto one teacher
+    gate_temperature: float = 1.0  # softness of the relevance target the gate learns
+    loss_gate: Literal["uncertainty", "fixed"] = "uncertainty"
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {"seg": 1.0, "feat": 1.0, "recon": 0.5})
+    return_decoder: bool = True
+    feature_loss: Literal["mse", "cosine_l1"] = "cosine_l1"
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _known_terms(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - {"seg", "feat", "recon"}
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; use seg, feat, recon")
+        return v
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = Field(1, ge=0)
+    grad_clip: float = 1.0
+    amp: bool = False
+    seed: int = 42
+    views: int | Literal["all"] = "all"
+    train_fraction: float = Field(1.0, gt=0, le=1)  # low-data regime: keep this share of train
+    num_workers: int = Field(0, ge=0)
+    device: str = "auto"
+
+
+class Manifest(_Strict):
+    store: str | None = None  # None: $FEATCACHE_STORE or ./featcache-store
+    run_dir: str = "runs/run"
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    teachers: list[TeacherSpec] = Field(default_factory=list)
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {dotted}: {part!r} does not lead to a mapping")
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"--set {dotted}: cannot set {last!r} here")
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            parsed.append((key.strip(), yaml.safe_load(raw)))
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    return parsed
+
+
+def manifest_from_dict(data: Any, source: str, overrides: list[str] | None = None) -> Manifest:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a manifest must be a YAML mapping, got {type(data).__name__}")
+    for key, value in parse_overrides(overrides or []):
+        _set_path(data, key, value)
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{source}: key {where}: {err['msg']}{more}") from None
+
+
+def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"manifest {path} does not exist; see manifests/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"manifest {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return manifest_from_dict(data, str(path), overrides)

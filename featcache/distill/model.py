@@ -1,0 +1,172 @@
+"""Projectors, return decoder, teacher-level gate and loss-level gate around the student.
+
+Targets are (teacher, level) pairs; each is matched from one student stage ("slot"). Teachers
+matched at the same slot compete in that slot's gate.
+
+The teacher-level gate (per sample, per slot) sees the pooled student feature, a learned dataset
+embedding and the student-teacher cosine similarity, and outputs a softmax over teachers. Unlike the
+paper's code it is trained, and not by the feature loss it weights (which would reward collapsing
+onto whichever teacher is easiest to imitate): it learns to predict teacher *relevance*, measured
+by how well a linear probe on each teacher's cached features explains the ground-truth mask for
+that sample, plus a balance regulariser (KL of the batch-mean weights from uniform) against
+trivial collapse.
+
+The loss-level gate is uncertainty weighting, sum_i exp(-s_i) * L_i + s_i: a term's weight can only
+shrink by paying s_i, so it cannot win by zeroing a term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from featcache.distill.losses import feature_loss, reconstruction_loss, seg_loss
+from featcache.distill.manifest import DistillSpec
+from featcache.distill.student import Student
+
+
+@dataclass(frozen=True)
+class Target:
+    teacher: str
+    level: str
+    stage: str  # student stage it is matched from
+    channels: int
+    grid: tuple[int, int]
+
+    @property
+    def key(self) -> str:
+        return f"{self.teacher}/{self.level}"
+
+
+def _projector(cin: int, cout: int) -> nn.Sequential:
+    # Conv3x3-BN-ReLU-Conv1x1, as in the paper's forward projector.
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 1))
+
+
+def _mkey(key: str) -> str:
+    return key.replace("/", "__").replace(".", "_")  # ModuleDict keys cannot hold '.' or '/'
+
+
+class TeacherGate(nn.Module):
+    def __init__(self, student_channels: int, num_teachers: int, num_datasets: int,
+                 hidden: int) -> None:
+        super().__init__()
+        self.dataset_embedding = nn.Embedding(num_datasets, 16)
+        self.mlp = nn.Sequential(nn.Linear(student_channels + 16 + num_teachers, hidden), nn.ReLU(),
+                                 nn.Dropout(0.1), nn.Linear(hidden, num_teachers))
+
+    def forward(self, pooled: torch.Tensor, dataset_index: torch.Tensor,
+                similarity: torch.Tensor) -> torch.Tensor:
+        """pooled (B, C), dataset_index (B,), similarity (B, T) -> weights (B, T) summing to 1."""
+        z = torch.cat([pooled, self.dataset_embedding(dataset_index), similarity], dim=1)
+        return torch.softmax(self.mlp(z), dim=1)
+
+
+class DistillModel(nn.Module):
+    TERMS = ("seg", "feat", "recon")
+
+    def __init__(self, student: Student, targets: list[Target], spec: DistillSpec,
+                 num_datasets: int) -> None:
+        super().__init__()
+        self.student, self.targets, self.spec = student, targets, spec
+        use = spec.enabled and bool(targets)
+        self.distilling = use
+        self.projectors = nn.ModuleDict()
+        self.inverse = nn.ModuleDict()
+        self.probes = nn.ModuleDict()
+        self.gates = nn.ModuleDict()
+        self.slots: dict[str, list[Target]] = {}
+        if use:
+            for t in targets:
+                cs = student.stages[t.stage][0]
+                self.projectors[_mkey(t.key)] = _projector(cs, t.channels)
+                if spec.return_decoder:
+                    self.inverse[_mkey(t.key)] = _projector(t.channels, cs)
+                self.slots.setdefault(t.stage, []).append(t)
+            if spec.teacher_gate == "adaptive":
+                for t in targets:
+                    self.probes[_mkey(t.key)] = nn.Conv2d(t.channels, 1, 1)
+                for stage, members in self.slots.items():
+                    self.gates[stage] = TeacherGate(student.stages[stage][0], len(members),
+                                                    num_datasets, spec.gate_hidden)
+        self.log_vars = nn.Parameter(torch.zeros(len(self.TERMS)),
+                                     requires_grad=spec.loss_gate == "uncertainty")
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, dataset_index: torch.Tensor,
+                teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict:
+        """Returns the total loss, each term (batch mean), and gate weights per slot (B, T)."""
+        logits, feats = self.student.forward_features(image)
+        terms = {"seg": seg_loss(logits, mask).mean()}
+        aux = torch.zeros((), device=image.device)  # gate + probe losses: train only those heads
+        gate_weights: dict[str, torch.Tensor] = {}
+        if self.distilling:
+            feat_terms, recon_terms = [], []
+            for stage, members in self.slots.items():
+                per_teacher, sims, relevance = [], [], []
+                for t in members:
+                    s = F.interpolate(feats[stage], size=t.grid, mode="bilinear", align_corners=False)
+                    p = self.projectors[_mkey(t.key)](s)
+                    target, ok = teacher[t.key], valid[t.key]
+                    per_teacher.append(feature_loss(p, target, ok, self.spec.feature_loss))
+                    if self.spec.return_decoder:
+                        recon_terms.append(reconstruction_loss(self.inverse[_mkey(t.key)](p), s.detach()))
+                    if self.gates:
+                        sims.append(F.cosine_similarity(p.detach().mean((2, 3)),
+                                                        target.mean((2, 3)), dim=1))
+                        probe_loss = self._probe_loss(t, target, ok, mask)
+                        aux = aux + probe_loss.mean()
+                        relevance.append(-probe_loss.detach())
+                losses = torch.stack(per_teacher, dim=1)  # (B, T)
+                if self.gates:
+                    w = self.gates[stage](feats[stage].detach().mean((2, 3)), dataset_index,
+                                          torch.stack(sims, dim=1))
+                    aux = aux + self._gate_loss(w, torch.stack(relevance, dim=1))
+                else:
+                    w = torch.full_like(losses, 1.0 / losses.shape[1])
+                gate_weights[stage] = w.detach()
+                feat_terms.append((w.detach() * losses).sum(1).mean())
+            terms["feat"] = torch.stack(feat_terms).mean()
+            if recon_terms:
+                terms["recon"] = torch.stack(recon_terms).mean()
+        total = self._combine(terms) + aux
+        return {"loss": total, "logits": logits, "terms": {k: v.detach() for k, v in terms.items()},
+                "gates": gate_weights}
+
+    def _probe_loss(self, t: Target, target: torch.Tensor, ok: torch.Tensor,
+                    mask: torch.Tensor) -> torch.Tensor:
+        """How well a linear probe on this teacher's features predicts the mask: (B,)."""
+        small = F.adaptive_avg_pool2d(mask, t.grid)
+        logit = self.probes[_mkey(t.key)](target.detach())
+        bce = F.binary_cross_entropy_with_logits(logit, small, reduction="none")
+        return (bce * ok).flatten(1).sum(1) / ok.flatten(1).sum(1).clamp_min(1.0)
+
+    def _gate_loss(self, w: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        target = torch.softmax(relevance / self.spec.gate_temperature, dim=1)
+        fit = -(target * torch.log(w + 1e-8)).sum(1).mean()
+        mean_w = w.mean(0)
+        uniform = torch.full_like(mean_w, 1.0 / len(mean_w))
+        balance = (uniform * (torch.log(uniform) - torch.log(mean_w + 1e-8))).sum()
+        return fit + self.spec.gate_balance_weight * balance
+
+    def _combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.distilling:
+            return terms["seg"]
+        total = torch.zeros((), device=terms["seg"].device)
+        for i, name in enumerate(self.TERMS):
+            if name not in terms:
+                continue
+            if self.spec.loss_gate == "uncertainty":
+                total = total + torch.exp(-self.log_vars[i]) * terms[name] + self.log_vars[i]
+            else:
+                total = total + self.spec.loss_weights.get(name, 1.0) * terms[name]
+        return total
+
+    def loss_weights(self) -> dict[str, float]:
+        if self.spec.loss_gate == "uncertainty":
+            return {n: math.exp(-float(v)) for n, v in zip(self.TERMS, self.log_vars.detach(), strict=True)}
+        return {n: self.spec.loss_weights.get(n, 1.0) for n in self.TERMS}

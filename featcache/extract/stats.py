@@ -1,0 +1,48 @@
+"""Per-level feature statistics, accumulated shard by shard in float64.
+
+Distillation normalises teacher features with them: per-channel standardisation, or PHI-S
+(RADIO's finding for SAM-like teachers): subtract the mean, rotate into the covariance eigenbasis,
+then by a normalised Hadamard matrix so every dimension has the same variance, and scale by
+1/sqrt(mean eigenvalue).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import hadamard
+
+
+class ChannelStats:
+    def __init__(self, channels: int) -> None:
+        self.n = 0
+        self.sum = np.zeros(channels)
+        self.outer = np.zeros((channels, channels))
+
+    def update(self, features: np.ndarray) -> None:
+        """features: (..., C, H, W) -> every spatial position of every sample is one observation."""
+        c = features.shape[-3]
+        x = np.moveaxis(features.reshape(-1, c, features.shape[-2] * features.shape[-1]), 1, 2)
+        x = x.reshape(-1, c).astype(np.float64)
+        self.n += x.shape[0]
+        self.sum += x.sum(0)
+        self.outer += x.T @ x
+
+    def result(self) -> dict[str, np.ndarray]:
+        mean = self.sum / max(self.n, 1)
+        cov = self.outer / max(self.n, 1) - np.outer(mean, mean)
+        cov = (cov + cov.T) / 2
+        std = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
+        return {"mean": mean, "std": std, "phis": phis_matrix(cov), "count": np.array([self.n])}
+
+
+def phis_matrix(cov: np.ndarray) -> np.ndarray:
+    """The PHI-S whitening matrix W, applied as W @ (x - mean). Falls back to per-channel
+    standardisation (diag 1/std) when the channel count is not a power of two, since a Hadamard
+    matrix only exists for those sizes here."""
+    c = cov.shape[0]
+    if c & (c - 1):
+        return np.diag(1.0 / np.sqrt(np.clip(np.diag(cov), 1e-12, None)))
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    h = hadamard(c) / np.sqrt(c)
+    scale = 1.0 / np.sqrt(max(float(np.clip(eigvals, 0, None).mean()), 1e-12))
+    return scale * (h @ eigvecs.T)

@@ -1,0 +1,72 @@
+import csv
+
+import pytest
+import torch
+
+from featcache.distill.checkpoint import load_student
+from featcache.distill.trainer import Trainer, train
+from featcache.errors import StoreError
+from tests.distill.conftest import make_manifest
+
+
+def test_training_step_lowers_loss(cached_store, tmp_path):
+    manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 30})
+    trainer = Trainer(manifest)
+    batch = next(iter(trainer._train_loader(0)))
+    first = float(trainer._step(batch)["loss"].detach())
+    for _ in range(25):
+        last = float(trainer._step(batch)["loss"].detach())
+    assert last < first
+
+
+def test_train_writes_run_and_gates(cached_store, tmp_path):
+    manifest = make_manifest(cached_store, tmp_path / "run")
+    result = train(manifest)
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and "feat" in rows[0] and "recon" in rows[0]
+    gates = list(csv.DictReader((tmp_path / "run" / "gates.csv").open()))
+    assert {g["teacher"] for g in gates if g["stage"] == "dec3"} == {"tiny", "tiny2"}
+    assert set(result.gates["blobs/dec3"]) == {"tiny", "tiny2"}
+    student, payload = load_student(tmp_path / "run", "best")
+    assert student(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    assert payload["entries"]["blobs/tiny"]
+
+
+def test_resume_equals_uninterrupted(cached_store, tmp_path):
+    full = make_manifest(cached_store, tmp_path / "full", training={"epochs": 2})
+    train(full)
+    part = make_manifest(cached_store, tmp_path / "part", training={"epochs": 2})
+
+    def kill_after_first_epoch(event, info):
+        if event == "epoch":
+            raise KeyboardInterrupt  # as if the job were killed after epoch 0's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(part, kill_after_first_epoch).train()
+    trainer2 = Trainer(make_manifest(cached_store, tmp_path / "part", training={"epochs": 2}))
+    trainer2.resume()
+    trainer2.train()
+    a, _ = load_student(tmp_path / "full", "last")
+    b, _ = load_student(tmp_path / "part", "last")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-6), k
+
+
+def test_missing_entry_is_a_clear_error(cached_store, tmp_path):
+    manifest = make_manifest(cached_store, tmp_path / "run",
+                             teachers=[{"name": "sam", "levels": {"neck": "dec3"}}])
+    with pytest.raises(StoreError, match="featcache extract --teacher sam --dataset blobs"):
+        Trainer(manifest)
+
+
+def test_supervised_baseline_needs_no_store(tmp_path, blob_registry):
+    from featcache.distill.manifest import manifest_from_dict
+    from tests.distill.conftest import TINY_STUDENT
+
+    manifest = manifest_from_dict({"store": str(tmp_path / "nope"), "run_dir": str(tmp_path / "r"),
+                                   "datasets": [{"name": "blobs"}], "student": TINY_STUDENT,
+                                   "distill": {"enabled": False},
+                                   "training": {"epochs": 1, "batch_size": 4}}, "t")
+    result = train(manifest)
+    assert result.best_val_dice >= 0 and not Trainer(manifest).model.projectors
