@@ -1,0 +1,144 @@
+"""Any timm backbone as a teacher: `--arch` names the timm model, weights come from a local file.
+
+timm never downloads here (`pretrained=False`); weights are read from `--checkpoint` (.pth/.pt with
+weights_only=True, or .safetensors), or the model is explicitly randomly initialised
+(`random_init=True`, seeded) as an uninformative baseline.
+
+Levels, declared from timm's `feature_info` before any image is seen:
+- plain ViTs (every feature at the patch stride): "block{i}" for the blocks ending 1/4, 1/2, 3/4 of
+  the depth and the last block (0-based i), each (B, embed_dim, S/p, S/p); default: last block.
+- hierarchical models (CNNs, Swin, ...): "stage{i}" for each `feature_info` entry (i from 0),
+  (B, C_i, S/r_i, S/r_i); default: the last stage. The input size must be a multiple of the largest
+  reduction so every grid is exact.
+
+Preprocessing: mean/std and input size from the model's pretrained_cfg; the image is stretched to
+S x S ("resize") by default so a segmentation teacher sees every pixel (timm's centre crop would
+drop image borders); option `resize` picks another policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featcache.errors import TeacherError
+from featcache.teachers.base import LevelSpec, Preprocess, Teacher, sha256_file, sha256_state_dict
+from featcache.teachers.registry import TEACHERS
+from featcache.teachers.weights import (
+    freeze,
+    load_strict,
+    match_keys,
+    read_checkpoint,
+    unwrap_state_dict,
+    vit_block_indices,
+)
+
+RESIZE_POLICIES = ("resize", "longest_side_pad", "resize_center_crop")
+
+
+def create_backbone(arch: str, img_size: int | None, model_kwargs: dict[str, Any]) -> torch.nn.Module:
+    """timm.create_model without weights and without a classifier head."""
+    import timm
+
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:5]
+        raise TeacherError(f"timm has no model {arch!r}; similar: {', '.join(close) or 'none'} "
+                           f"(see timm.list_models())")
+    kwargs = {"pretrained": False, "num_classes": 0, **model_kwargs}
+    if img_size is not None:
+        try:
+            return timm.create_model(arch, img_size=img_size, **kwargs)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise TeacherError(f"timm model {arch}: bad model_kwargs ({exc})") from None
+    try:
+        return timm.create_model(arch, **kwargs)  # CNNs take any input size, no img_size argument
+    except TypeError as exc:
+        raise TeacherError(f"timm model {arch}: bad model_kwargs ({exc})") from None
+
+
+def is_plain_vit(model: torch.nn.Module) -> bool:
+    infos = list(model.feature_info)
+    return (hasattr(model, "patch_embed") and len({f["reduction"] for f in infos}) == 1
+            and all(f["module"].startswith("blocks.") for f in infos))
+
+
+def backbone_levels(model: torch.nn.Module, size: int, arch: str) -> tuple[dict[str, LevelSpec], list[int]]:
+    """Level specs and the forward_intermediates indices that produce them, in the same order."""
+    infos = list(model.feature_info)
+    if is_plain_vit(model):
+        indices = vit_block_indices(len(infos))
+        names = [f"block{i}" for i in indices]
+    else:
+        indices = list(range(len(infos)))
+        names = [f"stage{i}" for i in indices]
+    step = max(infos[i]["reduction"] for i in indices)
+    if size % step:
+        raise TeacherError(f"timm {arch}: input size {size} is not a multiple of its stride {step}; "
+                           f"pass img_size={max(step, size // step * step)}")
+    levels = {n: LevelSpec(n, infos[i]["num_chs"], infos[i]["reduction"],
+                           (size // infos[i]["reduction"],) * 2) for n, i in zip(names, indices, strict=True)}
+    return levels, indices
+
+
+def backbone_preprocess(model: torch.nn.Module, size: int, resize: str) -> Preprocess:
+    cfg = model.pretrained_cfg
+    mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
+    return Preprocess(resize=resize, size=size, mean=mean, std=std)
+
+
+class TimmTeacher(Teacher):
+    name = "timm"
+
+    def __init__(self, arch: str, model: torch.nn.Module, size: int, resize: str,
+                 weights_sha256: str, weights_source: str) -> None:
+        self.arch = arch
+        self.model = freeze(model)
+        self.preprocess = backbone_preprocess(model, size, resize)
+        self.available_levels, indices = backbone_levels(model, size, arch)
+        self._index = dict(zip(self.available_levels, indices, strict=True))
+        self.default_levels = (list(self.available_levels)[-1],)
+        self.weights_sha256 = weights_sha256
+        self.weights_source = weights_source
+
+    def _forward_levels(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        """x: (B, 3, S, S) -> {level: (B, C, S/r, S/r)} through timm's forward_intermediates."""
+        wanted = sorted({self._index[n] for n in names})
+        maps = self.model.forward_intermediates(x, indices=wanted, output_fmt="NCHW",
+                                                intermediates_only=True)
+        by_index = dict(zip(wanted, maps, strict=True))
+        return {n: by_index[self._index[n]] for n in names}
+
+
+@TEACHERS.register("timm", summary="any timm backbone (--arch), weights from a local file or "
+                                   "--random-init; ViT blocks or CNN stages")
+def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
+               seed: int = 0, img_size: int | None = None, model_kwargs: dict[str, Any] | None = None,
+               resize: str = "resize") -> TimmTeacher:
+    """timm.create_model(arch, pretrained=False) + local weights, or a seeded random init."""
+    if not arch:
+        raise TeacherError("timm teacher needs --arch NAME (a timm model, e.g. vit_small_patch16_224)")
+    if resize not in RESIZE_POLICIES:
+        raise TeacherError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
+    if checkpoint is None and not random_init:
+        raise TeacherError(f"timm teacher {arch} needs weights: pass --checkpoint FILE (or --random-init "
+                           f"for an uninformative baseline); nothing is downloaded")
+    if checkpoint is not None and random_init:
+        raise TeacherError("pass either --checkpoint or --random-init, not both")
+    with torch.random.fork_rng(devices=[]):  # a seeded init must not disturb the caller's RNG
+        torch.manual_seed(seed)
+        model = create_backbone(arch, img_size, dict(model_kwargs or {}))
+    size = img_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    if not hasattr(model, "forward_intermediates"):
+        raise TeacherError(f"timm model {arch} has no forward_intermediates; pick another architecture")
+    if random_init:
+        return TimmTeacher(arch, model, size, resize, sha256_state_dict(model.state_dict()),
+                           f"random-init(seed={seed})")
+    state = match_keys(unwrap_state_dict(read_checkpoint(checkpoint)), model.state_dict().keys())
+    head = model.pretrained_cfg.get("classifier") or "head"
+    heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
+    load_strict(model, state, checkpoint, ignore=heads)  # the classifier is not a feature
+    return TimmTeacher(arch, model, size, resize, sha256_file(checkpoint), str(checkpoint))

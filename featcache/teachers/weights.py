@@ -1,0 +1,113 @@
+"""Loading teacher weights from local files, safely, with helpful errors.
+
+Checkpoints come in many wrappings: a bare state dict, {"model": ...}, {"state_dict": ...}, keys
+prefixed by "module." (DataParallel), "backbone." or "encoder." (self-supervised repos). We unwrap
+them, and a mismatch names a few missing and unexpected keys so the user sees which file is wrong.
+Pickles are always read with weights_only=True: a checkpoint that needs arbitrary code is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featcache.errors import TeacherError
+
+WRAPPER_KEYS = ("model", "state_dict", "model_state", "module", "teacher", "net")
+STRIP_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a .pth/.pt/.bin pickle (weights only) or a .safetensors file into a dict."""
+    if not path.is_file():
+        raise TeacherError(f"checkpoint {path} does not exist; pass --checkpoint with a local weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise TeacherError(f"checkpoint {path} is not a valid safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TeacherError(f"checkpoint {path} cannot be loaded as plain weights (weights_only=True "
+                           f"refuses code in pickles): {first[:200]}; re-save it as a state dict "
+                           f"or .safetensors") from None
+    if not isinstance(obj, dict):
+        raise TeacherError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict; "
+                           f"re-save it with torch.save(model.state_dict(), FILE)")
+    return obj
+
+
+def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Find the tensor dict inside common wrappers ({"model": sd}, {"state_dict": sd}, ...)."""
+    for _ in range(3):  # wrappers nest at most a couple of levels deep in practice
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def select_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Keys under `prefix` with the prefix removed; the state unchanged if none carries it."""
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return sub if sub else state
+
+
+def match_keys(state: dict[str, torch.Tensor], expected: Iterable[str],
+               prefixes: Iterable[str] = STRIP_PREFIXES) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes while doing so increases the overlap with the model's keys."""
+    expected = set(expected)
+    best = state
+    for _ in range(3):
+        candidates = [select_prefix(best, p) for p in prefixes]
+        scored = max(candidates, key=lambda s: len(expected & set(s)))
+        if len(expected & set(scored)) <= len(expected & set(best)):
+            break
+        best = scored
+    return best
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str,
+                ignore: tuple[str, ...] = ()) -> None:
+    """Load `state` into `module`; any missing/unexpected key (outside `ignore`) is a TeacherError."""
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignore) or k in own}
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    wrong = sorted(k for k in own if k in state and own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:4])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:4])})")
+        if wrong:
+            parts.append(f"{len(wrong)} with another shape (e.g. {wrong[0]}: checkpoint "
+                         f"{tuple(state[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)})")
+        raise TeacherError(f"checkpoint {source} does not match the architecture: {'; '.join(parts)}; "
+                           f"check --arch and that the file holds this model's weights")
+    module.load_state_dict(state, strict=True)
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, no gradients: teachers are never trained."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def vit_block_indices(depth: int) -> list[int]:
+    """Blocks ending 1/4, 1/2, 3/4 of the depth and the last one (0-based, deduplicated)."""
+    picks = [max(1, depth * k // 4) - 1 for k in (1, 2, 3, 4)]
+    return sorted(set(picks))
