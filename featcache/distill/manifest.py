@@ -30,6 +30,10 @@ class TeacherSpec(_Strict):
     name: str
     entry: str = "auto"  # a store key, or "auto": the one complete entry for this teacher + dataset
     levels: dict[str, str]  # teacher level -> student stage it is matched from
+    # Used only by `featcache extract --manifest` to build the teacher; distillation never does.
+    checkpoint: str | None = None
+    arch: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class StudentSpec(_Strict):

@@ -1,0 +1,85 @@
+"""`featcache extract`: run a teacher once over a dataset into the feature store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from featcache.cli.app import app, console
+from featcache.cli.common import progress_bar, table
+from featcache.errors import ConfigError
+
+
+class _Reporter:
+    """Turns runner progress events into rich bars (images/s while extracting)."""
+
+    def __init__(self, bar, label: str) -> None:
+        self.bar, self.label, self.tasks = bar, label, {}
+        self.started = time.perf_counter()
+
+    def __call__(self, event: str, done: int, total: int) -> None:
+        if event not in self.tasks:
+            name = self.label if event == "images" else "feature statistics"
+            self.tasks[event] = self.bar.add_task(name, total=total, info="")
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.tasks[event], completed=done,
+                        info=f"{rate:.2f} img/s" if event == "images" else "")
+
+
+@app.command()
+def extract(
+    teacher: Annotated[str | None, typer.Option(help="Teacher name (`featcache teachers list`).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (`featcache datasets list`).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (not needed for `demo`).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Local teacher weights file.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Teacher architecture, e.g. vit_b or a timm name.")] = None,
+    random_init: Annotated[bool, typer.Option(
+        "--random-init", help="Seeded random weights: an uninformative baseline teacher.")] = False,
+    levels: Annotated[str | None, typer.Option(help="Comma-separated level names; default: the "
+                                               "teacher's default levels.")] = None,
+    store: Annotated[str | None, typer.Option(help="Store path or URL; default $FEATCACHE_STORE or "
+                                              "./featcache-store.")] = None,
+    split: Annotated[str, typer.Option(help="all, train, val or test.")] = "all",
+    views: Annotated[int, typer.Option(help="Views per image (view 0 = the image itself).")] = 1,
+    precision: Annotated[str, typer.Option(help="Stored precision: fp16 or fp32.")] = "fp16",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per teacher forward pass.")] = 8,
+    shard_size: Annotated[int, typer.Option(help="Samples per shard (the unit of commit).")] = 16,
+    loader_workers: Annotated[int, typer.Option(help="Decoding/preprocessing processes.")] = 0,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable samples and record "
+                                           "them instead of stopping.")] = False,
+    manifest: Annotated[Path | None, typer.Option(help="Extract every (teacher, dataset) a "
+                                                  "distillation manifest needs.")] = None,
+) -> None:
+    """Run a teacher once over a dataset and cache its multi-scale features (resumable)."""
+    from featcache.extract.jobs import ExtractJob, jobs_from_manifest, run_job
+
+    if manifest is not None:
+        if teacher or dataset:
+            raise ConfigError("use either --manifest or --teacher/--dataset, not both")
+        jobs = jobs_from_manifest(manifest)
+    else:
+        if not teacher or not dataset:
+            raise ConfigError("pass --teacher NAME and --dataset NAME (or --manifest FILE)")
+        options = {"random_init": True} if random_init else {}
+        jobs = [ExtractJob(teacher=teacher, dataset=dataset, root=root, checkpoint=checkpoint, arch=arch,
+                           teacher_options=options, dataset_options={"skip_bad": True} if skip_bad else {},
+                           levels=levels.split(",") if levels else None)]
+    rows = []
+    for job in jobs:
+        with progress_bar() as bar:
+            result = run_job(job, store_url=store, split=split, views=views, precision=precision,
+                             device=device, batch_size=batch_size, shard_size=shard_size,
+                             loader_workers=loader_workers,
+                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
+        if result.status == "cached":
+            console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract")
+        rows.append((job.teacher, job.dataset, result.key, result.status,
+                     f"{result.samples}×{result.views}", result.shards_written,
+                     f"{result.seconds:.1f}", f"{result.images_per_s:.2f}",
+                     f"{result.feature_bytes / 2**20:.1f}"))
+    console.print(table("extraction", ["teacher", "dataset", "entry", "status", "samples×views",
+                                       "shards written", "seconds", "img/s", "feature MiB"], rows))

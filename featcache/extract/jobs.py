@@ -1,0 +1,61 @@
+"""Extraction jobs: what to run (teacher x dataset), from CLI options or a manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featcache.data.registry import build_dataset
+from featcache.errors import ConfigError
+from featcache.extract.runner import ExtractionResult, ProgressFn, extract
+from featcache.store import FeatureStore
+from featcache.teachers.registry import build_teacher
+
+
+@dataclass
+class ExtractJob:
+    teacher: str
+    dataset: str
+    root: Path | None = None
+    checkpoint: Path | None = None
+    arch: str | None = None
+    levels: list[str] | None = None
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    store: str | None = None
+
+
+def jobs_from_manifest(path: Path) -> list[ExtractJob]:
+    from featcache.distill.manifest import load_manifest
+
+    m = load_manifest(path)
+    return [ExtractJob(teacher=t.name, dataset=d.name, root=Path(d.root) if d.root else None,
+                       checkpoint=Path(t.checkpoint) if t.checkpoint else None, arch=t.arch,
+                       levels=list(t.levels), teacher_options=dict(t.options),
+                       dataset_options=dict(d.options), store=m.store)
+            for t in m.teachers for d in m.datasets]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available here; use auto or cpu")
+    return torch.device(name)
+
+
+def run_job(job: ExtractJob, *, store_url: str | None, split: str, views: int, precision: str,
+            device: str, batch_size: int, shard_size: int, loader_workers: int,
+            progress: ProgressFn | None = None) -> ExtractionResult:
+    dataset = build_dataset(job.dataset, job.root, **job.dataset_options)
+    teacher = build_teacher(job.teacher, job.checkpoint, job.arch, **job.teacher_options)
+    dev = resolve_device(device)
+    teacher.to(dev)
+    store = FeatureStore(store_url or job.store)
+    return extract(dataset, teacher, store, levels=job.levels, split=split, views=views,
+                   precision=precision, batch_size=batch_size, shard_size=shard_size,
+                   loader_workers=loader_workers, progress=progress,
+                   autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None)
