@@ -143,13 +143,15 @@ def build_clip(checkpoint: Path | None = None, arch: str | None = None, *, rando
     if random_init and not arch:
         raise TeacherError("clip teacher needs --arch NAME (an open_clip model, e.g. ViT-B-16)")
     name, weights = (arch, None) if checkpoint is None else _resolve(Path(checkpoint), arch)
+    # Read the file first: a bad file fails before a large model is built.
+    state = None if weights is None else unwrap_state_dict(read_checkpoint(weights))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         visual = create_clip_visual(name, dict(model_kwargs or {}))
     label = arch or f"local-dir:{Path(checkpoint).name}"
-    if weights is None:
+    if state is None:
         return ClipTeacher(label, visual, resize, sha256_state_dict(visual.state_dict()),
                            f"random-init(seed={seed})")
-    state = select_prefix(unwrap_state_dict(read_checkpoint(weights)), "visual.")
+    state = select_prefix(state, "visual.")
     load_strict(visual, match_keys(state, visual.state_dict().keys()), weights)
     return ClipTeacher(label, visual, resize, sha256_file(weights), str(checkpoint))

@@ -130,13 +130,15 @@ def _build(name: str, arch: str, preprocess: Preprocess, checkpoint: Path | None
                            f"nothing is downloaded), or --random-init for an uninformative baseline")
     if checkpoint is not None and random_init:
         raise TeacherError("pass either --checkpoint or --random-init, not both")
+    # Read the file first: a bad file fails before a large model is built.
+    state = None if random_init else unwrap_state_dict(read_checkpoint(checkpoint))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = build_encoder(cfg)
-    if random_init:
+    if state is None:
         return SamTeacher(name, arch, cfg, encoder, preprocess,
                           sha256_state_dict(encoder.state_dict()), f"random-init(seed={seed})")
-    state = select_prefix(unwrap_state_dict(read_checkpoint(checkpoint)), "image_encoder.")
+    state = select_prefix(state, "image_encoder.")
     load_strict(encoder, match_keys(state, encoder.state_dict().keys()), checkpoint)
     return SamTeacher(name, arch, cfg, encoder, preprocess, sha256_file(checkpoint), str(checkpoint))
 

@@ -128,16 +128,18 @@ def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, rando
                            f"for an uninformative baseline); nothing is downloaded")
     if checkpoint is not None and random_init:
         raise TeacherError("pass either --checkpoint or --random-init, not both")
+    # Read the file first: a bad file fails before a large model is built.
+    state = None if random_init else unwrap_state_dict(read_checkpoint(checkpoint))
     with torch.random.fork_rng(devices=[]):  # a seeded init must not disturb the caller's RNG
         torch.manual_seed(seed)
         model = create_backbone(arch, img_size, dict(model_kwargs or {}))
     size = img_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     if not hasattr(model, "forward_intermediates"):
         raise TeacherError(f"timm model {arch} has no forward_intermediates; pick another architecture")
-    if random_init:
+    if state is None:
         return TimmTeacher(arch, model, size, resize, sha256_state_dict(model.state_dict()),
                            f"random-init(seed={seed})")
-    state = match_keys(unwrap_state_dict(read_checkpoint(checkpoint)), model.state_dict().keys())
+    state = match_keys(state, model.state_dict().keys())
     head = model.pretrained_cfg.get("classifier") or "head"
     heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
     load_strict(model, state, checkpoint, ignore=heads)  # the classifier is not a feature

@@ -65,15 +65,14 @@ def select_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 
 def match_keys(state: dict[str, torch.Tensor], expected: Iterable[str],
                prefixes: Iterable[str] = STRIP_PREFIXES) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes while doing so increases the overlap with the model's keys."""
-    expected = set(expected)
-    best = state
+    """Strip up to three wrapper prefixes ("module.backbone.") to best overlap the model's keys."""
+    expected, prefixes = set(expected), tuple(prefixes)
+    frontier, best = [state], state
     for _ in range(3):
-        candidates = [select_prefix(best, p) for p in prefixes]
-        scored = max(candidates, key=lambda s: len(expected & set(s)))
-        if len(expected & set(scored)) <= len(expected & set(best)):
-            break
-        best = scored
+        frontier = [sub for s in frontier for p in prefixes if (sub := select_prefix(s, p)) is not s]
+        for cand in frontier:
+            if len(expected & cand.keys()) > len(expected & best.keys()):
+                best = cand
     return best
 
 

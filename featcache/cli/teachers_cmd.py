@@ -1,0 +1,34 @@
+"""`featcache teachers ...`: what teachers exist, their levels and where their weights come from."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from featcache.cli.app import app, console
+from featcache.teachers.base import LevelSpec
+from featcache.teachers.catalog import describe_teachers
+
+teachers_app = typer.Typer(help="Inspect the available teachers.", no_args_is_help=True)
+app.add_typer(teachers_app, name="teachers")
+
+
+def _shape(level: LevelSpec) -> str:
+    return f"{level.name} {level.channels}x{level.grid[0]}x{level.grid[1]} (/{level.stride})"
+
+
+@teachers_app.command("list")
+def list_teachers() -> None:
+    """List the built-in teachers with default levels, input size and weight sources (loads no weights)."""
+    table = Table(title="featcache teachers", show_lines=True)
+    for column in ("name", "architectures", "default levels", "other levels", "input", "weights"):
+        table.add_column(column, overflow="fold")
+    for info in describe_teachers():
+        default = "\n".join(_shape(lv) for lv in info.default_levels) or "depends on --arch"
+        if info.note:
+            default += f"\n[dim]{info.note}[/]"
+        p = info.preprocess
+        size = f"{p.size} px, {p.resize}" if p else "model's own size"
+        others = ", ".join(info.other_levels)
+        table.add_row(info.name, info.architectures, default, others, size, info.weights)
+    console.print(table)
