@@ -1,1 +1,3 @@
 """Importing this package registers every built-in dataset loader."""
+
+from featcache.data.loaders import busi, cvc, drive, folder, kvasir, msd  # noqa: F401
