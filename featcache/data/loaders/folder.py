@@ -56,9 +56,11 @@ def _groups(stems: list[str], pattern: str | None) -> list[str]:
     groups = []
     for stem in stems:
         m = regex.search(stem)
-        if not m or not m.groups():
-            raise DatasetError(f"folder: group_regex {pattern!r} does not capture a group in {stem!r}")
-        groups.append(m.group(1))
+        group = next((g for g in m.groups() if g), None) if m else None
+        if not group:
+            raise DatasetError(f"folder: group_regex {pattern!r} captures no group in {stem!r}; it needs "
+                               "one capturing group, e.g. '^(P\\d+)_'")
+        groups.append(group)
     return groups
 
 
