@@ -103,3 +103,23 @@ def test_nnunet_v2_dataset_json_is_read(tmp_path):
                                                    "labels": {"background": 0, "organ": 1, "tumour": 2}}))
     ds = build_dataset("msd", root, labels="organ")
     assert ds.modality == "CT" and ds.options["labels"] == [1]
+
+
+def test_pickles_for_worker_processes_and_caches_volumes(tmp_path, monkeypatch):
+    import pickle
+
+    import featcache.data.loaders.msd as msd
+
+    ds = build_dataset("msd", make_msd(tmp_path, n=3))
+    decoded = []
+    real = msd.load_volume
+    monkeypatch.setattr(msd, "load_volume", lambda v, c: decoded.append(v.id) or real(v, c))
+    for i in range(len(ds)):
+        ds.load(i)
+    assert decoded == ["case_0", "case_1", "case_2"]  # in order: each case decoded once
+    ds.max_cached_volumes = 3
+    for i in reversed(range(len(ds))):
+        ds.load(i)
+    assert len(decoded) == 5  # case_2 still cached; case_1, case_0 decoded again, then all kept
+    copy = pickle.loads(pickle.dumps(ds))
+    assert np.array_equal(copy.load(0).mask, ds.load(0).mask)

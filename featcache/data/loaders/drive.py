@@ -84,8 +84,8 @@ def _entry(root: Path, part: str, n: str, pair: Pair, fov: Path | None, split: s
                                     "(+ mask/*.gif FOV); official split, val carved from training")
 def build_drive(root: Path | None, **options: Any) -> DRIVE:
     opts = resolve_options("drive", options, {"val_fraction": 0.2})
-    vf = float(opts["val_fraction"])
-    if not 0 <= vf < 1:
+    vf = opts["val_fraction"]
+    if not isinstance(vf, (int, float)) or isinstance(vf, bool) or not 0 <= vf < 1:
         raise DatasetError(f"drive: val_fraction must be in [0, 1), got {vf}")
     root = locate("drive", require_root("drive", root, EXPECTED), ("training",), EXPECTED)
     train, problems = _part(root, "training")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +59,35 @@ class MSDSlices(SegmentationDataset):
         self.volumes = volumes
         self.config = config
         self.modality = config.modality
+        # Decoded cases kept in memory (least recently used first out). A .nii.gz cannot be read
+        # slice by slice, and samples are ordered by case, so 1 suffices for a pass in order; random
+        # access (training) wants more: raise `max_cached_volumes` if memory allows.
+        self.max_cached_volumes = 1
         self._lock = threading.Lock()
-        self._cached: tuple[str, np.ndarray, np.ndarray, tuple[float, float]] | None = None
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for worker processes: the lock and the decoded volumes stay behind.
+        state = dict(self.__dict__)
+        state["_lock"], state["_cache"] = None, OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _volume(self, vid: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-        """(image (X, Y, Z), label (X, Y, Z), (lo, hi)) of one case; the last case stays decoded
-        because samples are ordered by volume and a .nii.gz cannot be read slice by slice."""
+        """(image (X, Y, Z), label (X, Y, Z), (lo, hi)) of one case, decoded once while cached."""
         with self._lock:
-            if self._cached is None or self._cached[0] != vid:
-                image, label = load_volume(self.volumes[vid], self.config)
-                lo_hi = intensity_range(image, self.config.window, self.config.percentiles)
-                self._cached = (vid, image, label, lo_hi)
-            return self._cached[1:]
+            if vid in self._cache:
+                self._cache.move_to_end(vid)
+                return self._cache[vid]
+            image, label = load_volume(self.volumes[vid], self.config)
+            entry = (image, label, intensity_range(image, self.config.window, self.config.percentiles))
+            self._cache[vid] = entry
+            while len(self._cache) > max(1, self.max_cached_volumes):
+                self._cache.popitem(last=False)
+            return entry
 
     def _load(self, index: int) -> Sample:
         info = self.samples[index]

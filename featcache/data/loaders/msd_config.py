@@ -133,7 +133,7 @@ def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
     return config
 
 
-def _pair_problem(vid: str, image: Path, label: Path, config: MSDConfig) -> FileProblem | None:
+def _pair_problem(image: Path, label: Path, config: MSDConfig) -> FileProblem | None:
     """Header-level checks (cheap): both readable, same spatial shape, channel exists."""
     try:
         ishape, _ = read_header(image)
@@ -165,7 +165,7 @@ def discover(root: Path, config: MSDConfig, opts: dict[str, Any]
         if stem not in labels:
             problems.append(FileProblem(images[stem], f"image without a label in {label_dir}"))
             continue
-        problem = _pair_problem(stem, images[stem], labels[stem], config)
+        problem = _pair_problem(images[stem], labels[stem], config)
         if problem:
             problems.append(problem)
             continue
