@@ -4,7 +4,8 @@ Layout: dataset.json (modality, labels), imagesTr/<case>.nii.gz and labelsTr/<ca
 same names (imagesTs/ has no labels and is ignored; macOS '._' files are ignored).
 
 Options (besides seed, fractions, skip_bad):
-- axis (2): slices are volume.take(k, axis), in stored voxel order (no reorientation).
+- axis (2): slice k is volume[..., k] for axis 2 (volumes.slice_at), in stored voxel order (no
+  reorientation).
 - channel (0): for 4D multi-modal tasks (BrainTumour, Prostate), which modality to use.
 - labels (None): None = any foreground; an int, a name from dataset.json, or a list of them.
 - window (None): CT tasks default to (-160, 240) HU; an explicit [lo, hi] applies to any modality.
@@ -40,6 +41,7 @@ from featcache.data.volumes import (
     normalise,
     read_volume,
     select,
+    slice_at,
 )
 from featcache.errors import DatasetError
 
@@ -92,9 +94,8 @@ class MSDSlices(SegmentationDataset):
     def _load(self, index: int) -> Sample:
         info = self.samples[index]
         image, label, (lo, hi) = self._volume(info.meta["volume"])
-        k, axis = info.meta["slice"], self.config.axis
-        return Sample(info.id, normalise(image.take(k, axis), lo, hi),
-                      select(label.take(k, axis), self.config.labels))
+        at = slice_at(info.meta["slice"], self.config.axis)
+        return Sample(info.id, normalise(image[at], lo, hi), select(label[at], self.config.labels))
 
     def content_digest(self, index: int) -> str:
         info = self.samples[index]
