@@ -111,6 +111,11 @@ class SegmentationDataset(ABC):
     @abstractmethod
     def _load(self, index: int) -> Sample: ...
 
+    def validate_extra(self, index: int) -> None:
+        """Decode files a sample has besides its image and mask (e.g. DRIVE's field-of-view mask),
+        raising DatasetError if one is bad. `datasets check` calls it; the default has none."""
+        return None
+
     @abstractmethod
     def content_digest(self, index: int) -> str:
         """A hash of the sample's source content (file bytes or array bytes)."""

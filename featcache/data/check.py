@@ -72,6 +72,7 @@ def check_dataset(name: str, root: str | Path | None, **options: Any) -> CheckRe
     for index, info in enumerate(dataset.samples):
         try:
             sample = dataset.load(index)
+            dataset.validate_extra(index)
         except FileProblem as problem:
             problems.append(problem.record())
             continue

@@ -69,3 +69,15 @@ def test_check_library_statistics(tmp_path):
     assert whole.min_hw == whole.max_hw == (16, 18)
     assert abs(whole.mean_foreground - (3 * 42 / (16 * 18)) / 6) < 1e-9
     assert sum(report.splits[s].samples for s in ("train", "val", "test")) == 30
+
+
+def test_check_validates_drive_fov_masks_too(tmp_path):
+    from synth_layouts import save_mask
+
+    root = make_drive(tmp_path)
+    import numpy as np
+
+    save_mask(np.zeros((8, 8), np.uint8), root / "training" / "mask" / "22_training_mask.gif")
+    report = check_dataset("drive", root)
+    assert [p["path"].split("/")[-1] for p in report.problems] == ["22_training_mask.gif"]
+    assert "mask is 8x8" in report.problems[0]["reason"]

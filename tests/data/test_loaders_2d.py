@@ -134,3 +134,11 @@ def test_sixteen_bit_grey_png_keeps_its_range(tmp_path):
     Image.fromarray(box_mask(1, 5, 1, 5, 16, 16)).save(root / "masks" / "x.png")
     image = build_dataset("folder", root, channels=1).load(0).image
     assert image.min() == 0.0 and image.max() == 1.0 and len(np.unique(image)) == 256
+
+
+def test_folder_pairs_isic_style_segmentation_suffix(tmp_path):
+    root = tmp_path / "isic"
+    save_rgb(1, root / "images" / "ISIC_0000001.jpg")
+    save_mask(box_mask(1, 5, 1, 5), root / "masks" / "ISIC_0000001_segmentation.png")
+    ds = build_dataset("folder", root)
+    assert ds.ids == ["ISIC_0000001"] and ds.load(0).mask.sum() == 16

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from featcache.data.base import SampleInfo, assign_splits
-from featcache.data.files import FileProblem, list_images, read_mask
+from featcache.data.files import FileProblem, check_same_size, list_images, read_mask
 from featcache.data.options import locate, require_root, resolve_options
 from featcache.data.paired import Pair, PairedDataset
 from featcache.data.registry import DATASETS
@@ -43,6 +43,13 @@ class DRIVE(PairedDataset):
             image = self.load(index).image
             return np.ones(image.shape[:2], np.uint8)
         return read_mask(self.root / fov, "binary")
+
+    def validate_extra(self, index: int) -> None:
+        """The FOV mask must decode, be binary and match its image in size."""
+        fov = self.samples[index].meta.get("fov")
+        if fov is not None:
+            image = self.load(index).image
+            check_same_size(image, self.fov_mask(index), self.pairs[index].image, self.root / fov)
 
 
 def _by_number(folder: Path) -> dict[str, list[Path]]:

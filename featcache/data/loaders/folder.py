@@ -1,8 +1,9 @@
 """`folder`: any dataset laid out as images/ + masks/ with matching file stems.
 
 Formats: png, jpg/jpeg, tif/tiff, bmp, gif, mixed freely (images/a.png may pair with masks/a.gif).
-Masks named `<stem>_mask.*` or `<stem>_seg.*` also pair. JPEG masks are thresholded at 128; lossless
-masks must hold 0 and one foreground value (mask_mode='threshold' or 'binary' forces a rule).
+Masks named `<stem>_mask.*` (or _seg, _segmentation, _label, _gt) also pair. JPEG masks are
+thresholded at 128; lossless masks must hold 0 and one foreground value (mask_mode='threshold'
+or 'binary' forces one rule for all).
 Images are read as RGB unless channels=1. If a `splits.csv` (`stem,split` lines) sits next to
 images/, it is the split; otherwise splits are drawn by seed. Grouping: option group_regex, a
 regular expression whose first group extracts the patient id from the stem (e.g. '^(P\\d+)_').
@@ -21,6 +22,7 @@ from featcache.data.paired import PairedDataset, match_stems
 from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
+MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label", "_gt")  # ISIC uses _segmentation
 EXPECTED = "a folder with images/ and masks/ holding files with matching names"
 
 
@@ -73,7 +75,7 @@ def build_folder(root: Path | None, **options: Any) -> ImageFolder:
     if opts["channels"] not in (1, 3):
         raise DatasetError(f"folder: channels must be 1 or 3, got {opts['channels']!r}")
     root = locate("folder", require_root("folder", root, EXPECTED), ("images", "masks"), EXPECTED)
-    pairs, problems = match_stems(root / "images", root / "masks", opts["mask_mode"], ("_mask", "_seg"))
+    pairs, problems = match_stems(root / "images", root / "masks", opts["mask_mode"], MASK_SUFFIXES)
     stems = [stem for stem, _ in pairs]
     groups = _groups(stems, opts["group_regex"])
     split_file = root / "splits.csv"
