@@ -64,8 +64,8 @@ def _print_report(report: CheckReport) -> None:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     if report.problems:
         problems = Table(title=f"{len(report.problems)} problem(s)")
-        problems.add_column("file")
-        problems.add_column("problem")
+        problems.add_column("file", overflow="fold")  # a path is useless once cut
+        problems.add_column("problem", overflow="fold")
         for p in report.problems:
             problems.add_row(p["path"], p["reason"])
         console.print(problems)
