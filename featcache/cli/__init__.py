@@ -1,7 +1,13 @@
 """The `featcache` command line. Each command group lives in its own module; importing the
 modules registers their commands on the one typer app."""
 
-from featcache.cli import distill_cmd, eval_cmd, extract_cmd, teachers_cmd  # noqa: F401
+from featcache.cli import (  # noqa: F401
+    datasets_cmd,
+    distill_cmd,
+    eval_cmd,
+    extract_cmd,
+    teachers_cmd,
+)
 from featcache.cli.app import app, main
 
 __all__ = ["app", "main"]

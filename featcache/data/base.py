@@ -78,6 +78,10 @@ class SegmentationDataset(ABC):
         self.samples = samples
         self.options = dict(options or {})
         self._index = {s.id: i for i, s in enumerate(samples)}
+        # Files left out under skip_bad=True ({"path", "reason"}) and honest remarks about the
+        # layout (e.g. a release without test labels). Never dropped silently: `check` prints both.
+        self.skipped: list[dict[str, str]] = []
+        self.notes: list[str] = []
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -107,6 +111,11 @@ class SegmentationDataset(ABC):
     @abstractmethod
     def _load(self, index: int) -> Sample: ...
 
+    def validate_extra(self, index: int) -> None:
+        """Decode files a sample has besides its image and mask (e.g. DRIVE's field-of-view mask),
+        raising DatasetError if one is bad. `datasets check` calls it; the default has none."""
+        return None
+
     @abstractmethod
     def content_digest(self, index: int) -> str:
         """A hash of the sample's source content (file bytes or array bytes)."""
@@ -122,7 +131,8 @@ class SegmentationDataset(ABC):
     def describe(self) -> dict[str, Any]:
         counts = {sp: len(self.split_indices(sp)) for sp in SPLITS}
         return {"name": self.name, "modality": self.modality, "channels": self.channels,
-                "samples": len(self), "splits": counts, "options": self.options}
+                "samples": len(self), "splits": counts, "options": self.options,
+                "skipped": len(self.skipped), "notes": list(self.notes)}
 
 
 def to_float_image(array: np.ndarray, source: str) -> np.ndarray:
@@ -148,10 +158,22 @@ def assign_splits(groups: list[str], seed: int, fractions: tuple[float, float, f
     rng = np.random.default_rng(seed)
     order = [unique[i] for i in rng.permutation(len(unique))]
     n = len(order)
-    n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
-    n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
+    # At least one group per requested (non-zero) split once there are enough groups.
+    n_val = (max(1, round(fractions[1] * n)) if n >= 3 else 0) if fractions[1] > 0 else 0
+    n_test = (max(1, round(fractions[2] * n)) if n >= 3 else 0) if fractions[2] > 0 else 0
     n_train = n - n_val - n_test
     result = {}
     for k, g in enumerate(order):
         result[g] = "train" if k < n_train else ("val" if k < n_train + n_val else "test")
+    return result
+
+
+def assign_splits_by_stratum(groups: list[str], strata: list[str], seed: int,
+                             fractions: tuple[float, float, float]) -> dict[str, str]:
+    """assign_splits within each stratum (e.g. BUSI's benign/malignant/normal), so every split keeps
+    the class balance. A group must belong to one stratum."""
+    result: dict[str, str] = {}
+    for stratum in sorted(set(strata)):
+        members = [g for g, s in zip(groups, strata, strict=True) if s == stratum]
+        result.update(assign_splits(members, seed, fractions))
     return result

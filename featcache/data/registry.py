@@ -20,3 +20,18 @@ def build_dataset(name: str, root: str | Path | None = None, **options: Any) -> 
 
     builder = DATASETS.get(name)
     return builder(Path(root) if root is not None else None, **options)
+
+
+def dataset_modality(name: str) -> str:
+    """The modality a builder's dataset class declares (read from its return annotation, so nothing
+    is built); '' when the builder does not say."""
+    import typing
+
+    import featcache.data.loaders  # noqa: F401
+
+    builder = DATASETS.get(name)
+    try:
+        cls = typing.get_type_hints(builder).get("return")
+    except Exception:  # an annotation that cannot be resolved is not worth failing a listing for
+        return ""
+    return str(getattr(cls, "modality", "") or "")

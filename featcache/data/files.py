@@ -1,0 +1,102 @@
+"""Reading 2D image and mask files (PNG, JPEG, TIFF, BMP, GIF) with errors that name the file.
+
+Every decode is complete (PIL's lazy `open` would accept a PNG cut in half until its pixels are
+touched), so a truncated file fails here, at load time, with one line naming it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from featcache.data.base import to_float_image
+from featcache.errors import DatasetError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+LOSSY_EXTS = (".jpg", ".jpeg")
+MASK_MODES = ("auto", "binary", "threshold")
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16/32-bit: convert("L") would clip them
+
+
+class FileProblem(DatasetError):
+    """A problem with one file; `path` and `reason` are kept apart for skip_bad records."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def record(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files in `folder`, sorted; hidden files (.DS_Store, macOS '._' twins) are ignored."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS)
+
+
+def _decode(path: Path) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            im.load()
+    except FileNotFoundError:
+        raise FileProblem(path, "file not found") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise FileProblem(path, f"unreadable or truncated image ({exc}); replace the file or pass "
+                                "skip_bad=True") from None
+    return im
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """Decode an image file -> float32 (H, W, channels) in [0, 1]; 16-bit greyscale keeps its range."""
+    im = _decode(path)
+    if im.mode in _WIDE_MODES:
+        array = np.asarray(im)
+        if channels == 3:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+    else:
+        array = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    return to_float_image(array, str(path))
+
+
+def resolve_mask_mode(path: Path, mode: str) -> str:
+    """'auto' thresholds lossy (JPEG) masks and demands exact binary values from lossless ones."""
+    if mode not in MASK_MODES:
+        raise DatasetError(f"unknown mask_mode {mode!r}; use one of {', '.join(MASK_MODES)}")
+    if mode == "auto":
+        return "threshold" if path.suffix.lower() in LOSSY_EXTS else "binary"
+    return mode
+
+
+def read_mask(path: Path, mode: str = "auto") -> np.ndarray:
+    """Decode a mask file -> uint8 (H, W) in {0, 1}.
+
+    binary: pixels must be 0 or ONE foreground value (0/255, 0/1, a palette colour); anything else
+    is reported, because a second value usually means a multi-class or antialiased mask.
+    threshold: foreground is >= half the range (128 for 8-bit), which undoes JPEG ringing.
+    """
+    im = _decode(path)
+    array = np.asarray(im) if im.mode in _WIDE_MODES else np.asarray(im.convert("L"))
+    if resolve_mask_mode(path, mode) == "threshold":
+        half = 128 if array.dtype == np.uint8 else (32768 if array.dtype == np.uint16 else 0.5)
+        return (array >= half).astype(np.uint8)
+    values = np.unique(array)
+    foreground = values[values != 0]
+    if len(foreground) > 1:
+        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        raise FileProblem(path, f"mask is not binary (values {shown}); expected 0 and one foreground "
+                                "value; pass mask_mode='threshold' to binarise at half range")
+    return (array != 0).astype(np.uint8)
+
+
+def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
+    """Masks are never resized silently: a size mismatch usually means a mispaired file."""
+    if mask.shape != image.shape[:2]:
+        raise FileProblem(mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image "
+                                     f"{image_path.name} is {image.shape[1]}x{image.shape[0]}")

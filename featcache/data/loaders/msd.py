@@ -1,0 +1,163 @@
+"""`msd`: one Medical Segmentation Decathlon task folder (e.g. Task09_Spleen), sliced to 2D.
+
+Layout: dataset.json (modality, labels), imagesTr/<case>.nii.gz and labelsTr/<case>.nii.gz with the
+same names (imagesTs/ has no labels and is ignored; macOS '._' files are ignored).
+
+Options (besides seed, fractions, skip_bad):
+- axis (2): slice k is volume[..., k] for axis 2 (volumes.slice_at), in stored voxel order (no
+  reorientation).
+- channel (0): for 4D multi-modal tasks (BrainTumour, Prostate), which modality to use.
+- labels (None): None = any foreground; an int, a name from dataset.json, or a list of them.
+- window (None): CT tasks default to (-160, 240) HU; an explicit [lo, hi] applies to any modality.
+  MRI (no window) is scaled by the volume's percentiles (default 1, 99) of its non-zero voxels.
+- empty_slices ("balanced"): which slices without foreground to keep. "balanced" keeps every
+  foreground slice plus as many empty ones from the same volume (all, if fewer), drawn by seed;
+  "all" keeps every slice, "none" drops empty ones, a number in [0, 1] keeps that fraction of each
+  volume's empty slices (drawn by seed).
+Split: by VOLUME (group = case id), so slices of one patient never straddle splits.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featcache.data.base import Sample, SampleInfo, SegmentationDataset
+from featcache.data.digest import digest_files
+from featcache.data.files import FileProblem
+from featcache.data.loaders.msd_config import MSDConfig, Volume, discover, read_config
+from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
+from featcache.data.registry import DATASETS
+from featcache.data.screen import raise_first, screen
+from featcache.data.volumes import (
+    check_labels,
+    foreground_slices,
+    intensity_range,
+    normalise,
+    read_volume,
+    select,
+    slice_at,
+)
+from featcache.errors import DatasetError
+
+EXPECTED = "an MSD task folder (dataset.json, imagesTr/*.nii.gz, labelsTr/*.nii.gz)"
+DEFAULTS: dict[str, Any] = {"axis": 2, "channel": 0, "labels": None, "window": None,
+                            "percentiles": (1.0, 99.0), "empty_slices": "balanced"}
+
+
+class MSDSlices(SegmentationDataset):
+    name = "msd"
+    modality = "CT / MRI (per dataset.json)"
+    channels = 1
+
+    def __init__(self, samples: list[SampleInfo], volumes: dict[str, Volume], config: MSDConfig,
+                 options: dict[str, Any]) -> None:
+        super().__init__(samples, options)
+        self.volumes = volumes
+        self.config = config
+        self.modality = config.modality
+        # Decoded cases kept in memory (least recently used first out). A .nii.gz cannot be read
+        # slice by slice, and samples are ordered by case, so 1 suffices for a pass in order; random
+        # access (training) wants more: raise `max_cached_volumes` if memory allows.
+        self.max_cached_volumes = 1
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for worker processes: the lock and the decoded volumes stay behind.
+        state = dict(self.__dict__)
+        state["_lock"], state["_cache"] = None, OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _volume(self, vid: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """(image (X, Y, Z), label (X, Y, Z), (lo, hi)) of one case, decoded once while cached."""
+        with self._lock:
+            if vid in self._cache:
+                self._cache.move_to_end(vid)
+                return self._cache[vid]
+            image, label = load_volume(self.volumes[vid], self.config)
+            entry = (image, label, intensity_range(image, self.config.window, self.config.percentiles))
+            self._cache[vid] = entry
+            while len(self._cache) > max(1, self.max_cached_volumes):
+                self._cache.popitem(last=False)
+            return entry
+
+    def _load(self, index: int) -> Sample:
+        info = self.samples[index]
+        image, label, (lo, hi) = self._volume(info.meta["volume"])
+        at = slice_at(info.meta["slice"], self.config.axis)
+        return Sample(info.id, normalise(image[at], lo, hi), select(label[at], self.config.labels))
+
+    def content_digest(self, index: int) -> str:
+        info = self.samples[index]
+        vol = self.volumes[info.meta["volume"]]
+        return digest_files([vol.image, vol.label], salt=f"slice {info.meta['slice']}")
+
+
+def load_volume(vol: Volume, config: MSDConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and check one case -> image (X, Y, Z) of the chosen channel, label (X, Y, Z)."""
+    image, label = read_volume(vol.image), read_volume(vol.label)
+    if image.ndim == 4:
+        image = image[..., config.channel]
+    if image.shape != label.shape:
+        raise FileProblem(vol.label, f"label shape {label.shape} differs from image {vol.image.name} "
+                                     f"shape {image.shape}")
+    check_labels(label, vol.label, set(config.declared_labels))
+    return image, label
+
+
+def _keep(fg: list[bool], policy: str | float, rng: np.random.Generator) -> list[int]:
+    """Slice indices to keep under the empty-slice policy (see module docstring)."""
+    full = [k for k, f in enumerate(fg) if f]
+    empty = [k for k, f in enumerate(fg) if not f]
+    if policy == "all":
+        return list(range(len(fg)))
+    if policy == "none":
+        return full
+    n = min(len(full), len(empty)) if policy == "balanced" else round(float(policy) * len(empty))
+    chosen = rng.choice(len(empty), size=n, replace=False) if n else []
+    return sorted(full + [empty[i] for i in chosen])
+
+
+def _slices(vol: Volume, split: str, config: MSDConfig, seed: int) -> list[SampleInfo]:
+    fg = foreground_slices(vol.label, config.axis, config.labels)
+    rng = np.random.default_rng([seed, zlib.crc32(vol.id.encode())])
+    spacing = [round(s, 6) for a, s in enumerate(vol.spacing[:3]) if a != config.axis]
+    return [SampleInfo(f"{vol.id}_s{k:04d}", split, vol.id,
+                       {"volume": vol.id, "slice": k, "axis": config.axis, "spacing": spacing,
+                        "modality": config.modality, "task": config.task, "foreground": fg[k]})
+            for k in _keep(fg, config.empty_slices, rng)]
+
+
+@DATASETS.register("msd", summary="Medical Segmentation Decathlon task: dataset.json + imagesTr/ + "
+                                  "labelsTr/ (*.nii.gz), 2D slices, split by volume")
+def build_msd(root: Path | None, **options: Any) -> MSDSlices:
+    opts = resolve_options("msd", options, DEFAULTS)
+    root = locate("msd", require_root("msd", root, EXPECTED), ("dataset.json", "imagesTr"), EXPECTED)
+    config = read_config(root, opts)
+    volumes, problems, split_of = discover(root, config, opts)
+    if not opts["skip_bad"]:
+        raise_first(problems)
+        skipped: list[dict[str, str]] = []
+    else:
+        skipped = [p.record() for p in problems]
+        kept, bad = screen(volumes, lambda v: (v.image, v.label), lambda v: load_volume(v, config),
+                           salt=f"msd:{config.channel}")
+        volumes, skipped = kept, skipped + bad
+    samples = [s for v in volumes for s in _slices(v, split_of[v.id], config, opts["seed"])]
+    if not samples:
+        raise DatasetError(f"msd: no slices to use in {root}" + (f"; {len(skipped)} file(s) skipped"
+                                                                 if skipped else ""))
+    stored = fingerprint_options({**opts, "window": config.window, "labels": config.labels})
+    dataset = MSDSlices(samples, {v.id: v for v in volumes}, config, stored)
+    dataset.skipped = skipped
+    return dataset

@@ -1,0 +1,176 @@
+"""dataset.json and option parsing for the `msd` loader, and discovery of its volume pairs.
+
+dataset.json follows the Decathlon form ({"modality": {"0": "CT"}, "labels": {"0": "background",
+"1": "spleen"}}); the nnU-Net v2 form ({"channel_names": {...}, "labels": {"background": 0}}) is
+read too, since many converted datasets use it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from featcache.data.base import assign_splits, safe_id
+from featcache.data.files import FileProblem
+from featcache.data.volumes import DEFAULT_CT_WINDOW, nifti_stem, read_header
+from featcache.errors import DatasetError
+
+EMPTY_POLICIES = ("balanced", "all", "none")
+
+
+@dataclass(frozen=True)
+class Volume:
+    id: str
+    image: Path
+    label: Path
+    spacing: tuple[float, ...]  # mm per voxel along the 3 spatial axes
+
+
+@dataclass(frozen=True)
+class MSDConfig:
+    task: str
+    modalities: tuple[str, ...]  # one name per channel of the image volumes
+    declared_labels: dict[int, str]
+    axis: int
+    channel: int
+    labels: tuple[int, ...] | None  # None = any foreground
+    window: tuple[float, float] | None  # None = percentile scaling
+    percentiles: tuple[float, float]
+    empty_slices: str | float
+
+    @property
+    def modality(self) -> str:
+        return self.modalities[self.channel] if self.channel < len(self.modalities) else "unknown"
+
+    @property
+    def is_ct(self) -> bool:
+        return self.modality.upper() == "CT"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read dataset.json ({exc})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: dataset.json must hold a JSON object")
+    return data
+
+
+def _declared(data: dict[str, Any], path: Path) -> dict[int, str]:
+    raw = data.get("labels", {})
+    try:
+        if raw and all(isinstance(v, int) for v in raw.values()):  # nnU-Net v2: name -> value
+            return {int(v): str(k) for k, v in raw.items()}
+        return {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise DatasetError(f"{path}: 'labels' must map label values to names") from None
+
+
+def _resolve_labels(given: Any, declared: dict[int, str]) -> tuple[int, ...] | None:
+    if given is None:
+        return None
+    by_name = {name.lower(): value for value, name in declared.items()}
+    values = []
+    for item in given if isinstance(given, (list, tuple)) else [given]:
+        if isinstance(item, str) and item.lower() in by_name:
+            values.append(by_name[item.lower()])
+        elif isinstance(item, int) and not isinstance(item, bool):
+            values.append(item)
+        elif isinstance(item, str) and item.isdigit():
+            values.append(int(item))
+        else:
+            known = ", ".join(f"{v}={n}" for v, n in sorted(declared.items()))
+            raise DatasetError(f"msd: unknown label {item!r}; known: {known}")
+    if 0 in values or not values:
+        raise DatasetError("msd: labels must name foreground classes (not 0 / background)")
+    return tuple(sorted(set(values)))
+
+
+def _pair_of_numbers(name: str, value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"msd: {name} must be two numbers [low, high], got {value!r}") from None
+    if not lo < hi:
+        raise DatasetError(f"msd: {name} needs low < high, got {value!r}")
+    return lo, hi
+
+
+def _empty_policy(value: Any) -> str | float:
+    if value in EMPTY_POLICIES:
+        return str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise DatasetError(f"msd: empty_slices must be one of {', '.join(EMPTY_POLICIES)} or a fraction in "
+                       f"[0, 1], got {value!r}")
+
+
+def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
+    """dataset.json + options -> MSDConfig; every bad option is one DatasetError line."""
+    path = root / "dataset.json"
+    data = _read_json(path)
+    raw_mod = data.get("modality") or data.get("channel_names") or {"0": "unknown"}
+    modalities = tuple(str(raw_mod[k]) for k in sorted(raw_mod, key=lambda k: int(k)))
+    declared = _declared(data, path)
+    if opts["axis"] not in (0, 1, 2):
+        raise DatasetError(f"msd: axis must be 0, 1 or 2, got {opts['axis']!r}")
+    channel = opts["channel"]
+    if not isinstance(channel, int) or not 0 <= channel < len(modalities):
+        raise DatasetError(f"msd: channel must be 0..{len(modalities) - 1} "
+                           f"({', '.join(modalities)}), got {channel!r}")
+    window = None if opts["window"] is None else _pair_of_numbers("window", opts["window"])
+    lo, hi = _pair_of_numbers("percentiles", opts["percentiles"])
+    if lo < 0 or hi > 100:
+        raise DatasetError(f"msd: percentiles must lie in [0, 100], got {opts['percentiles']!r}")
+    config = MSDConfig(str(data.get("name", root.name)), modalities, declared, opts["axis"], channel,
+                       _resolve_labels(opts["labels"], declared), window, (lo, hi),
+                       _empty_policy(opts["empty_slices"]))
+    if config.window is None and config.is_ct:
+        config = MSDConfig(**{**config.__dict__, "window": DEFAULT_CT_WINDOW})
+    return config
+
+
+def _pair_problem(image: Path, label: Path, config: MSDConfig) -> FileProblem | None:
+    """Header-level checks (cheap): both readable, same spatial shape, channel exists."""
+    try:
+        ishape, _ = read_header(image)
+        lshape, _ = read_header(label)
+    except FileProblem as problem:
+        return problem
+    if len(lshape) != 3 or len(ishape) not in (3, 4):
+        return FileProblem(label, f"expected a 3D label and a 3D/4D image, got {lshape} and {ishape}")
+    if ishape[:3] != lshape:
+        return FileProblem(label, f"NIfTI pair has different shapes: label {lshape}, image "
+                                  f"{image.name} {ishape[:3]}")
+    channels = ishape[3] if len(ishape) == 4 else 1
+    if config.channel >= channels:
+        return FileProblem(image, f"has {channels} channel(s); channel {config.channel} does not exist")
+    return None
+
+
+def discover(root: Path, config: MSDConfig, opts: dict[str, Any]
+             ) -> tuple[list[Volume], list[FileProblem], dict[str, str]]:
+    """-> (volumes in case order, pairing/header problems, {volume id: split})."""
+    images = {nifti_stem(p): p for p in sorted((root / "imagesTr").iterdir()) if nifti_stem(p)}
+    label_dir = root / "labelsTr"
+    labels = {nifti_stem(p): p for p in sorted(label_dir.iterdir()) if nifti_stem(p)} \
+        if label_dir.is_dir() else {}
+    problems = [FileProblem(labels[s], f"label without an image in {root / 'imagesTr'}")
+                for s in sorted(set(labels) - set(images))]
+    volumes = []
+    for stem in sorted(images):
+        if stem not in labels:
+            problems.append(FileProblem(images[stem], f"image without a label in {label_dir}"))
+            continue
+        problem = _pair_problem(images[stem], labels[stem], config)
+        if problem:
+            problems.append(problem)
+            continue
+        _, zooms = read_header(images[stem])
+        volumes.append(Volume(safe_id(stem), images[stem], labels[stem], tuple(zooms[:3])))
+    split_of = assign_splits([v.id for v in volumes], opts["seed"], opts["fractions"])
+    return volumes, problems, split_of
+

@@ -1,0 +1,135 @@
+"""Miniature synthetic copies of every published layout (16-32 px images), for the loader tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+H, W = 20, 24
+
+
+def rgb(seed: int, h: int = H, w: int = W) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def box_mask(y0: int, y1: int, x0: int, x1: int, h: int = H, w: int = W, value: int = 255) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    m[y0:y1, x0:x1] = value
+    return m
+
+
+def save_mask(array: np.ndarray, path: Path, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kw)
+    return path
+
+
+def save_rgb(seed: int, path: Path, h: int = H, w: int = W, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb(seed, h, w).save(path, **kw)
+    return path
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def make_busi(tmp: Path) -> Path:
+    """benign 1-4 (benign (2) has _mask_1), malignant 1-3, normal 1-3 (normal (1) has an empty mask)."""
+    root = tmp / "Dataset_BUSI_with_GT"
+    seed = 0
+    for label, n in (("benign", 4), ("malignant", 3), ("normal", 3)):
+        for i in range(1, n + 1):
+            seed += 1
+            stem = f"{label} ({i})"
+            save_rgb(seed, root / label / f"{stem}.png")
+            if label != "normal":
+                save_mask(box_mask(2, 8, 2, 8), root / label / f"{stem}_mask.png")
+            elif i == 1:
+                save_mask(np.zeros((H, W), np.uint8), root / label / f"{stem}_mask.png")
+    save_mask(box_mask(12, 16, 14, 20), root / "benign" / "benign (2)_mask_1.png")
+    return tmp  # the loader finds Dataset_BUSI_with_GT one level down
+
+
+def make_kvasir(tmp: Path, n: int = 6) -> Path:
+    root = tmp / "Kvasir-SEG"
+    for i in range(n):
+        save_rgb(i, root / "images" / f"cju{i:03d}.jpg", 32, 32, quality=90)
+        yy, xx = np.mgrid[:32, :32]
+        disc = (((yy - 16) ** 2 + (xx - 15) ** 2) < 64).astype(np.uint8) * 255
+        save_mask(np.stack([disc] * 3, axis=2), root / "masks" / f"cju{i:03d}.jpg", quality=75)
+    return root
+
+
+def make_cvc(tmp: Path, n: int = 6, ext: str = ".tif") -> Path:
+    root = tmp / "CVC-ClinicDB"
+    for i in range(1, n + 1):
+        save_rgb(i, root / "Original" / f"{i}{ext}")
+        save_mask(box_mask(3, 9, 4, 4 + i), root / "Ground Truth" / f"{i}{ext}")
+    return root
+
+
+def make_drive(tmp: Path, test_labels: bool = True) -> Path:
+    root = tmp / "DRIVE"
+    for part, numbers in (("training", range(21, 26)), ("test", range(1, 4))):
+        for n in numbers:
+            name = f"{n:02d}_{part}"
+            save_rgb(n, root / part / "images" / f"{name}.tif")
+            save_mask(box_mask(0, H, 0, W, value=255), root / part / "mask" / f"{name}_mask.gif")
+            if part == "training" or test_labels:
+                save_mask(box_mask(5, 7, 0, W), root / part / "1st_manual" / f"{n:02d}_manual1.gif")
+    return root
+
+
+def make_msd(tmp: Path, n: int = 5, modality: dict | None = None, depth: int = 10,
+             shape: tuple[int, int] = (16, 18)) -> Path:
+    """CT task: n volumes (16, 18, depth) int16 HU; label 1 in slices 2-4, label 2 in slice 3."""
+    import nibabel as nib
+
+    root = tmp / "Task09_Tiny"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "imagesTs").mkdir()
+    modality = modality or {"0": "CT"}
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "Tiny", "modality": modality, "labels": {"0": "background", "1": "organ", "2": "tumour"},
+        "training": [{"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"}
+                     for i in range(n)]}))
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.8, 0.7, 2.5, 1.0])
+    for i in range(n):
+        channels = len(modality)
+        vol_shape = (*shape, depth) + ((channels,) if channels > 1 else ())
+        image = rng.integers(-300, 400, vol_shape).astype(np.int16)
+        label = np.zeros((*shape, depth), np.uint8)
+        label[4:10, 5:12, 2:5] = 1
+        label[6:8, 6:8, 3] = 2
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"case_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"case_{i}.nii.gz")
+    (root / "imagesTr" / "._case_0.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    return root
+
+
+def make_folder(tmp: Path) -> Path:
+    """Mixed formats: png/bmp/tif/gif images and masks; one '_mask' suffix; one JPEG mask."""
+    root = tmp / "mine"
+    formats = [("a", ".png", ".png"), ("b", ".bmp", ".gif"), ("c", ".tif", ".tif"),
+               ("d", ".jpg", ".png"), ("e", ".gif", "_mask.png"), ("f", ".png", ".jpg")]
+    for i, (stem, iext, mext) in enumerate(formats):
+        img = rgb(i).convert("P") if iext == ".gif" else rgb(i)
+        img.save(_mk(root / "images" / f"{stem}{iext}"))
+        save_mask(box_mask(2, 10, 3, 11), root / "masks" / f"{stem}{mext}")
+    return root
+
+
+def _mk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+MAKERS = {"busi": make_busi, "kvasir-seg": make_kvasir, "cvc-clinicdb": make_cvc, "drive": make_drive,
+          "msd": make_msd, "folder": make_folder}
