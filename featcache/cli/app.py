@@ -6,6 +6,7 @@ User errors (FeatcacheError) print one red line and exit 1; usage errors exit 2 
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import click
@@ -16,8 +17,10 @@ from typer.core import TyperGroup
 import featcache
 from featcache.errors import FeatcacheError
 
-console = Console()
-err_console = Console(stderr=True)
+# Logs and CI capture output without a terminal: give tables room instead of rich's 80 columns.
+_width = None if sys.stdout.isatty() else 140
+console = Console(width=_width)
+err_console = Console(stderr=True, width=_width)
 
 
 class _Group(TyperGroup):

@@ -1,0 +1,81 @@
+"""The CLI on bad input: one red line naming the problem, exit 1, nothing written."""
+
+from typer.testing import CliRunner
+
+from featcache.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args, env=None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def test_help_lists_only_working_commands():
+    result = _run("--help")
+    assert result.exit_code == 0
+    for cmd in ("extract", "distill", "eval", "teachers", "datasets"):
+        assert cmd in result.output
+
+
+def test_version():
+    result = _run("--version")
+    assert result.exit_code == 0 and "featcache" in result.output
+
+
+def test_unknown_teacher_lists_known(tmp_path):
+    result = _run("extract", "--teacher", "nope", "--dataset", "demo", "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1
+    assert "unknown teacher 'nope'" in result.output and "litemedsam" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_dataset_lists_known(tmp_path):
+    result = _run("extract", "--teacher", "litemedsam", "--dataset", "nope",
+                  "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1 and "unknown dataset 'nope'" in result.output and "busi" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_sam_without_checkpoint_says_how(tmp_path):
+    root = tmp_path / "busi"
+    result = _run("extract", "--teacher", "sam", "--dataset", "busi", "--root", str(root),
+                  "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1 and "error:" in result.output
+
+
+def test_missing_manifest(tmp_path):
+    result = _run("distill", "--manifest", str(tmp_path / "missing.yaml"))
+    assert result.exit_code == 1 and "missing.yaml does not exist" in result.output
+
+
+def test_manifest_not_a_mapping(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("- just\n- a list\n")
+    result = _run("distill", "--manifest", str(path))
+    assert result.exit_code == 1 and "must be a YAML mapping" in result.output
+
+
+def test_manifest_unknown_key_is_named(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("datasets: [{name: demo}]\ntraining: {epochz: 3}\n")
+    result = _run("distill", "--manifest", str(path))
+    assert result.exit_code == 1 and "training.epochz" in result.output
+
+
+def test_store_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _run("extract", "--teacher", "litemedsam", "--dataset", "demo",
+                  "--store", str(blocker / "store"))
+    assert result.exit_code == 1 and "not writable" in result.output
+
+
+def test_usage_error_exits_2():
+    assert _run("extract", "--views").exit_code == 2
+
+
+def test_eval_without_checkpoint(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = _run("eval", "--run", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "best.pt does not exist" in result.output
