@@ -1,0 +1,28 @@
+from pathlib import Path
+
+import pytest
+
+from featcache.distill.manifest import load_manifest
+from featcache.errors import ConfigError
+
+MANIFESTS = sorted((Path(__file__).parents[2] / "manifests").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_shipped_manifest_validates(path):
+    manifest = load_manifest(path)
+    assert manifest.datasets
+
+
+def test_overrides_and_errors(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("datasets: [{name: demo}]\n")
+    m = load_manifest(path, ["training.epochs=3", "distill.teacher_gate=uniform", "datasets.0.root=/x"])
+    assert m.training.epochs == 3 and m.distill.teacher_gate == "uniform" and m.datasets[0].root == "/x"
+    with pytest.raises(ConfigError, match="distill.teacher_gate"):
+        load_manifest(path, ["distill.teacher_gate=sometimes"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_manifest(path, ["training.epochs"])
+    path.write_text("datasets: [{name: demo}]\nloss: !!python/object/apply:os.system ['touch x']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_manifest(path)
