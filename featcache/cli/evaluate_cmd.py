@@ -39,7 +39,7 @@ def predict(
         table.add_column(column)
     for r in summary.results:
         table.add_row(r.source.name, "×".join(map(str, r.shape)), f"{r.foreground:.1%}",
-                      fmt(r.dice), str(r.outputs[0]))
+                      fmt(r.dice), str(r.outputs[0].relative_to(out)))
     if summary.results:
         console.print(table)
     if summary.failures:

@@ -69,7 +69,7 @@ def read_image(path: Path) -> np.ndarray:
             array = np.asarray(im)
             mode = im.mode
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read the image ({type(exc).__name__}: {exc}); "
+        raise DatasetError(f"{path}: cannot read the image ({type(exc).__name__}); "
                            "the file is corrupt or not an image") from None
     if mode == "1":
         array = array.astype(np.uint8) * 255

@@ -152,5 +152,5 @@ def predict_paths(predictor: Predictor, source: Path, out: Path, masks_dir: Path
         except FeatcacheError as exc:
             if not keep_going:
                 raise
-            summary.failures.append((str(path), str(exc)))
+            summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
     return summary
