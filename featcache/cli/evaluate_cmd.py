@@ -58,8 +58,8 @@ def report(
 
     result = build_report(run, checkpoint)
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    console.print(f"wrote [bold]{result.path}[/] and {len(result.plots)} plot(s)")
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(f"wrote [bold]{result.path}[/] and {len(result.plots)} plot(s)", soft_wrap=True)
 
 
 @app.command()

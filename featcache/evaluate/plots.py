@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are written on servers
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from featcache.errors import CheckpointError  # noqa: E402
 
@@ -61,6 +62,7 @@ def plot_metrics(metrics_csv: Path, out: Path) -> Path:
     for ax, title in ((ax_loss, "loss terms"), (ax_dice, "Dice")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
@@ -75,15 +77,19 @@ def plot_gates(gates_csv: Path, out: Path) -> Path:
     for r in rows:
         acc[(r["dataset"], r["level"])][r["teacher"]][_float(r["epoch"])].append(_float(r["weight"]))
     panels = sorted(acc) or [("", "")]
+    teachers = sorted({r["teacher"] for r in rows})
+    colour = {t: f"C{i % 10}" for i, t in enumerate(teachers)}  # one colour per teacher in every panel
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
         for teacher, by_epoch in sorted(acc.get(panel, {}).items()):
             epochs = sorted(by_epoch)
-            ax.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], label=teacher)
+            ax.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], label=teacher,
+                    color=colour[teacher])
         ax.set_title(f"{panel[0]} / {panel[1]}" if panel[0] else "no gate rows", fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("gate weight")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
