@@ -120,3 +120,21 @@ def test_bad_threshold_is_rejected(tiny_run):
     result = runner.invoke(app, ["predict", "--run", str(tiny_run), "--input", ".", "--out", "x",
                                  "--threshold", "1.5"])
     assert result.exit_code == 1 and "between 0 and 1" in result.output
+
+
+def test_volume_with_a_ground_truth_volume_is_scored(tiny_run, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    affine = _volume(src / "ct.nii.gz")
+    masks = tmp_path / "gt"
+    masks.mkdir()
+    gt = np.zeros((20, 24, 5), np.uint8)
+    gt[5:15, 6:18] = 1
+    nib.save(nib.Nifti1Image(gt, affine), str(masks / "ct.nii.gz"))
+    result = predict_paths(Predictor.from_run(tiny_run), src, tmp_path / "out", masks).results[0]
+    assert 0.0 <= result.dice <= 1.0
+    with Image.open(result.outputs[1]) as im:
+        assert im.size == (20, 24)  # the slice in display orientation: rot90 swaps the axes
+    nib.save(nib.Nifti1Image(gt[:, :, :3], affine), str(masks / "ct.nii.gz"))
+    with pytest.raises(DatasetError, match="does not match"):
+        predict_paths(Predictor.from_run(tiny_run), src, tmp_path / "out", masks)
