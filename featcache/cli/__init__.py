@@ -5,6 +5,7 @@ from featcache.cli import (  # noqa: F401
     datasets_cmd,
     distill_cmd,
     eval_cmd,
+    evaluate_cmd,
     extract_cmd,
     teachers_cmd,
 )

@@ -1,0 +1,87 @@
+"""`featcache predict`, `featcache report` and `featcache export`: parse options, call
+featcache.evaluate, print with rich."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from featcache.cli.app import app, console
+from featcache.errors import DatasetError
+
+Which = Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")]
+RunDir = Annotated[Path, typer.Option("--run", help="The run directory written by `featcache distill`.")]
+
+
+@app.command()
+def predict(
+    run: RunDir,
+    input: Annotated[Path, typer.Option("--input", help="An image or NIfTI file, or a folder of them.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (masks/, overlays/).")],
+    checkpoint: Which = "best",
+    threshold: Annotated[float, typer.Option(help="Foreground probability threshold.")] = 0.5,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Write the good inputs when some "
+                                                                  "fail; list failures at the end.")] = False,
+    masks: Annotated[Path | None, typer.Option(
+        "--masks", help="Folder of ground-truth masks named like the inputs (drawn, scored).")] = None,
+) -> None:
+    """Segment images or volumes with a trained student; write masks and overlays."""
+    from featcache.evaluate.predict import Predictor, predict_paths
+    from featcache.evaluate.tables import failures_table, fmt
+
+    predictor = Predictor.from_run(run, checkpoint, threshold)
+    summary = predict_paths(predictor, input, out, masks, keep_going)
+    table = Table(title=f"Predictions in {out}")
+    for column in ("input", "shape", "foreground", "dice", "mask"):
+        table.add_column(column)
+    for r in summary.results:
+        table.add_row(r.source.name, "×".join(map(str, r.shape)), f"{r.foreground:.1%}",
+                      fmt(r.dice), str(r.outputs[0].relative_to(out)))
+    if summary.results:
+        console.print(table)
+    if summary.failures:
+        console.print(failures_table(summary.failures))
+        raise DatasetError(f"{len(summary.failures)} of {len(summary.failures) + len(summary.results)} "
+                           f"inputs failed (listed above); the others were written to {out}")
+
+
+@app.command()
+def report(
+    run: RunDir,
+    checkpoint: Which = "best",
+) -> None:
+    """Write RUN/report/report.md: metrics, training curves, gate weights, cases, provenance."""
+    from featcache.evaluate.report import build_report
+
+    result = build_report(run, checkpoint)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(f"wrote [bold]{result.path}[/] and {len(result.plots)} plot(s)", soft_wrap=True)
+
+
+@app.command()
+def export(
+    run: RunDir,
+    format: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Input size S (default: the "
+                                                                        "training size).")] = None,
+    checkpoint: Which = "best",
+    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: RUN/export/...).")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs for the median latency.")] = 20,
+) -> None:
+    """Export the student to ONNX or TorchScript, check it matches PyTorch, and time it on CPU."""
+    from featcache.evaluate.export import export_run
+
+    r = export_run(run, format, out, image_size, checkpoint, runs)
+    table = Table(title=f"Exported {r.format} student", show_header=False)
+    table.add_row("file", str(r.path))
+    table.add_row("input", f"(B, C, {r.image_size}, {r.image_size}), batch B dynamic")
+    table.add_row("parameters", f"{r.params:,}")
+    table.add_row("file size", f"{r.file_bytes / 1e6:.2f} MB")
+    table.add_row("parity", f"max |Δ logits| {r.max_abs_diff:.2e} ≤ {r.tolerance:.1e}")
+    table.add_row("CPU latency, batch 1", f"PyTorch {r.torch_ms:.1f} ms, {r.runtime} {r.runtime_ms:.1f} ms "
+                                          f"(median of {runs}, {r.threads} thread(s))")
+    console.print(table)

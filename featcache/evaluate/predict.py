@@ -1,0 +1,156 @@
+"""Running a trained student on user files: masks, NIfTI volumes and overlays.
+
+Outputs under OUT:
+  masks/STEM.png          2D inputs: the mask at the input's size, 0 or 255
+  masks/STEM.nii.gz       NIfTI inputs: uint8 {0, 1} mask volume with the input's affine
+  overlays/STEM.png       2D inputs: image with the prediction (and ground-truth) contour
+  overlays/STEM_zNNN.png  NIfTI inputs: the slice with the largest predicted area
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from featcache.distill.checkpoint import load_student
+from featcache.distill.student import Student, student_input
+from featcache.errors import ConfigError, DatasetError, FeatcacheError
+from featcache.evaluate import inputs as io
+from featcache.evaluate.metrics import dice
+from featcache.evaluate.overlay import overlay_png
+
+
+class Predictor:
+    """A student at its training resolution; maps (H, W, C) images to (H, W) masks of the same size."""
+
+    def __init__(self, student: Student, image_size: int, threshold: float = 0.5, batch: int = 8) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"--threshold {threshold} must lie strictly between 0 and 1")
+        self.student = student.eval()
+        self.image_size = int(image_size)
+        self.threshold = threshold
+        self.batch = batch
+        self.channels = student.config.in_channels
+
+    @classmethod
+    def from_run(cls, run_dir: Path, which: str = "best", threshold: float = 0.5) -> Predictor:
+        student, payload = load_student(Path(run_dir), which)
+        return cls(student, payload["image_size"], threshold)
+
+    def _input(self, image: np.ndarray, source: str) -> torch.Tensor:
+        try:
+            return student_input(image, self.image_size, self.channels)
+        except ConfigError as exc:
+            raise DatasetError(f"{source}: {exc}") from None
+
+    @torch.no_grad()
+    def probabilities(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
+        """float32 (H_i, W_i, C) images in [0, 1] -> float32 (H_i, W_i) foreground probabilities."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch):
+            chunk = images[start:start + self.batch]
+            x = torch.stack([self._input(im, source) for im in chunk])  # (B, C, S, S)
+            logits = self.student(x)  # (B, 1, S, S)
+            for im, lg in zip(chunk, logits, strict=True):
+                # Back to the input's own size: bilinear on logits, then the sigmoid.
+                up = F.interpolate(lg[None], size=im.shape[:2], mode="bilinear", align_corners=False)
+                out.append(torch.sigmoid(up[0, 0]).numpy())
+        return out
+
+    def masks(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
+        """(H_i, W_i, C) images -> bool (H_i, W_i) masks."""
+        return [p >= self.threshold for p in self.probabilities(images, source)]
+
+
+@dataclass
+class PredictResult:
+    source: Path
+    shape: tuple[int, ...]
+    foreground: float  # fraction of predicted pixels
+    outputs: list[Path]
+    dice: float | None = None  # when a ground-truth mask was found
+
+
+@dataclass
+class PredictSummary:
+    results: list[PredictResult] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
+
+
+def _find_mask(masks_dir: Path | None, stem: str) -> Path | None:
+    if masks_dir is None:
+        return None
+    for suffix in io.IMAGE_SUFFIXES + io.VOLUME_SUFFIXES:
+        for candidate in (masks_dir / f"{stem}{suffix}", masks_dir / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _ground_truth(path: Path | None, shape: tuple[int, ...], source: Path) -> np.ndarray | None:
+    if path is None:
+        return None
+    gt = io.read_mask(path)
+    if gt.shape != shape:
+        raise DatasetError(f"{path}: mask shape {gt.shape} does not match input {source} {shape}")
+    return gt
+
+
+def predict_image(predictor: Predictor, path: Path, out: Path, gt_path: Path | None) -> PredictResult:
+    image = io.read_image(path)
+    gt = _ground_truth(gt_path, image.shape[:2], path)
+    pred = predictor.masks([image], str(path))[0]
+    stem = io.input_stem(path)
+    mask_path = out / "masks" / f"{stem}.png"
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pred.astype(np.uint8) * 255).save(mask_path)
+    over = overlay_png(image, pred, gt, out / "overlays" / f"{stem}.png")
+    return PredictResult(path, tuple(image.shape[:2]), float(pred.mean()), [mask_path, over],
+                         None if gt is None else dice(pred, gt))
+
+
+def predict_volume(predictor: Predictor, path: Path, out: Path, gt_path: Path | None) -> PredictResult:
+    import nibabel as nib
+
+    raw, affine = io.read_volume(path)
+    gt = _ground_truth(gt_path, raw.shape, path)
+    volume = io.normalise_volume(raw)
+    planes = [io.volume_slice(volume, z)[:, :, None] for z in range(volume.shape[2])]
+    pred = np.stack([io.slice_to_volume(m) for m in predictor.masks(planes, str(path))], axis=2)
+    stem = io.input_stem(path)
+    mask_path = out / "masks" / f"{stem}.nii.gz"
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(pred.astype(np.uint8), affine), str(mask_path))
+    areas = pred.sum(axis=(0, 1))
+    z = int(areas.argmax()) if areas.any() else volume.shape[2] // 2
+    gt_plane = None if gt is None else io.volume_slice(gt, z)
+    over_path = out / "overlays" / f"{stem}_z{z:03d}.png"
+    over = overlay_png(planes[z], io.volume_slice(pred, z), gt_plane, over_path)
+    # Dice is shape-agnostic: the volume is scored as one (X, Y*Z) plane.
+    score = None if gt is None else dice(pred.reshape(pred.shape[0], -1), gt.reshape(gt.shape[0], -1))
+    return PredictResult(path, tuple(raw.shape), float(pred.mean()), [mask_path, over], score)
+
+
+def predict_paths(predictor: Predictor, source: Path, out: Path, masks_dir: Path | None = None,
+                  keep_going: bool = False) -> PredictSummary:
+    """Predict every input in `source` (a file or folder) into `out`. A bad input raises its
+    FeatcacheError, or with keep_going is recorded in `failures` while the others are written."""
+    summary = PredictSummary()
+    out = Path(out)
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise DatasetError(f"--masks {masks_dir} is not a folder")
+    for path in io.list_inputs(Path(source)):
+        try:
+            gt_path = _find_mask(masks_dir, io.input_stem(path))
+            run = predict_volume if io.is_volume(path) else predict_image
+            summary.results.append(run(predictor, path, out, gt_path))
+        except FeatcacheError as exc:
+            if not keep_going:
+                raise
+            summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
+    return summary

@@ -1,0 +1,95 @@
+"""`featcache report`: the Markdown page, its plots, cases and store provenance."""
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from featcache.cli import app
+from featcache.evaluate.accumulator import MetricAccumulator
+from featcache.evaluate.outputs import eval_overlay_path, write_eval_outputs
+from featcache.evaluate.overlay import GT_RGB, PRED_RGB, overlay_png
+from featcache.evaluate.report import build_report
+from featcache.store import EntryLayout, FeatureStore, LevelLayout
+from tests.evaluate.conftest import make_run
+
+runner = CliRunner()
+
+
+def _evaluated(run_dir):
+    acc = MetricAccumulator()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        gt = np.zeros((16, 16), bool)
+        gt[4:12, 4:12] = True
+        pred = np.roll(gt, i, axis=1)  # dice falls with i: s0 best, s4 worst
+        acc.add(f"s{i}", "demo", "test", pred, gt)
+        overlay_png(rng.uniform(size=(16, 16)), pred, gt, eval_overlay_path(run_dir, "demo", f"s{i}"))
+    write_eval_outputs(run_dir, acc)
+
+
+def test_report_has_metrics_plots_cases_and_student(tmp_path):
+    run = make_run(tmp_path / "run")
+    _evaluated(run)
+    result = build_report(run)
+    text = result.path.read_text()
+    assert result.path == run / "report" / "report.md"
+    for png in ("curves.png", "gates.png"):
+        with Image.open(run / "report" / png) as im:
+            assert im.size[0] >= 800 and im.size[1] >= 300  # 11x4 in and 9x6.4 in at 100 dpi
+        assert f"]({png})" in text
+    assert "| demo | test | 5 |" in text and "pooled Dice" in text
+    assert "**best** `demo/s0`: Dice 1.000" in text and "**worst** `demo/s4`" in text
+    assert (run / "report" / "cases" / "worst_demo_s4.png").is_file()
+    assert "parameters:" in text and "test_efficientnet" in text
+    assert "names no feature store entries" in text
+
+
+def test_report_without_eval_or_csvs_says_what_is_missing(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "gates.csv").unlink()
+    result = build_report(run)
+    assert any("featcache eval" in n for n in result.notes)
+    assert any("gates.csv" in n for n in result.notes)
+    assert len(result.plots) == 1 and "Not evaluated yet" in result.path.read_text()
+
+
+def test_provenance_from_a_real_store_and_an_unreachable_one(tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    layout = EntryLayout(sample_ids=("a",), views=1, levels=(LevelLayout("emb", 2, 2, 2),))
+    store.create_entry("demo.tiny.0123", layout, {"teacher": {"name": "tiny", "sha256": "ab12"}})
+    run = make_run(tmp_path / "run", payload_extra={
+        "store": str(tmp_path / "store"), "entries": ["demo.tiny.0123"]})
+    text = build_report(run).path.read_text()
+    assert "### `demo.tiny.0123`" in text and "teacher.sha256: `ab12`" in text
+    gone = make_run(tmp_path / "run2", payload_extra={
+        "store": str(tmp_path / "nowhere"), "entries": [{"key": "demo.tiny.0123"}]})
+    result = build_report(gone)
+    assert "store unreachable: key only" in result.path.read_text()
+    assert any("does not exist" in n for n in result.notes)
+
+
+def test_overlay_draws_both_contours():
+    gt = np.zeros((12, 12), bool)
+    gt[2:8, 2:8] = True
+    pred = np.zeros_like(gt)
+    pred[5:11, 5:11] = True
+    from featcache.evaluate.overlay import overlay_rgb
+
+    rgb = overlay_rgb(np.zeros((12, 12, 1)), pred, gt)
+    assert tuple(rgb[5, 5]) == PRED_RGB and tuple(rgb[2, 2]) == GT_RGB and tuple(rgb[4, 4]) == (0, 0, 0)
+
+
+def test_cli_report_and_bad_checkpoints(tmp_path):
+    run = make_run(tmp_path / "run")
+    ok = runner.invoke(app, ["report", "--run", str(run)])
+    assert ok.exit_code == 0 and "report.md" in ok.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = runner.invoke(app, ["report", "--run", str(empty)])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    import torch
+
+    (empty / "checkpoints").mkdir()
+    torch.save({"format": "someone-else/3", "state": {}}, empty / "checkpoints" / "best.pt")
+    other = runner.invoke(app, ["report", "--run", str(empty)])
+    assert other.exit_code == 1 and "someone-else/3" in other.output
