@@ -26,7 +26,7 @@ from featcache.distill.manifest import Manifest
 from featcache.distill.model import DistillModel
 from featcache.distill.student import Student, StudentConfig, count_params
 from featcache.errors import CheckpointError, ConfigError, DatasetError
-from featcache.store import FeatureStore
+from featcache.store import FeatureStore, default_store_url
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
@@ -108,6 +108,7 @@ class Trainer:
         self.device = pick_device(tr.device)
         self.with_teachers = manifest.distill.enabled and bool(manifest.teachers)
         self.sources = build_sources(manifest, self.with_teachers)
+        self.store_url = (manifest.store or default_store_url()) if self.with_teachers else None
         st = manifest.student
         self.student_config = StudentConfig(encoder=st.encoder, in_channels=st.in_channels,
                                             decoder_channels=tuple(st.decoder_channels),
@@ -158,6 +159,7 @@ class Trainer:
             "rng": torch.get_rng_state(), "best_val_dice": self.best_dice,
             "best_epoch": self.best_epoch, "manifest": self.manifest.model_dump(mode="json"),
             "image_size": self.manifest.student.image_size,
+            "store": self.store_url,
             "entries": {f"{s.dataset.name}/{t}": r.key for s in self.sources for t, r in s.entries.items()},
         }
 
@@ -227,10 +229,11 @@ class Trainer:
             gates = {f"{d}/{s}": {} for d, s, _ in gate_acc}
             for (d, s, t), ws in gate_acc.items():
                 gates[f"{d}/{s}"][t] = float(np.mean(ws))
-            row = {"epoch": epoch, **{k: v / n for k, v in sums.items()}, "val_dice": val_dice,
+            row = {"epoch": epoch, "split": "train", **{k: v / n for k, v in sums.items()},
                    "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t_epoch,
                    **{f"w_{k}": v for k, v in self.model.loss_weights().items()}}
-            self._append_csv("metrics.csv", [row])
+            self._append_csv("metrics.csv", [row, {"epoch": epoch, "split": "val", "val_dice": val_dice}])
+            row["val_dice"] = val_dice
             self._append_csv("gates.csv", [{"epoch": epoch, "dataset": k.split("/")[0],
                                             "stage": k.split("/")[1], "teacher": t, "weight": w}
                                            for k, tw in gates.items() for t, w in tw.items()])
@@ -260,8 +263,9 @@ class Trainer:
             return
         path = self.run_dir / name
         new = not path.exists() or self.start_epoch == 0 and rows[0].get("epoch") == 0
+        fields = list(dict.fromkeys(k for r in rows for k in r))
         with path.open("w" if new else "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
             if new:
                 writer.writeheader()
             writer.writerows(rows)

@@ -1,8 +1,8 @@
 """Training-curve plots from a run's metrics.csv and gates.csv (matplotlib, Agg backend, PNG).
 
 metrics.csv: columns epoch, split, then numeric columns (loss terms, val_dice, ...); a cell may be
-empty where a split does not log that column. gates.csv: epoch, dataset, level, teacher, weight;
-several rows for one (epoch, dataset, level, teacher) are averaged.
+empty where a split does not log that column. gates.csv: epoch, dataset, stage (the student stage
+whose gate it is), teacher, weight; several rows for one (epoch, dataset, stage, teacher) are averaged.
 """
 
 from __future__ import annotations
@@ -70,12 +70,12 @@ def plot_metrics(metrics_csv: Path, out: Path) -> Path:
 
 
 def plot_gates(gates_csv: Path, out: Path) -> Path:
-    """One panel per (dataset, level); one line per teacher: mean gate weight against epoch."""
-    rows = read_csv(gates_csv, ("epoch", "dataset", "level", "teacher", "weight"))
+    """One panel per (dataset, student stage); one line per teacher: mean gate weight against epoch."""
+    rows = read_csv(gates_csv, ("epoch", "dataset", "stage", "teacher", "weight"))
     acc: dict[tuple[str, str], dict[str, dict[float, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
-        acc[(r["dataset"], r["level"])][r["teacher"]][_float(r["epoch"])].append(_float(r["weight"]))
+        acc[(r["dataset"], r["stage"])][r["teacher"]][_float(r["epoch"])].append(_float(r["weight"]))
     panels = sorted(acc) or [("", "")]
     teachers = sorted({r["teacher"] for r in rows})
     colour = {t: f"C{i % 10}" for i, t in enumerate(teachers)}  # one colour per teacher in every panel

@@ -1,50 +1,47 @@
-"""Evaluate a trained run on a dataset split at each image's original resolution."""
+"""Evaluate a trained run on its datasets' split, at each image's original resolution."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 from featcache.data.registry import build_dataset
 from featcache.distill.checkpoint import load_student
-from featcache.distill.student import student_input
 from featcache.errors import ConfigError
+from featcache.evaluate.accumulator import MetricAccumulator
+from featcache.evaluate.outputs import eval_overlay_path, write_eval_outputs
+from featcache.evaluate.overlay import overlay_png
+from featcache.evaluate.predict import Predictor
 
 
-def predict_mask(student: torch.nn.Module, image: np.ndarray, size: int, channels: int,
-                 threshold: float = 0.5) -> np.ndarray:
-    """float32 (H, W, C) -> uint8 (H, W) mask at the image's own resolution."""
-    x = student_input(image, size, channels)[None]
-    with torch.no_grad():
-        logits = student(x)
-    logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-    return (torch.sigmoid(logits)[0, 0].numpy() > threshold).astype(np.uint8)
+def evaluate_run(run_dir: Path, split: str = "test", which: str = "best", dataset: str | None = None,
+                 empty: str = "empty_as_one", threshold: float = 0.5, overlays: bool = True,
+                 progress=None) -> dict[str, Any]:
+    """Score every image of `split` for the run's datasets (or one); writes RUN/eval/*.
 
-
-def evaluate_run(run_dir: Path, split: str = "test", which: str = "best",
-                 dataset: str | None = None, progress=None) -> list[dict[str, Any]]:
-    """Per-image rows (dataset, id, split, pred, gt, meta) for the run's datasets (or one of them)."""
+    Returns {"accumulator", "csv", "json", "payload"}.
+    """
     student, payload = load_student(run_dir, which)
-    manifest = payload["manifest"]
-    specs = [d for d in manifest["datasets"] if dataset in (None, d["name"])]
+    predictor = Predictor(student, payload["image_size"], threshold)
+    specs = [d for d in payload["manifest"]["datasets"] if dataset in (None, d["name"])]
     if not specs:
-        names = ", ".join(d["name"] for d in manifest["datasets"])
+        names = ", ".join(d["name"] for d in payload["manifest"]["datasets"])
         raise ConfigError(f"run {run_dir} was not trained on dataset {dataset!r}; it used {names}")
-    size = int(payload["image_size"])
-    channels = int(payload["student_config"]["in_channels"])
-    rows = []
+    acc = MetricAccumulator(empty=empty)
     for spec in specs:
         data = build_dataset(spec["name"], spec["root"], **spec["options"])
-        indices = data.split_indices(split)
+        indices = data.split_indices(spec.get(f"{split}_split", split) if split != "all" else "all")
         for k, i in enumerate(indices):
             sample = data.load(i)
-            pred = predict_mask(student, sample.image, size, channels)
-            rows.append({"dataset": spec["name"], "id": sample.id, "split": split, "pred": pred,
-                         "gt": sample.mask, "image": sample.image, "meta": sample.meta})
+            pred = predictor.masks([sample.image], sample.id)[0]
+            spacing = sample.meta.get("spacing")
+            acc.add(sample.id, spec["name"], split, pred, sample.mask.astype(bool),
+                    spacing=tuple(spacing[:2]) if spacing else None)
+            if overlays:
+                overlay_png(sample.image, pred, sample.mask.astype(bool),
+                            eval_overlay_path(run_dir, spec["name"], sample.id))
             if progress:
                 progress(k + 1, len(indices))
-    return rows
+    csv_path, json_path = write_eval_outputs(
+        run_dir, acc, {"checkpoint": which, "epoch": payload["epoch"], "threshold": threshold})
+    return {"accumulator": acc, "csv": csv_path, "json": json_path, "payload": payload}

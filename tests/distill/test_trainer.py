@@ -24,7 +24,9 @@ def test_train_writes_run_and_gates(cached_store, tmp_path):
     result = train(manifest)
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1] and "feat" in rows[0] and "recon" in rows[0]
+    assert [(int(r["epoch"]), r["split"]) for r in rows] == [(0, "train"), (0, "val"), (1, "train"),
+                                                             (1, "val")]
+    assert "feat" in rows[0] and "recon" in rows[0] and 0 <= float(rows[1]["val_dice"]) <= 1
     gates = list(csv.DictReader((tmp_path / "run" / "gates.csv").open()))
     assert {g["teacher"] for g in gates if g["stage"] == "dec3"} == {"tiny", "tiny2"}
     assert set(result.gates["blobs/dec3"]) == {"tiny", "tiny2"}

@@ -34,7 +34,7 @@ def make_run(run_dir: Path, config: StudentConfig = TINY, image_size: int = IMAG
             w.writerow([e, "val", "", "", 0.1 * e])
     with (run_dir / "gates.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["epoch", "dataset", "level", "teacher", "weight"])
+        w.writerow(["epoch", "dataset", "stage", "teacher", "weight"])
         for e in range(4):
             for level in ("l1", "l2"):
                 w.writerow([e, "demo", level, "sam", 0.5 + 0.1 * e])
