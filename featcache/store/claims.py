@@ -4,7 +4,8 @@ A claim is the object `<entry>/claims/<shard>.<generation>.json` = {owner, host,
 generation, expires}, created with create-if-absent. The highest generation is the live claim.
 Taking over an expired claim of generation g means creating generation g + 1 exclusively, so
 of two writers racing for the same expired shard exactly one wins; nobody deletes a claim it
-does not own. Expiry uses wall clocks: hosts sharing a store need clocks within the TTL.
+does not own. Expiry uses wall clocks: hosts sharing a store need clocks within the TTL. A claim whose owner
+process is gone from this same host counts as expired at once (a crashed local run resumes).
 A lost race or a stale claim never corrupts data: shard content is deterministic and the commit
 marker is written only after all data.
 """
@@ -29,10 +30,25 @@ class Claim:
     generation: int
     owner: str
     expires: float
+    host: str = ""
+    pid: int = 0
 
     @property
     def expired(self) -> bool:
-        return time.time() >= self.expires
+        """Past its expiry, or held by a process on this host that no longer exists."""
+        return time.time() >= self.expires or self._owner_dead()
+
+    def _owner_dead(self) -> bool:
+        # a crashed writer on this machine need not block its shard for a whole TTL
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 def new_owner() -> str:
@@ -63,7 +79,8 @@ class Claims:
             try:
                 body = json.loads(raw or b"{}")
                 out.append(Claim(int(parts[0]), int(parts[1]), str(body["owner"]),
-                                 float(body["expires"])))
+                                 float(body["expires"]), str(body.get("host", "")),
+                                 int(body.get("pid", 0))))
             except (ValueError, KeyError):
                 # a half-visible or damaged claim counts as expired so it can be taken over
                 out.append(Claim(int(parts[0]), int(parts[1]), "?", 0.0))
