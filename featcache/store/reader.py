@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -9,6 +11,24 @@ import zarr
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
 from featcache.store.layout import EntryLayout, LevelLayout
+from featcache.store.precision import decode, parse_precision
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:  # one small shared pool: reads release the GIL in zstd and file I/O
+        _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="featcache-read")
+    return _POOL
+
+
+def layout_from_meta(meta: dict[str, Any]) -> EntryLayout:
+    lay = meta["layout"]
+    return EntryLayout(
+        sample_ids=tuple(meta["sample_ids"]), views=lay["views"],
+        levels=tuple(LevelLayout(**lv) for lv in lay["levels"]), shard_size=lay["shard_size"],
+        precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]))
 
 
 class EntryReader:
@@ -16,17 +36,20 @@ class EntryReader:
         self.group = group
         self.key = key
         meta = group.attrs.get("featcache")
-        if not isinstance(meta, dict) or "layout" not in meta:
+        if not isinstance(meta, dict) or "layout" not in meta or "sample_ids" not in meta:
             raise CorruptEntryError(f"entry {key} has no featcache metadata; it was not written "
                                     "by featcache or its zarr.json is damaged")
         self.meta: dict[str, Any] = meta
-        lay = meta["layout"]
-        self.layout = EntryLayout(
-            sample_ids=tuple(meta["sample_ids"]), views=lay["views"],
-            levels=tuple(LevelLayout(**lv) for lv in lay["levels"]), shard_size=lay["shard_size"],
-            precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]))
+        self.layout = layout_from_meta(meta)
+        self.precision = parse_precision(self.layout.precision)
         self._committed = np.asarray(group["committed"][:]).astype(bool)
         self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
+        self._arrays: dict[str, Any] = {}
+
+    def _array(self, name: str) -> Any:
+        if name not in self._arrays:  # opening reads zarr.json: do it once per array
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -51,9 +74,20 @@ class EntryReader:
             raise StoreError(f"entry {self.key} has no sample {sample_id!r}") from None
 
     def _check(self, index: int) -> None:
+        if not 0 <= index < self.layout.num_samples:
+            raise StoreError(f"entry {self.key}: sample index {index} out of range "
+                             f"0..{self.layout.num_samples - 1}")
         if not self._committed[index // self.layout.shard_size]:
             raise IncompleteEntryError(f"entry {self.key}: sample {self.ids[index]} is in an "
                                        "uncommitted shard; re-run extraction to finish it")
+
+    def _get(self, name: str, selection: Any, index: int, what: str) -> np.ndarray:
+        try:
+            return np.asarray(self._array(name)[selection])
+        except Exception as exc:  # zarr raises codec-specific errors on a checksum mismatch
+            raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} {what} is corrupt "
+                                    f"({type(exc).__name__}: {exc}); re-extract it "
+                                    "(`featcache verify` lists every bad sample)") from exc
 
     def read(self, index: int, level: str, view: int | None = None) -> np.ndarray:
         """float32 features of one sample: (V, C, H, W), or (C, H, W) for one view."""
@@ -61,22 +95,37 @@ class EntryReader:
         if level not in self.levels:
             raise StoreError(f"entry {self.key} has no level {level!r}; it has "
                              f"{', '.join(self.levels)}")
-        array = self.group[f"levels/{level}"]
-        try:
-            data = array[index] if view is None else array[index, view]
-        except Exception as exc:  # zarr raises codec-specific errors on a checksum mismatch
-            raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} level {level} "
-                                    f"is corrupt ({type(exc).__name__}: {exc}); re-extract it") from exc
-        return np.asarray(data, dtype=np.float32)
+        if view is not None and not 0 <= view < self.layout.views:
+            raise StoreError(f"entry {self.key}: view {view} out of range 0..{self.layout.views - 1}")
+        sel = index if view is None else (index, view)
+        data = self._get(f"levels/{level}", sel, index, f"level {level}")
+        if not self.precision.quantized:
+            return np.asarray(data, dtype=np.float32)
+        scale = self._get(f"levels/{level}__scale", sel, index, f"level {level} scale")
+        offset = self._get(f"levels/{level}__offset", sel, index, f"level {level} offset")
+        return decode(data, scale, offset)
+
+    def read_many(self, indices: Sequence[int], level: str, view: int | None = None) -> np.ndarray:
+        """float32 (len(indices), V, C, H, W) (or without V for one view), read in parallel."""
+        indices = [int(i) for i in indices]
+        for i in indices:
+            self._check(i)
+        if not indices:
+            lv = self.levels[level]
+            tail = (lv.channels, lv.height, lv.width)
+            return np.zeros((0, *tail) if view is not None else (0, self.layout.views, *tail), np.float32)
+        parts = list(_pool().map(lambda i: self.read(i, level, view), indices))
+        return np.stack(parts)
 
     def frames(self, index: int) -> np.ndarray:
         """(V, 4) box of the image on the teacher grid per view: y0, x0, y1, x1 as fractions."""
         self._check(index)
-        return np.asarray(self.group["frames"][index], dtype=np.float32)
+        return np.asarray(self._get("frames", index, index, "frames"), dtype=np.float32)
 
     def view_params(self, index: int) -> np.ndarray:
+        """(V, P) parameters of each view (names in layout.view_param_names)."""
         self._check(index)
-        return np.asarray(self.group["view_params"][index], dtype=np.float32)
+        return np.asarray(self._get("view_params", index, index, "view_params"), dtype=np.float32)
 
     def stats(self, level: str) -> dict[str, np.ndarray]:
         if f"stats/{level}" not in self.group:
@@ -84,7 +133,12 @@ class EntryReader:
         stats_group = self.group[f"stats/{level}"]
         return {name: np.asarray(arr[...]) for name, arr in stats_group.arrays()}
 
-    def dask(self, level: str):  # -> dask.array.Array
+    def dask(self, level: str):  # -> dask.array.Array, float32 (N, V, C, H, W) for int8 entries
         import dask.array as da
 
-        return da.from_zarr(self.group[f"levels/{level}"])
+        data = da.from_zarr(self._array(f"levels/{level}"))
+        if not self.precision.quantized:
+            return data
+        scale = da.from_zarr(self._array(f"levels/{level}__scale"))[..., None, None]
+        offset = da.from_zarr(self._array(f"levels/{level}__offset"))[..., None, None]
+        return (data.astype(np.float32) * scale + offset).astype(np.float32)

@@ -1,5 +1,8 @@
 """Writing one entry shard by shard. A shard counts only once its commit marker is written, and
-the marker is written after the shard's data, so a killed writer never exposes partial data."""
+the marker is written after the shard's data, so a killed writer never exposes partial data.
+Several writers (threads, processes, hosts) may fill one entry: each claims a shard first
+(see claims.py); every shard is its own set of objects, so writers never touch the same object
+except when a claim expired, and then they write identical bytes (object puts are atomic)."""
 
 from __future__ import annotations
 
@@ -9,12 +12,16 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from featcache.errors import StoreError
+from featcache.store.claims import DEFAULT_TTL_S, Claims
 from featcache.store.layout import EntryLayout
+from featcache.store.objects import ObjectStore
+from featcache.store.precision import Precision, decode, encode, error_stats, parse_precision, summarize
 
-PRECISIONS = {"fp32": "float32", "fp16": "float16"}
 FP16_MAX = float(np.finfo(np.float16).max)
+_DIMS = ("sample", "view", "channel", "y", "x")
 
 
 def _codecs() -> list[Any]:
@@ -23,93 +30,186 @@ def _codecs() -> list[Any]:
     return [ZstdCodec(level=3), Crc32cCodec()]
 
 
+def _ensure(group: zarr.Group, name: str, **spec: Any) -> None:
+    """Create an array unless it exists; identical specs make concurrent creation harmless."""
+    if name in group:
+        return
+    try:
+        # write_empty_chunks: an all-zero sample still gets its chunk, so a missing object
+        # always means lost data (verify relies on it).
+        group.create_array(name, compressors=_codecs(), config={"write_empty_chunks": True}, **spec)
+    except ContainsArrayError:
+        pass
+
+
+def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision) -> None:
+    n, v, s = layout.num_samples, layout.views, layout.shard_size
+    for lv in layout.levels:
+        full = (lv.channels, lv.height, lv.width)
+        _ensure(group, f"levels/{lv.name}", shape=(n, v, *full), chunks=(1, 1, *full),
+                shards=(s, v, *full), dtype=precision.dtype, fill_value=0, dimension_names=_DIMS)
+        if precision.quantized:
+            for part in ("scale", "offset"):
+                _ensure(group, f"levels/{lv.name}__{part}", shape=(n, v, lv.channels),
+                        chunks=(s, v, lv.channels), dtype="float32", fill_value=np.nan,
+                        dimension_names=("sample", "view", "channel"))
+        _ensure(group, f"report/{lv.name}", shape=(layout.num_shards, 4), chunks=(1, 4),
+                dtype="float64", fill_value=np.nan, dimension_names=("shard", "stat"))
+    _ensure(group, "frames", shape=(n, v, 4), chunks=(s, v, 4), dtype="float32", fill_value=np.nan,
+            dimension_names=("sample", "view", "box"))
+    p = max(1, len(layout.view_param_names))
+    _ensure(group, "view_params", shape=(n, v, p), chunks=(s, v, p), dtype="float32",
+            fill_value=np.nan, dimension_names=("sample", "view", "param"))
+    _ensure(group, "committed", shape=(layout.num_shards,), chunks=(1,), dtype="uint8", fill_value=0,
+            dimension_names=("shard",))
+    if "claims" not in group:
+        try:  # a real (empty) group, so plain zarr listings of the entry stay clean
+            group.create_group("claims", attributes={"featcache": "shard leases; see FORMAT.md"})
+        except ContainsGroupError:
+            pass
+
+
 class EntryWriter:
-    def __init__(self, group: zarr.Group, layout: EntryLayout) -> None:
+    def __init__(self, group: zarr.Group, layout: EntryLayout, objects: ObjectStore | None = None,
+                 owner: str | None = None, ttl_s: float = DEFAULT_TTL_S) -> None:
         self.group = group
         self.layout = layout
         self.key = group.basename
+        self.precision = parse_precision(layout.precision)
+        if objects is None:  # a writer built directly on a local zarr group
+            objects = ObjectStore(str(group.store.root), read_only=False)
+        self.objects = objects
+        self.claims = Claims(objects, group.path, owner=owner, ttl_s=ttl_s)
 
     @classmethod
-    def create(cls, root: zarr.Group, key: str, layout: EntryLayout,
-               attrs: dict[str, Any]) -> EntryWriter:
-        if layout.precision not in PRECISIONS:
-            raise StoreError(f"unknown precision {layout.precision!r}; use one of "
-                             f"{', '.join(PRECISIONS)}")
-        n, v, s = layout.num_samples, layout.views, layout.shard_size
-        group = root.create_group(key)
-        for lv in layout.levels:
-            group.create_array(
-                f"levels/{lv.name}", shape=(n, v, lv.channels, lv.height, lv.width),
-                chunks=(1, 1, lv.channels, lv.height, lv.width),
-                shards=(s, v, lv.channels, lv.height, lv.width),
-                dtype=PRECISIONS[layout.precision], compressors=_codecs(), fill_value=0,
-                dimension_names=("sample", "view", "channel", "y", "x"))
-        group.create_array("frames", shape=(n, v, 4), chunks=(s, v, 4), dtype="float32",
-                           compressors=_codecs(), fill_value=np.nan,
-                           dimension_names=("sample", "view", "box"))
-        p = max(1, len(layout.view_param_names))
-        group.create_array("view_params", shape=(n, v, p), chunks=(s, v, p), dtype="float32",
-                           compressors=_codecs(), fill_value=np.nan,
-                           dimension_names=("sample", "view", "param"))
-        group.create_array("committed", shape=(layout.num_shards,), chunks=(1,), dtype="uint8",
-                           fill_value=0, dimension_names=("shard",))
-        group.attrs["featcache"] = {
-            **attrs,
-            "layout": layout.to_dict(),
-            "sample_ids": list(layout.sample_ids),
-            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "complete": False,
-        }
-        return cls(group, layout)
+    def create(cls, root: zarr.Group, key: str, layout: EntryLayout, attrs: dict[str, Any],
+               objects: ObjectStore | None = None, **options: Any) -> EntryWriter:
+        precision = parse_precision(layout.precision)
+        meta = {**attrs, "layout": layout.to_dict(), "sample_ids": list(layout.sample_ids),
+                "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "complete": False, "format_version": 1}
+        try:
+            # attributes go into the group's zarr.json in the same write that creates it
+            group = root.create_group(key, attributes={"featcache": meta})
+        except ContainsGroupError:  # another writer created it a moment ago
+            return cls.reopen(root[key], layout, objects, **options)
+        _ensure_arrays(group, layout, precision)
+        return cls(group, layout, objects, **options)
 
     @classmethod
-    def reopen(cls, group: zarr.Group, layout: EntryLayout) -> EntryWriter:
+    def reopen(cls, group: zarr.Group, layout: EntryLayout, objects: ObjectStore | None = None,
+               **options: Any) -> EntryWriter:
         meta = dict(group.attrs.get("featcache", {}))
         if meta.get("layout") != layout.to_dict() or meta.get("sample_ids") != list(layout.sample_ids):
             raise StoreError(f"entry {group.basename} exists with a different layout or sample ids; "
                              "remove it with `featcache rm` or extract into another store")
-        return cls(group, layout)
+        _ensure_arrays(group, layout, parse_precision(layout.precision))
+        return cls(group, layout, objects, **options)
+
+    # -- shards and claims -------------------------------------------------------------------
+    def committed(self) -> np.ndarray:
+        return np.asarray(self.group["committed"][:]).astype(bool)
 
     def missing_shards(self) -> list[int]:
-        committed = np.asarray(self.group["committed"][:])
-        return [int(k) for k in np.flatnonzero(committed == 0)]
+        return [int(k) for k in np.flatnonzero(~self.committed())]
 
+    def claim(self, shard: int) -> bool:
+        """Lease `shard` for this writer (TTL seconds, renewable); False if committed or held."""
+        self.layout.shard_range(shard)
+        if self.committed()[shard]:
+            return False
+        return self.claims.claim(shard)
+
+    def renew(self, shard: int) -> bool:
+        return self.claims.renew(shard)
+
+    def release(self, shard: int) -> None:
+        self.claims.release(shard)
+
+    def next_shard(self) -> int | None:
+        """Claim and return the next shard not committed, not claimed by others and not already held
+        by this writer; None when there is none."""
+        for shard in self.missing_shards():
+            if shard in self.claims.held:  # already handed out to this writer
+                continue
+            if self.claims.claim(shard):
+                if self.committed()[shard]:  # committed between our listing and our claim
+                    self.claims.release(shard)
+                    continue
+                return shard
+        return None
+
+    # -- writing -----------------------------------------------------------------------------
     def write_shard(self, shard: int, features: dict[str, np.ndarray], frames: np.ndarray,
                     view_params: np.ndarray) -> int:
         """Write samples [start, stop) of every level, then mark the shard committed.
 
         features[level]: float32 (n, V, C, H, W); frames: (n, V, 4); view_params: (n, V, P).
-        Returns the number of bytes of feature data written (before compression).
+        Returns the number of bytes of feature data written (stored dtype, before compression).
+        Releases this writer's claim on the shard, if it holds one.
         """
+        self.objects.check_writable(f"write entry {self.key}")
         start, stop = self.layout.shard_range(shard)
         ids = self.layout.sample_ids[start:stop]
+        encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids)
+                   for lv in self.layout.levels}  # everything checked before anything is written
         written = 0
-        for lv in self.layout.levels:
-            data = features.get(lv.name)
-            expected = (stop - start, self.layout.views, lv.channels, lv.height, lv.width)
-            if data is None or tuple(data.shape) != expected:
-                got = None if data is None else tuple(data.shape)
-                raise StoreError(f"level {lv.name}: shard {shard} expected shape {expected}, got {got}")
-            self._check_finite(data, lv.name, ids)
-            array = self.group[f"levels/{lv.name}"]
-            array[start:stop] = data.astype(array.dtype, copy=False)
-            written += data.size * array.dtype.itemsize
-        self.group["frames"][start:stop] = frames
-        self.group["view_params"][start:stop] = view_params.reshape(stop - start, self.layout.views, -1)
+        for name, (stored, scale, offset, report) in encoded.items():
+            self.group[f"levels/{name}"][start:stop] = stored
+            if scale is not None:
+                self.group[f"levels/{name}__scale"][start:stop] = scale
+                self.group[f"levels/{name}__offset"][start:stop] = offset
+            self.group[f"report/{name}"][shard] = report
+            written += stored.nbytes
+        self.group["frames"][start:stop] = np.asarray(frames, np.float32)
+        self.group["view_params"][start:stop] = np.asarray(view_params, np.float32).reshape(
+            stop - start, self.layout.views, -1)
         self.group["committed"][shard] = 1  # after the data: this is the commit
+        self.claims.release(shard)
         return written
 
-    def _check_finite(self, data: np.ndarray, level: str, ids: tuple[str, ...]) -> None:
-        limit = FP16_MAX if self.layout.precision == "fp16" else np.inf
-        bad = ~np.isfinite(data) | (np.abs(data) > limit)
+    def _encode_level(self, shard: int, lv: Any, data: np.ndarray | None, ids: tuple[str, ...]):
+        expected = (len(ids), self.layout.views, lv.channels, lv.height, lv.width)
+        if data is None or tuple(data.shape) != expected:
+            got = None if data is None else tuple(data.shape)
+            raise StoreError(f"level {lv.name}: shard {shard} expected shape {expected}, got {got}")
+        data = np.asarray(data, dtype=np.float32)
+        self._check_finite(data, lv.name, ids, self.precision.limit)
+        stored, scale, offset = encode(data, self.precision)
+        if stored.dtype.kind == "f":  # bit-rounding can carry the largest values into inf
+            self._check_finite(stored, lv.name, ids, np.inf)
+        return stored, scale, offset, error_stats(data, decode(stored, scale, offset))
+
+    def _check_finite(self, data: np.ndarray, level: str, ids: tuple[str, ...], limit: float) -> None:
+        finite = np.isfinite(data)
+        bad = ~finite | (np.abs(data) > limit)
         if bad.any():
             sample = ids[int(np.argwhere(bad)[0][0])]
-            what = "inf/NaN" if not np.isfinite(data).all() else f"values beyond float16 range ({limit:g})"
-            hint = "" if what == "inf/NaN" else "; use --precision fp32"
+            over = finite.all()
+            what = f"values beyond float16 range ({limit:g})" if over else "inf/NaN"
+            hint = "; use --precision fp32" if over else ""
             raise StoreError(f"sample {sample}, level {level}: teacher produced {what}{hint}")
+
+    # -- finishing ---------------------------------------------------------------------------
+    def precision_report(self) -> dict[str, dict[str, Any]]:
+        """Per level: bytes on disk, float32 bytes, ratio, max/mean relative error (FORMAT.md)."""
+        out = {}
+        n, v = self.layout.num_samples, self.layout.views
+        for lv in self.layout.levels:
+            on_disk = 0
+            for suffix in ("", "__scale", "__offset"):
+                sizes = self.objects.sizes(f"{self.group.path}/levels/{lv.name}{suffix}")
+                on_disk += sum(size for key, size in sizes.items() if not key.endswith("zarr.json"))
+            raw = n * v * lv.channels * lv.height * lv.width * 4
+            rows = np.asarray(self.group[f"report/{lv.name}"][:])
+            out[lv.name] = {"precision": self.precision.name, "bytes_on_disk": int(on_disk),
+                            "float32_bytes": int(raw), "ratio": raw / on_disk if on_disk else 0.0,
+                            **summarize(rows[~np.isnan(rows).any(axis=1)])}
+        return out
 
     def finalize(self, stats: dict[str, dict[str, np.ndarray]], extra_attrs: dict[str, Any]) -> None:
         """Store per-level statistics and mark the entry complete (all shards must be committed)."""
+        self.objects.check_writable(f"finalize entry {self.key}")
         missing = self.missing_shards()
         if missing:
             raise StoreError(f"entry {self.key}: cannot finalize, shards {missing[:5]} not committed")
@@ -120,6 +220,7 @@ class EntryWriter:
                                         overwrite=True)[...] = arr
         meta = dict(self.group.attrs["featcache"])
         meta.update(extra_attrs)
+        meta["precision_report"] = self.precision_report()
         meta["complete"] = True
         meta["completed_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.group.attrs["featcache"] = meta

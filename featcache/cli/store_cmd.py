@@ -1,0 +1,111 @@
+"""`featcache ls / info / verify / rm / gc`: look after the feature store."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from featcache.cli.app import app, console
+from featcache.store import FeatureStore, default_store_url, entry_summary, gc, verify_entry
+
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", help="Store folder or URL (file://, memory://, s3://). Default: $FEATCACHE_STORE "
+                    "or ./featcache-store.")]
+
+
+def _open(store: str | None, read_only: bool) -> FeatureStore:
+    return FeatureStore(store or default_store_url(), read_only=read_only)
+
+
+def _size(n: float) -> str:
+    units = ["B", "KiB", "MiB", "GiB"]
+    while n >= 1024 and len(units) > 1:
+        n /= 1024
+        units.pop(0)
+    return f"{n:.0f} {units[0]}" if units[0] == "B" else f"{n:.1f} {units[0]}"
+
+
+@app.command("ls")
+def ls(store: StoreOpt = None) -> None:
+    """List the entries of a store: what they hold and how complete they are."""
+    fs = _open(store, read_only=True)
+    table = Table(title=f"featcache store {fs.url}")
+    for col in ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
+                "on disk", "created"):
+        table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left")
+    for key in fs.entries():
+        row = entry_summary(fs, key)
+        done = f"{row['complete_fraction']:.0%}" + ("" if row["complete"] else " (partial)")
+        table.add_row(key, row["dataset"], row["teacher"], ", ".join(row["levels"]), str(row["samples"]),
+                      str(row["views"]), row["precision"], done, _size(row["bytes"]), row["created"])
+    if not table.rows:
+        console.print(f"store {fs.url} has no entries; `featcache extract` writes one")
+        return
+    console.print(table)
+
+
+@app.command("info")
+def info(entry: Annotated[str, typer.Argument(help="Entry key, as `featcache ls` prints it.")],
+         store: StoreOpt = None) -> None:
+    """Show an entry's provenance: teacher, dataset, layout, precision report."""
+    reader = _open(store, read_only=True).open(entry, allow_incomplete=True)
+    meta = dict(reader.meta)
+    ids = meta.pop("sample_ids", [])
+    console.print(f"[bold]{entry}[/]  {'complete' if reader.complete else 'INCOMPLETE'} "
+                  f"({reader.committed_fraction:.0%} of shards committed), {len(ids)} samples")
+    for section in ("teacher", "dataset", "layout", "precision_report"):
+        if section in meta:
+            console.print(f"[bold]{section}[/]")
+            console.print_json(json.dumps(meta.pop(section), default=str))
+    console.print("[bold]other[/]")
+    console.print_json(json.dumps(meta, default=str))
+    console.print(f"sample ids: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
+
+
+@app.command("verify")
+def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entries if omitted.")] = None,
+           store: StoreOpt = None) -> None:
+    """Read every chunk and check checksums, commit markers, shapes, ids and statistics."""
+    fs = _open(store, read_only=True)
+    keys = [entry] if entry else fs.entries()
+    failed = False
+    for key in keys:
+        report = verify_entry(fs.open(key, allow_incomplete=True), fs.objects)
+        if report.ok:
+            console.print(f"[green]ok[/] {key}: {report.samples_checked} samples checked")
+            continue
+        failed = True
+        console.print(f"[red]FAILED[/] {key}: {len(report.bad_ids)} bad samples, "
+                      f"{len(report.problems)} problems", highlight=False)
+        for problem in report.problems:
+            console.print(f"  problem: {problem}", highlight=False)
+        for bad in report.bad_samples:
+            console.print(f"  bad sample {bad.sample_id} (index {bad.index}) {bad.what}: {bad.reason}",
+                          highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("rm")
+def rm(entry: Annotated[str, typer.Argument(help="Entry key to delete.")],
+       yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+       store: StoreOpt = None) -> None:
+    """Delete an entry and all its features."""
+    fs = _open(store, read_only=False)
+    if not fs.exists(entry):
+        fs.remove(entry)  # raises the one-line "no entry" error
+    if not yes and not typer.confirm(f"delete entry {entry} from {fs.url}?"):
+        raise typer.Exit(1)
+    fs.remove(entry)
+    console.print(f"removed {entry}")
+
+
+@app.command("gc")
+def gc_(store: StoreOpt = None) -> None:
+    """Remove expired shard claims and data of uncommitted shards no writer holds."""
+    report = gc(_open(store, read_only=False))
+    console.print(f"removed {report.claims_removed} expired claims, cleaned "
+                  f"{len(report.shards_cleaned)} uncommitted shards ({_size(report.bytes_freed)} freed)")

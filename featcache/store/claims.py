@@ -1,0 +1,135 @@
+"""Shard leases, so several writers can fill one entry without doing the same shard twice.
+
+A claim is the object `<entry>/claims/<shard>.<generation>.json` = {owner, host, pid, shard,
+generation, expires}, created with create-if-absent. The highest generation is the live claim.
+Taking over an expired claim of generation g means creating generation g + 1 exclusively, so
+of two writers racing for the same expired shard exactly one wins; nobody deletes a claim it
+does not own. Expiry uses wall clocks: hosts sharing a store need clocks within the TTL. A claim whose owner
+process is gone from this same host counts as expired at once (a crashed local run resumes).
+A lost race or a stale claim never corrupts data: shard content is deterministic and the commit
+marker is written only after all data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from featcache.store.objects import ObjectStore
+
+DEFAULT_TTL_S = 600.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    shard: int
+    generation: int
+    owner: str
+    expires: float
+    host: str = ""
+    pid: int = 0
+
+    @property
+    def expired(self) -> bool:
+        """Past its expiry, or held by a process on this host that no longer exists."""
+        return time.time() >= self.expires or self._owner_dead()
+
+    def _owner_dead(self) -> bool:
+        # a crashed writer on this machine need not block its shard for a whole TTL
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Claims:
+    def __init__(self, objects: ObjectStore, entry: str, owner: str | None = None,
+                 ttl_s: float = DEFAULT_TTL_S) -> None:
+        self.objects = objects
+        self.prefix = f"{entry}/claims"
+        self.owner = owner or new_owner()
+        self.ttl_s = ttl_s
+        self.held: dict[int, int] = {}  # shard -> generation this writer holds
+
+    def _key(self, shard: int, generation: int) -> str:
+        return f"{self.prefix}/{shard}.{generation}.json"
+
+    def all(self) -> list[Claim]:
+        """Every claim object in the entry (all generations)."""
+        out = []
+        for key in self.objects.list(self.prefix):
+            name = key.rsplit("/", 1)[-1]
+            parts = name.split(".")
+            if len(parts) != 3 or parts[2] != "json" or not parts[0].isdigit():
+                continue
+            raw = self.objects.get(key)
+            try:
+                body = json.loads(raw or b"{}")
+                out.append(Claim(int(parts[0]), int(parts[1]), str(body["owner"]),
+                                 float(body["expires"]), str(body.get("host", "")),
+                                 int(body.get("pid", 0))))
+            except (ValueError, KeyError):
+                # a half-visible or damaged claim counts as expired so it can be taken over
+                out.append(Claim(int(parts[0]), int(parts[1]), "?", 0.0))
+        return out
+
+    def current(self, shard: int) -> Claim | None:
+        mine = [c for c in self.all() if c.shard == shard]
+        return max(mine, key=lambda c: c.generation) if mine else None
+
+    def _body(self, shard: int, generation: int) -> bytes:
+        host, pid = socket.gethostname(), os.getpid()
+        return json.dumps({"owner": self.owner, "host": host, "pid": pid, "shard": shard,
+                           "generation": generation, "expires": time.time() + self.ttl_s}).encode()
+
+    def claim(self, shard: int) -> bool:
+        """Take the shard if nobody holds a live claim on it; True when this writer holds it."""
+        live = self.current(shard)
+        if live is not None and live.owner == self.owner and not live.expired:
+            self.held[shard] = live.generation
+            return True
+        if live is not None and not live.expired:
+            return False
+        generation = 0 if live is None else live.generation + 1
+        if not self.objects.put_exclusive(self._key(shard, generation), self._body(shard, generation)):
+            return False
+        self.held[shard] = generation
+        return True
+
+    def still_mine(self, shard: int) -> bool:
+        live = self.current(shard)
+        return live is not None and live.owner == self.owner and live.generation == self.held.get(shard)
+
+    def renew(self, shard: int) -> bool:
+        """Push the expiry of a held claim TTL seconds ahead; False if it was taken over."""
+        if shard not in self.held or not self.still_mine(shard):
+            self.held.pop(shard, None)
+            return False
+        generation = self.held[shard]
+        self.objects.put(self._key(shard, generation), self._body(shard, generation))
+        return True
+
+    def release(self, shard: int) -> None:
+        generation = self.held.pop(shard, None)
+        if generation is not None:
+            self.objects.delete(self._key(shard, generation))
+
+    def remove_expired(self) -> int:
+        """Delete expired claim objects (gc); returns how many."""
+        stale = [c for c in self.all() if c.expired]
+        for c in stale:
+            self.objects.delete(self._key(c.shard, c.generation))
+        return len(stale)

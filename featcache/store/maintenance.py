@@ -1,0 +1,85 @@
+"""Listing summaries and garbage collection across a store's entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featcache.store.claims import Claims
+from featcache.store.reader import EntryReader
+from featcache.store.store import FeatureStore
+
+# arrays whose chunk grid along the sample axis is the shard grid (chunk k == shard k)
+_SHARDED = ("frames", "view_params")
+
+
+@dataclass
+class GcReport:
+    claims_removed: int = 0
+    shards_cleaned: list[tuple[str, int]] = field(default_factory=list)  # (entry, shard)
+    bytes_freed: int = 0
+
+
+def entry_summary(store: FeatureStore, key: str) -> dict[str, Any]:
+    """One row of `featcache ls`: who made it, what it holds, how far it got."""
+    reader = store.open(key, allow_incomplete=True)
+    meta = reader.meta
+    return {"key": key, "dataset": (meta.get("dataset") or {}).get("name", "?"),
+            "teacher": (meta.get("teacher") or {}).get("name", "?"),
+            "levels": list(reader.levels), "samples": reader.layout.num_samples,
+            "views": reader.layout.views, "precision": reader.layout.precision,
+            "complete_fraction": 1.0 if reader.complete else reader.committed_fraction,
+            "complete": reader.complete, "bytes": store.size_on_disk(key),
+            "created": meta.get("created_utc", "?")}
+
+
+def _shard_prefixes(reader: EntryReader) -> list[str]:
+    names = [f"levels/{lv}" for lv in reader.levels]
+    if reader.precision.quantized:
+        names += [f"levels/{lv}__{part}" for lv in reader.levels for part in ("scale", "offset")]
+    names += [f"report/{lv}" for lv in reader.levels]
+    return names + list(_SHARDED)
+
+
+def _clean_shard(store: FeatureStore, reader: EntryReader, shard: int) -> int:
+    """Delete every chunk object of one uncommitted shard; returns bytes freed."""
+    freed = 0
+    for name in _shard_prefixes(reader):
+        chunk_dir = f"{reader.key}/{name}/c"
+        sizes = store.objects.sizes(chunk_dir)
+        for obj, size in sizes.items():
+            if obj.startswith(f"{chunk_dir}/{shard}/") or obj == f"{chunk_dir}/{shard}":
+                store.objects.delete(obj)
+                freed += size
+    return freed
+
+
+def gc(store: FeatureStore) -> GcReport:
+    """Remove expired claims and the data of uncommitted shards nobody holds a live claim on.
+
+    gc claims each shard before deleting its data, so writers that claim shards (next_shard /
+    claim) are safe to run alongside; a writer that writes without claiming is not.
+    """
+    store.objects.check_writable("collect garbage")
+    report = GcReport()
+    for key in store.entries():
+        reader = store.open(key, allow_incomplete=True)
+        claims = Claims(store.objects, key, owner="featcache-gc")
+        report.claims_removed += claims.remove_expired()
+        committed = np.asarray(reader.group["committed"][:]).astype(bool)
+        for shard in np.flatnonzero(~committed):
+            shard = int(shard)
+            if not claims.claim(shard):
+                continue  # a live writer holds it
+            try:
+                if reader.group["committed"][shard]:  # committed just before our claim
+                    continue
+                freed = _clean_shard(store, reader, shard)
+            finally:
+                claims.release(shard)
+            if freed:
+                report.shards_cleaned.append((key, shard))
+                report.bytes_freed += freed
+    return report

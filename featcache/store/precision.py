@@ -1,0 +1,107 @@
+"""Precision modes: how float32 teacher features become stored numbers, and back.
+
+fp32        float32 as is (lossless).
+fp16        float16 (default); values beyond +-65504 are refused.
+fpXX-brN    float16/float32 keeping N mantissa bits (round to nearest even); the rest are zero,
+            so zstd compresses them away. Stored as plain float16/float32: any reader decodes it.
+int8        uint8 per (sample, view, channel): x ~= q * scale + offset, with scale and offset
+            float32 arrays beside the level (levels/<name>__scale, levels/<name>__offset).
+            Per sample, not per shard or entry, so shards written independently agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from featcache.errors import StoreError
+
+_MANTISSA = {"float16": 10, "float32": 23}
+_UINT = {"float16": np.uint16, "float32": np.uint32}
+_BR = re.compile(r"^fp(16|32)-br(\d+)$")
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    dtype: str  # dtype of the stored level array
+    keepbits: int | None = None  # mantissa bits kept (bit-rounding modes)
+    quantized: bool = False  # int8: uint8 + per-channel scale/offset
+
+    @property
+    def limit(self) -> float:
+        """Largest magnitude the stored dtype holds."""
+        return FP16_MAX if self.dtype == "float16" else float("inf")
+
+
+def parse_precision(name: str) -> Precision:
+    if name == "fp32":
+        return Precision(name, "float32")
+    if name == "fp16":
+        return Precision(name, "float16")
+    if name == "int8":
+        return Precision(name, "uint8", quantized=True)
+    match = _BR.match(name)
+    if match:
+        dtype = f"float{match.group(1)}"
+        keep = int(match.group(2))
+        if not 1 <= keep <= _MANTISSA[dtype]:
+            raise StoreError(f"precision {name}: keep 1..{_MANTISSA[dtype]} mantissa bits for {dtype}")
+        return Precision(name, dtype, keepbits=keep)
+    raise StoreError(f"unknown precision {name!r}; use fp32, fp16, int8 or fp16-brN / fp32-brN "
+                     "(N mantissa bits kept, e.g. fp16-br7)")
+
+
+def bitround(values: np.ndarray, keepbits: int) -> np.ndarray:
+    """Round float16/float32 `values` to `keepbits` mantissa bits (nearest, ties to even)."""
+    dtype = values.dtype.name
+    drop = _MANTISSA[dtype] - keepbits
+    if drop <= 0:
+        return values
+    utype = _UINT[dtype]
+    bits = values.view(utype).copy()
+    half = utype((1 << (drop - 1)) - 1)
+    bits += ((bits >> utype(drop)) & utype(1)) + half
+    bits &= utype(~((1 << drop) - 1) & np.iinfo(utype).max)
+    return bits.view(values.dtype)
+
+
+def encode(data: np.ndarray, precision: Precision) -> tuple[np.ndarray, np.ndarray | None,
+                                                             np.ndarray | None]:
+    """float32 (n, V, C, H, W) -> (stored array, scale (n, V, C) or None, offset or None)."""
+    if precision.quantized:
+        lo = data.min(axis=(3, 4))
+        hi = data.max(axis=(3, 4))
+        scale = ((hi - lo) / 255.0).astype(np.float32)
+        scale[scale == 0] = 1.0  # constant channel: q = 0 decodes exactly to offset
+        q = np.rint((data - lo[..., None, None]) / scale[..., None, None])
+        return np.clip(q, 0, 255).astype(np.uint8), scale, lo.astype(np.float32)
+    stored = data.astype(precision.dtype)
+    if precision.keepbits is not None:
+        stored = bitround(stored, precision.keepbits)
+    return stored, None, None
+
+
+def decode(stored: np.ndarray, scale: np.ndarray | None, offset: np.ndarray | None) -> np.ndarray:
+    """Inverse of encode; scale/offset have the shape of `stored` minus its last two axes."""
+    if scale is None:
+        return np.asarray(stored, dtype=np.float32)
+    return (stored.astype(np.float32) * scale[..., None, None] + offset[..., None, None]).astype(np.float32)
+
+
+def error_stats(original: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+    """[max |err|, max |x|, sum |err|, sum |x|]: mergeable across shards (see FORMAT.md)."""
+    err = np.abs(decoded.astype(np.float64) - original)
+    mag = np.abs(original.astype(np.float64))
+    return np.array([err.max(initial=0.0), mag.max(initial=0.0), err.sum(), mag.sum()])
+
+
+def summarize(rows: np.ndarray) -> dict[str, float]:
+    """Merge per-shard error_stats rows (k, 4) into relative errors."""
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+    max_mag, sum_mag = rows[:, 1].max(initial=0.0), rows[:, 3].sum()
+    return {"max_rel_error": float(rows[:, 0].max(initial=0.0) / max_mag) if max_mag else 0.0,
+            "mean_rel_error": float(rows[:, 2].sum() / sum_mag) if sum_mag else 0.0}

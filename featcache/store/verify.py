@@ -1,0 +1,116 @@
+"""Full check of one entry: every chunk's checksum, commit markers, shapes, ids, statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from featcache.errors import StoreError
+from featcache.store.reader import EntryReader
+
+
+@dataclass
+class BadSample:
+    index: int
+    sample_id: str
+    what: str  # the level or array that failed
+    reason: str
+
+
+@dataclass
+class VerifyReport:
+    key: str
+    samples_checked: int = 0
+    problems: list[str] = field(default_factory=list)  # entry-wide problems
+    bad_samples: list[BadSample] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.bad_samples
+
+    @property
+    def bad_ids(self) -> list[str]:
+        return sorted({b.sample_id for b in self.bad_samples})
+
+
+def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
+    lay = reader.layout
+    n, v = lay.num_samples, lay.views
+    expected = {"frames": (n, v, 4), "committed": (lay.num_shards,)}
+    for lv in lay.levels:
+        expected[f"levels/{lv.name}"] = (n, v, lv.channels, lv.height, lv.width)
+        if reader.precision.quantized:
+            expected[f"levels/{lv.name}__scale"] = (n, v, lv.channels)
+            expected[f"levels/{lv.name}__offset"] = (n, v, lv.channels)
+    good = True
+    for name, shape in expected.items():
+        if name not in reader.group:
+            report.problems.append(f"array {name} is missing")
+            good = False
+        elif tuple(reader.group[name].shape) != shape:
+            report.problems.append(f"array {name} has shape {tuple(reader.group[name].shape)}, "
+                                   f"layout says {shape}")
+            good = False
+    return good
+
+
+def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
+    ids = reader.ids
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        report.problems.append(f"sample ids are not unique: {dupes[:5]}")
+    if reader.meta.get("complete") and not reader._committed.all():
+        missing = np.flatnonzero(~reader._committed)
+        report.problems.append(f"marked complete but shards {missing[:5].tolist()} have no commit marker")
+    if reader.meta.get("complete"):
+        for level in reader.levels:
+            if f"stats/{level}" not in reader.group:
+                report.problems.append(f"complete entry has no statistics for level {level}")
+
+
+def _check_sample(reader: EntryReader, index: int, report: VerifyReport) -> None:
+    checks = [(level, lambda lv=level: reader.read(index, lv)) for level in reader.levels]
+    checks += [("frames", lambda: reader.frames(index)), ("view_params", lambda: reader.view_params(index))]
+    for what, fn in checks:
+        try:
+            data = fn()
+        except StoreError as exc:
+            report.bad_samples.append(BadSample(index, reader.ids[index], what, str(exc)))
+            continue
+        if what == "frames" and not np.isfinite(data).all():
+            report.bad_samples.append(BadSample(index, reader.ids[index], what,
+                                                "frames missing (NaN) in a committed shard"))
+
+
+def _check_objects(reader: EntryReader, objects, report: VerifyReport) -> set[int]:
+    """Committed shards whose level data objects are missing (zarr would read them as zeros)."""
+    lost: set[int] = set()
+    if objects is None:
+        return lost
+    for lv in reader.levels:
+        present = set(objects.list(f"{reader.key}/levels/{lv}/c"))
+        for shard in np.flatnonzero(reader._committed):
+            key = f"{reader.key}/levels/{lv}/c/{shard}/0/0/0/0"
+            if key not in present:
+                report.problems.append(f"level {lv}: committed shard {shard} has no data object")
+                lost.add(int(shard))
+    return lost
+
+
+def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
+    """Read every committed sample and view of every level (each chunk's crc32c is checked on
+    read) plus markers, shapes, ids and statistics. `objects` (FeatureStore.objects) adds a check
+    that no committed shard's data object is missing."""
+    report = VerifyReport(reader.key)
+    if not _check_shapes(reader, report):
+        return report
+    _check_metadata(reader, report)
+    lost = _check_objects(reader, objects, report)
+    size = reader.layout.shard_size
+    for index in range(reader.layout.num_samples):
+        if not reader._committed[index // size] or index // size in lost:
+            continue
+        _check_sample(reader, index, report)
+        report.samples_checked += 1
+    return report

@@ -1,0 +1,54 @@
+"""`featcache ls / info / verify / rm / gc` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import random
+
+from storehelpers import KEY, fill
+from typer.testing import CliRunner
+
+from featcache.cli import app
+from featcache.store import FeatureStore
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "250"})
+
+
+def test_ls_info_verify_ok(tmp_path, monkeypatch):
+    fill(FeatureStore(tmp_path / "store"))
+    monkeypatch.setenv("FEATCACHE_STORE", str(tmp_path / "store"))
+    res = _run("ls")
+    assert res.exit_code == 0, res.output
+    assert KEY in res.output and "blobs" in res.output and "tiny" in res.output and "100%" in res.output
+    res = _run("info", KEY)
+    assert res.exit_code == 0 and "tinyconv" in res.output and "precision_report" in res.output
+    res = _run("verify", "--store", str(tmp_path / "store"))
+    assert res.exit_code == 0 and f"ok {KEY}: 6 samples checked" in res.output
+
+
+def test_verify_lists_bad_samples_and_exits_1(tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    fill(store)
+    chunk = f"{KEY}/levels/coarse/c/1/0/0/0/0"
+    data = bytearray(store.objects.get(chunk))
+    data[random.Random(0).randrange(len(data) // 2)] ^= 0x55
+    store.objects.put(chunk, bytes(data))
+    res = _run("verify", KEY, "--store", str(tmp_path / "store"))
+    assert res.exit_code == 1
+    assert "FAILED" in res.output and "bad sample case0" in res.output and "coarse" in res.output
+
+
+def test_rm_gc_and_errors(tmp_path):
+    url = str(tmp_path / "store")
+    fill(FeatureStore(url))
+    res = _run("gc", "--store", url)
+    assert res.exit_code == 0 and "removed 0 expired claims" in res.output
+    res = _run("rm", KEY, "--store", url, "--yes")
+    assert res.exit_code == 0 and FeatureStore(url).entries() == []
+    res = _run("rm", KEY, "--store", url, "--yes")
+    assert res.exit_code == 1 and "has no entry" in res.output
+    res = _run("ls", "--store", str(tmp_path / "nowhere"))
+    assert res.exit_code == 1 and "does not exist" in res.output
