@@ -4,7 +4,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from synth_layouts import (
+
+from featcache.data.registry import build_dataset
+from featcache.errors import DatasetError
+from tests.data.synth_layouts import (
     MAKERS,
     box_mask,
     make_busi,
@@ -14,9 +17,6 @@ from synth_layouts import (
     save_rgb,
     truncate,
 )
-
-from featcache.data.registry import build_dataset
-from featcache.errors import DatasetError
 
 ROOTED = sorted(MAKERS)
 

@@ -8,11 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from synth_layouts import MAKERS
 
 import featcache.data.loaders  # noqa: F401
 from featcache.data.base import SPLITS, check_sample_id
 from featcache.data.registry import DATASETS, build_dataset
+from tests.data.synth_layouts import MAKERS
 
 
 def _build(name, tmp_path):

@@ -1,10 +1,10 @@
 """`featcache datasets list` and `featcache datasets check` through typer's CliRunner."""
 
-from synth_layouts import make_busi, make_drive, make_msd, truncate
 from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.data.check import check_dataset
+from tests.data.synth_layouts import make_busi, make_drive, make_msd, truncate
 
 runner = CliRunner()
 
@@ -72,7 +72,7 @@ def test_check_library_statistics(tmp_path):
 
 
 def test_check_validates_drive_fov_masks_too(tmp_path):
-    from synth_layouts import save_mask
+    from tests.data.synth_layouts import save_mask
 
     root = make_drive(tmp_path)
     import numpy as np

@@ -2,10 +2,9 @@
 
 import os
 
-from synth_layouts import box_mask, make_cvc, make_msd, save_mask
-
 import featcache.data.digest as digest
 from featcache.data.registry import build_dataset
+from tests.data.synth_layouts import box_mask, make_cvc, make_msd, save_mask
 
 
 def _count_hashing(monkeypatch):

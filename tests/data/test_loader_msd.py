@@ -5,10 +5,10 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from synth_layouts import make_msd
 
 from featcache.data.registry import build_dataset
 from featcache.errors import DatasetError
+from tests.data.synth_layouts import make_msd
 
 FG = [2, 3, 4]  # slices (axis 2) holding label 1; label 2 only in slice 3
 

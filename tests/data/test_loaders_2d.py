@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 from PIL import Image
-from synth_layouts import (
+
+from featcache.data.registry import build_dataset
+from featcache.errors import DatasetError
+from tests.data.synth_layouts import (
     H,
     W,
     box_mask,
@@ -15,9 +18,6 @@ from synth_layouts import (
     save_mask,
     save_rgb,
 )
-
-from featcache.data.registry import build_dataset
-from featcache.errors import DatasetError
 
 
 def test_busi_ids_classes_and_union_of_extra_masks(tmp_path):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from teacher_cases import CLIP_TINY, SAM_TINY, TIMM_TINY
 
 from featcache.errors import TeacherError
 from featcache.teachers.registry import build_teacher
+from tests.teachers.teacher_cases import CLIP_TINY, SAM_TINY, TIMM_TINY
 
 
 def test_demo_timm_call_builds_a_seeded_vit_tiny():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from teacher_cases import CASES
 
 import featcache.teachers.zoo  # noqa: F401
 from featcache.teachers.registry import TEACHERS
+from tests.teachers.teacher_cases import CASES
 
 torch.set_num_threads(1)
 

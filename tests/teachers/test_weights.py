@@ -8,11 +8,11 @@ import pickle
 import pytest
 import torch
 from safetensors.torch import save_file
-from teacher_cases import TIMM_TINY
 
 from featcache.errors import TeacherError
 from featcache.teachers.registry import build_teacher
 from featcache.teachers.weights import vit_block_indices
+from tests.teachers.teacher_cases import TIMM_TINY
 
 
 @pytest.fixture(scope="module")
