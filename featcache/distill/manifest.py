@@ -50,7 +50,9 @@ class DistillSpec(_Strict):
     teacher_gate: Literal["adaptive", "uniform"] = "adaptive"
     gate_hidden: int = 128
     gate_balance_weight: float = 0.1  # regulariser against collapse onto one teacher
-    gate_temperature: float = 1.0  # softness of the relevance target the gate learns
+    # Softness of the relevance target the gate learns: weights proportional to
+    # probe_loss^(-1/T), so T=0.25 turns a 4:3 probe-loss ratio into about 3:1 weights.
+    gate_temperature: float = Field(0.25, gt=0)
     loss_gate: Literal["uncertainty", "fixed"] = "uncertainty"
     loss_weights: dict[str, float] = Field(
         default_factory=lambda: {"seg": 1.0, "feat": 1.0, "recon": 0.5})

@@ -120,7 +120,8 @@ class DistillModel(nn.Module):
                                                         target.mean((2, 3)), dim=1))
                         probe_loss = self._probe_loss(t, target, ok, mask)
                         aux = aux + probe_loss.mean()
-                        relevance.append(-probe_loss.detach())
+                        # Scale-free relevance: the target is proportional to probe_loss^(-1/T).
+                        relevance.append(-torch.log(probe_loss.detach() + 1e-6))
                 losses = torch.stack(per_teacher, dim=1)  # (B, T)
                 if self.gates:
                     w = self.gates[stage](feats[stage].detach().mean((2, 3)), dataset_index,

@@ -128,12 +128,21 @@ class Trainer:
             manifest.distill.normalisation, self.with_teachers)
         self.train_set, self.val_set = make(self.train_items), make(self.val_items)
         self.steps_per_epoch = math.ceil(len(self.train_items) / tr.batch_size)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=tr.lr, weight_decay=tr.weight_decay)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=tr.lr, weight_decay=tr.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(tr.epochs, tr.warmup_epochs, self.steps_per_epoch))
         self.run_dir = Path(manifest.run_dir)
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The loss-gate log-variances get no weight decay (it would pull every term's weight to 1
+        regardless of its loss) and a 10x learning rate, so they adapt within a short run."""
+        log_vars = [self.model.log_vars] if self.model.log_vars.requires_grad else []
+        rest = [p for n, p in self.model.named_parameters() if p.requires_grad and n != "log_vars"]
+        groups = [{"params": rest}]
+        if log_vars:
+            groups.append({"params": log_vars, "weight_decay": 0.0, "lr": 10 * self.manifest.training.lr})
+        return groups
 
     # --- data -------------------------------------------------------------------------------
     def _train_loader(self, epoch: int) -> DataLoader:
