@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import zarr
+import zarr.storage
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
+from featcache.store.fastread import LevelFastPath
 from featcache.store.layout import EntryLayout, LevelLayout
 from featcache.store.precision import decode, parse_precision
 
@@ -32,9 +35,13 @@ def layout_from_meta(meta: dict[str, Any]) -> EntryLayout:
 
 
 class EntryReader:
-    def __init__(self, group: zarr.Group, key: str) -> None:
+    """fast_path: on local stores, read level chunks directly (fastread.py) instead of via zarr."""
+
+    def __init__(self, group: zarr.Group, key: str, fast_path: bool = True) -> None:
         self.group = group
         self.key = key
+        self._fast: dict[str, LevelFastPath | None] = {}
+        self._use_fast = fast_path and isinstance(group.store, zarr.storage.LocalStore)
         meta = group.attrs.get("featcache")
         if not isinstance(meta, dict) or "layout" not in meta or "sample_ids" not in meta:
             raise CorruptEntryError(f"entry {key} has no featcache metadata; it was not written "
@@ -50,6 +57,27 @@ class EntryReader:
         if name not in self._arrays:  # opening reads zarr.json: do it once per array
             self._arrays[name] = self.group[name]
         return self._arrays[name]
+
+    def _fast_path(self, level: str) -> LevelFastPath | None:
+        if not self._use_fast:
+            return None
+        if level not in self._fast:
+            folder = os.path.join(str(self.group.store.root), self.group.path, "levels", level)
+            self._fast[level] = LevelFastPath.for_array(folder, self._array(f"levels/{level}"))
+        return self._fast[level]
+
+    def _level(self, level: str, index: int, view: int | None) -> np.ndarray:
+        """Stored (undecoded) level data of one sample."""
+        fast = self._fast_path(level)
+        if fast is None:
+            sel = index if view is None else (index, view)
+            return self._get(f"levels/{level}", sel, index, f"level {level}")
+        try:
+            return fast.read(index, view)
+        except Exception as exc:  # checksum mismatch, truncated or unreadable shard
+            raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} level {level} is "
+                                    f"corrupt ({type(exc).__name__}: {exc}); re-extract it "
+                                    "(`featcache verify` lists every bad sample)") from exc
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -97,10 +125,10 @@ class EntryReader:
                              f"{', '.join(self.levels)}")
         if view is not None and not 0 <= view < self.layout.views:
             raise StoreError(f"entry {self.key}: view {view} out of range 0..{self.layout.views - 1}")
-        sel = index if view is None else (index, view)
-        data = self._get(f"levels/{level}", sel, index, f"level {level}")
+        data = self._level(level, index, view)
         if not self.precision.quantized:
             return np.asarray(data, dtype=np.float32)
+        sel = index if view is None else (index, view)
         scale = self._get(f"levels/{level}__scale", sel, index, f"level {level} scale")
         offset = self._get(f"levels/{level}__offset", sel, index, f"level {level} offset")
         return decode(data, scale, offset)
