@@ -31,7 +31,8 @@ def layout_from_meta(meta: dict[str, Any]) -> EntryLayout:
     return EntryLayout(
         sample_ids=tuple(meta["sample_ids"]), views=lay["views"],
         levels=tuple(LevelLayout(**lv) for lv in lay["levels"]), shard_size=lay["shard_size"],
-        precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]))
+        precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]),
+        compression=lay.get("compression", "zstd"))
 
 
 class EntryReader:
@@ -142,8 +143,15 @@ class EntryReader:
             lv = self.levels[level]
             tail = (lv.channels, lv.height, lv.width)
             return np.zeros((0, *tail) if view is not None else (0, self.layout.views, *tail), np.float32)
-        parts = list(_pool().map(lambda i: self.read(i, level, view), indices))
-        return np.stack(parts)
+        first = self.read(indices[0], level, view)
+        out = np.empty((len(indices), *first.shape), dtype=np.float32)
+        out[0] = first
+
+        def fill(k: int) -> None:  # each thread writes its own slot: no stacking copy
+            out[k] = self.read(indices[k], level, view)
+
+        list(_pool().map(fill, range(1, len(indices))))
+        return out
 
     def frames(self, index: int) -> np.ndarray:
         """(V, 4) box of the image on the teacher grid per view: y0, x0, y1, x1 as fractions."""

@@ -10,10 +10,11 @@ from featcache.errors import CorruptEntryError
 from featcache.store import EntryReader, FeatureStore
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_fast_path_matches_zarr(tmp_path, precision):
+@pytest.mark.parametrize("precision,compression", [("fp32", "zstd"), ("fp16", "zstd"), ("int8", "zstd"),
+                                                   ("fp32", "none"), ("fp16", "none")])
+def test_fast_path_matches_zarr(tmp_path, precision, compression):
     store = FeatureStore(tmp_path / "store")
-    fill(store, precision=precision, n=5)  # a partial last shard
+    fill(store, precision=precision, n=5, compression=compression)  # a partial last shard
     fast = store.open(KEY)
     slow = EntryReader(store.root[KEY], KEY, fast_path=False)
     assert fast._fast_path("fine") is not None and slow._fast_path("fine") is None
@@ -23,14 +24,23 @@ def test_fast_path_matches_zarr(tmp_path, precision):
             np.testing.assert_array_equal(fast.read(i, level, view=1), slow.read(i, level, view=1))
 
 
-def test_damaged_shard_index_fails_on_both_paths(tmp_path):
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+@pytest.mark.parametrize("where", [-10, 20])  # in the shard index / in the first chunk's data
+def test_damage_fails_on_both_paths(tmp_path, compression, where):
     store = FeatureStore(tmp_path / "store")
-    fill(store)
+    fill(store, compression=compression)
     shard = tmp_path / "store" / KEY / "levels" / "fine" / "c" / "1" / "0" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
-    data[-10] ^= 0x01  # inside the shard index, before its crc32c
+    data[where] ^= 0x01
     shard.write_bytes(bytes(data))
     for reader in (store.open(KEY), EntryReader(store.root[KEY], KEY, fast_path=False)):
-        with pytest.raises(CorruptEntryError, match="sample case03 level fine"):
-            reader.read(3, "fine")
+        with pytest.raises(CorruptEntryError, match="sample case02 level fine"):
+            reader.read(2, "fine")
         assert reader.read(1, "fine").shape == (2, 4, 4, 4)  # other shards unaffected
+
+
+def test_fast_path_returns_writable_arrays(tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    fill(store, precision="fp32", compression="none")
+    out = store.open(KEY).read(0, "fine", view=1)
+    out += 1  # torch.from_numpy and in-place normalisation need writable arrays
