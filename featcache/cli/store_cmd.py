@@ -35,7 +35,8 @@ def ls(store: StoreOpt = None) -> None:
     table = Table(title=f"featcache store {fs.url}")
     for col in ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
                 "on disk", "created"):
-        table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left")
+        table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left",
+                         no_wrap=col == "key")  # keys are copied into commands: keep them whole
     for key in fs.entries():
         row = entry_summary(fs, key)
         done = f"{row['complete_fraction']:.0%}" + ("" if row["complete"] else " (partial)")

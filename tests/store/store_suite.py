@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storehelpers import (
+
+from featcache.errors import CorruptEntryError, IncompleteEntryError, ReadOnlyStoreError, StoreError
+from featcache.store import FeatureStore, entry_summary, gc, verify_entry
+from tests.store.storehelpers import (
     ATTRS,
     KEY,
     assert_same,
@@ -29,9 +32,6 @@ from storehelpers import (
     stats_for,
     write_all,
 )
-
-from featcache.errors import CorruptEntryError, IncompleteEntryError, ReadOnlyStoreError, StoreError
-from featcache.store import FeatureStore, entry_summary, gc, verify_entry
 
 HERE = Path(__file__).parent
 

@@ -3,7 +3,8 @@
 import uuid
 
 import pytest
-from store_suite import StoreSuite
+
+from tests.store.store_suite import StoreSuite
 
 
 class TestLocal(StoreSuite):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from storehelpers import KEY, fill
 from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.store import FeatureStore
+from tests.store.storehelpers import KEY, fill
 
 runner = CliRunner()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from storehelpers import KEY, fill
 
 from featcache.errors import CorruptEntryError
 from featcache.store import EntryReader, FeatureStore
+from tests.store.storehelpers import KEY, fill
 
 
 @pytest.mark.parametrize("precision,compression", [("fp32", "zstd"), ("fp16", "zstd"), ("int8", "zstd"),

@@ -9,9 +9,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from storehelpers import KEY, fill
 
 from featcache.store import FeatureStore
+from tests.store.storehelpers import KEY, fill
 
 PLAIN_ZARR = textwrap.dedent("""
     import json, sys

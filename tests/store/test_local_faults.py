@@ -10,10 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storehelpers import ATTRS, KEY, assert_same, fill, make_layout, snapshot, stats_for, write_all
 
 from featcache.errors import IncompleteEntryError, ReadOnlyStoreError
 from featcache.store import FeatureStore, gc, verify_entry
+from tests.store.storehelpers import (
+    ATTRS,
+    KEY,
+    assert_same,
+    fill,
+    make_layout,
+    snapshot,
+    stats_for,
+    write_all,
+)
 
 HERE = Path(__file__).parent
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from storehelpers import KEY, fill
 
 from featcache.errors import StoreError
 from featcache.store import FeatureStore
 from featcache.store.torch_dataset import FeatureDataset, prefetch
+from tests.store.storehelpers import KEY, fill
 
 
 def test_dataset_items_and_prefetch_order(tmp_path):

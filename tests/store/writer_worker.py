@@ -9,10 +9,9 @@ import json
 import sys
 import time
 
-from storehelpers import ATTRS, KEY, make_layout, shard_data, stats_for, write_all
-
 from featcache.errors import StoreError
 from featcache.store import FeatureStore
+from tests.store.storehelpers import ATTRS, KEY, make_layout, shard_data, stats_for, write_all
 
 url, options, owner, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 store = FeatureStore(url, storage_options=options or None)
