@@ -32,6 +32,7 @@ class EntryLayout:
     shard_size: int = 16
     precision: str = "fp16"
     view_param_names: tuple[str, ...] = field(default_factory=tuple)
+    compression: str = "zstd"  # or "none": crc32c only, fastest reads, no size reduction
 
     @property
     def num_samples(self) -> int:
@@ -48,9 +49,12 @@ class EntryLayout:
         return start, min(start + self.shard_size, self.num_samples)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"num_samples": self.num_samples, "views": self.views, "shard_size": self.shard_size,
-                "precision": self.precision, "levels": [lv.to_dict() for lv in self.levels],
-                "view_param_names": list(self.view_param_names)}
+        out = {"num_samples": self.num_samples, "views": self.views, "shard_size": self.shard_size,
+               "precision": self.precision, "levels": [lv.to_dict() for lv in self.levels],
+               "view_param_names": list(self.view_param_names)}
+        if self.compression != "zstd":  # entries written before the option keep their layout dict
+            out["compression"] = self.compression
+        return out
 
 
 def _slug(text: str) -> str:

@@ -94,9 +94,10 @@ def decode(stored: np.ndarray, scale: np.ndarray | None, offset: np.ndarray | No
 
 def error_stats(original: np.ndarray, decoded: np.ndarray) -> np.ndarray:
     """[max |err|, max |x|, sum |err|, sum |x|]: mergeable across shards (see FORMAT.md)."""
-    err = np.abs(decoded.astype(np.float64) - original)
-    mag = np.abs(original.astype(np.float64))
-    return np.array([err.max(initial=0.0), mag.max(initial=0.0), err.sum(), mag.sum()])
+    err = np.abs(decoded - original)  # float32 work, float64 sums
+    mag = np.abs(original)
+    return np.array([err.max(initial=0.0), mag.max(initial=0.0), err.sum(dtype=np.float64),
+                     mag.sum(dtype=np.float64)], dtype=np.float64)
 
 
 def summarize(rows: np.ndarray) -> dict[str, float]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import zarr
+import zarr.storage
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
+from featcache.store.fastread import LevelFastPath
 from featcache.store.layout import EntryLayout, LevelLayout
 from featcache.store.precision import decode, parse_precision
 
@@ -28,13 +31,18 @@ def layout_from_meta(meta: dict[str, Any]) -> EntryLayout:
     return EntryLayout(
         sample_ids=tuple(meta["sample_ids"]), views=lay["views"],
         levels=tuple(LevelLayout(**lv) for lv in lay["levels"]), shard_size=lay["shard_size"],
-        precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]))
+        precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]),
+        compression=lay.get("compression", "zstd"))
 
 
 class EntryReader:
-    def __init__(self, group: zarr.Group, key: str) -> None:
+    """fast_path: on local stores, read level chunks directly (fastread.py) instead of via zarr."""
+
+    def __init__(self, group: zarr.Group, key: str, fast_path: bool = True) -> None:
         self.group = group
         self.key = key
+        self._fast: dict[str, LevelFastPath | None] = {}
+        self._use_fast = fast_path and isinstance(group.store, zarr.storage.LocalStore)
         meta = group.attrs.get("featcache")
         if not isinstance(meta, dict) or "layout" not in meta or "sample_ids" not in meta:
             raise CorruptEntryError(f"entry {key} has no featcache metadata; it was not written "
@@ -50,6 +58,27 @@ class EntryReader:
         if name not in self._arrays:  # opening reads zarr.json: do it once per array
             self._arrays[name] = self.group[name]
         return self._arrays[name]
+
+    def _fast_path(self, level: str) -> LevelFastPath | None:
+        if not self._use_fast:
+            return None
+        if level not in self._fast:
+            folder = os.path.join(str(self.group.store.root), self.group.path, "levels", level)
+            self._fast[level] = LevelFastPath.for_array(folder, self._array(f"levels/{level}"))
+        return self._fast[level]
+
+    def _level(self, level: str, index: int, view: int | None) -> np.ndarray:
+        """Stored (undecoded) level data of one sample."""
+        fast = self._fast_path(level)
+        if fast is None:
+            sel = index if view is None else (index, view)
+            return self._get(f"levels/{level}", sel, index, f"level {level}")
+        try:
+            return fast.read(index, view)
+        except Exception as exc:  # checksum mismatch, truncated or unreadable shard
+            raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} level {level} is "
+                                    f"corrupt ({type(exc).__name__}: {exc}); re-extract it "
+                                    "(`featcache verify` lists every bad sample)") from exc
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -97,10 +126,10 @@ class EntryReader:
                              f"{', '.join(self.levels)}")
         if view is not None and not 0 <= view < self.layout.views:
             raise StoreError(f"entry {self.key}: view {view} out of range 0..{self.layout.views - 1}")
-        sel = index if view is None else (index, view)
-        data = self._get(f"levels/{level}", sel, index, f"level {level}")
+        data = self._level(level, index, view)
         if not self.precision.quantized:
             return np.asarray(data, dtype=np.float32)
+        sel = index if view is None else (index, view)
         scale = self._get(f"levels/{level}__scale", sel, index, f"level {level} scale")
         offset = self._get(f"levels/{level}__offset", sel, index, f"level {level} offset")
         return decode(data, scale, offset)
@@ -114,8 +143,15 @@ class EntryReader:
             lv = self.levels[level]
             tail = (lv.channels, lv.height, lv.width)
             return np.zeros((0, *tail) if view is not None else (0, self.layout.views, *tail), np.float32)
-        parts = list(_pool().map(lambda i: self.read(i, level, view), indices))
-        return np.stack(parts)
+        first = self.read(indices[0], level, view)
+        out = np.empty((len(indices), *first.shape), dtype=np.float32)
+        out[0] = first
+
+        def fill(k: int) -> None:  # each thread writes its own slot: no stacking copy
+            out[k] = self.read(indices[k], level, view)
+
+        list(_pool().map(fill, range(1, len(indices))))
+        return out
 
     def frames(self, index: int) -> np.ndarray:
         """(V, 4) box of the image on the teacher grid per view: y0, x0, y1, x1 as fractions."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import zarr
 import zarr.storage
-from zarr.errors import ZarrUserWarning
+from zarr.errors import ContainsGroupError, ZarrUserWarning
 
 from featcache.errors import IncompleteEntryError, StoreError
 from featcache.store.claims import DEFAULT_TTL_S
@@ -72,11 +72,17 @@ class FeatureStore:
         self.read_only = bool(reason)
         self.objects = ObjectStore(self.url, self.read_only, storage_options, reason)
         try:
-            self._root = zarr.open_group(self._zstore, mode="r" if self.read_only else "a")
+            self._root = self._open_root()
         except FileNotFoundError:
             raise StoreError(f"store {self.url} has no zarr root; run `featcache extract` first") from None
         except Exception as exc:  # network / permission errors from fsspec backends
             raise StoreError(f"cannot open store {self.url}: {type(exc).__name__}: {exc}") from exc
+
+    def _open_root(self) -> zarr.Group:
+        try:
+            return zarr.open_group(self._zstore, mode="r" if self.read_only else "a")
+        except ContainsGroupError:  # another writer created the root between check and create
+            return zarr.open_group(self._zstore, mode="r+")
 
     @property
     def root(self) -> zarr.Group:

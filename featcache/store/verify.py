@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from featcache.errors import StoreError
-from featcache.store.reader import EntryReader
+from featcache.store.reader import EntryReader, _pool
 
 
 @dataclass
@@ -108,9 +108,10 @@ def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
     _check_metadata(reader, report)
     lost = _check_objects(reader, objects, report)
     size = reader.layout.shard_size
-    for index in range(reader.layout.num_samples):
-        if not reader._committed[index // size] or index // size in lost:
-            continue
-        _check_sample(reader, index, report)
-        report.samples_checked += 1
+    todo = [i for i in range(reader.layout.num_samples)
+            if reader._committed[i // size] and i // size not in lost]
+    # samples are independent: check them on the reader's thread pool (appends are thread-safe)
+    list(_pool().map(lambda i: _check_sample(reader, i, report), todo))
+    report.samples_checked = len(todo)
+    report.bad_samples.sort(key=lambda b: (b.index, b.what))
     return report

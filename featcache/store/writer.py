@@ -24,30 +24,38 @@ FP16_MAX = float(np.finfo(np.float16).max)
 _DIMS = ("sample", "view", "channel", "y", "x")
 
 
-def _codecs() -> list[Any]:
+COMPRESSIONS = ("zstd", "none")
+
+
+def _codecs(compression: str = "zstd") -> list[Any]:
     # crc32c after the compressor checksums every inner chunk (the sharding codec alone only
     # checksums the shard index).
-    return [ZstdCodec(level=3), Crc32cCodec()]
+    if compression not in COMPRESSIONS:
+        raise StoreError(f"unknown compression {compression!r}; use one of {', '.join(COMPRESSIONS)}")
+    return [ZstdCodec(level=3), Crc32cCodec()] if compression == "zstd" else [Crc32cCodec()]
 
 
-def _ensure(group: zarr.Group, name: str, **spec: Any) -> None:
+def _ensure(group: zarr.Group, name: str, compression: str = "zstd", **spec: Any) -> None:
     """Create an array unless it exists; identical specs make concurrent creation harmless."""
     if name in group:
         return
     try:
         # write_empty_chunks: an all-zero sample still gets its chunk, so a missing object
         # always means lost data (verify relies on it).
-        group.create_array(name, compressors=_codecs(), config={"write_empty_chunks": True}, **spec)
+        group.create_array(name, compressors=_codecs(compression),
+                           config={"write_empty_chunks": True}, **spec)
     except ContainsArrayError:
         pass
 
 
 def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision) -> None:
     n, v, s = layout.num_samples, layout.views, layout.shard_size
+    _codecs(layout.compression)  # refuse an unknown compression before creating anything
     for lv in layout.levels:
         full = (lv.channels, lv.height, lv.width)
         _ensure(group, f"levels/{lv.name}", shape=(n, v, *full), chunks=(1, 1, *full),
-                shards=(s, v, *full), dtype=precision.dtype, fill_value=0, dimension_names=_DIMS)
+                shards=(s, v, *full), dtype=precision.dtype, fill_value=0, dimension_names=_DIMS,
+                compression=layout.compression)
         if precision.quantized:
             for part in ("scale", "offset"):
                 _ensure(group, f"levels/{lv.name}__{part}", shape=(n, v, lv.channels),

@@ -134,12 +134,18 @@ class StoreSuite:
                 out, err = proc.communicate(timeout=120)
                 assert proc.returncode == 0, err.decode()[-2000:]
         else:
+            errors = []
+
             def work(owner):
-                w = self.open(target).create_entry(KEY, make_layout(n=12), ATTRS, owner=owner)
-                write_all(w, use_claims=True)
+                try:
+                    w = self.open(target).create_entry(KEY, make_layout(n=12), ATTRS, owner=owner)
+                    write_all(w, use_claims=True)
+                except Exception as exc:  # surfaced below: a thread's error must fail the test
+                    errors.append(exc)
             threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(2)]
             [t.start() for t in threads]
             [t.join() for t in threads]
+            assert not errors, errors
             w = self.open(target).create_entry(KEY, make_layout(n=12), ATTRS)
             w.finalize(stats_for(w.layout), {})
         store = self.open(target)

@@ -11,10 +11,12 @@ ATTRS = {"teacher": {"name": "tiny", "arch": "tinyconv", "fingerprint": "f" * 64
          "dataset": {"name": "blobs", "fingerprint": "d" * 64}}
 
 
-def make_layout(precision: str = "fp16", n: int = 6, shard: int = 2) -> EntryLayout:
+def make_layout(precision: str = "fp16", n: int = 6, shard: int = 2,
+                compression: str = "zstd") -> EntryLayout:
     return EntryLayout(sample_ids=tuple(f"case{i:02d}" for i in range(n)), views=2,
                        levels=(LevelLayout("fine", 4, 4, 4), LevelLayout("coarse", 3, 2, 2)),
-                       shard_size=shard, precision=precision, view_param_names=("flip", "scale"))
+                       shard_size=shard, precision=precision, view_param_names=("flip", "scale"),
+                       compression=compression)
 
 
 def shard_data(layout: EntryLayout, shard: int):
