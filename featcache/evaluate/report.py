@@ -4,8 +4,9 @@ It gathers what the run already holds: the eval metrics (RUN/eval/summary.json),
 (metrics.csv) and gate weights (gates.csv), the best and worst test cases with the overlays eval
 wrote (RUN/eval/overlays/DATASET/ID.png), the student's size, and the provenance of every feature
 store entry the run was trained from. Store entries are read from payload["entries"] (or the
-manifest's "entries"): a list of keys, or of dicts with a "key"; the store from payload["store"] (or
-the manifest's "store"): a URL, or a dict with "url" or "path".
+manifest's "entries"): a mapping "dataset/teacher" -> key, a list of keys, or of dicts with a
+"key"; the store from payload["store"] (or the manifest's "store"): a URL, or a dict with "url"
+or "path".
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def _cases_section(run_dir: Path, out: Path, k: int, notes: list[str]) -> list[s
 def _entries(payload: dict[str, Any]) -> tuple[str | None, list[str]]:
     manifest = payload.get("manifest") or {}
     raw = payload.get("entries") or manifest.get("entries") or []
-    if isinstance(raw, dict):
-        raw = list(raw)
+    if isinstance(raw, dict):  # the trainer saves {"dataset/teacher": entry key}
+        raw = list(raw.values())
     keys = [e.get("key", "") if isinstance(e, dict) else str(e) for e in raw]
     store = payload.get("store") or manifest.get("store")
     if isinstance(store, dict):

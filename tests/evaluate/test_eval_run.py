@@ -23,4 +23,8 @@ def test_distill_eval_report(cached_store, tmp_path):  # noqa: F811
     assert list((run / "eval" / "overlays" / "blobs").glob("*.png"))
     result = runner.invoke(app, ["report", "--run", str(run)])
     assert result.exit_code == 0, result.output
-    assert (run / "report" / "report.md").is_file()
+    text = (run / "report" / "report.md").read_text()
+    from featcache.distill.checkpoint import load_checkpoint
+
+    entries = load_checkpoint(run / "checkpoints" / "best.pt")["entries"]
+    assert all(k in text for k in entries.values()) and "invalid entry key" not in result.output
