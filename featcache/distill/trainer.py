@@ -135,13 +135,17 @@ class Trainer:
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """The loss-gate log-variances get no weight decay (it would pull every term's weight to 1
-        regardless of its loss) and a 10x learning rate, so they adapt within a short run."""
-        log_vars = [self.model.log_vars] if self.model.log_vars.requires_grad else []
-        rest = [p for n, p in self.model.named_parameters() if p.requires_grad and n != "log_vars"]
+        """The small auxiliary heads (teacher-relevance probes, teacher gates, loss-gate
+        log-variances) get a 10x learning rate and no weight decay: they must track the student
+        within a short run, and decay would pull every loss weight to 1 regardless of its loss."""
+        fast, rest = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                is_head = name == "log_vars" or name.startswith(("probes.", "gates."))
+                (fast if is_head else rest).append(p)
         groups = [{"params": rest}]
-        if log_vars:
-            groups.append({"params": log_vars, "weight_decay": 0.0, "lr": 10 * self.manifest.training.lr})
+        if fast:
+            groups.append({"params": fast, "weight_decay": 0.0, "lr": 10 * self.manifest.training.lr})
         return groups
 
     # --- data -------------------------------------------------------------------------------
