@@ -7,6 +7,7 @@ User errors (FeatcacheError) print one red line and exit 1; usage errors exit 2 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Annotated, Any
 
 import click
@@ -16,6 +17,9 @@ from typer.core import TyperGroup
 
 import featcache
 from featcache.errors import FeatcacheError
+
+# Teacher packages import timm's deprecated module paths; users cannot act on that warning.
+warnings.filterwarnings("ignore", message="Importing from timm", category=FutureWarning)
 
 # Logs and CI capture output without a terminal: give tables room instead of rich's 80 columns.
 _width = None if sys.stdout.isatty() else 140
