@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from featcache.errors import ConfigError
+from featcache.extract.adopt import adopt_shards
 from featcache.extract.pipeline import ProgressFn, run_shards
 from featcache.extract.runner import EntryPlan, ExtractionResult, finalize_entry, is_complete, plan_entry
 from featcache.extract.stats import ChannelStats
@@ -180,10 +181,12 @@ def extract_distributed(spec: WorkerSpec, *, workers: int | None = None, schedul
         if is_complete(store, plan.key):
             return ExtractionResult(plan.key, "cached", n, spec.views, 0, 0.0, 0, skipped, count)
         writer = store.create_entry(plan.key, plan.layout, plan.attrs)
+        status = "resumed" if writer.committed().any() else "extracted"
+        adopted = adopt_shards(store, writer, plan.attrs)
+        status = "resumed" if adopted.shards else status
         missing = writer.missing_shards()
-        status = "resumed" if len(missing) < plan.layout.num_shards else "extracted"
-        stats: dict[str, ChannelStats] = {}
-        covered, written = set(), 0
+        stats: dict[str, ChannelStats] = dict(adopted.stats)
+        covered, written = set(adopted.shards), adopted.feature_bytes
         done = (n - sum(len(range(*plan.layout.shard_range(k))) for k in missing)) * spec.views
         futures = client.map(shard_task, missing, spec=spec, pure=False)
         for future in as_completed(futures):

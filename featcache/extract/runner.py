@@ -22,6 +22,7 @@ import featcache
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES
 from featcache.errors import DatasetError, StoreError
+from featcache.extract.adopt import adopt_shards, shard_digests
 from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards
 from featcache.extract.stats import ChannelStats
 from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
@@ -98,6 +99,7 @@ def plan_entry(dataset: SegmentationDataset, teacher: Teacher, *, levels: list[s
                      "feature_format": featcache.FEATURE_FORMAT_VERSION},
         "host": platform.node(), "user": getpass.getuser(),
     }
+    attrs["dataset"]["shard_digests"] = shard_digests(dataset, indices, layout)
     return EntryPlan(key, layout, attrs, names, indices, view_seed)
 
 
@@ -109,11 +111,14 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
             levels: list[str] | None = None, split: str = "all", views: int = 1, view_seed: int = 0,
             precision: str = "fp16", batch_size: int = 8, shard_size: int = 16,
             loader_workers: int = 0, autocast_dtype: torch.dtype | None = None,
-            progress: ProgressFn | None = None, wait_poll_s: float = 1.0) -> ExtractionResult:
+            progress: ProgressFn | None = None, wait_poll_s: float = 1.0,
+            adopt: bool = True) -> ExtractionResult:
     """Fill the entry for (dataset, teacher, recipe); safe to run in several processes at once.
 
     Shards held by other live writers are waited for (polling every `wait_poll_s`) and taken over
-    if their claim expires, so every concurrent run returns with a complete entry.
+    if their claim expires, so every concurrent run returns with a complete entry. With `adopt`,
+    committed shards of an unfinished entry of the same recipe whose samples are byte-identical are
+    copied instead of extracted (a re-run after fixing one bad file; see adopt.py).
     """
     plan = plan_entry(dataset, teacher, levels=levels, split=split, views=views, view_seed=view_seed,
                       precision=precision, shard_size=shard_size)
@@ -123,7 +128,9 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
     writer = store.create_entry(plan.key, plan.layout, plan.attrs)
     status = "extracted" if not writer.committed().any() else "resumed"
     start = time.perf_counter()
-    run = ShardRun()
+    run = adopt_shards(store, writer, plan.attrs) if adopt else ShardRun()
+    if run.shards:
+        status = "resumed"
     while True:
         part = run_shards(dataset, teacher, writer, plan.indices, plan.names, view_seed=view_seed,
                           batch_size=batch_size, loader_workers=loader_workers,
