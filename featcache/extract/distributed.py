@@ -26,7 +26,7 @@ import torch
 from featcache.errors import ConfigError
 from featcache.extract.adopt import adopt_shards
 from featcache.extract.pipeline import ProgressFn, run_shards
-from featcache.extract.runner import EntryPlan, ExtractionResult, finalize_entry, is_complete, plan_entry
+from featcache.extract.runner import EntryPlan, ExtractionResult, finalize_once, is_complete, plan_entry
 from featcache.extract.stats import ChannelStats
 from featcache.store import FeatureStore
 
@@ -201,6 +201,6 @@ def extract_distributed(spec: WorkerSpec, *, workers: int | None = None, schedul
                 progress("images", done, n * spec.views)
                 progress("shards", plan.layout.num_shards - len(missing) + len(covered),
                          plan.layout.num_shards)
-    finalize_entry(store, writer, plan, stats, covered, time.perf_counter() - start, progress)
+    finalize_once(store, writer, plan, stats, covered, time.perf_counter() - start, progress)
     return ExtractionResult(plan.key, status, n, spec.views, len(covered), time.perf_counter() - start,
                             written, skipped, count)

@@ -139,9 +139,27 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
         if not writer.missing_shards():
             break
         time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
-    finalize_entry(store, writer, plan, run.stats, set(run.shards), time.perf_counter() - start, progress)
+    finalize_once(store, writer, plan, run.stats, set(run.shards), time.perf_counter() - start, progress,
+                  wait_poll_s)
     return ExtractionResult(plan.key, status, len(plan.indices), views, len(run.shards),
                             time.perf_counter() - start, run.feature_bytes, skipped)
+
+
+def finalize_once(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
+                  stats: dict[str, ChannelStats], covered: set[int], seconds: float,
+                  progress: ProgressFn | None = None, wait_poll_s: float = 1.0) -> None:
+    """finalize_entry by exactly one of several concurrent writers; the others wait until the entry
+    is complete. The lock is a claim one past the last shard (the same lease protocol)."""
+    lock = plan.layout.num_shards
+    while not writer.claims.claim(lock):
+        if is_complete(store, plan.key):
+            return
+        time.sleep(wait_poll_s)
+    try:
+        if not is_complete(store, plan.key):
+            finalize_entry(store, writer, plan, stats, covered, seconds, progress)
+    finally:
+        writer.claims.release(lock)
 
 
 def finalize_entry(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
