@@ -14,19 +14,29 @@ from featcache.errors import ConfigError
 
 
 class _Reporter:
-    """Turns runner progress events into rich bars (images/s while extracting)."""
+    """Turns runner progress events into rich bars: images/s and shards committed while extracting
+    (the bar's own columns give elapsed time and ETA), then the statistics pass if one is needed."""
 
     def __init__(self, bar, label: str) -> None:
         self.bar, self.label, self.tasks = bar, label, {}
         self.started = time.perf_counter()
+        self.first: int | None = None  # images already committed before this run (resume)
+        self.shards = ""
 
     def __call__(self, event: str, done: int, total: int) -> None:
+        if event == "shards":  # shown beside the images bar, refreshed with its next update
+            self.shards = f"{done}/{total} shards"
+            return
         if event not in self.tasks:
             name = self.label if event == "images" else "feature statistics"
             self.tasks[event] = self.bar.add_task(name, total=total, info="")
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
-        self.bar.update(self.tasks[event], completed=done,
-                        info=f"{rate:.2f} img/s" if event == "images" else "")
+        if event == "images":
+            self.first = done if self.first is None else self.first
+            rate = (done - self.first) / max(time.perf_counter() - self.started, 1e-9)
+            info = f"{rate:.2f} img/s  {self.shards}".rstrip()
+        else:
+            info = ""
+        self.bar.update(self.tasks[event], completed=done, info=info)
 
 
 @app.command()
@@ -53,9 +63,23 @@ def extract(
                                            "them instead of stopping.")] = False,
     manifest: Annotated[Path | None, typer.Option(help="Extract every (teacher, dataset) a "
                                                   "distillation manifest needs.")] = None,
+    view_seed: Annotated[int, typer.Option(help="Seed of the augmentation views (part of the entry "
+                                           "key).")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Run on a local dask cluster of N processes on "
+                                                "127.0.0.1 (one teacher each; one GPU each when "
+                                                "there are several).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Run on an existing dask cluster, e.g. "
+                                                  "tcp://host:8786 (workers must reach --store).")] = None,
 ) -> None:
-    """Run a teacher once over a dataset and cache its multi-scale features (resumable)."""
+    """Run a teacher once over a dataset and cache its multi-scale features.
+
+    Resumable (re-run the same command after a crash), a cache hit when the entry is complete, and
+    safe to run in several processes or on a dask cluster at once: shards are claimed, then committed.
+    """
     from featcache.extract.jobs import ExtractJob, jobs_from_manifest, run_job
+
+    if workers is not None and scheduler is not None:
+        raise ConfigError("use either --workers N or --scheduler ADDRESS, not both")
 
     if manifest is not None:
         if teacher or dataset:
@@ -73,10 +97,13 @@ def extract(
         with progress_bar() as bar:
             result = run_job(job, store_url=store, split=split, views=views, precision=precision,
                              device=device, batch_size=batch_size, shard_size=shard_size,
-                             loader_workers=loader_workers,
-                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
+                             loader_workers=loader_workers, view_seed=view_seed, workers=workers,
+                             scheduler=scheduler, progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
         if result.status == "cached":
             console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract")
+        if result.skipped:
+            console.print(f"[yellow]{result.skipped} bad file(s) skipped[/]; they are listed in the entry's "
+                          "provenance (attrs featcache.dataset.skipped)")
         rows.append((job.teacher, job.dataset, result.key, result.status,
                      f"{result.samples}×{result.views}", result.shards_written,
                      f"{result.seconds:.1f}", f"{result.images_per_s:.2f}",

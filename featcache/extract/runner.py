@@ -1,9 +1,10 @@
 """The extraction runner: one teacher over one dataset into one store entry.
 
-Flow per missing shard: a DataLoader decodes, augments and preprocesses samples in worker
-processes; the teacher runs on batches; a background thread compresses and writes the finished
-shard (data first, then its commit marker) while the teacher already works on the next one.
-A complete entry is a cache hit; a partial one resumes only its missing shards.
+`plan_entry` decides everything the entry will hold (key, layout, provenance) without running the
+teacher; `extract` creates or reopens the entry, runs the shard engine (pipeline.py) on whatever
+shards are still missing, waits for shards other writers hold, then writes statistics and the
+complete flag. A complete entry is a cache hit (no teacher forward at all); a partial one resumes
+only its missing shards. The distributed runner (distributed.py) reuses the same plan and finalize.
 """
 
 from __future__ import annotations
@@ -12,24 +13,23 @@ import getpass
 import hashlib
 import platform
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 import featcache
 from featcache.data.base import SegmentationDataset
-from featcache.data.views import PARAM_NAMES, apply_view, sample_view
+from featcache.data.views import PARAM_NAMES
 from featcache.errors import DatasetError, StoreError
+from featcache.extract.adopt import adopt_shards, shard_digests
+from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards
 from featcache.extract.stats import ChannelStats
-from featcache.store import EntryLayout, FeatureStore, LevelLayout, entry_key
+from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
 from featcache.teachers.base import Teacher
 
-ProgressFn = Callable[[str, int, int], None]  # (event, done, total)
+__all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "extract", "extraction_key", "finalize_entry",
+           "plan_entry"]
 
 
 @dataclass
@@ -41,6 +41,8 @@ class ExtractionResult:
     shards_written: int
     seconds: float
     feature_bytes: int
+    skipped: int = 0  # samples left out by skip_bad (listed in the entry's provenance)
+    workers: int = 1
 
     @property
     def images_per_s(self) -> float:
@@ -48,24 +50,16 @@ class ExtractionResult:
         return n / self.seconds if self.seconds > 0 and n else 0.0
 
 
-class _ViewItems(Dataset):
-    """(sample index, view) -> prepared teacher input, box and view parameters."""
+@dataclass
+class EntryPlan:
+    """Everything an entry will hold except features: picklable, so dask workers receive it."""
 
-    def __init__(self, dataset: SegmentationDataset, teacher: Teacher, items: list[tuple[int, int]],
-                 view_seed: int) -> None:
-        self.dataset, self.teacher, self.items, self.view_seed = dataset, teacher, items, view_seed
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        index, view = self.items[k]
-        sample = self.dataset.load(index)
-        params = sample_view(sample.id, view, self.view_seed)
-        image, _ = apply_view(sample.image, None, params)
-        x, box = self.teacher.prepare(image)
-        return {"x": x, "box": torch.tensor(box), "params": torch.from_numpy(params.to_array()),
-                "index": index, "view": view}
+    key: str
+    layout: EntryLayout
+    attrs: dict[str, Any]
+    names: list[str]
+    indices: list[int]  # dataset index of each entry position
+    view_seed: int
 
 
 def extraction_key(dataset: SegmentationDataset, teacher: Teacher, levels: list[str], split: str,
@@ -77,13 +71,13 @@ def extraction_key(dataset: SegmentationDataset, teacher: Teacher, levels: list[
                      hashlib.sha256(recipe.encode()).hexdigest()), dataset_fp
 
 
-def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore, *,
-            levels: list[str] | None = None, split: str = "all", views: int = 1, view_seed: int = 0,
-            precision: str = "fp16", batch_size: int = 8, shard_size: int = 16,
-            loader_workers: int = 0, autocast_dtype: torch.dtype | None = None,
-            progress: ProgressFn | None = None) -> ExtractionResult:
+def plan_entry(dataset: SegmentationDataset, teacher: Teacher, *, levels: list[str] | None = None,
+               split: str = "all", views: int = 1, view_seed: int = 0, precision: str = "fp16",
+               shard_size: int = 16) -> EntryPlan:
     if views < 1:
         raise StoreError("--views must be at least 1 (view 0 is the image itself)")
+    if shard_size < 1:
+        raise StoreError("--shard-size must be at least 1")
     specs = teacher.select_levels(levels)
     names = [s.name for s in specs]
     indices = dataset.split_indices(split)
@@ -94,8 +88,6 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
         sample_ids=tuple(dataset.samples[i].id for i in indices), views=views,
         levels=tuple(LevelLayout(s.name, s.channels, *s.grid) for s in specs),
         shard_size=shard_size, precision=precision, view_param_names=PARAM_NAMES)
-    if store.exists(key) and store.open(key, allow_incomplete=True).complete:
-        return ExtractionResult(key, "cached", len(indices), views, 0, 0.0, 0)
     attrs = {
         "teacher": teacher.provenance(names),
         "dataset": {**dataset.describe(), "fingerprint": dataset_fp, "split": split,
@@ -107,79 +99,85 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
                      "feature_format": featcache.FEATURE_FORMAT_VERSION},
         "host": platform.node(), "user": getpass.getuser(),
     }
-    writer = store.create_entry(key, layout, attrs)
-    missing = writer.missing_shards()
-    status = "extracted" if len(missing) == layout.num_shards else "resumed"
-    start_time = time.perf_counter()
-    written = _run_shards(dataset, teacher, writer, layout, indices, missing, names, view_seed,
-                          batch_size, loader_workers, autocast_dtype, progress)
-    stats = _entry_stats(store, key, names, progress)
-    writer.finalize(stats, {"extract_seconds": round(time.perf_counter() - start_time, 2)})
-    return ExtractionResult(key, status, len(indices), views, len(missing),
-                            time.perf_counter() - start_time, written)
+    attrs["dataset"]["shard_digests"] = shard_digests(dataset, indices, layout)
+    return EntryPlan(key, layout, attrs, names, indices, view_seed)
 
 
-def _run_shards(dataset, teacher, writer, layout, indices, missing, names, view_seed, batch_size,
-                loader_workers, autocast_dtype, progress) -> int:
-    items = [(indices[i], v) for k in missing for i in range(*layout.shard_range(k))
-             for v in range(layout.views)]
-    loader = DataLoader(_ViewItems(dataset, teacher, items, view_seed), batch_size=batch_size,
-                        num_workers=loader_workers, shuffle=False)
-    position = {index: pos for pos, index in enumerate(indices)}
-    pending: dict[int, dict[str, Any]] = {}
-    futures: list[Future] = []
-    written = done = 0
-    total = len(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-writer") as pool:
-        for batch in loader:
-            out = teacher.extract(batch["x"], names, autocast_dtype)
-            for j in range(len(batch["index"])):
-                pos, view = position[int(batch["index"][j])], int(batch["view"][j])
-                shard = pos // layout.shard_size
-                buf = pending.setdefault(shard, _new_shard_buffer(layout, shard, names))
-                row = pos - layout.shard_range(shard)[0]
-                for n in names:
-                    buf["features"][n][row, view] = out[n][j].numpy()
-                buf["frames"][row, view] = batch["box"][j].numpy()
-                buf["params"][row, view] = batch["params"][j].numpy()
-                buf["left"] -= 1
-                if buf["left"] == 0:
-                    futures.append(pool.submit(_commit, writer, shard, pending.pop(shard)))
-            done += len(batch["index"])
+def is_complete(store: FeatureStore, key: str) -> bool:
+    return store.exists(key) and store.open(key, allow_incomplete=True).complete
+
+
+def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore, *,
+            levels: list[str] | None = None, split: str = "all", views: int = 1, view_seed: int = 0,
+            precision: str = "fp16", batch_size: int = 8, shard_size: int = 16,
+            loader_workers: int = 0, autocast_dtype: torch.dtype | None = None,
+            progress: ProgressFn | None = None, wait_poll_s: float = 1.0,
+            adopt: bool = True) -> ExtractionResult:
+    """Fill the entry for (dataset, teacher, recipe); safe to run in several processes at once.
+
+    Shards held by other live writers are waited for (polling every `wait_poll_s`) and taken over
+    if their claim expires, so every concurrent run returns with a complete entry. With `adopt`,
+    committed shards of an unfinished entry of the same recipe whose samples are byte-identical are
+    copied instead of extracted (a re-run after fixing one bad file; see adopt.py).
+    """
+    plan = plan_entry(dataset, teacher, levels=levels, split=split, views=views, view_seed=view_seed,
+                      precision=precision, shard_size=shard_size)
+    skipped = len(plan.attrs["dataset"]["skipped"])
+    if is_complete(store, plan.key):
+        return ExtractionResult(plan.key, "cached", len(plan.indices), views, 0, 0.0, 0, skipped)
+    writer = store.create_entry(plan.key, plan.layout, plan.attrs)
+    status = "extracted" if not writer.committed().any() else "resumed"
+    start = time.perf_counter()
+    run = adopt_shards(store, writer, plan.attrs) if adopt else ShardRun()
+    if run.shards:
+        status = "resumed"
+    while True:
+        part = run_shards(dataset, teacher, writer, plan.indices, plan.names, view_seed=view_seed,
+                          batch_size=batch_size, loader_workers=loader_workers,
+                          autocast_dtype=autocast_dtype, progress=progress)
+        run.merge(part)
+        if not writer.missing_shards():
+            break
+        time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
+    finalize_once(store, writer, plan, run.stats, set(run.shards), time.perf_counter() - start, progress,
+                  wait_poll_s)
+    return ExtractionResult(plan.key, status, len(plan.indices), views, len(run.shards),
+                            time.perf_counter() - start, run.feature_bytes, skipped)
+
+
+def finalize_once(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
+                  stats: dict[str, ChannelStats], covered: set[int], seconds: float,
+                  progress: ProgressFn | None = None, wait_poll_s: float = 1.0) -> None:
+    """finalize_entry by exactly one of several concurrent writers; the others wait until the entry
+    is complete. The lock is a claim one past the last shard (the same lease protocol)."""
+    lock = plan.layout.num_shards
+    while not writer.claims.claim(lock):
+        if is_complete(store, plan.key):
+            return
+        time.sleep(wait_poll_s)
+    try:
+        if not is_complete(store, plan.key):
+            finalize_entry(store, writer, plan, stats, covered, seconds, progress)
+    finally:
+        writer.claims.release(lock)
+
+
+def finalize_entry(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
+                   stats: dict[str, ChannelStats], covered: set[int], seconds: float,
+                   progress: ProgressFn | None = None) -> None:
+    """Statistics over every committed shard (those in `covered` are already in `stats`; the rest,
+    committed by earlier or other runs, are read back), then the complete flag."""
+    acc = {n: ChannelStats(lv.channels) for n, lv in ((lv.name, lv) for lv in plan.layout.levels)}
+    for name, part in stats.items():
+        acc[name].merge(part)
+    rest = [k for k in range(plan.layout.num_shards) if k not in covered]
+    if rest:
+        reader = store.open(plan.key, allow_incomplete=True)
+        for done, shard in enumerate(rest, 1):
+            for i in range(*plan.layout.shard_range(shard)):
+                for name in plan.names:
+                    acc[name].update(reader.read(i, name))
             if progress:
-                progress("images", done, total)
-            while len(futures) > 2:  # bound memory: at most 2 finished shards wait for the writer
-                written += futures.pop(0).result()
-        for f in futures:
-            written += f.result()
-    return written
-
-
-def _new_shard_buffer(layout: EntryLayout, shard: int, names: list[str]) -> dict[str, Any]:
-    start, stop = layout.shard_range(shard)
-    n, v = stop - start, layout.views
-    lv = {lvl.name: lvl for lvl in layout.levels}
-    return {
-        "features": {name: np.zeros((n, v, lv[name].channels, lv[name].height, lv[name].width),
-                                    np.float32) for name in names},
-        "frames": np.zeros((n, v, 4), np.float32),
-        "params": np.zeros((n, v, len(PARAM_NAMES)), np.float32),
-        "left": n * v,
-    }
-
-
-def _commit(writer, shard: int, buf: dict[str, Any]) -> int:
-    return writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
-
-
-def _entry_stats(store: FeatureStore, key: str, names: list[str],
-                 progress: ProgressFn | None) -> dict[str, dict[str, np.ndarray]]:
-    """Statistics from the committed data itself, so resumed and distributed runs agree."""
-    reader = store.open(key, allow_incomplete=True)
-    acc = {n: ChannelStats(reader.levels[n].channels) for n in names}
-    for i in range(len(reader.ids)):
-        for n in names:
-            acc[n].update(reader.read(i, n))
-        if progress:
-            progress("stats", i + 1, len(reader.ids))
-    return {n: a.result() for n, a in acc.items()}
+                progress("stats", done, len(rest))
+    writer.finalize({n: a.result() for n, a in acc.items()},
+                    {"extract_seconds": round(seconds, 2)})

@@ -4,6 +4,9 @@ Distillation normalises teacher features with them: per-channel standardisation,
 (RADIO's finding for SAM-like teachers): subtract the mean, rotate into the covariance eigenbasis,
 then by a normalised Hadamard matrix so every dimension has the same variance, and scale by
 1/sqrt(mean eigenvalue).
+
+Accumulators are mergeable (sums, not means), so shards extracted by different processes or dask
+workers combine into the same statistics as one process computing them all.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ class ChannelStats:
         self.sum += x.sum(0)
         self.outer += x.T @ x
 
+    def merge(self, other: ChannelStats) -> ChannelStats:
+        """Add another accumulator's observations to this one (in place); returns self."""
+        self.n += other.n
+        self.sum += other.sum
+        self.outer += other.outer
+        return self
+
     def result(self) -> dict[str, np.ndarray]:
         mean = self.sum / max(self.n, 1)
         cov = self.outer / max(self.n, 1) - np.outer(mean, mean)
@@ -38,7 +48,10 @@ class ChannelStats:
 def phis_matrix(cov: np.ndarray) -> np.ndarray:
     """The PHI-S whitening matrix W, applied as W @ (x - mean). Falls back to per-channel
     standardisation (diag 1/std) when the channel count is not a power of two, since a Hadamard
-    matrix only exists for those sizes here."""
+    matrix only exists for those sizes here.
+
+    Guarantee (power-of-two C): W C W^T has every diagonal entry equal to 1 (the same variance in
+    every dimension) and total variance C, i.e. isotropic in the trace sense, not fully whitened."""
     c = cov.shape[0]
     if c & (c - 1):
         return np.diag(1.0 / np.sqrt(np.clip(np.diag(cov), 1e-12, None)))

@@ -1,0 +1,233 @@
+"""The shard engine: claimed shards in, committed shards (and their statistics) out.
+
+Pipelining, all bounded: DataLoader workers decode, augment and preprocess the next batches while
+the teacher runs the current one; a writer thread compresses and commits a finished shard while
+the teacher already works on the next. At most `MAX_PENDING_COMMITS` finished shards wait for the
+writer and at most two shards are being filled, so peak memory depends on batch and shard sizes,
+never on the dataset size.
+
+Shards are claimed one at a time from the store (EntryWriter.next_shard), so any number of
+processes may run this engine on the same entry. A batch never spans two shards: a shard's bytes
+depend only on its own samples, whoever extracts it (the claims protocol relies on it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from featcache.data.base import SegmentationDataset
+from featcache.data.views import PARAM_NAMES, apply_view, sample_view
+from featcache.errors import DatasetError, FeatcacheError
+from featcache.extract.stats import ChannelStats
+from featcache.store import EntryLayout, EntryWriter
+from featcache.store.precision import decode, encode
+from featcache.teachers.base import Teacher
+
+ProgressFn = Callable[[str, int, int], None]  # (event, done, total)
+MAX_PENDING_COMMITS = 2
+
+
+@dataclass
+class ShardRun:
+    """What one engine run committed: shards, feature bytes, and their statistics per level."""
+
+    shards: list[int] = field(default_factory=list)
+    feature_bytes: int = 0
+    stats: dict[str, ChannelStats] = field(default_factory=dict)
+    items: int = 0
+
+    def add(self, shard: int, written: int, stats: dict[str, ChannelStats]) -> None:
+        self.shards.append(shard)
+        self.feature_bytes += written
+        self._merge_stats(stats)
+
+    def merge(self, other: ShardRun) -> None:
+        self.shards += other.shards
+        self.feature_bytes += other.feature_bytes
+        self.items += other.items
+        self._merge_stats(other.stats)
+
+    def _merge_stats(self, stats: dict[str, ChannelStats]) -> None:
+        for name, acc in stats.items():
+            if name in self.stats:
+                self.stats[name].merge(acc)
+            else:
+                self.stats[name] = acc
+
+
+class _ViewItems(Dataset):
+    """(sample index, view) -> prepared teacher input, box and view parameters.
+
+    A dataset error becomes an {"error": message} item instead of an exception, so it reaches the
+    main process as one line naming the file even from DataLoader worker processes.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, teacher: Teacher, view_seed: int) -> None:
+        self.dataset, self.teacher, self.view_seed = dataset, teacher, view_seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
+        index, view = item
+        try:
+            sample = self.dataset.load(index)
+        except FeatcacheError as exc:
+            return {"error": str(exc)}
+        params = sample_view(sample.id, view, self.view_seed)
+        image, _ = apply_view(sample.image, None, params)
+        x, box = self.teacher.prepare(image)
+        return {"x": x, "box": torch.tensor(box), "params": torch.from_numpy(params.to_array()),
+                "index": index, "view": view}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    for item in items:
+        if "error" in item:
+            return item
+    return torch.utils.data.default_collate(items)
+
+
+class _ShardBatches:
+    """Batch sampler: claims shards lazily and yields their (sample index, view) items in batches.
+
+    It runs in the main process (DataLoader iterates samplers there), so claims are taken by the
+    process that commits. `shards` fixes the list (already claimed by the caller) instead.
+    """
+
+    def __init__(self, writer: EntryWriter, indices: list[int], batch_size: int,
+                 shards: list[int] | None) -> None:
+        self.writer, self.indices, self.batch_size, self.shards = writer, indices, batch_size, shards
+
+    def _next_shards(self) -> Iterator[int]:
+        if self.shards is not None:
+            yield from self.shards
+            return
+        while (shard := self.writer.next_shard()) is not None:
+            yield shard
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        layout = self.writer.layout
+        for shard in self._next_shards():
+            items = [(self.indices[pos], v) for pos in range(*layout.shard_range(shard))
+                     for v in range(layout.views)]
+            for k in range(0, len(items), self.batch_size):
+                yield items[k:k + self.batch_size]
+
+
+def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWriter, indices: list[int],
+               names: list[str], *, view_seed: int = 0, batch_size: int = 8, loader_workers: int = 0,
+               autocast_dtype: torch.dtype | None = None, shards: list[int] | None = None,
+               progress: ProgressFn | None = None) -> ShardRun:
+    """Extract and commit shards until none is left to claim (or exactly `shards`, already claimed).
+
+    indices[pos] is the dataset index of entry position pos. Claims still held when this returns or
+    raises (an interrupted shard) are released, so the shard is free for the next run at once.
+    """
+    layout = writer.layout
+    loader = DataLoader(_ViewItems(dataset, teacher, view_seed), num_workers=loader_workers,
+                        batch_sampler=_ShardBatches(writer, indices, batch_size, shards),
+                        collate_fn=_collate, persistent_workers=False)
+    position = {index: pos for pos, index in enumerate(indices)}
+    run, pending, futures = ShardRun(), {}, []
+    lock = threading.Lock()
+    total = layout.num_samples * layout.views
+    done = sum(len(range(*layout.shard_range(k))) for k in np.flatnonzero(writer.committed()))
+    done *= layout.views
+    first = done
+    renewed = time.monotonic()
+    base = int(writer.committed().sum())
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-writer") as pool:
+            for batch in loader:
+                if "error" in batch:
+                    raise DatasetError(batch["error"])
+                out = teacher.extract(batch["x"], names, autocast_dtype)
+                for j in range(len(batch["index"])):
+                    pos, view = position[int(batch["index"][j])], int(batch["view"][j])
+                    shard = pos // layout.shard_size
+                    if shard not in pending:
+                        pending[shard] = _new_buffer(layout, shard, names)
+                    buf = pending[shard]
+                    row = pos - layout.shard_range(shard)[0]
+                    for n in names:
+                        buf["features"][n][row, view] = out[n][j].numpy()
+                    buf["frames"][row, view] = batch["box"][j].numpy()
+                    buf["params"][row, view] = batch["params"][j].numpy()
+                    buf["left"] -= 1
+                    if buf["left"] == 0:
+                        futures.append((shard, pool.submit(_commit, writer, shard, pending.pop(shard), lock)))
+                done += len(batch["index"])
+                if progress:
+                    progress("images", done, total)
+                while len(futures) > MAX_PENDING_COMMITS:
+                    _collect(run, *futures.pop(0), progress, base, layout)
+                renewed = _renew(writer, lock, renewed)
+            for shard, future in futures:
+                _collect(run, shard, future, progress, base, layout)
+    finally:
+        with lock:  # an interrupted shard must not stay claimed by a live process
+            for shard in list(writer.claims.held):
+                writer.release(shard)
+    run.items = done - first  # items extracted by this call
+    return run
+
+
+def _collect(run: ShardRun, shard: int, future: Future, progress: ProgressFn | None, base: int,
+             layout: EntryLayout) -> None:
+    written, stats = future.result()
+    run.add(shard, written, stats)
+    if progress:  # shards committed so far, as this process knows them
+        progress("shards", min(base + len(run.shards), layout.num_shards), layout.num_shards)
+
+
+def _renew(writer: EntryWriter, lock: threading.Lock, last: float) -> float:
+    """Renew held claims every third of their TTL, so a slow shard is not taken over."""
+    now = time.monotonic()
+    if now - last < writer.claims.ttl_s / 3:
+        return last
+    with lock:
+        for shard in list(writer.claims.held):
+            writer.renew(shard)
+    return now
+
+
+def _new_buffer(layout: EntryLayout, shard: int, names: list[str]) -> dict[str, Any]:
+    start, stop = layout.shard_range(shard)
+    n, v = stop - start, layout.views
+    lv = {lvl.name: lvl for lvl in layout.levels}
+    return {
+        "features": {name: np.zeros((n, v, lv[name].channels, lv[name].height, lv[name].width),
+                                    np.float32) for name in names},
+        "frames": np.zeros((n, v, 4), np.float32),
+        "params": np.zeros((n, v, len(PARAM_NAMES)), np.float32),
+        "left": n * v,
+    }
+
+
+def _commit(writer: EntryWriter, shard: int, buf: dict[str, Any],
+            lock: threading.Lock) -> tuple[int, dict[str, ChannelStats]]:
+    """Write the shard (data, then its commit marker); statistics of the values as stored."""
+    with lock:
+        written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
+    return written, shard_stats(writer, buf["features"])
+
+
+def shard_stats(writer: EntryWriter, features: dict[str, np.ndarray]) -> dict[str, ChannelStats]:
+    """Statistics of what a reader will get back (decode(encode(x))), so they equal statistics
+    recomputed from the store."""
+    stats = {}
+    for name, data in features.items():
+        acc = ChannelStats(data.shape[-3])
+        acc.update(decode(*encode(data, writer.precision)))
+        stats[name] = acc
+    return stats
