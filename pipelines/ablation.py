@@ -14,7 +14,7 @@ slices, so num_slices is not raised), student input 96 px, 6 epochs in the full-
 demo manifest trains ~15 s/epoch at 128 px, ~8-12 s/epoch at 96 px (4 steps of 8); a low-data
 epoch ~2 s; evaluation ~3-5 s per run. LiteMedSAM extraction of the 40 slices (~3 min) is a
 cache hit when the quickstart already filled the store.
---quick: 1 seed, 2 epochs (6 in the low-data regime), configurations 1, 2, 5 and 6 (supervised,
+--quick: 1 seed, 2 epochs (12 in the low-data regime), configurations 1, 2, 5 and 6 (supervised,
 +distillation, full method, uninformative teacher only): about 5 minutes on this machine once
 the store holds the features. One seed gives no spread, so its table draws no conclusions.
 """
@@ -41,12 +41,13 @@ from featcache.study.tables import (
     write_csv,
 )
 
-QUICK = {"seeds": [0], "epochs": 2, "configs": [1, 2, 5, 6]}
+QUICK = {"seeds": [0], "epochs": 2, "low_data_epochs": 12, "configs": [1, 2, 5, 6]}
 
 
 def parse_args(argv: list[str]) -> AblationSettings:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, configurations 1, 2, 5, 6")
+    p.add_argument("--quick", action="store_true",
+                   help="1 seed, 2 epochs (12 low-data), configurations 1, 2, 5, 6")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--epochs", type=int, help="epochs per full-data run (default 6)")
     p.add_argument("--low-data-epochs", type=int, help="epochs per low-data run (default 3 x --epochs)")
@@ -59,7 +60,8 @@ def parse_args(argv: list[str]) -> AblationSettings:
     a = p.parse_args(argv)
     s = AblationSettings(out=Path("runs/ablation-quick" if a.quick else "runs/ablation"), store=a.store)
     if a.quick:
-        s.seeds, s.epochs, s.configs = list(QUICK["seeds"]), QUICK["epochs"], list(QUICK["configs"])
+        s.seeds, s.configs = list(QUICK["seeds"]), list(QUICK["configs"])
+        s.epochs, s.low_data_epochs = QUICK["epochs"], QUICK["low_data_epochs"]
     if a.seeds:
         s.seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     if a.configs:
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(rich_table("ablation runs (test split)", ["#", "regime", "seed", "Dice", "HD95",
                                                             "train s", "gate real", "gate uninf."], runs))
     body, caption = ablation_summary(rows, names)
-    console.print(rich_table("ablation (mean ± std over seeds)", SUMMARY_COLUMNS, body, caption=caption))
+    console.print(rich_table("ablation (mean ± std over seeds)", SUMMARY_COLUMNS[:1] + SUMMARY_COLUMNS[2:],
+                             [r[:1] + r[2:] for r in body], caption=caption))
+    console.print("configurations: " + "; ".join(f"{k} {names[k]}" for k in sorted(settings.configs)))
     for line in findings(rows):
         console.print(f"• {line}", highlight=False)
     console.print(f"wrote {out}/results.csv, table.md, ablation.png in {time.perf_counter() - start:.0f} s")

@@ -184,7 +184,7 @@ def result_row(settings: AblationSettings, cell: AblationCell, result: CellResul
         "dice_std_images": g.get("dice_std"), "pooled_dice": g.get("pooled_dice"),
         "hd95_mean": g.get("hd95_mean"), "hd95_unit": g.get("hd95_unit"),
         "params": result.params, "train_seconds": round(result.train_seconds, 1),
-        "best_val_dice": result.best_val_dice,
+        "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch + 1,
     }
     for role, spec in settings.teachers.items():
         row[f"gate_{role}"] = result.teacher_gate(spec["name"])

@@ -84,6 +84,7 @@ class CellResult:
     gates: dict[str, dict[str, float]]  # "dataset/stage" -> teacher -> weight
     loss_weights: dict[str, float]
     groups: dict[str, dict[str, Any]]  # dataset (or "all") -> summary row of eval/summary.json
+    best_epoch: int = -1  # 0-based epoch of the checkpoint evaluated ("best" by validation Dice)
     skipped: bool = False  # True when read back from a finished run
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +112,7 @@ def _train(manifest: Manifest, progress: Progress) -> dict[str, Any]:
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     result = train(manifest, resume=resume, progress=lambda e, i: progress("train", {"event": e, **i}))
     info = {"params": result.student_params, "seconds": result.seconds, "epochs": result.epochs,
-            "best_val_dice": result.best_val_dice, "gates": result.gates,
+            "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "gates": result.gates,
             "loss_weights": result.loss_weights, "resumed": resume}
     (run_dir / TRAIN_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return info
@@ -144,4 +145,4 @@ def run_cell(manifest: Manifest, progress: Progress | None = None, split: str = 
     groups = {g["dataset"]: g for g in summary.get("groups", []) if g.get("split") == split}
     return CellResult(run_dir, int(info["params"]), float(info["seconds"]), int(info["epochs"]),
                       float(info["best_val_dice"]), info.get("gates", {}), info.get("loss_weights", {}),
-                      groups, skipped)
+                      groups, int(info.get("best_epoch", -1)), skipped)

@@ -118,6 +118,10 @@ def ablation_markdown(rows: Sequence[dict[str, Any]], names: dict[int, str], not
         parts += ["", "## Learned teacher-gate weights (mean over training samples, last epoch)", "",
                   md_table(["#", "configuration", "regime"] + [f"gate: {r} teacher" for r in roles],
                            gate_rows)]
+    first = [r for r in rows if str(r.get("best_epoch")) == "1"]
+    if first:
+        notes = [*notes, f"{len(first)} of {len(rows)} runs kept their epoch-1 checkpoint (validation Dice "
+                         "never improved afterwards); such runs barely differ from the initialisation"]
     found = findings(rows)
     if found:
         parts += ["", "## Findings (computed from the rows above)", ""] + [f"- {f}" for f in found]

@@ -51,3 +51,10 @@ def test_table_states_rule_and_computes_verdicts():
     assert "distillation from the real teacher (2 vs 1)" in found and "no measurable effect" in found
     assert "5 vs 1): Δ mean Dice +0.3100 exceeds the seed spread" in found and "it helps" in found
     assert "gate: real teacher" in text and "0.600 ± 0.000" in text
+
+
+def test_table_flags_runs_that_never_improved():
+    rows = _rows({1: [0.5, 0.6], 2: [0.5, 0.6]})
+    rows[0]["best_epoch"] = 1
+    text = ablation_markdown(rows, {1: "alone", 2: "distil"}, [], ["real", "uninformative"])
+    assert "1 of 4 runs kept their epoch-1 checkpoint" in text
