@@ -28,7 +28,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from featcache.errors import FeatcacheError
+from featcache.errors import ConfigError, FeatcacheError
 from featcache.study.ablation import BY_NUMBER, AblationSettings, run_ablation
 from featcache.study.display import StudyDisplay, rich_table
 from featcache.study.plots import ablation_plot
@@ -42,6 +42,13 @@ from featcache.study.tables import (
 )
 
 QUICK = {"seeds": [0], "epochs": 2, "low_data_epochs": 12, "configs": [1, 2, 5, 6]}
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
 def parse_args(argv: list[str]) -> AblationSettings:
@@ -63,9 +70,9 @@ def parse_args(argv: list[str]) -> AblationSettings:
         s.seeds, s.configs = list(QUICK["seeds"]), list(QUICK["configs"])
         s.epochs, s.low_data_epochs = QUICK["epochs"], QUICK["low_data_epochs"]
     if a.seeds:
-        s.seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+        s.seeds = _ints(a.seeds, "--seeds")
     if a.configs:
-        s.configs = [int(x) for x in a.configs.split(",") if x.strip()]
+        s.configs = _ints(a.configs, "--configs")
     for name in ("epochs", "low_data_epochs", "num_slices", "image_size", "low_data_fraction", "out"):
         if getattr(a, name) is not None:
             setattr(s, name, getattr(a, name))
