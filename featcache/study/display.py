@@ -1,0 +1,105 @@
+"""Rich progress for the study pipelines: one bar for extraction, one for the cells, one for the
+current training run. `StudyDisplay` is the `progress(event, info)` callback the runners call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+
+def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+               caption: str | None = None) -> Table:
+    t = Table(title=title, caption=caption, caption_justify="left")
+    for c in columns:
+        t.add_column(str(c), overflow="fold")
+    for r in rows:
+        t.add_row(*[str(v) for v in r])
+    return t
+
+
+class StudyDisplay:
+    """Context manager; call the instance with (event, info) from the study runners."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=console)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> StudyDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def _task(self, name: str, description: str, total: int | None, info: str = "") -> TaskID:
+        if name in self.tasks:
+            self.progress.remove_task(self.tasks[name])
+        self.tasks[name] = self.progress.add_task(description, total=total, info=info)
+        return self.tasks[name]
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        handler = getattr(self, f"_on_{event}", None)
+        if handler is not None:
+            handler(info)
+
+    def _on_extract_start(self, info: dict[str, Any]) -> None:
+        self._task("extract", f"extract {info['label']}", None, "checking the store")
+
+    def _on_extract_progress(self, info: dict[str, Any]) -> None:
+        what = "images" if info["event"] == "images" else "feature statistics"
+        self.progress.update(self.tasks["extract"], completed=info["done"], total=info["total"], info=what)
+
+    def _on_extract_done(self, info: dict[str, Any]) -> None:
+        self.progress.remove_task(self.tasks.pop("extract"))
+        self.console.print(f"extract {info['teacher']} × {info['dataset']}: [bold]{info['status']}[/] "
+                           f"({info['seconds']:.0f} s) {info['key']}")
+
+    def _on_cells_start(self, info: dict[str, Any]) -> None:
+        self._task("cells", "runs", info["total"])
+
+    def _on_cell_start(self, info: dict[str, Any]) -> None:
+        if "cells" in self.tasks:
+            self.progress.update(self.tasks["cells"], info=info["label"])
+
+    def _on_train(self, info: dict[str, Any]) -> None:
+        event = info["event"]
+        if event == "start":
+            self._task("train", "  training", info["epochs"] * info["steps"])
+            self.progress.update(self.tasks["train"], completed=info["start_epoch"] * info["steps"])
+        elif event == "step" and "train" in self.tasks:
+            self.progress.update(self.tasks["train"], advance=1,
+                                 info=f"epoch {info['epoch'] + 1} loss {info['loss']:.3f}")
+        elif event == "epoch" and "train" in self.tasks:
+            self.progress.update(self.tasks["train"], info=f"epoch {info['epoch'] + 1} val Dice "
+                                                           f"{info['val_dice']:.3f}")
+
+    def _on_eval_start(self, info: dict[str, Any]) -> None:
+        self._task("eval", "  evaluating", None)
+
+    def _on_eval(self, info: dict[str, Any]) -> None:
+        self.progress.update(self.tasks["eval"], completed=info["done"], total=info["total"])
+
+    def _on_cell_done(self, info: dict[str, Any]) -> None:
+        for name in ("train", "eval"):
+            if name in self.tasks:
+                self.progress.remove_task(self.tasks.pop(name))
+        if "cells" in self.tasks:
+            self.progress.advance(self.tasks["cells"])
+        row = info["row"]
+        how = "reused (finished before)" if info["skipped"] else f"{row['train_seconds']:.0f} s"
+        self.console.print(f"{info['label']}: test Dice {row['dice_mean']:.4f}, {how}")

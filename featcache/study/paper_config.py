@@ -1,0 +1,103 @@
+"""The study file of `pipelines/paper.py`: local datasets, local teacher checkpoints, one student.
+
+Read with yaml.safe_load and validated with pydantic (unknown keys are rejected). `student`,
+`distill` and `training` are the manifest sections of the same names (see featcache/distill/
+manifest.py) and are validated by building the distillation manifest at load time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from featcache.distill.manifest import Manifest, manifest_from_dict
+from featcache.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyDataset(_Strict):
+    name: str  # a registered dataset: busi, kvasir-seg, cvc-clinicdb, drive, msd, folder, demo
+    label: str | None = None  # the name in tables (needed when a loader is used twice, e.g. two MSD tasks)
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+class StudyTeacher(_Strict):
+    name: str  # a registered teacher: sam, medsam, litemedsam, clip, timm
+    arch: str | None = None
+    checkpoint: str | None = None
+    levels: dict[str, str] = Field(min_length=1)  # teacher level -> student stage
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Extraction(_Strict):
+    views: int = Field(1, ge=1)
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    device: str = "auto"
+    batch_size: int = Field(8, ge=1)
+
+
+class StudyConfig(_Strict):
+    store: str | None = None  # None: $FEATCACHE_STORE or ./featcache-store
+    out: str = "runs/paper"
+    datasets: list[StudyDataset] = Field(min_length=1)
+    teachers: list[StudyTeacher] = Field(min_length=1)
+    extraction: Extraction = Field(default_factory=Extraction)
+    student: dict[str, Any] = Field(default_factory=dict)
+    distill: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+
+def study_manifest(config: StudyConfig, run_dir: Path, source: str = "study config") -> Manifest:
+    """The joint distillation manifest: every dataset, every teacher, the study's sections."""
+    data = {"store": config.store, "run_dir": str(run_dir),
+            "datasets": [d.model_dump(exclude={"label"}) for d in config.datasets],
+            "teachers": [t.model_dump() for t in config.teachers],
+            "student": dict(config.student), "distill": dict(config.distill),
+            "training": dict(config.training)}
+    return manifest_from_dict(data, source)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file; the one-line error names the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config {path} does not exist; see manifests/paper-example.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"study config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"study config {path} must be a YAML mapping; see manifests/paper-example.yaml")
+    try:
+        config = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"study config {path}: key {where}: {err['msg']}") from None
+    _check_unique(config, path)
+    study_manifest(config, Path(config.out) / "run", str(path))  # validates student/distill/training
+    return config
+
+
+def _check_unique(config: StudyConfig, path: Path) -> None:
+    titles = [d.title for d in config.datasets]
+    dup = sorted({n for n in titles if titles.count(n) > 1})
+    if dup:
+        raise ConfigError(f"study config {path}: dataset {dup[0]!r} is listed twice; give each use "
+                          "of a loader its own `label`")
+    names = [t.name for t in config.teachers]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"study config {path}: teacher {dup[0]!r} is listed twice; the store finds "
+                          "entries by teacher name, so list each teacher once")

@@ -1,0 +1,148 @@
+"""Shared steps of the study pipelines: extract what a manifest needs, then train and evaluate one
+run ("cell") unless it already finished.
+
+A cell is finished when its run directory holds both `study_train.json` (what training reported)
+and `eval/summary.json` (what evaluation wrote); a re-run then reads them instead of retraining.
+A run whose training stopped part-way resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from featcache.distill.manifest import Manifest
+from featcache.errors import CheckpointError, ConfigError
+
+Progress = Callable[[str, dict[str, Any]], None]
+TRAIN_INFO = "study_train.json"
+
+
+def _quiet(event: str, info: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class ExtractionRecord:
+    teacher: str
+    dataset: str
+    key: str
+    status: str  # "cached", "extracted" or "resumed"
+    seconds: float
+
+
+def ensure_extracted(manifest: Manifest, store_url: str | None, progress: Progress | None = None,
+                     *, precision: str = "fp16", device: str = "auto", batch_size: int = 8,
+                     views: int = 1, labels: list[str] | None = None) -> list[ExtractionRecord]:
+    """Run every (teacher, dataset) of the manifest into the store; complete entries are cache hits.
+
+    Only when distillation is enabled: a supervised run needs no teacher at all. `labels` names
+    the manifest's datasets in records and progress (default: their loader names)."""
+    from featcache.extract.jobs import ExtractJob, run_job
+
+    progress = progress or _quiet
+    if not manifest.distill.enabled:
+        return []
+    records = []
+    labels = labels or [d.name for d in manifest.datasets]
+    for t in manifest.teachers:
+        for d, title in zip(manifest.datasets, labels, strict=True):
+            job = ExtractJob(teacher=t.name, dataset=d.name, root=Path(d.root) if d.root else None,
+                             checkpoint=Path(t.checkpoint) if t.checkpoint else None, arch=t.arch,
+                             levels=list(t.levels), teacher_options=dict(t.options),
+                             dataset_options=dict(d.options), store=store_url)
+            label = f"{t.name} × {title}"
+            progress("extract_start", {"label": label})
+
+            def forward(event: str, done: int, total: int, label: str = label) -> None:
+                progress("extract_progress", {"label": label, "event": event, "done": done, "total": total})
+
+            result = run_job(job, store_url=store_url, split="all", views=views, precision=precision,
+                             device=device, batch_size=batch_size, shard_size=16, loader_workers=0,
+                             progress=forward)
+            record = ExtractionRecord(t.name, title, result.key, result.status, result.seconds)
+            progress("extract_done", asdict(record))
+            records.append(record)
+    return records
+
+
+@dataclass
+class CellResult:
+    """What one finished run reports: training figures and the test summary rows per dataset."""
+
+    run_dir: Path
+    params: int
+    train_seconds: float
+    epochs: int
+    best_val_dice: float
+    gates: dict[str, dict[str, float]]  # "dataset/stage" -> teacher -> weight
+    loss_weights: dict[str, float]
+    groups: dict[str, dict[str, Any]]  # dataset (or "all") -> summary row of eval/summary.json
+    best_epoch: int = -1  # 0-based epoch of the checkpoint evaluated ("best" by validation Dice)
+    skipped: bool = False  # True when read back from a finished run
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def teacher_gate(self, teacher: str) -> float:
+        """Mean gate weight of `teacher` over datasets and student stages; NaN when it has none."""
+        values = [tw[teacher] for tw in self.gates.values() if teacher in tw]
+        return sum(values) / len(values) if values else math.nan
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} cannot be read ({exc}); delete the run directory to redo it") from None
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / TRAIN_INFO).is_file() and (run_dir / "eval" / "summary.json").is_file()
+
+
+def _train(manifest: Manifest, progress: Progress) -> dict[str, Any]:
+    from featcache.distill.trainer import train
+
+    run_dir = Path(manifest.run_dir)
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    result = train(manifest, resume=resume, progress=lambda e, i: progress("train", {"event": e, **i}))
+    info = {"params": result.student_params, "seconds": result.seconds, "epochs": result.epochs,
+            "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "gates": result.gates,
+            "loss_weights": result.loss_weights, "resumed": resume}
+    (run_dir / TRAIN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def check_same_manifest(manifest: Manifest) -> None:
+    """A run directory belongs to one manifest: reusing it with other settings would mix results."""
+    path = Path(manifest.run_dir) / "manifest.yaml"
+    if path.is_file() and yaml.safe_load(path.read_text()) != manifest.model_dump(mode="json"):
+        raise ConfigError(f"{manifest.run_dir} was trained with different settings (see {path}); "
+                          "pick another output folder or delete that run to redo it")
+
+
+def run_cell(manifest: Manifest, progress: Progress | None = None, split: str = "test") -> CellResult:
+    """Train (or resume) and evaluate the manifest's run on `split`; reuse a finished run as is."""
+    from featcache.evaluate.run_eval import evaluate_run
+
+    progress = progress or _quiet
+    run_dir = Path(manifest.run_dir)
+    check_same_manifest(manifest)
+    skipped = _finished(run_dir)
+    if not skipped:
+        info = (_read_json(run_dir / TRAIN_INFO) if (run_dir / TRAIN_INFO).is_file()
+                else _train(manifest, progress))
+        progress("eval_start", {"run_dir": str(run_dir)})
+        evaluate_run(run_dir, split=split, which="best", overlays=False,
+                     progress=lambda done, total: progress("eval", {"done": done, "total": total}))
+    info = _read_json(run_dir / TRAIN_INFO)
+    summary = _read_json(run_dir / "eval" / "summary.json")
+    groups = {g["dataset"]: g for g in summary.get("groups", []) if g.get("split") == split}
+    return CellResult(run_dir, int(info["params"]), float(info["seconds"]), int(info["epochs"]),
+                      float(info["best_val_dice"]), info.get("gates", {}), info.get("loss_weights", {}),
+                      groups, int(info.get("best_epoch", -1)), skipped)
