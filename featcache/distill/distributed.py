@@ -78,6 +78,15 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return buf.cpu()
 
 
+def sync_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them
+    before each forward, so after the last step each rank holds its own; validation and the
+    checkpoint must all use the same model."""
+    if ctx.active:
+        for buf in module.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
 class BalancedShardSampler(Sampler[int]):
     """Dataset-balanced sampling with replacement, sharded over ranks.
 

@@ -277,6 +277,7 @@ class Trainer:
                 stats.add(out, batch["dataset"])
                 self.progress("step", {"epoch": epoch, "step": step + 1, "loss": float(out["loss"].detach())})
             terms, gates = stats.reduce(self.dist)
+            dist.sync_buffers(self.model, self.dist)
             val_dice = self._validate()
             improved = val_dice > self.best_dice
             if improved:
