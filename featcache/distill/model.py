@@ -116,12 +116,11 @@ class DistillModel(nn.Module):
             for stage, members in self.slots.items():
                 per_teacher, sims, relevance = [], [], []
                 for t in members:
-                    s = F.interpolate(feats[stage], size=t.grid, mode="bilinear", align_corners=False)
-                    p = self.projectors[_mkey(t.key)](s)
+                    p, recon = self._project(t, feats[stage])
                     target, ok = teacher[t.key], valid[t.key]
                     per_teacher.append(feature_loss(p, target, ok, self.spec.feature_loss))
-                    if self.spec.return_decoder:
-                        recon_terms.append(reconstruction_loss(self.inverse[_mkey(t.key)](p), s.detach()))
+                    if recon is not None:
+                        recon_terms.append(recon)
                     if self.gates:
                         # Pool only where the teacher saw the image: padding is zeros after the warp.
                         sims.append(F.cosine_similarity(_masked_pool(p.detach(), ok),
@@ -145,6 +144,26 @@ class DistillModel(nn.Module):
         total = self._combine(terms) + aux
         return {"loss": total, "logits": logits, "terms": {k: v.detach() for k, v in terms.items()},
                 "gates": gate_weights}
+
+    def _project(self, t: Target, native: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Student stage (B, Cs, h, w) -> projection (B, C_t, *t.grid) and the return decoder's
+        per-sample reconstruction loss (B,) (None without a return decoder).
+
+        The projector runs on the smaller of the two grids: a teacher grid finer than the stage
+        (LiteMedSAM's 64x64 from a 32x32 stage) is reached by upsampling the projection, which
+        costs 4x less than projecting upsampled features with the same 3x3 convolutions."""
+        k = _mkey(t.key)
+        if native.shape[-2] * native.shape[-1] < t.grid[0] * t.grid[1]:
+            small = self.projectors[k](native)
+            p = F.interpolate(small, size=t.grid, mode="bilinear", align_corners=False)
+            base, source = native, small
+        else:
+            base = F.interpolate(native, size=t.grid, mode="bilinear", align_corners=False)
+            p = self.projectors[k](base)
+            source = p
+        if not self.spec.return_decoder:
+            return p, None
+        return p, reconstruction_loss(self.inverse[k](source), base.detach())
 
     def _probe_loss(self, t: Target, target: torch.Tensor, ok: torch.Tensor,
                     mask: torch.Tensor) -> torch.Tensor:
