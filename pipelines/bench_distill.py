@@ -18,6 +18,7 @@ Only this benchmark imports teacher code; the trainer never does.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -132,6 +133,14 @@ def _time(step: Callable[[dict[str, Any]], Any], batches: Iterator[dict[str, Any
 
 
 def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-distill-"))
+    try:
+        run(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp: Path) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--slices", type=int, default=24, help="demo slices (about 70%% are train)")
     p.add_argument("--train", type=int, default=16, help="training slices used")
@@ -146,7 +155,6 @@ def main() -> None:
     args = p.parse_args()
     args.workers = args.workers if args.workers == "auto" else int(args.workers)
     torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-distill-"))
     store = FeatureStore(args.store or tmp / "store")
     dataset = build_dataset("demo", None, num_slices=args.slices)
     teacher = build_teacher("litemedsam", None, None)
