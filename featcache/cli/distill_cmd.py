@@ -1,4 +1,7 @@
-"""`featcache distill`: train the gated student from the cache alone."""
+"""`featcache distill`: train the gated student from the cache alone.
+
+Data-parallel: `torchrun --nproc_per_node N -m featcache distill --manifest m.yaml`; only rank 0
+prints and writes the run directory."""
 
 from __future__ import annotations
 
@@ -21,17 +24,22 @@ def distill(
         "--resume", help="Continue from the run's last checkpoint.")] = False,
 ) -> None:
     """Train a student (with projectors, gates and return decoder) from cached teacher features."""
+    from featcache.distill.distributed import env_rank
     from featcache.distill.manifest import load_manifest
-    from featcache.distill.trainer import Trainer
+    from featcache.distill.trainer import train
 
     m = load_manifest(manifest, set_ or [])
+    if env_rank() != 0:  # other torchrun ranks train silently
+        train(m, resume=resume)
+        return
     with progress_bar() as bar:
         state: dict = {}
 
         def report(event: str, info: dict) -> None:
             if event == "start":
                 console.print(f"student: {info['params'] / 1e6:.2f}M parameters, device {info['device']}, "
-                              f"{info['steps']} steps/epoch")
+                              f"{info['steps']} steps/epoch, {info['world_size']} process(es), "
+                              f"{info['workers']} loader worker(s) each")
                 state["task"] = bar.add_task("training", total=info["epochs"] * info["steps"],
                                              completed=info["start_epoch"] * info["steps"], info="")
             elif event == "step":
@@ -41,10 +49,7 @@ def distill(
                 bar.update(state["task"], info=f"epoch {info['epoch'] + 1} val Dice {info['val_dice']:.3f} "
                                                f"(best {info['best']:.3f})")
 
-        trainer = Trainer(m, report)
-        if resume:
-            trainer.resume()
-        result = trainer.train()
+        result = train(m, resume=resume, progress=report)
     rows = [(key, teacher, f"{w:.3f}") for key, tw in sorted(result.gates.items())
             for teacher, w in sorted(tw.items())]
     if rows:

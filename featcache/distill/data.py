@@ -35,6 +35,10 @@ class Source:
     views: int
 
 
+def _missing_levels(reader: EntryReader, spec: TeacherSpec) -> list[str]:
+    return [lv for lv in spec.levels if lv not in reader.levels]
+
+
 def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationDataset,
                   fingerprint: str) -> EntryReader:
     """The manifest's entry key, or with `auto` the one complete entry for teacher + dataset."""
@@ -45,14 +49,22 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
             raise StoreError(f"entry {spec.entry} was made from different data than dataset "
                              f"{dataset.name} (fingerprint {str(found)[:12]} vs {fingerprint[:12]}); "
                              "re-extract, or fix the manifest's dataset root and options")
+        missing = _missing_levels(reader, spec)
+        if missing:
+            raise StoreError(f"entry {spec.entry} (teacher {spec.name}) has no level(s) "
+                             f"{', '.join(missing)}; it has {', '.join(reader.levels)}: fix "
+                             f"teachers.{spec.name}.levels or re-extract with --levels")
         return reader
-    matches, partial = [], []
+    matches, partial, lacking = [], [], []
     for key in store.entries():
         reader = store.open(key, allow_incomplete=True)
         meta = reader.meta
-        if (meta.get("teacher", {}).get("name") == spec.name
-                and meta.get("dataset", {}).get("fingerprint") == fingerprint
-                and set(spec.levels) <= set(reader.levels)):
+        if (meta.get("teacher", {}).get("name") != spec.name
+                or meta.get("dataset", {}).get("fingerprint") != fingerprint):
+            continue
+        if _missing_levels(reader, spec):
+            lacking.append(reader)
+        else:
             (matches if reader.complete else partial).append(reader)
     if len(matches) == 1:
         return matches[0]
@@ -60,12 +72,30 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
         keys = ", ".join(r.key for r in matches)
         raise ConfigError(f"teacher {spec.name}: several entries fit dataset {dataset.name} ({keys}); "
                           "set `entry:` in the manifest to one of them")
-    hint = (f"entry {partial[0].key} is incomplete; re-run the same `featcache extract` to finish it"
-            if partial else
-            f"run `featcache extract --teacher {spec.name} --dataset {dataset.name}` first"
-            f" with level(s) {', '.join(spec.levels)}")
+    if partial:
+        hint = f"entry {partial[0].key} is incomplete; re-run the same `featcache extract` to finish it"
+    elif lacking:
+        hint = (f"entry {lacking[0].key} lacks level(s) {', '.join(_missing_levels(lacking[0], spec))} "
+                f"(it has {', '.join(lacking[0].levels)}); fix teachers.{spec.name}.levels or re-extract "
+                f"with --levels {','.join(spec.levels)}")
+    else:
+        hint = (f"run `featcache extract --teacher {spec.name} --dataset {dataset.name}` first"
+                f" with level(s) {', '.join(spec.levels)}")
     raise StoreError(f"store {store.url} has no complete entry for teacher {spec.name} on dataset "
                      f"{dataset.name}: {hint}")
+
+
+def _check_samples(source: Source, indices: list[int], split: str) -> None:
+    """Every sample used for training must be in every entry (an entry extracted with --split
+    train lacks the validation samples): fail before training rather than mid-epoch."""
+    for name, reader in source.entries.items():
+        known = set(reader.ids)
+        missing = [source.dataset.samples[i].id for i in indices
+                   if source.dataset.samples[i].id not in known]
+        if missing:
+            raise StoreError(f"entry {reader.key} (teacher {name}) lacks {len(missing)} {split} "
+                             f"sample(s) of dataset {source.dataset.name}, e.g. {missing[0]!r}; "
+                             "extract with --split all")
 
 
 def _check_views(source: Source, indices: list[int]) -> None:
@@ -145,6 +175,20 @@ class DistillItems(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled into DataLoader worker processes (spawn/forkserver): readers hold locks and
+        caches that do not pickle, so they travel as their zarr group + key and are reopened."""
+        state = dict(self.__dict__)
+        state["sources"] = [Source(s.index, s.dataset, {}, s.views) for s in self.sources]
+        state["_readers"] = [{n: (r.group, r.key) for n, r in s.entries.items()} for s in self.sources]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        readers = state.pop("_readers")
+        for source, handles in zip(state["sources"], readers, strict=True):
+            source.entries = {n: EntryReader(group, key) for n, (group, key) in handles.items()}
+        self.__dict__.update(state)
+
     def __getitem__(self, k: int) -> dict[str, Any]:
         src_i, index, view = self.items[k]
         source = self.sources[src_i]
@@ -188,5 +232,6 @@ def training_items(source: Source, split: str, views: int | str, fraction: float
         indices = sorted(rng.choice(indices, size=keep, replace=False).tolist())
     n_views = source.views if views == "all" else min(int(views), source.views)
     if source.entries:
+        _check_samples(source, indices, split)
         _check_views(source, indices)
     return [(source.index, i, v) for i in indices for v in range(n_views)]

@@ -69,6 +69,8 @@ class DistillSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
+    """Training loop settings (batch_size is per process under torchrun)."""
+
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = 1e-3
@@ -79,7 +81,10 @@ class TrainingSpec(_Strict):
     seed: int = 42
     views: int | Literal["all"] = "all"
     train_fraction: float = Field(1.0, gt=0, le=1)  # low-data regime: keep this share of train
-    num_workers: int = Field(0, ge=0)
+    # DataLoader processes reading the store ahead of the student; "auto" = min(4, CPUs per rank - 1).
+    # Items are deterministic (stored views are replayed), so this never changes the results.
+    num_workers: int | Literal["auto"] = "auto"
+    prefetch_factor: int = Field(4, ge=1)  # batches each worker keeps ready
     device: str = "auto"
 
 

@@ -1,6 +1,9 @@
 """The training loop: from a manifest to a run directory, reading only the store and the data.
 
-No teacher code is imported here: teacher features come from the store.
+No teacher code is imported here: teacher features come from the store. Under torchrun every
+process trains on its shard of each epoch's dataset-balanced draw (DistributedDataParallel);
+validation is sharded and summed over ranks; only rank 0 writes the run directory and reports
+progress.
 """
 
 from __future__ import annotations
@@ -17,15 +20,20 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from featcache.data.registry import build_dataset
+from featcache.distill import distributed as dist
 from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
 from featcache.distill.data import DistillItems, Source, build_targets, resolve_entry, training_items
+from featcache.distill.distributed import BalancedShardSampler
+from featcache.distill.epoch_stats import EpochStats
+from featcache.distill.loaders import make_loader, resolve_workers
 from featcache.distill.manifest import Manifest
 from featcache.distill.model import DistillModel
 from featcache.distill.student import Student, StudentConfig, count_params
-from featcache.errors import CheckpointError, ConfigError, DatasetError
+from featcache.errors import CheckpointError, DatasetError
 from featcache.store import FeatureStore, default_store_url
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -42,20 +50,13 @@ class TrainResult:
     steps_per_s: float
     gates: dict[str, dict[str, float]]  # "dataset/stage" -> teacher -> mean weight (last epoch)
     loss_weights: dict[str, float]
+    world_size: int = 1  # processes that trained together; steps_per_s is per process
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"training.device {name!r}: no CUDA device here; use auto or cpu")
-    return torch.device(name)
 
 
 def build_sources(manifest: Manifest, with_teachers: bool) -> list[Source]:
@@ -73,10 +74,12 @@ def build_sources(manifest: Manifest, with_teachers: bool) -> list[Source]:
 
 
 def _collate_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    teacher = {k[2:]: v.to(device) for k, v in batch.items() if k.startswith("t:")}
-    valid = {k[2:]: v.to(device) for k, v in batch.items() if k.startswith("v:")}
-    return {"image": batch["image"].to(device), "mask": batch["mask"].to(device),
-            "dataset": batch["dataset"].to(device), "teacher": teacher, "valid": valid}
+    nb = device.type == "cuda"  # pinned by the loader: copy while the previous step runs
+    teacher = {k[2:]: v.to(device, non_blocking=nb) for k, v in batch.items() if k.startswith("t:")}
+    valid = {k[2:]: v.to(device, non_blocking=nb) for k, v in batch.items() if k.startswith("v:")}
+    return {"image": batch["image"].to(device, non_blocking=nb),
+            "mask": batch["mask"].to(device, non_blocking=nb), "dataset": batch["dataset"].to(device),
+            "teacher": teacher, "valid": valid}
 
 
 def _lr_lambda(epochs: int, warmup: int, steps_per_epoch: int) -> Callable[[int], float]:
@@ -101,21 +104,33 @@ def dice_per_image(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, manifest: Manifest, progress: ProgressFn | None = None) -> None:
-        self.manifest = manifest
-        self.progress = progress or (lambda event, info: None)
         tr = manifest.training
-        seed_everything(tr.seed)
-        self.device = pick_device(tr.device)
+        self.dist, self.device = dist.setup(tr.device)
+        try:
+            self._build(manifest, progress)
+        except BaseException:
+            dist.teardown(self.dist)  # a user error on one rank must not leave the group hanging
+            raise
+
+    def _build(self, manifest: Manifest, progress: ProgressFn | None) -> None:
+        self.manifest = manifest
+        main = self.dist.is_main
+        self.progress = progress if progress is not None and main else (lambda event, info: None)
+        tr, st = manifest.training, manifest.student
+        seed_everything(tr.seed)  # identical initial weights on every rank
         self.with_teachers = manifest.distill.enabled and bool(manifest.teachers)
         self.sources = build_sources(manifest, self.with_teachers)
         self.store_url = (manifest.store or default_store_url()) if self.with_teachers else None
-        st = manifest.student
         self.student_config = StudentConfig(encoder=st.encoder, in_channels=st.in_channels,
                                             decoder_channels=tuple(st.decoder_channels),
                                             encoder_weights=st.encoder_weights)
         student = Student(self.student_config)
         self.targets = build_targets(manifest, self.sources, student.stages) if self.with_teachers else []
         self.model = DistillModel(student, self.targets, manifest.distill, len(self.sources)).to(self.device)
+        self.ddp: torch.nn.Module = self.model
+        if self.dist.active:
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.train_items = [it for s in self.sources for it in training_items(
             s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed)]
         self.val_items = [it for s in self.sources for it in training_items(
@@ -123,11 +138,18 @@ class Trainer:
         if len(self.train_items) < 2 or not self.val_items:
             raise DatasetError(f"too few samples: {len(self.train_items)} training items and "
                                f"{len(self.val_items)} validation items; use more data or splits")
-        make = lambda items: DistillItems(  # noqa: E731
+        make = lambda items, teachers: DistillItems(  # noqa: E731
             self.sources, items, self.targets, st.image_size, st.in_channels,
-            manifest.distill.normalisation, self.with_teachers)
-        self.train_set, self.val_set = make(self.train_items), make(self.val_items)
-        self.steps_per_epoch = math.ceil(len(self.train_items) / tr.batch_size)
+            manifest.distill.normalisation, teachers)
+        # Validation scores the student alone: it needs no teacher features.
+        self.train_set = make(self.train_items, self.with_teachers)
+        self.val_set = make(self.val_items[self.dist.rank::self.dist.world_size], False)
+        self.sampler = BalancedShardSampler(self._balance_weights(), len(self.train_items), tr.seed,
+                                            self.dist.rank, self.dist.world_size)
+        self.drop_last = self.sampler.per_rank > tr.batch_size
+        self.steps_per_epoch = self.sampler.per_rank // tr.batch_size if self.drop_last else 1
+        self.workers = resolve_workers(tr.num_workers, self.dist.world_size)
+        self._loaders: dict[str, DataLoader] = {}
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=tr.lr, weight_decay=tr.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(tr.epochs, tr.warmup_epochs, self.steps_per_epoch))
@@ -149,18 +171,30 @@ class Trainer:
         return groups
 
     # --- data -------------------------------------------------------------------------------
-    def _train_loader(self, epoch: int) -> DataLoader:
-        """Dataset-balanced sampling, seeded per epoch so a resumed run sees the same batches."""
-        counts = {}
+    def _balance_weights(self) -> torch.Tensor:
+        """Each dataset gets the same share of every epoch, whatever its size."""
+        counts: dict[int, int] = {}
         for s, _, _ in self.train_items:
             counts[s] = counts.get(s, 0) + 1
-        weights = torch.tensor([1.0 / counts[s] for s, _, _ in self.train_items], dtype=torch.double)
-        gen = torch.Generator().manual_seed(self.manifest.training.seed * 1000 + epoch)
-        sampler = WeightedRandomSampler(weights, len(self.train_items), replacement=True, generator=gen)
-        return DataLoader(self.train_set, batch_size=self.manifest.training.batch_size,
-                          sampler=sampler, num_workers=self.manifest.training.num_workers,
-                          drop_last=len(self.train_items) > self.manifest.training.batch_size,
-                          persistent_workers=False)
+        return torch.tensor([1.0 / counts[s] for s, _, _ in self.train_items], dtype=torch.double)
+
+    def _loader(self, name: str) -> DataLoader:
+        """One loader per split for the whole run, so its prefetching workers persist."""
+        if name not in self._loaders:
+            tr = self.manifest.training
+            if name == "train":
+                loader = make_loader(self.train_set, tr.batch_size, self.workers, tr.prefetch_factor,
+                                     self.device, self.sampler, self.drop_last)
+            else:
+                loader = make_loader(self.val_set, tr.batch_size, min(self.workers, 1),
+                                     tr.prefetch_factor, self.device)
+            self._loaders[name] = loader
+        return self._loaders[name]
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        """Dataset-balanced sampling, seeded per epoch so a resumed run sees the same batches."""
+        self.sampler.set_epoch(epoch)
+        return self._loader("train")
 
     # --- checkpoints ------------------------------------------------------------------------
     def _payload(self, epoch: int) -> dict[str, Any]:
@@ -172,7 +206,7 @@ class Trainer:
             "rng": torch.get_rng_state(), "best_val_dice": self.best_dice,
             "best_epoch": self.best_epoch, "manifest": self.manifest.model_dump(mode="json"),
             "image_size": self.manifest.student.image_size,
-            "store": self.store_url,
+            "store": self.store_url, "world_size": self.dist.world_size,
             "entries": {f"{s.dataset.name}/{t}": r.key for s in self.sources for t, r in s.entries.items()},
         }
 
@@ -188,13 +222,16 @@ class Trainer:
         torch.set_rng_state(payload["rng"])
         self.start_epoch = payload["epoch"] + 1
         self.best_dice, self.best_epoch = payload["best_val_dice"], payload["best_epoch"]
+        if self.dist.is_main:  # rows of epochs after the checkpoint (killed mid-way) are redone
+            for name in ("metrics.csv", "gates.csv"):
+                self._truncate_csv(name, self.start_epoch)
 
     # --- loop -------------------------------------------------------------------------------
     def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
         b = _collate_to(batch, self.device)
         amp = self.manifest.training.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = self.model(b["image"], b["mask"], b["dataset"], b["teacher"], b["valid"])
+            out = self.ddp(b["image"], b["mask"], b["dataset"], b["teacher"], b["valid"])
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         if self.manifest.training.grad_clip > 0:
@@ -205,71 +242,71 @@ class Trainer:
         return out
 
     def _validate(self) -> float:
+        """Mean per-image Dice over the whole validation split (each rank scores its shard)."""
         self.model.eval()
-        loader = DataLoader(self.val_set, batch_size=self.manifest.training.batch_size, shuffle=False)
-        scores = []
+        total = torch.zeros(2, dtype=torch.float64)
         with torch.no_grad():
-            for batch in loader:
+            for batch in self._loader("val"):
                 logits = self.model.student(batch["image"].to(self.device))
-                scores.append(dice_per_image(logits.float().cpu(), batch["mask"]))
+                d = dice_per_image(logits.float().cpu(), batch["mask"])
+                total += torch.tensor([float(d.sum()), len(d)], dtype=torch.float64)
         self.model.train()
-        return float(torch.cat(scores).mean())
+        total = dist.all_reduce_sum(total, self.dist)
+        return float(total[0] / total[1].clamp_min(1))
 
     def train(self) -> TrainResult:
         tr = self.manifest.training
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "manifest.yaml").write_text(
-            yaml.safe_dump(self.manifest.model_dump(mode="json"), sort_keys=False))
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "manifest.yaml").write_text(
+                yaml.safe_dump(self.manifest.model_dump(mode="json"), sort_keys=False))
         self.progress("start", {"epochs": tr.epochs, "steps": self.steps_per_epoch,
-                                "params": count_params(self.model.student),
-                                "start_epoch": self.start_epoch, "device": str(self.device)})
+                                "params": count_params(self.model.student), "workers": self.workers,
+                                "start_epoch": self.start_epoch, "device": str(self.device),
+                                "world_size": self.dist.world_size})
         t0, steps = time.perf_counter(), 0
         gates: dict[str, dict[str, float]] = {}
+        names = [s.dataset.name for s in self.sources]
+        slots = {stage: [t.teacher for t in members] for stage, members in self.model.slots.items()}
         self.model.train()
         for epoch in range(self.start_epoch, tr.epochs):
-            sums: dict[str, float] = {}
-            gate_acc: dict[tuple[str, str, str], list[float]] = {}
+            if self.dist.active:  # dropout differs per rank, reproducibly per epoch
+                torch.manual_seed(tr.seed * 1000 + epoch * 7919 + self.dist.rank)
+            stats = EpochStats(names, slots)
             t_epoch = time.perf_counter()
             for step, batch in enumerate(self._train_loader(epoch)):
                 out = self._step(batch)
                 steps += 1
-                for k, v in {"loss": out["loss"].detach(), **out["terms"]}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                self._accumulate_gates(out, gate_acc)
+                stats.add(out, batch["dataset"])
                 self.progress("step", {"epoch": epoch, "step": step + 1, "loss": float(out["loss"].detach())})
-            n = max(1, self.steps_per_epoch)
+            terms, gates = stats.reduce(self.dist)
+            dist.sync_buffers(self.model, self.dist)
             val_dice = self._validate()
-            gates = {f"{d}/{s}": {} for d, s, _ in gate_acc}
-            for (d, s, t), ws in gate_acc.items():
-                gates[f"{d}/{s}"][t] = float(np.mean(ws))
-            row = {"epoch": epoch, "split": "train", **{k: v / n for k, v in sums.items()},
-                   "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t_epoch,
-                   **{f"w_{k}": v for k, v in self.model.loss_weights().items()}}
-            self._append_csv("metrics.csv", [row, {"epoch": epoch, "split": "val", "val_dice": val_dice}])
-            row["val_dice"] = val_dice
-            self._append_csv("gates.csv", [{"epoch": epoch, "dataset": k.split("/")[0],
-                                            "stage": k.split("/")[1], "teacher": t, "weight": w}
-                                           for k, tw in gates.items() for t, w in tw.items()])
             improved = val_dice > self.best_dice
             if improved:
                 self.best_dice, self.best_epoch = val_dice, epoch
-            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._payload(epoch))
-            if improved:
-                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", self._payload(epoch))
+            row = {"epoch": epoch, "split": "train", **terms,
+                   "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t_epoch,
+                   **{f"w_{k}": v for k, v in self.model.loss_weights().items()}}
+            if main:
+                self._write_epoch(epoch, row, val_dice, gates, improved)
+            row["val_dice"] = val_dice
             self.progress("epoch", {**row, "best": self.best_dice, "gates": gates})
         seconds = time.perf_counter() - t0
         return TrainResult(self.run_dir, tr.epochs, self.best_dice, self.best_epoch,
                            count_params(self.model.student), seconds, steps / max(seconds, 1e-9),
-                           gates, self.model.loss_weights())
+                           gates, self.model.loss_weights(), self.dist.world_size)
 
-    def _accumulate_gates(self, out: dict[str, Any], acc: dict) -> None:
-        names = [s.dataset.name for s in self.sources]
-        for stage, w in out["gates"].items():
-            teachers = [t.teacher for t in self.model.slots[stage]]
-            for b in range(w.shape[0]):
-                d = names[int(out["dataset"][b])]
-                for j, t in enumerate(teachers):
-                    acc.setdefault((d, stage, t), []).append(float(w[b, j]))
+    def _write_epoch(self, epoch: int, row: dict[str, Any], val_dice: float,
+                     gates: dict[str, dict[str, float]], improved: bool) -> None:
+        self._append_csv("metrics.csv", [row, {"epoch": epoch, "split": "val", "val_dice": val_dice}])
+        self._append_csv("gates.csv", [{"epoch": epoch, "dataset": k.split("/")[0],
+                                        "stage": k.split("/")[1], "teacher": t, "weight": w}
+                                       for k, tw in gates.items() for t, w in tw.items()])
+        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._payload(epoch))
+        if improved:
+            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", self._payload(epoch))
 
     def _append_csv(self, name: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -283,9 +320,29 @@ class Trainer:
                 writer.writeheader()
             writer.writerows(rows)
 
+    def _truncate_csv(self, name: str, start_epoch: int) -> None:
+        path = self.run_dir / name
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], [r for r in reader if int(r["epoch"]) < start_epoch]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def close(self) -> None:
+        """Stop loader workers and leave the process group (if this trainer joined it)."""
+        self._loaders.clear()
+        dist.teardown(self.dist)
+
 
 def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None) -> TrainResult:
     trainer = Trainer(manifest, progress)
-    if resume:
-        trainer.resume()
-    return trainer.train()
+    try:
+        if resume:
+            trainer.resume()
+        return trainer.train()
+    finally:
+        trainer.close()

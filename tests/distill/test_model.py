@@ -80,3 +80,18 @@ def test_ablation_switches_change_the_graph():
     assert not baseline.projectors
     out = baseline(*_batch())
     assert set(out["terms"]) == {"seg"}
+
+
+def test_finer_teacher_grid_is_projected_at_the_student_grid():
+    """A teacher grid finer than the stage (LiteMedSAM 64x64 from a 32x32 stage) is reached by
+    upsampling the projection: the projector convolutions run on the small grid."""
+    torch.manual_seed(0)
+    model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))], DistillSpec(), 1)
+    seen = []
+    model.projectors["c__y"].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+    image, mask, ds, _, _ = _batch()
+    out = model(image, mask, ds, {"c/y": torch.randn(4, 4, 16, 16)}, {"c/y": torch.ones(4, 1, 16, 16)})
+    out["loss"].backward()
+    assert seen == [(8, 8)]  # dec3 of a 32 px input, not the teacher's 16x16
+    assert torch.isfinite(out["terms"]["feat"]) and torch.isfinite(out["terms"]["recon"])
+    assert model.projectors["c__y"][0].weight.grad.abs().sum() > 0

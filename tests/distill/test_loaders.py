@@ -1,0 +1,53 @@
+import pickle
+
+import pytest
+import torch
+
+from featcache.distill.loaders import make_loader, resolve_workers
+from featcache.distill.trainer import Trainer
+from featcache.errors import ConfigError
+from tests.distill.conftest import make_manifest
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), k
+
+
+def test_items_pickle_into_spawned_workers(cached_store, tmp_path):
+    """Readers hold locks and caches: DistillItems must still travel to spawn/forkserver workers
+    (macOS's default) and read the same features there."""
+    trainer = Trainer(make_manifest(cached_store, tmp_path / "run", training={"num_workers": 0}))
+    items = trainer.train_set
+    items[0]  # warm the readers' fast-path caches (the unpicklable part)
+    clone = pickle.loads(pickle.dumps(items))
+    assert any(k.startswith("t:") for k in clone[3])
+    _same(items[3], clone[3])
+    loader = torch.utils.data.DataLoader(items, batch_size=2, num_workers=1,
+                                         multiprocessing_context="spawn")
+    batch = next(iter(loader))
+    _same(batch, torch.utils.data.default_collate([items[0], items[1]]))
+
+
+def test_prefetching_loader_matches_in_process_reads(cached_store, tmp_path):
+    trainer = Trainer(make_manifest(cached_store, tmp_path / "run", training={"num_workers": 2}))
+    assert trainer.workers == 2
+    loader = trainer._train_loader(0)
+    assert loader.persistent_workers and loader.prefetch_factor == 4
+    with_workers = [b["index"] for b in loader]
+    assert trainer._train_loader(1) is loader  # one loader, workers kept across epochs
+    trainer._train_loader(0)
+    plain = make_loader(trainer.train_set, 4, 0, 4, torch.device("cpu"), trainer.sampler, trainer.drop_last)
+    assert [b["index"].tolist() for b in plain] == [i.tolist() for i in with_workers]
+
+
+def test_worker_count(monkeypatch):
+    import featcache.distill.loaders as loaders
+
+    monkeypatch.setattr(loaders, "available_cpus", lambda: 16)
+    assert resolve_workers("auto") == 4 and resolve_workers("auto", world_size=8) == 1
+    monkeypatch.setattr(loaders, "available_cpus", lambda: 1)
+    assert resolve_workers("auto") == 0 and resolve_workers(3) == 3
+    with pytest.raises(ConfigError, match="num_workers"):
+        resolve_workers(-1)
