@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from featcache.errors import ConfigError
+from featcache.yamlconfig import read_yaml, validation_message
 
 
 class _Strict(BaseModel):
@@ -138,18 +139,10 @@ def manifest_from_dict(data: Any, source: str, overrides: list[str] | None = Non
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{source}: key {where}: {err['msg']}{more}") from None
+        raise ConfigError(f"{source}: {validation_message(exc)}") from None
 
 
 def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"manifest {path} does not exist; see manifests/ for examples")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"manifest {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(path, "manifest", "see manifests/ for examples")
     return manifest_from_dict(data, str(path), overrides)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from featcache.distill.manifest import Manifest, manifest_from_dict
 from featcache.errors import ConfigError
+from featcache.yamlconfig import read_yaml, validation_message
 
 
 class _Strict(BaseModel):
@@ -71,20 +71,13 @@ def study_manifest(config: StudyConfig, run_dir: Path, source: str = "study conf
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study file; the one-line error names the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study config {path} does not exist; see manifests/paper-example.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"study config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(path, "study config", "see manifests/paper-example.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"study config {path} must be a YAML mapping; see manifests/paper-example.yaml")
     try:
         config = StudyConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"study config {path}: key {where}: {err['msg']}") from None
+        raise ConfigError(f"study config {path}: {validation_message(exc)}") from None
     _check_unique(config, path)
     study_manifest(config, Path(config.out) / "run", str(path))  # validates student/distill/training
     return config

@@ -1,0 +1,32 @@
+"""Reading YAML configs safely and turning pydantic errors into one line that names the key.
+
+Shared by distillation manifests and study files: yaml.safe_load only (no tags that run code).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from featcache.errors import ConfigError
+
+
+def read_yaml(path: Path, what: str, hint: str) -> Any:
+    """The parsed document, or a ConfigError naming the file (`what` is e.g. "manifest")."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; {hint}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """`key a.b.c: <reason>`, plus how many other problems there are."""
+    errors = exc.errors()
+    where = ".".join(str(p) for p in errors[0]["loc"]) or "(top level)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"key {where}: {errors[0]['msg']}{more}"
