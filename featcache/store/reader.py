@@ -50,7 +50,10 @@ class EntryReader:
         self.meta: dict[str, Any] = meta
         self.layout = layout_from_meta(meta)
         self.precision = parse_precision(self.layout.precision)
-        self._committed = np.asarray(group["committed"][:]).astype(bool)
+        # The group and its attributes are written first, the arrays after: another writer may be
+        # creating them right now. Such an entry has nothing committed yet.
+        self._committed = (np.asarray(group["committed"][:]).astype(bool) if "committed" in group
+                           else np.zeros(self.layout.num_shards, dtype=bool))
         self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
         self._arrays: dict[str, Any] = {}
 

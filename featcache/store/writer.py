@@ -224,8 +224,17 @@ class EntryWriter:
         for level, values in stats.items():
             for name, value in values.items():
                 arr = np.asarray(value, dtype=np.float64)
-                self.group.create_array(f"stats/{level}/{name}", shape=arr.shape, dtype="float64",
-                                        overwrite=True)[...] = arr
+                path = f"stats/{level}/{name}"
+                # Never overwrite=True: deleting the array would pull it from under a concurrent
+                # finalizer. Both compute the same statistics from the same committed data.
+                try:
+                    target = self.group.create_array(path, shape=arr.shape, dtype="float64")
+                except ContainsArrayError:
+                    target = self.group[path]
+                    if target.shape != arr.shape:
+                        raise StoreError(f"entry {self.key}: stored statistics {path} have shape "
+                                         f"{target.shape}, expected {arr.shape}; re-extract it") from None
+                target[...] = arr
         meta = dict(self.group.attrs["featcache"])
         meta.update(extra_attrs)
         meta["precision_report"] = self.precision_report()
