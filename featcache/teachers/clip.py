@@ -31,6 +31,7 @@ from featcache.teachers.weights import (
     load_strict,
     match_keys,
     read_checkpoint,
+    require_one_source,
     select_prefix,
     unwrap_state_dict,
     vit_block_indices,
@@ -135,11 +136,7 @@ def build_clip(checkpoint: Path | None = None, arch: str | None = None, *, rando
                resize: str = "resize_center_crop") -> ClipTeacher:
     if resize not in RESIZE_POLICIES:
         raise TeacherError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
-    if checkpoint is None and not random_init:
-        raise TeacherError("clip teacher needs weights: pass --checkpoint FILE|DIR (nothing is downloaded), "
-                           "or --random-init for an uninformative baseline")
-    if checkpoint is not None and random_init:
-        raise TeacherError("pass either --checkpoint or --random-init, not both")
+    require_one_source("clip teacher", checkpoint, random_init, "FILE|DIR")
     if random_init and not arch:
         raise TeacherError("clip teacher needs --arch NAME (an open_clip model, e.g. ViT-B-16)")
     name, weights = (arch, None) if checkpoint is None else _resolve(Path(checkpoint), arch)

@@ -33,6 +33,7 @@ from featcache.teachers.weights import (
     load_strict,
     match_keys,
     read_checkpoint,
+    require_one_source,
     select_prefix,
     unwrap_state_dict,
     vit_block_indices,
@@ -125,11 +126,7 @@ def _short(cfg: dict[str, Any]) -> str:
 def _build(name: str, arch: str, preprocess: Preprocess, checkpoint: Path | None, random_init: bool,
            seed: int, overrides: dict[str, Any]) -> SamTeacher:
     cfg = encoder_config(arch, overrides)
-    if checkpoint is None and not random_init:
-        raise TeacherError(f"{name} needs weights: pass --checkpoint FILE (the official {arch} .pth; "
-                           f"nothing is downloaded), or --random-init for an uninformative baseline")
-    if checkpoint is not None and random_init:
-        raise TeacherError("pass either --checkpoint or --random-init, not both")
+    require_one_source(name, checkpoint, random_init, f"FILE (the official {arch} .pth)")
     # Read the file first: a bad file fails before a large model is built.
     state = None if random_init else unwrap_state_dict(read_checkpoint(checkpoint))
     with torch.random.fork_rng(devices=[]):

@@ -31,6 +31,7 @@ from featcache.teachers.weights import (
     load_strict,
     match_keys,
     read_checkpoint,
+    require_one_source,
     unwrap_state_dict,
     vit_block_indices,
 )
@@ -123,11 +124,7 @@ def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, rando
         raise TeacherError("timm teacher needs --arch NAME (a timm model, e.g. vit_small_patch16_224)")
     if resize not in RESIZE_POLICIES:
         raise TeacherError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
-    if checkpoint is None and not random_init:
-        raise TeacherError(f"timm teacher {arch} needs weights: pass --checkpoint FILE (or --random-init "
-                           f"for an uninformative baseline); nothing is downloaded")
-    if checkpoint is not None and random_init:
-        raise TeacherError("pass either --checkpoint or --random-init, not both")
+    require_one_source(f"timm teacher {arch}", checkpoint, random_init, "FILE (.pth or .safetensors)")
     # Read the file first: a bad file fails before a large model is built.
     state = None if random_init else unwrap_state_dict(read_checkpoint(checkpoint))
     with torch.random.fork_rng(devices=[]):  # a seeded init must not disturb the caller's RNG

@@ -21,6 +21,15 @@ WRAPPER_KEYS = ("model", "state_dict", "model_state", "module", "teacher", "net"
 STRIP_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
 
 
+def require_one_source(who: str, checkpoint: Path | None, random_init: bool, wanted: str) -> None:
+    """Exactly one of a local checkpoint or an explicit random init; `wanted` names the file."""
+    if checkpoint is None and not random_init:
+        raise TeacherError(f"{who} needs weights: pass --checkpoint {wanted} (nothing is downloaded), "
+                           "or --random-init for an uninformative baseline")
+    if checkpoint is not None and random_init:
+        raise TeacherError("pass either --checkpoint or --random-init, not both")
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Read a .pth/.pt/.bin pickle (weights only) or a .safetensors file into a dict."""
     if not path.is_file():
