@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
 import pytest
@@ -13,16 +14,21 @@ from featcache.data.base import Sample, SampleInfo, SegmentationDataset, assign_
 from featcache.teachers.base import LevelSpec, Preprocess, Teacher, sha256_state_dict
 
 torch.set_num_threads(1)
+_BUILD_LOCK = threading.Lock()
 
 
 class TinyTeacher(Teacher):
     """Two conv levels on a 32 px input: 'fine' (8 ch, 16x16) and 'coarse' (16 ch, 8x8)."""
 
     def __init__(self, seed: int = 0, name: str = "tiny") -> None:
-        torch.manual_seed(seed)
         self.name, self.arch = name, "tinyconv"
         self.preprocess = Preprocess(resize="longest_side_pad", size=32)
-        self.model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1)).eval()
+        # The seeded init uses torch's global RNG: builds in concurrent threads must not interleave,
+        # or two "identical" teachers get different weights (and different fingerprints).
+        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(),
+                                       nn.Conv2d(8, 16, 3, 2, 1)).eval()
         self.available_levels = {"fine": LevelSpec("fine", 8, 2, (16, 16)),
                                  "coarse": LevelSpec("coarse", 16, 4, (8, 8))}
         self.default_levels = ("fine", "coarse")
