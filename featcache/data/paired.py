@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.data.base import Sample, SampleInfo, SegmentationDataset
+from featcache.data.base import Sample, SampleInfo, SegmentationDataset, assign_splits
 from featcache.data.digest import digest_files
 from featcache.data.files import (
     FileProblem,
@@ -125,3 +125,12 @@ def match_stems(image_dir: Path, mask_dir: Path, mask_mode: str = "auto",
         else:
             pairs.append((stem, Pair(imgs[0], (msks[0],), mask_mode)))
     return pairs, problems
+
+
+def seeded_entries(ids: list[str], pairs: list[tuple[str, Pair]], root: Path,
+                   options: dict[str, Any]) -> list[tuple[SampleInfo, Pair]]:
+    """Entries for datasets without an official split: each image is its own group, split by
+    seed; the file path relative to the root travels as metadata."""
+    split_of = assign_splits(ids, options["seed"], options["fractions"])
+    return [(SampleInfo(sid, split_of[sid], sid, {"file": str(pair.image.relative_to(root))}), pair)
+            for sid, (_, pair) in zip(ids, pairs, strict=True)]

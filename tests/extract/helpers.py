@@ -33,3 +33,11 @@ def truncate(path: Path) -> bytes:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return data
+
+
+def count_forwards(teacher) -> list[int]:
+    """Wrap the teacher's forward; the returned list gets the batch size of every call."""
+    calls: list[int] = []
+    original = teacher._forward_levels
+    teacher._forward_levels = lambda x, names: calls.append(len(x)) or original(x, names)
+    return calls

@@ -8,7 +8,7 @@ from featcache.data.registry import build_dataset
 from featcache.errors import DatasetError
 from featcache.extract.runner import extract
 from featcache.store import FeatureStore
-from tests.extract.helpers import truncate, write_folder
+from tests.extract.helpers import count_forwards, truncate, write_folder
 
 
 @pytest.fixture
@@ -16,12 +16,6 @@ def folder(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATCACHE_CACHE_DIR", str(tmp_path / "cache"))
     return write_folder(tmp_path / "data", n=8, size=16)
 
-
-def _counted(teacher):
-    calls = []
-    original = teacher._forward_levels
-    teacher._forward_levels = lambda x, names: calls.append(len(x)) or original(x, names)
-    return calls
 
 
 def test_bad_file_stops_then_fixed_rerun_reuses_committed_shards(tmp_path, folder, tiny_teacher):
@@ -37,7 +31,7 @@ def test_bad_file_stops_then_fixed_rerun_reuses_committed_shards(tmp_path, folde
     assert partial.read(3, "fine").shape == (1, 8, 16, 16)  # committed data reads fine
 
     bad.write_bytes(original)  # the fix: a new key (content changed), but shards 0-1 are reused
-    calls = _counted(tiny_teacher)
+    calls = count_forwards(tiny_teacher)
     fixed = extract(build_dataset("folder", folder), tiny_teacher, store, shard_size=2, batch_size=2)
     assert fixed.key != key and fixed.status == "resumed" and sum(calls) == 4
     clean_store = FeatureStore(tmp_path / "clean")

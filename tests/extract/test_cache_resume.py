@@ -13,21 +13,15 @@ from typer.testing import CliRunner
 from featcache.cli import app
 from featcache.extract.runner import extract
 from featcache.store import FeatureStore
-from tests.extract.helpers import write_folder
+from tests.extract.helpers import count_forwards, write_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _count_forwards(teacher):
-    calls = []
-    original = teacher._forward_levels
-    teacher._forward_levels = lambda x, names: calls.append(len(x)) or original(x, names)
-    return calls
-
 
 def test_cache_hit_runs_no_forward(tmp_path, blobs, tiny_teacher):
     store = FeatureStore(tmp_path / "s")
-    calls = _count_forwards(tiny_teacher)
+    calls = count_forwards(tiny_teacher)
     first = extract(blobs, tiny_teacher, store, shard_size=4, batch_size=4)
     assert sum(calls) == len(blobs)  # each image exactly once
     calls.clear()

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featcache.data.base import SampleInfo, assign_splits, safe_id
+from featcache.data.base import safe_id
 from featcache.data.files import MASK_MODES
 from featcache.data.options import locate, require_root, resolve_options
-from featcache.data.paired import PairedDataset, match_stems
+from featcache.data.paired import PairedDataset, match_stems, seeded_entries
 from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
@@ -38,7 +38,5 @@ def build_cvc(root: Path | None, **options: Any) -> CVCClinicDB:
                   ("Original", "Ground Truth"), EXPECTED)
     pairs, problems = match_stems(root / "Original", root / "Ground Truth", mask_mode=opts["mask_mode"])
     ids = [f"cvc_{safe_id(stem)}" for stem, _ in pairs]  # bare frame numbers ('1') read badly as keys
-    split_of = assign_splits(ids, opts["seed"], opts["fractions"])
-    entries = [(SampleInfo(sid, split_of[sid], sid, {"file": str(pair.image.relative_to(root))}), pair)
-               for sid, (_, pair) in zip(ids, pairs, strict=True)]
+    entries = seeded_entries(ids, pairs, root, opts)
     return CVCClinicDB.build(entries, problems, opts)  # type: ignore[return-value]

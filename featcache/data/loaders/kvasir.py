@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featcache.data.base import SampleInfo, assign_splits, safe_id
+from featcache.data.base import safe_id
 from featcache.data.options import locate, require_root, resolve_options
-from featcache.data.paired import PairedDataset, match_stems
+from featcache.data.paired import PairedDataset, match_stems, seeded_entries
 from featcache.data.registry import DATASETS
 
 EXPECTED = "Kvasir-SEG (images/*.jpg and masks/*.jpg with the same names)"
@@ -31,7 +31,5 @@ def build_kvasir(root: Path | None, **options: Any) -> KvasirSEG:
     root = locate("kvasir-seg", require_root("kvasir-seg", root, EXPECTED), ("images", "masks"), EXPECTED)
     pairs, problems = match_stems(root / "images", root / "masks", mask_mode="threshold")
     ids = [safe_id(stem) for stem, _ in pairs]
-    split_of = assign_splits(ids, opts["seed"], opts["fractions"])
-    entries = [(SampleInfo(sid, split_of[sid], sid, {"file": str(pair.image.relative_to(root))}), pair)
-               for sid, (_, pair) in zip(ids, pairs, strict=True)]
+    entries = seeded_entries(ids, pairs, root, opts)
     return KvasirSEG.build(entries, problems, opts)  # type: ignore[return-value]
