@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from featcache.devices import resolve_device
 from featcache.errors import ConfigError
 
 
@@ -45,10 +46,8 @@ def setup(device_name: str) -> tuple[DistContext, torch.device]:
     this rank trains on (cuda:LOCAL_RANK with CUDA, else cpu)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = env_rank(), int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"training.device {device_name!r}: no CUDA device here; use auto or cpu")
-    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    plain = torch.device(("cuda" if cuda else "cpu") if device_name == "auto" else device_name)
+    plain = resolve_device(device_name, "training.device")
+    cuda = plain.type == "cuda"
     if world <= 1:
         return DistContext(), plain
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:

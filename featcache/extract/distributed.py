@@ -66,7 +66,7 @@ _CACHE: dict[str, Any] = {}  # worker-local: one (dataset, teacher, device, plan
 
 def _worker_device(name: str) -> torch.device:
     """cuda:<rank mod #GPUs> when several GPUs and the worker has an integer name (LocalCluster)."""
-    from featcache.extract.jobs import resolve_device
+    from featcache.devices import resolve_device
 
     device = resolve_device(name)
     count = torch.cuda.device_count() if device.type == "cuda" else 0

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from featcache.data.registry import build_dataset
-from featcache.errors import ConfigError
+from featcache.devices import resolve_device
 from featcache.extract.runner import ExtractionResult, ProgressFn, extract
 from featcache.store import FeatureStore, default_store_url
 from featcache.teachers.registry import build_teacher
@@ -37,14 +37,6 @@ def jobs_from_manifest(path: Path) -> list[ExtractJob]:
                        levels=list(t.levels), teacher_options=dict(t.options),
                        dataset_options=dict(d.options), store=m.store)
             for t in m.teachers for d in m.datasets]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available here; use auto or cpu")
-    return torch.device(name)
 
 
 def run_job(job: ExtractJob, *, store_url: str | None, split: str, views: int, precision: str,
