@@ -89,9 +89,6 @@ class AblationSettings:
         if not 0 < self.low_data_fraction <= 1:
             raise ConfigError(f"--low-data-fraction must lie in (0, 1]; got {self.low_data_fraction}")
 
-    def role_of(self, teacher_name: str) -> str | None:
-        return next((r for r, t in self.teachers.items() if t["name"] == teacher_name), None)
-
 
 def kept_training_slices(n_train: int, fraction: float) -> int:
     """How many training samples distill keeps for train_fraction (featcache.distill.data rounds so)."""
