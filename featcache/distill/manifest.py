@@ -57,7 +57,14 @@ class DistillSpec(_Strict):
     loss_gate: Literal["uncertainty", "fixed"] = "uncertainty"
     loss_weights: dict[str, float] = Field(
         default_factory=lambda: {"seg": 1.0, "feat": 1.0, "recon": 0.5})
+    # Projectors and return decoder: "separable" (depthwise 3x3 + 1x1s, cheap) or "conv3x3"
+    # (the paper's Conv3x3-BN-ReLU-Conv1x1; several times the FLOPs).
+    projector: Literal["separable", "conv3x3"] = "separable"
     return_decoder: bool = True
+    # Where student and teacher meet when the teacher's grid is finer than the student stage:
+    # "coarser" averages the teacher down to the stage (4x fewer values for 64x64 vs 32x32);
+    # "teacher" upsamples the projection to the teacher's grid, as the paper and RADIO do.
+    feature_grid: Literal["coarser", "teacher"] = "coarser"
     feature_loss: Literal["mse", "cosine_l1"] = "cosine_l1"
 
     @field_validator("loss_weights")

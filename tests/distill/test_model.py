@@ -1,7 +1,9 @@
+import pytest
 import torch
 
+import featcache.distill.model as model_module
 from featcache.distill.manifest import DistillSpec
-from featcache.distill.model import DistillModel, Target
+from featcache.distill.model import DistillModel, Target, _to_grid
 from featcache.distill.student import Student, StudentConfig
 
 TINY = StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8))
@@ -95,3 +97,49 @@ def test_finer_teacher_grid_is_projected_at_the_student_grid():
     assert seen == [(8, 8)]  # dec3 of a 32 px input, not the teacher's 16x16
     assert torch.isfinite(out["terms"]["feat"]) and torch.isfinite(out["terms"]["recon"])
     assert model.projectors["c__y"][0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("feature_grid", "compared_on"), [("coarser", (8, 8)), ("teacher", (16, 16))])
+def test_feature_grid_sets_where_student_and_teacher_are_compared(monkeypatch, feature_grid, compared_on):
+    """"coarser" averages a finer teacher map down to the stage; "teacher" upsamples the projection."""
+    seen = []
+
+    def recording_loss(pred, target, valid, kind):
+        seen.append((tuple(pred.shape[-2:]), tuple(target.shape[-2:]), tuple(valid.shape[-2:])))
+        return (pred - target).pow(2).mean((1, 2, 3))
+
+    monkeypatch.setattr(model_module, "feature_loss", recording_loss)
+    torch.manual_seed(0)
+    model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))],
+                         DistillSpec(feature_grid=feature_grid), 1)
+    image, mask, ds, _, _ = _batch()
+    model(image, mask, ds, {"c/y": torch.randn(4, 4, 16, 16)}, {"c/y": torch.ones(4, 1, 16, 16)})
+    assert seen == [(compared_on, compared_on, compared_on)]
+
+
+def test_teacher_map_is_averaged_over_what_the_teacher_saw():
+    """Padding (zeros, invalid) must not dim a border cell: its value is the mean of the valid
+    part, and its weight is the fraction of it the teacher saw."""
+    target = torch.full((1, 2, 4, 4), 3.0)
+    valid = torch.ones(1, 1, 4, 4)
+    target[..., :, 3] = 0.0  # the last column is padding
+    valid[..., :, 3] = 0.0
+    pooled, weight = _to_grid(target, valid, (2, 2))
+    assert torch.allclose(pooled, torch.full((1, 2, 2, 2), 3.0))
+    assert torch.allclose(weight[0, 0], torch.tensor([[1.0, 0.5], [1.0, 0.5]]))
+    same, same_valid = _to_grid(target, valid, (4, 4))
+    assert same is target and same_valid is valid
+
+
+def test_projector_kinds():
+    """Separable projectors keep a 3x3 (depthwise) view and cost a fraction of the paper's."""
+    def projector_params(kind):
+        m = _model(projector=kind)
+        return sum(p.numel() for p in m.projectors.parameters()), m.projectors["a__x"]
+
+    separable_n, separable = projector_params("separable")
+    paper_n, paper = projector_params("conv3x3")
+    depthwise = [c for c in separable.modules() if isinstance(c, torch.nn.Conv2d) and c.groups > 1]
+    assert depthwise and depthwise[0].kernel_size == (3, 3)
+    assert paper[0].kernel_size == (3, 3) and paper[0].groups == 1
+    assert separable_n < paper_n
