@@ -26,15 +26,6 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def layout_from_meta(meta: dict[str, Any]) -> EntryLayout:
-    lay = meta["layout"]
-    return EntryLayout(
-        sample_ids=tuple(meta["sample_ids"]), views=lay["views"],
-        levels=tuple(LevelLayout(**lv) for lv in lay["levels"]), shard_size=lay["shard_size"],
-        precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]),
-        compression=lay.get("compression", "zstd"))
-
-
 class EntryReader:
     """fast_path: on local stores, read level chunks directly (fastread.py) instead of via zarr."""
 
@@ -48,7 +39,7 @@ class EntryReader:
             raise CorruptEntryError(f"entry {key} has no featcache metadata; it was not written "
                                     "by featcache or its zarr.json is damaged")
         self.meta: dict[str, Any] = meta
-        self.layout = layout_from_meta(meta)
+        self.layout = EntryLayout.from_meta(meta)
         self.precision = parse_precision(self.layout.precision)
         # The group and its attributes are written first, the arrays after: another writer may be
         # creating them right now. Such an entry has nothing committed yet.
@@ -131,7 +122,7 @@ class EntryReader:
             raise StoreError(f"entry {self.key}: view {view} out of range 0..{self.layout.views - 1}")
         data = self._level(level, index, view)
         if not self.precision.quantized:
-            return np.asarray(data, dtype=np.float32)
+            return decode(data, None, None)
         sel = index if view is None else (index, view)
         scale = self._get(f"levels/{level}__scale", sel, index, f"level {level} scale")
         offset = self._get(f"levels/{level}__offset", sel, index, f"level {level} offset")
