@@ -18,6 +18,12 @@ COMPRESSIONS = ("blosc", "zstd", "none")
 LEGACY_COMPRESSION = "zstd"
 
 
+def check_compression(name: str) -> str:
+    if name not in COMPRESSIONS:
+        raise StoreError(f"unknown compression {name!r}; use one of {', '.join(COMPRESSIONS)}")
+    return name
+
+
 @dataclass(frozen=True)
 class LevelLayout:
     name: str

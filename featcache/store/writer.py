@@ -17,7 +17,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from featcache.errors import StoreError
 from featcache.store.claims import DEFAULT_TTL_S, Claims
-from featcache.store.layout import COMPRESSIONS, EntryLayout
+from featcache.store.layout import EntryLayout, check_compression
 from featcache.store.objects import ObjectStore
 from featcache.store.precision import Precision, decode, encode, error_stats, parse_precision, summarize
 
@@ -28,9 +28,7 @@ _DIMS = ("sample", "view", "channel", "y", "x")
 def _codecs(compression: str, dtype: str) -> list[Any]:
     """Inner-chunk codecs after `bytes` (FORMAT.md). crc32c after the compressor checksums every
     chunk (the sharding codec alone only checksums the shard index)."""
-    if compression not in COMPRESSIONS:
-        raise StoreError(f"unknown compression {compression!r}; use one of {', '.join(COMPRESSIONS)}")
-    if compression == "blosc":  # bitshuffle needs the element size to group bits by significance
+    if check_compression(compression) == "blosc":  # bitshuffle groups bits by element size: typesize
         return [BloscCodec(typesize=np.dtype(dtype).itemsize, cname="lz4", clevel=5, shuffle="bitshuffle"),
                 Crc32cCodec()]
     return [ZstdCodec(level=3), Crc32cCodec()] if compression == "zstd" else [Crc32cCodec()]
