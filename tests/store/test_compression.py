@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from featcache.cli import app
 from featcache.errors import CorruptEntryError, StoreError
 from featcache.store import EntryReader, FeatureStore, verify_entry
+from featcache.store.precision import decode
 from tests.extract.helpers import write_folder
 from tests.store.storehelpers import ATTRS, KEY, expected, fill, make_layout, shard_data, stats_for, write_all
 
@@ -39,6 +40,11 @@ def test_roundtrip_bitwise_on_both_paths(tmp_path, compression, precision):
             np.testing.assert_array_equal(fast.read(i, level, view=1), b[1])
             if lossless:
                 np.testing.assert_array_equal(a, expected(fast.layout, i, level))
+    for reader in (fast, slow):  # read_many decodes into its batch: the same bits as read
+        for view in (None, 1):
+            many = reader.read_many([4, 0, 2], "fine", view)
+            alone = np.stack([reader.read(i, "fine", view) for i in (4, 0, 2)])
+            assert np.array_equal(many.view(np.uint32), alone.view(np.uint32))
 
 
 def test_blosc_records_the_element_size(tmp_path):
@@ -148,3 +154,22 @@ def test_cli_help_lists_precisions_and_compressions():
     out = CliRunner().invoke(app, ["extract", "--help"], env={"COLUMNS": "200"}).output
     for word in ("--compression", "blosc", "zstd", "int8", "fp16-br"):
         assert word in out
+
+
+def test_decode_is_bitwise_numpy_across_blocks():
+    """torch converts in blocks (precision._BLOCK); sizes that are not a multiple of it, specials,
+    read-only inputs and `out` all give numpy's exact float32 bits."""
+    rng = np.random.default_rng(3)
+    half = (rng.standard_normal((1, 3, 105, 313)) * 100).astype(np.float16)  # 98,595 elements
+    half.flat[:7] = [np.inf, -np.inf, np.nan, 6e-8, -0.0, 65504, -65504]
+    half.flags.writeable = False
+    want = half.astype(np.float32)
+    got = decode(half, None, None)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    q = rng.integers(0, 256, (2, 3, 105, 313)).astype(np.uint8)
+    scale = rng.random((2, 3)).astype(np.float32)
+    offset = rng.standard_normal((2, 3)).astype(np.float32)
+    want = q.astype(np.float32) * scale[..., None, None] + offset[..., None, None]
+    out = np.full(q.shape, np.nan, np.float32)
+    assert decode(q, scale, offset, out=out) is out
+    assert np.array_equal(out.view(np.uint32), want.view(np.uint32))
