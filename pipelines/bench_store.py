@@ -10,7 +10,8 @@ the table gives medians over --repeats and ratios to raw (x raw > 1: the store i
   os.posix_fadvise(POSIX_FADV_DONTNEED) before each timed pass, on both sides, and the store is
   reopened: what a lab sees from a shared disk or a store larger than RAM. The store reads fewer
   bytes when it compresses.
-- read_many: one (N, V, C, H, W) batch through the reader's thread pool (warm), against warm raw.
+- read_many: one (N, V, C, H, W) batch through the reader's thread pool (warm), against np.load
+  of every sample into a batch of the same shape (warm).
 - one sample: median latency of reading one random sample (warm).
 
     python pipelines/bench_store.py --samples 64 --channels 256 --size 64
@@ -75,6 +76,11 @@ class Raw:
         for i in range(len(self.feats)):
             np.load(self.folder / f"{i}.npy")
 
+    def read_batch(self) -> None:  # the raw way to build read_many's (N, V, C, H, W) batch
+        out = np.empty(self.feats.shape, np.float32)
+        for i in range(len(self.feats)):
+            out[i] = np.load(self.folder / f"{i}.npy")
+
     def one(self, i: int) -> None:
         np.load(self.folder / f"{i}.npy")
 
@@ -133,7 +139,7 @@ def bench_mode(raw: Raw, folder: Path, mode: str, args) -> dict[str, float]:
     raw.read()
     st.read()  # warm both
     out["raw_warm"], out["warm"] = _pairs(raw.read, st.read, args.repeats)
-    out["raw_many"], out["many"] = _pairs(raw.read, st.read_many, args.repeats)
+    out["raw_many"], out["many"] = _pairs(raw.read_batch, st.read_many, args.repeats)
 
     def cold() -> None:
         evict(raw.folder)
