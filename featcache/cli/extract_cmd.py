@@ -54,7 +54,12 @@ def extract(
                                               "./featcache-store.")] = None,
     split: Annotated[str, typer.Option(help="all, train, val or test.")] = "all",
     views: Annotated[int, typer.Option(help="Views per image (view 0 = the image itself).")] = 1,
-    precision: Annotated[str, typer.Option(help="Stored precision: fp16 or fp32.")] = "fp16",
+    precision: Annotated[str, typer.Option(help="Stored precision: fp32, fp16, int8 (per-channel "
+                                           "scale/offset) or fp16-brN / fp32-brN (N mantissa bits "
+                                           "kept, e.g. fp16-br7); part of the entry key.")] = "fp16",
+    compression: Annotated[str, typer.Option(help="Lossless codec of the stored features: blosc (lz4, "
+                                             "bitshuffle; fastest reads), zstd or none; not part of "
+                                             "the entry key.")] = "blosc",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per teacher forward pass.")] = 8,
     shard_size: Annotated[int, typer.Option(help="Samples per shard (the unit of commit).")] = 16,
@@ -98,7 +103,8 @@ def extract(
             result = run_job(job, store_url=store, split=split, views=views, precision=precision,
                              device=device, batch_size=batch_size, shard_size=shard_size,
                              loader_workers=loader_workers, view_seed=view_seed, workers=workers,
-                             scheduler=scheduler, progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
+                             scheduler=scheduler, compression=compression,
+                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
         if result.status == "cached":
             console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract")
         if result.skipped:

@@ -32,12 +32,13 @@ def shard_digests(dataset: SegmentationDataset, indices: list[int], layout: Entr
 
 
 def _same_recipe(meta: dict[str, Any], attrs: dict[str, Any], layout: EntryLayout) -> bool:
+    """Compression may differ: it is lossless, and adopted shards are decoded and re-encoded."""
     mine = layout.to_dict()
     theirs = dict(meta.get("layout", {}))
     return (meta.get("teacher", {}).get("fingerprint") == attrs["teacher"]["fingerprint"]
             and meta.get("views") == attrs["views"]
             and all(theirs.get(k) == mine.get(k) for k in ("views", "shard_size", "precision", "levels",
-                                                            "view_param_names", "compression")))
+                                                            "view_param_names")))
 
 
 def adopt_shards(store: FeatureStore, writer: EntryWriter, attrs: dict[str, Any]) -> ShardRun:

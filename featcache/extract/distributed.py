@@ -45,6 +45,7 @@ class WorkerSpec:
     device: str = "auto"
     batch_size: int = 8
     loader_workers: int = 0
+    compression: str = "blosc"
 
     def resources_key(self) -> str:
         j = self.job
@@ -98,11 +99,12 @@ def _resources(spec: WorkerSpec) -> dict[str, Any]:
 
 def _plan(spec: WorkerSpec) -> EntryPlan:
     res = _resources(spec)
-    recipe = (spec.split, spec.views, spec.view_seed, spec.precision, spec.shard_size)
+    recipe = (spec.split, spec.views, spec.view_seed, spec.precision, spec.shard_size, spec.compression)
     if recipe not in res["plans"]:
         res["plans"][recipe] = plan_entry(res["dataset"], res["teacher"], levels=spec.job.levels,
                                           split=spec.split, views=spec.views, view_seed=spec.view_seed,
-                                          precision=spec.precision, shard_size=spec.shard_size)
+                                          precision=spec.precision, shard_size=spec.shard_size,
+                                          compression=spec.compression)
     return res["plans"][recipe]
 
 

@@ -11,7 +11,7 @@ import torch
 from featcache.data.registry import build_dataset
 from featcache.devices import resolve_device
 from featcache.extract.runner import ExtractionResult, ProgressFn, extract
-from featcache.store import FeatureStore, default_store_url
+from featcache.store import FeatureStore, check_compression, default_store_url
 from featcache.teachers.registry import build_teacher
 
 
@@ -42,13 +42,14 @@ def jobs_from_manifest(path: Path) -> list[ExtractJob]:
 def run_job(job: ExtractJob, *, store_url: str | None, split: str, views: int, precision: str,
             device: str, batch_size: int, shard_size: int, loader_workers: int,
             progress: ProgressFn | None = None, view_seed: int = 0, workers: int | None = None,
-            scheduler: str | None = None) -> ExtractionResult:
+            scheduler: str | None = None, compression: str = "blosc") -> ExtractionResult:
     """Run one job in this process, or on dask (`workers` local processes or a `scheduler`)."""
+    check_compression(compression)  # before loading a teacher or starting a cluster
     if workers is not None or scheduler is not None:
         from featcache.extract.distributed import WorkerSpec, extract_distributed
 
         spec = WorkerSpec(job, store_url or job.store or default_store_url(), split, views, view_seed,
-                          precision, shard_size, device, batch_size, loader_workers)
+                          precision, shard_size, device, batch_size, loader_workers, compression)
         return extract_distributed(spec, workers=workers, scheduler=scheduler, progress=progress)
     dataset = build_dataset(job.dataset, job.root, **job.dataset_options)
     teacher = build_teacher(job.teacher, job.checkpoint, job.arch, **job.teacher_options)
@@ -56,6 +57,7 @@ def run_job(job: ExtractJob, *, store_url: str | None, split: str, views: int, p
     teacher.to(dev)
     store = FeatureStore(store_url or job.store)
     return extract(dataset, teacher, store, levels=job.levels, split=split, views=views,
-                   view_seed=view_seed, precision=precision, batch_size=batch_size, shard_size=shard_size,
+                   view_seed=view_seed, precision=precision, compression=compression,
+                   batch_size=batch_size, shard_size=shard_size,
                    loader_workers=loader_workers, progress=progress,
                    autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None)

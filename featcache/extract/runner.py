@@ -25,7 +25,7 @@ from featcache.errors import DatasetError, StoreError
 from featcache.extract.adopt import adopt_shards, shard_digests
 from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards
 from featcache.extract.stats import ChannelStats
-from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
+from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, check_compression, entry_key
 from featcache.teachers.base import Teacher
 
 __all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "extract", "extraction_key", "finalize_entry",
@@ -73,7 +73,10 @@ def extraction_key(dataset: SegmentationDataset, teacher: Teacher, levels: list[
 
 def plan_entry(dataset: SegmentationDataset, teacher: Teacher, *, levels: list[str] | None = None,
                split: str = "all", views: int = 1, view_seed: int = 0, precision: str = "fp16",
-               shard_size: int = 16) -> EntryPlan:
+               shard_size: int = 16, compression: str = "blosc") -> EntryPlan:
+    """Compression is not part of the entry key: it is lossless, so an entry of the same recipe
+    written with another compression is the same cache entry."""
+    check_compression(compression)
     if views < 1:
         raise StoreError("--views must be at least 1 (view 0 is the image itself)")
     if shard_size < 1:
@@ -87,7 +90,7 @@ def plan_entry(dataset: SegmentationDataset, teacher: Teacher, *, levels: list[s
     layout = EntryLayout(
         sample_ids=tuple(dataset.samples[i].id for i in indices), views=views,
         levels=tuple(LevelLayout(s.name, s.channels, *s.grid) for s in specs),
-        shard_size=shard_size, precision=precision, view_param_names=PARAM_NAMES)
+        shard_size=shard_size, precision=precision, view_param_names=PARAM_NAMES, compression=compression)
     attrs = {
         "teacher": teacher.provenance(names),
         "dataset": {**dataset.describe(), "fingerprint": dataset_fp, "split": split,
@@ -109,7 +112,7 @@ def is_complete(store: FeatureStore, key: str) -> bool:
 
 def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore, *,
             levels: list[str] | None = None, split: str = "all", views: int = 1, view_seed: int = 0,
-            precision: str = "fp16", batch_size: int = 8, shard_size: int = 16,
+            precision: str = "fp16", compression: str = "blosc", batch_size: int = 8, shard_size: int = 16,
             loader_workers: int = 0, autocast_dtype: torch.dtype | None = None,
             progress: ProgressFn | None = None, wait_poll_s: float = 1.0,
             adopt: bool = True) -> ExtractionResult:
@@ -121,7 +124,7 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
     copied instead of extracted (a re-run after fixing one bad file; see adopt.py).
     """
     plan = plan_entry(dataset, teacher, levels=levels, split=split, views=views, view_seed=view_seed,
-                      precision=precision, shard_size=shard_size)
+                      precision=precision, shard_size=shard_size, compression=compression)
     skipped = len(plan.attrs["dataset"]["skipped"])
     if is_complete(store, plan.key):
         return ExtractionResult(plan.key, "cached", len(plan.indices), views, 0, 0.0, 0, skipped)

@@ -1,6 +1,6 @@
 """The feature store: the only package that imports zarr. See FORMAT.md beside this file."""
 
-from featcache.store.layout import EntryLayout, LevelLayout, entry_key
+from featcache.store.layout import COMPRESSIONS, EntryLayout, LevelLayout, check_compression, entry_key
 from featcache.store.maintenance import GcReport, entry_summary, gc
 from featcache.store.precision import parse_precision
 from featcache.store.reader import EntryReader
@@ -8,6 +8,6 @@ from featcache.store.store import FeatureStore, default_store_url
 from featcache.store.verify import BadSample, VerifyReport, verify_entry
 from featcache.store.writer import EntryWriter
 
-__all__ = ["BadSample", "EntryLayout", "EntryReader", "EntryWriter", "FeatureStore", "GcReport",
-           "LevelLayout", "VerifyReport", "default_store_url", "entry_key", "entry_summary", "gc",
-           "parse_precision", "verify_entry"]
+__all__ = ["COMPRESSIONS", "BadSample", "EntryLayout", "EntryReader", "EntryWriter", "FeatureStore",
+           "GcReport", "LevelLayout", "VerifyReport", "check_compression", "default_store_url", "entry_key",
+           "entry_summary", "gc", "parse_precision", "verify_entry"]

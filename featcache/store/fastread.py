@@ -3,7 +3,7 @@
 zarr's general read path costs ~2-3 ms of overhead per 4 MB sample (async hops, shard-index reads
 on every call, buffer copies). Level arrays have one fixed, documented encoding (FORMAT.md):
 sharding_indexed, index at the end = (offset, nbytes) uint64 pairs + crc32c, inner chunks
-bytes(little) -> zstd (or nothing) -> crc32c. For exactly that encoding we read the index once
+bytes(little) -> blosc or zstd (or nothing) -> crc32c. For exactly that encoding we read the index once
 per shard, then pread each (sample, view) chunk, check its crc32c, and decompress it straight
 into the output array. Any other encoding (or remote
 store) uses zarr. Checksums are checked exactly as zarr does; a mismatch raises ValueError.
@@ -17,10 +17,13 @@ from typing import Any
 
 import google_crc32c
 import numpy as np
-from numcodecs import Zstd
+from numcodecs import Blosc, Zstd
 
 _EMPTY = np.uint64(2**64 - 1)
-_ZSTD = Zstd()
+# Both decoders read their parameters from the chunk's own header (blosc: typesize, shuffle,
+# compressor; zstd: frame header), so one instance each decodes any configuration.
+_DECODERS = {"blosc": Blosc(), "zstd": Zstd()}
+_INNER = (["bytes", "blosc", "crc32c"], ["bytes", "zstd", "crc32c"], ["bytes", "crc32c"])
 
 
 def _expected_codecs(meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -31,7 +34,7 @@ def _expected_codecs(meta: dict[str, Any]) -> dict[str, Any] | None:
     conf = codecs[0]["configuration"]
     inner = [c["name"] for c in conf["codecs"]]
     index = [c["name"] for c in conf["index_codecs"]]
-    if inner not in (["bytes", "zstd", "crc32c"], ["bytes", "crc32c"]) or index != ["bytes", "crc32c"]:
+    if inner not in _INNER or index != ["bytes", "crc32c"]:
         return None
     endians = [c.get("configuration", {}).get("endian", "little") for c in
                conf["codecs"][:1] + conf["index_codecs"][:1]]
@@ -53,7 +56,9 @@ class LevelFastPath:
         self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
         self.fill = meta.get("fill_value", 0)
         self.per_shard = self.shard_shape[0] * self.shard_shape[1]
-        self.compressed = [c["name"] for c in conf["codecs"]][1] == "zstd"
+        inner = [c["name"] for c in conf["codecs"]]
+        self.codec = inner[1] if len(inner) == 3 else None  # "blosc", "zstd" or None
+        self.compressed = self.codec is not None
         self._index: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -104,8 +109,12 @@ class LevelFastPath:
             raise ValueError(f"chunk at byte {offset} is truncated")
         if google_crc32c.value(np.frombuffer(body, np.uint8)) != int.from_bytes(crc, "little"):
             raise ValueError("Stored and computed checksum do not match")
+        if self.codec == "blosc":  # a smaller decoded size would leave part of `out` unwritten
+            size = int.from_bytes(body[4:8], "little")  # blosc header: uncompressed nbytes (uint32)
+            if len(body) < 16 or size != out.nbytes:
+                raise ValueError(f"chunk at byte {offset} decodes to {size} bytes, expected {out.nbytes}")
         if self.compressed:
-            _ZSTD.decode(body, out=target)
+            _DECODERS[self.codec].decode(body, out=target)
 
     def read(self, index: int, view: int | None = None) -> np.ndarray:
         shard, local = divmod(index, self.shard_shape[0])

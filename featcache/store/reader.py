@@ -21,18 +21,9 @@ _POOL: ThreadPoolExecutor | None = None
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
-    if _POOL is None:  # one small shared pool: reads release the GIL in zstd and file I/O
+    if _POOL is None:  # one small shared pool: reads release the GIL in blosc, zstd and file I/O
         _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="featcache-read")
     return _POOL
-
-
-def layout_from_meta(meta: dict[str, Any]) -> EntryLayout:
-    lay = meta["layout"]
-    return EntryLayout(
-        sample_ids=tuple(meta["sample_ids"]), views=lay["views"],
-        levels=tuple(LevelLayout(**lv) for lv in lay["levels"]), shard_size=lay["shard_size"],
-        precision=lay["precision"], view_param_names=tuple(lay["view_param_names"]),
-        compression=lay.get("compression", "zstd"))
 
 
 class EntryReader:
@@ -48,7 +39,7 @@ class EntryReader:
             raise CorruptEntryError(f"entry {key} has no featcache metadata; it was not written "
                                     "by featcache or its zarr.json is damaged")
         self.meta: dict[str, Any] = meta
-        self.layout = layout_from_meta(meta)
+        self.layout = EntryLayout.from_meta(meta)
         self.precision = parse_precision(self.layout.precision)
         # The group and its attributes are written first, the arrays after: another writer may be
         # creating them right now. Such an entry has nothing committed yet.
@@ -56,6 +47,7 @@ class EntryReader:
                            else np.zeros(self.layout.num_shards, dtype=bool))
         self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
         self._arrays: dict[str, Any] = {}
+        self._side: dict[tuple[str, int], np.ndarray] = {}  # (array, shard) -> int8 scale or offset
 
     def _array(self, name: str) -> Any:
         if name not in self._arrays:  # opening reads zarr.json: do it once per array
@@ -123,6 +115,10 @@ class EntryReader:
 
     def read(self, index: int, level: str, view: int | None = None) -> np.ndarray:
         """float32 features of one sample: (V, C, H, W), or (C, H, W) for one view."""
+        return self._read(index, level, view, None)
+
+    def _read(self, index: int, level: str, view: int | None, out: np.ndarray | None) -> np.ndarray:
+        """read(), decoding into `out` (a C-contiguous float32 slot of the right shape) if given."""
         self._check(index)
         if level not in self.levels:
             raise StoreError(f"entry {self.key} has no level {level!r}; it has "
@@ -131,11 +127,21 @@ class EntryReader:
             raise StoreError(f"entry {self.key}: view {view} out of range 0..{self.layout.views - 1}")
         data = self._level(level, index, view)
         if not self.precision.quantized:
-            return np.asarray(data, dtype=np.float32)
-        sel = index if view is None else (index, view)
-        scale = self._get(f"levels/{level}__scale", sel, index, f"level {level} scale")
-        offset = self._get(f"levels/{level}__offset", sel, index, f"level {level} offset")
-        return decode(data, scale, offset)
+            return decode(data, None, None, out)
+        scale = self._side_of(f"levels/{level}__scale", index, view, f"level {level} scale")
+        offset = self._side_of(f"levels/{level}__offset", index, view, f"level {level} offset")
+        return decode(data, scale, offset, out)
+
+    def _side_of(self, name: str, index: int, view: int | None, what: str) -> np.ndarray:
+        """int8 scale/offset of one sample: (V, C), or (C,) for one view. One zarr read per shard
+        (its single chunk), then cached: a zarr read per sample cost more than the sample itself,
+        and committed shards never change."""
+        shard, local = divmod(index, self.layout.shard_size)
+        block = self._side.get((name, shard))
+        if block is None:
+            start, stop = self.layout.shard_range(shard)
+            block = self._side[(name, shard)] = self._get(name, slice(start, stop), index, what)
+        return block[local] if view is None else block[local, view]
 
     def read_many(self, indices: Sequence[int], level: str, view: int | None = None) -> np.ndarray:
         """float32 (len(indices), V, C, H, W) (or without V for one view), read in parallel."""
@@ -150,8 +156,8 @@ class EntryReader:
         out = np.empty((len(indices), *first.shape), dtype=np.float32)
         out[0] = first
 
-        def fill(k: int) -> None:  # each thread writes its own slot: no stacking copy
-            out[k] = self.read(indices[k], level, view)
+        def fill(k: int) -> None:  # each thread decodes into its own slot: no copy, no stacking
+            self._read(indices[k], level, view, out[k])
 
         list(_pool().map(fill, range(1, len(indices))))
         return out

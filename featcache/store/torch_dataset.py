@@ -46,7 +46,7 @@ class FeatureDataset(Dataset):
 def prefetch(dataset: Dataset, order: Iterable[int] | None = None, depth: int = 8,
              workers: int = 4) -> Iterator[Any]:
     """Yield dataset[k] for k in `order` (default 0..len-1), keeping `depth` reads in flight on
-    `workers` threads; order is preserved. Reads release the GIL (file I/O, zstd, crc32c)."""
+    `workers` threads; order is preserved. Reads release the GIL (file I/O, blosc, zstd, crc32c)."""
     keys = iter(range(len(dataset)) if order is None else order)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featcache-prefetch") as pool:
         pending: deque = deque()

@@ -7,16 +7,17 @@ except when a claim expired, and then they write identical bytes (object puts ar
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from featcache.errors import StoreError
 from featcache.store.claims import DEFAULT_TTL_S, Claims
-from featcache.store.layout import EntryLayout
+from featcache.store.layout import EntryLayout, check_compression
 from featcache.store.objects import ObjectStore
 from featcache.store.precision import Precision, decode, encode, error_stats, parse_precision, summarize
 
@@ -24,51 +25,47 @@ FP16_MAX = float(np.finfo(np.float16).max)
 _DIMS = ("sample", "view", "channel", "y", "x")
 
 
-COMPRESSIONS = ("zstd", "none")
-
-
-def _codecs(compression: str = "zstd") -> list[Any]:
-    # crc32c after the compressor checksums every inner chunk (the sharding codec alone only
-    # checksums the shard index).
-    if compression not in COMPRESSIONS:
-        raise StoreError(f"unknown compression {compression!r}; use one of {', '.join(COMPRESSIONS)}")
+def _codecs(compression: str, dtype: str) -> list[Any]:
+    """Inner-chunk codecs after `bytes` (FORMAT.md). crc32c after the compressor checksums every
+    chunk (the sharding codec alone only checksums the shard index)."""
+    if check_compression(compression) == "blosc":  # bitshuffle groups bits by element size: typesize
+        return [BloscCodec(typesize=np.dtype(dtype).itemsize, cname="lz4", clevel=5, shuffle="bitshuffle"),
+                Crc32cCodec()]
     return [ZstdCodec(level=3), Crc32cCodec()] if compression == "zstd" else [Crc32cCodec()]
 
 
-def _ensure(group: zarr.Group, name: str, compression: str = "zstd", **spec: Any) -> None:
+def _ensure(group: zarr.Group, name: str, compression: str, **spec: Any) -> None:
     """Create an array unless it exists; identical specs make concurrent creation harmless."""
     if name in group:
         return
     try:
         # write_empty_chunks: an all-zero sample still gets its chunk, so a missing object
         # always means lost data (verify relies on it).
-        group.create_array(name, compressors=_codecs(compression),
+        group.create_array(name, compressors=_codecs(compression, spec["dtype"]),
                            config={"write_empty_chunks": True}, **spec)
     except ContainsArrayError:
         pass
 
 
 def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision) -> None:
-    n, v, s = layout.num_samples, layout.views, layout.shard_size
-    _codecs(layout.compression)  # refuse an unknown compression before creating anything
+    n, v, s, c = layout.num_samples, layout.views, layout.shard_size, layout.compression
     for lv in layout.levels:
         full = (lv.channels, lv.height, lv.width)
-        _ensure(group, f"levels/{lv.name}", shape=(n, v, *full), chunks=(1, 1, *full),
-                shards=(s, v, *full), dtype=precision.dtype, fill_value=0, dimension_names=_DIMS,
-                compression=layout.compression)
+        _ensure(group, f"levels/{lv.name}", c, shape=(n, v, *full), chunks=(1, 1, *full),
+                shards=(s, v, *full), dtype=precision.dtype, fill_value=0, dimension_names=_DIMS)
         if precision.quantized:
             for part in ("scale", "offset"):
-                _ensure(group, f"levels/{lv.name}__{part}", shape=(n, v, lv.channels),
+                _ensure(group, f"levels/{lv.name}__{part}", c, shape=(n, v, lv.channels),
                         chunks=(s, v, lv.channels), dtype="float32", fill_value=np.nan,
                         dimension_names=("sample", "view", "channel"))
-        _ensure(group, f"report/{lv.name}", shape=(layout.num_shards, 4), chunks=(1, 4),
+        _ensure(group, f"report/{lv.name}", c, shape=(layout.num_shards, 4), chunks=(1, 4),
                 dtype="float64", fill_value=np.nan, dimension_names=("shard", "stat"))
-    _ensure(group, "frames", shape=(n, v, 4), chunks=(s, v, 4), dtype="float32", fill_value=np.nan,
+    _ensure(group, "frames", c, shape=(n, v, 4), chunks=(s, v, 4), dtype="float32", fill_value=np.nan,
             dimension_names=("sample", "view", "box"))
     p = max(1, len(layout.view_param_names))
-    _ensure(group, "view_params", shape=(n, v, p), chunks=(s, v, p), dtype="float32",
+    _ensure(group, "view_params", c, shape=(n, v, p), chunks=(s, v, p), dtype="float32",
             fill_value=np.nan, dimension_names=("sample", "view", "param"))
-    _ensure(group, "committed", shape=(layout.num_shards,), chunks=(1,), dtype="uint8", fill_value=0,
+    _ensure(group, "committed", c, shape=(layout.num_shards,), chunks=(1,), dtype="uint8", fill_value=0,
             dimension_names=("shard",))
     if "claims" not in group:
         try:  # a real (empty) group, so plain zarr listings of the entry stay clean
@@ -93,6 +90,7 @@ class EntryWriter:
     def create(cls, root: zarr.Group, key: str, layout: EntryLayout, attrs: dict[str, Any],
                objects: ObjectStore | None = None, **options: Any) -> EntryWriter:
         precision = parse_precision(layout.precision)
+        _codecs(layout.compression, precision.dtype)  # refuse an unknown compression before writing
         meta = {**attrs, "layout": layout.to_dict(), "sample_ids": list(layout.sample_ids),
                 "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "complete": False, "format_version": 1}
@@ -107,10 +105,16 @@ class EntryWriter:
     @classmethod
     def reopen(cls, group: zarr.Group, layout: EntryLayout, objects: ObjectStore | None = None,
                **options: Any) -> EntryWriter:
+        """Resume an entry. Compression is lossless and not part of the entry key, so an entry written
+        with another compression (e.g. zstd, before blosc was the default) is resumed with its own:
+        its arrays already carry their codecs."""
         meta = dict(group.attrs.get("featcache", {}))
-        if meta.get("layout") != layout.to_dict() or meta.get("sample_ids") != list(layout.sample_ids):
+        stored = meta.get("layout")
+        if (not isinstance(stored, dict) or not layout.same_data(stored)
+                or meta.get("sample_ids") != list(layout.sample_ids)):
             raise StoreError(f"entry {group.basename} exists with a different layout or sample ids; "
                              "remove it with `featcache rm` or extract into another store")
+        layout = replace(layout, compression=EntryLayout.from_meta(meta).compression)
         _ensure_arrays(group, layout, parse_precision(layout.precision))
         return cls(group, layout, objects, **options)
 

@@ -12,7 +12,7 @@ ATTRS = {"teacher": {"name": "tiny", "arch": "tinyconv", "fingerprint": "f" * 64
 
 
 def make_layout(precision: str = "fp16", n: int = 6, shard: int = 2,
-                compression: str = "zstd") -> EntryLayout:
+                compression: str = "blosc") -> EntryLayout:
     return EntryLayout(sample_ids=tuple(f"case{i:02d}" for i in range(n)), views=2,
                        levels=(LevelLayout("fine", 4, 4, 4), LevelLayout("coarse", 3, 2, 2)),
                        shard_size=shard, precision=precision, view_param_names=("flip", "scale"),

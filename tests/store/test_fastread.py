@@ -1,8 +1,7 @@
-"""The direct local read path returns exactly what zarr returns and fails where zarr fails."""
+"""The direct local read path fails where zarr fails (test_compression.py: it returns the same numbers)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from featcache.errors import CorruptEntryError
@@ -10,21 +9,7 @@ from featcache.store import EntryReader, FeatureStore
 from tests.store.storehelpers import KEY, fill
 
 
-@pytest.mark.parametrize("precision,compression", [("fp32", "zstd"), ("fp16", "zstd"), ("int8", "zstd"),
-                                                   ("fp32", "none"), ("fp16", "none")])
-def test_fast_path_matches_zarr(tmp_path, precision, compression):
-    store = FeatureStore(tmp_path / "store")
-    fill(store, precision=precision, n=5, compression=compression)  # a partial last shard
-    fast = store.open(KEY)
-    slow = EntryReader(store.root[KEY], KEY, fast_path=False)
-    assert fast._fast_path("fine") is not None and slow._fast_path("fine") is None
-    for i in range(5):
-        for level in ("fine", "coarse"):
-            np.testing.assert_array_equal(fast.read(i, level), slow.read(i, level))
-            np.testing.assert_array_equal(fast.read(i, level, view=1), slow.read(i, level, view=1))
-
-
-@pytest.mark.parametrize("compression", ["zstd", "none"])
+@pytest.mark.parametrize("compression", ["blosc", "zstd", "none"])
 @pytest.mark.parametrize("where", [-10, 20])  # in the shard index / in the first chunk's data
 def test_damage_fails_on_both_paths(tmp_path, compression, where):
     store = FeatureStore(tmp_path / "store")
