@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from featcache.data.registry import build_dataset
 from featcache.data.views import ViewParams, apply_view
-from featcache.distill.data import DistillItems, _normaliser, warp_to_student_frame
+from featcache.distill.data import DistillItems, normaliser, warp_to_student_frame
 from featcache.distill.loaders import make_loader
 from featcache.distill.manifest import manifest_from_dict
 from featcache.distill.trainer import Trainer
@@ -84,7 +84,7 @@ def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterato
     """Batches in the same order as (b), with teacher features computed now, on the batch."""
     target = trainer.targets[0]
     reader = trainer.sources[0].entries[target.teacher]
-    mean, matrix = (torch.from_numpy(a) for a in _normaliser(reader, LEVEL, "standardize"))
+    mean, inv_std = (torch.from_numpy(a) for a in normaliser(reader, LEVEL, "standardize"))
     st = trainer.manifest.student
     plain = DistillItems(trainer.sources, trainer.train_items, [], st.image_size, st.in_channels,
                          "none", False)
@@ -96,8 +96,7 @@ def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterato
         trainer.sampler.set_epoch(epoch)
         for batch in loader:
             feats = teacher.extract(batch.pop("teacher_input"), [LEVEL])[LEVEL]  # (B, C, h, w)
-            b, c, h, w = feats.shape
-            feats = (matrix @ (feats.reshape(b, c, -1) - mean[:, None])).reshape(b, c, h, w)
+            feats = (feats - mean[:, None, None]) * inv_std[:, None, None]
             boxes = batch.pop("box")
             warped = [warp_to_student_frame(f, box.numpy()) for f, box in zip(feats, boxes, strict=True)]
             batch[f"t:{target.key}"] = torch.stack([f for f, _ in warped])

@@ -47,7 +47,7 @@ class EntryReader:
                            else np.zeros(self.layout.num_shards, dtype=bool))
         self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
         self._arrays: dict[str, Any] = {}
-        self._side: dict[tuple[str, int], np.ndarray] = {}  # (array, shard) -> int8 scale or offset
+        self._side: dict[tuple[str, int], np.ndarray] = {}  # (array, shard) -> rows of _per_sample
 
     def _array(self, name: str) -> Any:
         if name not in self._arrays:  # opening reads zarr.json: do it once per array
@@ -128,20 +128,22 @@ class EntryReader:
         data = self._level(level, index, view)
         if not self.precision.quantized:
             return decode(data, None, None, out)
-        scale = self._side_of(f"levels/{level}__scale", index, view, f"level {level} scale")
-        offset = self._side_of(f"levels/{level}__offset", index, view, f"level {level} offset")
+        scale = self._per_sample(f"levels/{level}__scale", index, f"level {level} scale")
+        offset = self._per_sample(f"levels/{level}__offset", index, f"level {level} offset")
+        if view is not None:
+            scale, offset = scale[view], offset[view]
         return decode(data, scale, offset, out)
 
-    def _side_of(self, name: str, index: int, view: int | None, what: str) -> np.ndarray:
-        """int8 scale/offset of one sample: (V, C), or (C,) for one view. One zarr read per shard
-        (its single chunk), then cached: a zarr read per sample cost more than the sample itself,
-        and committed shards never change."""
+    def _per_sample(self, name: str, index: int, what: str) -> np.ndarray:
+        """One sample's row (V, ...) of a small per-sample array (frames, view parameters, int8
+        scale/offset). One zarr read per shard, then cached: a zarr read per sample cost more
+        than decoding the sample's features, and committed shards never change."""
         shard, local = divmod(index, self.layout.shard_size)
         block = self._side.get((name, shard))
         if block is None:
             start, stop = self.layout.shard_range(shard)
             block = self._side[(name, shard)] = self._get(name, slice(start, stop), index, what)
-        return block[local] if view is None else block[local, view]
+        return block[local]
 
     def read_many(self, indices: Sequence[int], level: str, view: int | None = None) -> np.ndarray:
         """float32 (len(indices), V, C, H, W) (or without V for one view), read in parallel."""
@@ -165,12 +167,12 @@ class EntryReader:
     def frames(self, index: int) -> np.ndarray:
         """(V, 4) box of the image on the teacher grid per view: y0, x0, y1, x1 as fractions."""
         self._check(index)
-        return np.asarray(self._get("frames", index, index, "frames"), dtype=np.float32)
+        return np.asarray(self._per_sample("frames", index, "frames"), dtype=np.float32)
 
     def view_params(self, index: int) -> np.ndarray:
         """(V, P) parameters of each view (names in layout.view_param_names)."""
         self._check(index)
-        return np.asarray(self._get("view_params", index, index, "view_params"), dtype=np.float32)
+        return np.asarray(self._per_sample("view_params", index, "view_params"), dtype=np.float32)
 
     def stats(self, level: str) -> dict[str, np.ndarray]:
         if f"stats/{level}" not in self.group:
