@@ -89,6 +89,9 @@ def extract(
     if manifest is not None:
         if teacher or dataset:
             raise ConfigError("use either --manifest or --teacher/--dataset, not both")
+        if skip_bad:  # skip_bad is part of the dataset's fingerprint: distill must see it too
+            raise ConfigError("--skip-bad does not apply to --manifest; set `options: {skip_bad: true}` "
+                              "on the dataset in the manifest so extraction and distillation agree")
         jobs = jobs_from_manifest(manifest)
     else:
         if not teacher or not dataset:

@@ -37,6 +37,15 @@ def test_unknown_dataset_lists_known(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_skip_bad_with_a_manifest_says_where_it_belongs(tmp_path):
+    """Silently dropping the flag would extract without it; applying it would give an entry whose
+    dataset fingerprint the manifest's distillation never matches."""
+    result = _run("extract", "--manifest", "manifests/demo.yaml", "--skip-bad",
+                  "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1 and "skip_bad: true" in result.output
+    assert not (tmp_path / "s").exists()
+
+
 def test_sam_without_checkpoint_says_how(tmp_path):
     root = tmp_path / "busi"
     result = _run("extract", "--teacher", "sam", "--dataset", "busi", "--root", str(root),
