@@ -150,8 +150,8 @@ class Trainer:
         self.steps_per_epoch = self.sampler.per_rank // tr.batch_size if self.drop_last else 1
         self.workers = resolve_workers(tr.num_workers, self.dist.world_size)
         self._loaders: dict[str, DataLoader] = {}
-        # The fused kernel updates every parameter in one pass: ~2x faster steps than the
-        # per-parameter loop torch uses by default on the CPU (and on CUDA for that matter).
+        # The fused kernel updates every parameter in one pass: the optimizer step takes about
+        # half the time of the per-parameter loop torch uses by default on the CPU.
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=tr.lr, weight_decay=tr.weight_decay,
                                            fused=fused)
