@@ -37,9 +37,10 @@ from torch.utils.data import Dataset
 
 from featcache.data.registry import build_dataset
 from featcache.data.views import ViewParams, apply_view
-from featcache.distill.data import DistillItems, normaliser, warp_to_student_frame
+from featcache.distill.data import DistillItems
 from featcache.distill.loaders import make_loader
 from featcache.distill.manifest import manifest_from_dict
+from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.trainer import Trainer
 from featcache.extract.runner import extract
 from featcache.store import FeatureStore
@@ -87,7 +88,7 @@ def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterato
     """Batches in the same order as (b), with teacher features computed now, on the batch."""
     target = trainer.targets[0]
     reader = trainer.sources[0].entries[target.teacher]
-    mean, inv_std = (torch.from_numpy(a) for a in normaliser(reader, LEVEL, "standardize"))
+    norm = normaliser(reader, LEVEL, "standardize")
     st = trainer.manifest.student
     plain = DistillItems(trainer.sources, trainer.train_items, [], st.image_size, st.in_channels,
                          "none", False)
@@ -99,11 +100,10 @@ def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterato
         trainer.sampler.set_epoch(epoch)
         for batch in loader:
             feats = teacher.extract(batch.pop("teacher_input"), [LEVEL])[LEVEL]  # (B, C, h, w)
-            feats = (feats - mean[:, None, None]) * inv_std[:, None, None]
-            boxes = batch.pop("box")
-            warped = [warp_to_student_frame(f, box.numpy()) for f, box in zip(feats, boxes, strict=True)]
-            batch[f"t:{target.key}"] = torch.stack([f for f, _ in warped])
-            batch[f"v:{target.key}"] = torch.stack([v for _, v in warped])
+            pairs = [teacher_target(f.numpy(), norm, box.numpy(), target.loss_grid)
+                     for f, box in zip(feats, batch.pop("box"), strict=True)]
+            batch[f"t:{target.key}"] = torch.stack([f for f, _ in pairs])
+            batch[f"v:{target.key}"] = torch.stack([v for _, v in pairs])
             yield batch
 
 

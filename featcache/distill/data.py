@@ -1,9 +1,8 @@
 """Training data from the cache alone: images and masks from the dataset, teacher features from
 the store, with the exact stored view replayed on image and mask.
 
-Teacher features are normalised with the statistics stored at extraction, then resampled from the
-teacher's frame onto the student's (the whole image stretched to a square) using the box recorded
-per sample and view, with a validity mask where the teacher never saw the image (padding, crop).
+Teacher features are normalised and resampled onto the student's frame with the box recorded per
+sample and view (see resample.py), straight onto the grid the loss is computed on.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from torch.utils.data import Dataset
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import ViewParams, apply_view
 from featcache.distill.manifest import Manifest, TeacherSpec
-from featcache.distill.model import Target
+from featcache.distill.model import Target, loss_grid
+from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.student import student_input
 from featcache.errors import ConfigError, DatasetError, StoreError
 from featcache.store import EntryReader, FeatureStore
@@ -127,49 +127,10 @@ def build_targets(manifest: Manifest, sources: list[Source], stages: dict[str, t
                 raise StoreError(f"teacher {spec.name} level {level} has different shapes across "
                                  f"datasets: {sorted(grids)}")
             c, h, w = grids.pop()
-            targets.append(Target(spec.name, level, stage, c, (h, w)))
+            grid = loss_grid((h, w), manifest.student.image_size, stages[stage][1],
+                             manifest.distill.feature_grid)
+            targets.append(Target(spec.name, level, stage, c, (h, w), grid))
     return targets
-
-
-def normaliser(reader: EntryReader, level: str, mode: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean (C,), transform) from the entry's statistics: transform is 1/std (C,) to standardise,
-    or the (C, C) PHI-S matrix; None for mode "none". Apply with `normalise`."""
-    if mode == "none":
-        return None
-    stats = reader.stats(level)
-    mean = stats["mean"].astype(np.float32)
-    if mode == "phis":
-        return mean, stats["phis"].astype(np.float32)
-    return mean, (1.0 / np.maximum(stats["std"], 1e-6)).astype(np.float32)
-
-
-def normalise(feature: np.ndarray, norm: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """feature (C, H, W) -> (C, H, W) normalised. Standardising is a per-channel scale, not a
-    product with a diagonal matrix: that cost a (C, C) x (C, H*W) matmul per sample, ~8 ms for
-    LiteMedSAM's embedding and most of a loader worker's time."""
-    if norm is None:
-        return feature
-    mean, transform = norm
-    c, h, w = feature.shape
-    centred = feature.reshape(c, -1) - mean[:, None]
-    if transform.ndim == 1:
-        return (centred * transform[:, None]).reshape(c, h, w)
-    return (transform @ centred).reshape(c, h, w)
-
-
-def warp_to_student_frame(feature: torch.Tensor, box: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """feature (C, h, w) on the teacher grid, box (y0, x0, y1, x1) = where the image lies on it,
-    -> (C, h, w) resampled so the grid spans exactly the image, and a (1, h, w) validity mask."""
-    y0, x0, y1, x1 = (float(v) for v in box)
-    if (y0, x0, y1, x1) == (0.0, 0.0, 1.0, 1.0):
-        return feature, torch.ones(1, *feature.shape[1:])
-    theta = torch.tensor([[[x1 - x0, 0.0, x0 + x1 - 1.0], [0.0, y1 - y0, y0 + y1 - 1.0]]])
-    grid = F.affine_grid(theta, [1, 1, *feature.shape[1:]], align_corners=False)
-    warped = F.grid_sample(feature[None], grid, mode="bilinear", padding_mode="zeros",
-                           align_corners=False)[0]
-    valid = F.grid_sample(torch.ones(1, 1, *feature.shape[1:]), grid, mode="bilinear",
-                          padding_mode="zeros", align_corners=False)[0]
-    return warped, (valid > 0.5).float()
 
 
 class DistillItems(Dataset):
@@ -225,9 +186,9 @@ class DistillItems(Dataset):
             for t in self.targets:
                 reader = source.entries[t.teacher]
                 i = entry_index[t.teacher]
-                feat = normalise(reader.read(i, t.level, view), self.norm[(src_i, t.key)])
-                warped, valid = warp_to_student_frame(torch.from_numpy(feat), reader.frames(i)[view])
-                item[f"t:{t.key}"] = warped
+                target, valid = teacher_target(reader.read(i, t.level, view), self.norm[(src_i, t.key)],
+                                               reader.frames(i)[view], t.loss_grid)
+                item[f"t:{t.key}"] = target
                 item[f"v:{t.key}"] = valid
         return item
 

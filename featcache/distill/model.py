@@ -35,7 +35,10 @@ class Target:
     level: str
     stage: str  # student stage it is matched from
     channels: int
-    grid: tuple[int, int]
+    grid: tuple[int, int]  # the teacher's
+    # The grid the loss is computed on, when known before the student runs (see `loss_grid`):
+    # the loader then resamples the teacher straight onto it. None: the teacher's grid.
+    loss_grid: tuple[int, int] | None = None
 
     @property
     def key(self) -> str:
@@ -73,6 +76,18 @@ def _to_grid(target: torch.Tensor, valid: torch.Tensor,
     pooled_valid = F.adaptive_avg_pool2d(valid, grid)
     pooled = F.adaptive_avg_pool2d(target * valid, grid) / pooled_valid.clamp_min(1e-6)
     return pooled, pooled_valid
+
+
+def loss_grid(teacher_grid: tuple[int, int], image_size: int, stride: int,
+              feature_grid: str) -> tuple[int, int]:
+    """Where `_project` meets a teacher matched from a student stage of this stride: the stage's
+    grid if it is coarser than the teacher's and feature_grid is "coarser", else the teacher's.
+    The stage grid is image_size / stride; an image size it does not divide leaves the teacher's
+    grid here (the model then pools the batch itself, see _to_grid)."""
+    if feature_grid != "coarser" or image_size % stride:
+        return teacher_grid
+    stage = (image_size // stride,) * 2
+    return stage if stage[0] * stage[1] < teacher_grid[0] * teacher_grid[1] else teacher_grid
 
 
 def _mkey(key: str) -> str:

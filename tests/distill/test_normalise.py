@@ -1,6 +1,6 @@
 import numpy as np
 
-from featcache.distill.data import normalise
+from featcache.distill.resample import normalise
 
 
 def test_standardise_and_phis_transforms():

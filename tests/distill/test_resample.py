@@ -1,0 +1,85 @@
+"""Teacher features onto the student's frame: area averaging onto a coarser grid must average
+exactly the teacher cells each student cell covers, never the teacher's padding, and weigh
+cells by how much of them the teacher saw."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from featcache.distill.model import _to_grid, loss_grid
+from featcache.distill.resample import area_to_student_frame, teacher_target, warp_to_student_frame
+
+
+def _feature(c=3, h=8, w=8, seed=0):
+    return np.random.default_rng(seed).normal(size=(c, h, w)).astype(np.float32)
+
+
+def test_whole_image_box_is_plain_average_pooling():
+    f = _feature()
+    target, valid = teacher_target(f, None, np.array([0, 0, 1, 1.0]), (4, 4))
+    torch.testing.assert_close(target, F.avg_pool2d(torch.from_numpy(f)[None], 2)[0])
+    assert torch.equal(valid, torch.ones(1, 4, 4))
+
+
+def test_padding_never_enters_a_mean():
+    f = _feature()
+    f[:, :, 4:] = 1000.0  # the teacher's padding: the image fills the left half of its input
+    target, valid = area_to_student_frame(torch.from_numpy(f), np.array([0, 0, 1, 0.5]), (4, 4))
+    # Each student cell covers 2 teacher rows x 1 teacher column of the image half.
+    expected = torch.from_numpy(f[:, :, :4]).unflatten(1, (4, 2)).mean(2)
+    torch.testing.assert_close(target, expected)
+    assert target.abs().max() < 100 and torch.equal(valid, torch.ones(1, 4, 4))
+
+
+def test_validity_is_the_fraction_the_teacher_saw():
+    # A centre crop: the image extends a quarter of a teacher width beyond each side, so each
+    # student cell is 3/8 of a teacher width; the outer ones see 1/8 of it, a third.
+    f = _feature()
+    target, valid = teacher_target(f, None, np.array([0, -0.25, 1, 1.25]), (4, 4))
+    np.testing.assert_allclose(valid[0, 0].numpy(), [1 / 3, 1, 1, 1 / 3], atol=1e-6)
+    columns = torch.from_numpy(f).unflatten(1, (4, 2)).mean(2)  # (C, 4, 8): rows pooled in pairs
+    # A partly seen cell averages only the seen part: cell 0 is teacher column 0, cell 1 columns 1-3.
+    torch.testing.assert_close(target[:, :, 0], columns[:, :, 0])
+    torch.testing.assert_close(target[:, :, 1], columns[:, :, 1:4].mean(2))
+    # Beyond the teacher's input altogether: no value and no weight.
+    target, valid = teacher_target(f, None, np.array([0, -0.5, 1, 1.5]), (4, 4))
+    assert torch.all(valid[..., [0, 3]] == 0) and torch.all(target[..., [0, 3]] == 0)
+
+
+def test_normalisation_commutes_with_averaging():
+    f = _feature(seed=1)
+    mean, inv_std = np.float32([1, 2, 3]), np.float32([0.5, 2, 4])
+    box = np.array([0, 0, 1, 0.75])
+    target, valid = teacher_target(f, (mean, inv_std), box, (4, 4))
+    raw, _ = teacher_target(f, None, box, (4, 4))
+    expected = (raw - torch.from_numpy(mean)[:, None, None]) * torch.from_numpy(inv_std)[:, None, None]
+    torch.testing.assert_close(target, expected)
+
+
+def test_close_to_warping_then_pooling_inside_the_image():
+    # The model's own path (bilinear warp on the teacher grid, then validity-weighted pooling)
+    # and the loader's one-pass area average agree on a smooth map away from the borders.
+    y, x = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    f = torch.stack([torch.sin(3 * y + 2 * x), y * x])
+    box = np.array([0, 0, 1, 0.8])
+    warped, ok = warp_to_student_frame(f, box)
+    slow, slow_valid = _to_grid(warped[None], ok[None], (32, 32))
+    fast, fast_valid = teacher_target(f.numpy(), None, box, (32, 32))
+    torch.testing.assert_close(fast[:, 2:-2, 2:-2], slow[0, :, 2:-2, 2:-2], atol=0.02, rtol=0)
+    torch.testing.assert_close(fast_valid, slow_valid[0])
+
+
+def test_finer_or_equal_grid_keeps_the_bilinear_warp():
+    f = _feature()
+    box = np.array([0, 0, 1, 0.5])
+    target, valid = teacher_target(f, None, box, (8, 8))
+    expected, ok = warp_to_student_frame(torch.from_numpy(f), box)
+    torch.testing.assert_close(target, expected)
+    assert torch.equal(valid, ok)
+
+
+def test_loss_grid_follows_the_projector():
+    assert loss_grid((64, 64), 128, 4, "coarser") == (32, 32)  # LiteMedSAM at dec3, 128 px
+    assert loss_grid((64, 64), 128, 4, "teacher") == (64, 64)
+    assert loss_grid((64, 64), 512, 4, "coarser") == (64, 64)  # the stage is finer
+    assert loss_grid((64, 64), 130, 4, "coarser") == (64, 64)  # grid unknown: the model pools
