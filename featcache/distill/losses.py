@@ -28,8 +28,8 @@ def _cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     F.cosine_similarity, which normalises both inputs before the product, takes twice as long
     forward and backward on the feature loss's 256 x 32 x 32 maps."""
     dot = (x * y).sum(1, keepdim=True)
-    norm = lambda z: torch.linalg.vector_norm(z, dim=1, keepdim=True)  # noqa: E731
-    norms = norm(x) * norm(y)
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True) * torch.linalg.vector_norm(
+        y, dim=1, keepdim=True)
     return dot / norms.clamp_min(1e-6)
 
 
