@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from featcache.distill.heads import Projector, ReturnDecoder
 from featcache.distill.losses import feature_loss, reconstruction_loss, seg_loss
 from featcache.distill.manifest import DistillSpec
 from featcache.distill.student import Student
@@ -43,22 +44,6 @@ class Target:
     @property
     def key(self) -> str:
         return f"{self.teacher}/{self.level}"
-
-
-def _projector(cin: int, cout: int, kind: str) -> nn.Sequential:
-    """(B, cin, h, w) -> (B, cout, h, w).
-
-    "conv3x3" is the paper's forward projector, Conv3x3-BN-ReLU-Conv1x1. "separable" keeps its
-    3x3 receptive field with a depthwise convolution on a bottleneck of min(cin, cout) channels
-    between two 1x1s (a MobileNet-style block): a 108 -> 256 projection trains about 4x faster
-    on a CPU, so the heads stop costing a sizeable fraction of the student's own step."""
-    if kind == "conv3x3":
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                             nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 1))
-    hidden = min(cin, cout)
-    return nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False),
-                         nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
-                         nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, cout, 1))
 
 
 def _masked_pool(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -126,9 +111,9 @@ class DistillModel(nn.Module):
         if use:
             for t in targets:
                 cs = student.stages[t.stage][0]
-                self.projectors[_mkey(t.key)] = _projector(cs, t.channels, spec.projector)
+                self.projectors[_mkey(t.key)] = Projector(cs, t.channels, spec.projector)
                 if spec.return_decoder:
-                    self.inverse[_mkey(t.key)] = _projector(t.channels, cs, spec.projector)
+                    self.inverse[_mkey(t.key)] = ReturnDecoder(t.channels, cs, spec.projector)
                 self.slots.setdefault(t.stage, []).append(t)
             if spec.teacher_gate == "adaptive":
                 for t in targets:
@@ -192,19 +177,17 @@ class DistillModel(nn.Module):
         detail that upsampling it to 64x64 could add, and the loss then touches 4x fewer values.
         With "teacher" (the paper's and RADIO's choice) the projection is upsampled bilinearly."""
         k = _mkey(t.key)
-        if native.shape[-2] * native.shape[-1] < t.grid[0] * t.grid[1]:
-            small = self.projectors[k](native)
-            p = small
-            if self.spec.feature_grid == "teacher":
-                p = F.interpolate(small, size=t.grid, mode="bilinear", align_corners=False)
-            base, source = native, small
-        else:
+        base = native
+        if native.shape[-2] * native.shape[-1] >= t.grid[0] * t.grid[1]:
             base = F.interpolate(native, size=t.grid, mode="bilinear", align_corners=False)
-            p = self.projectors[k](base)
-            source = p
+        projection, hidden = self.projectors[k](base)
+        p = projection
+        if self.spec.feature_grid == "teacher" and tuple(p.shape[-2:]) != tuple(t.grid):
+            p = F.interpolate(projection, size=t.grid, mode="bilinear", align_corners=False)
         if not self.spec.return_decoder:
             return p, None
-        return p, reconstruction_loss(self.inverse[k](source), base.detach())
+        recon = self.inverse[k](projection, hidden, self.projectors[k])
+        return p, reconstruction_loss(recon, base.detach())
 
     def _probe_loss(self, t: Target, target: torch.Tensor, ok: torch.Tensor,
                     mask: torch.Tensor) -> torch.Tensor:

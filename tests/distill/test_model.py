@@ -90,13 +90,13 @@ def test_finer_teacher_grid_is_projected_at_the_student_grid():
     torch.manual_seed(0)
     model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))], DistillSpec(), 1)
     seen = []
-    model.projectors["c__y"].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+    model.projectors["c__y"].out.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
     image, mask, ds, _, _ = _batch()
     out = model(image, mask, ds, {"c/y": torch.randn(4, 4, 16, 16)}, {"c/y": torch.ones(4, 1, 16, 16)})
     out["loss"].backward()
     assert seen == [(8, 8)]  # dec3 of a 32 px input, not the teacher's 16x16
     assert torch.isfinite(out["terms"]["feat"]) and torch.isfinite(out["terms"]["recon"])
-    assert model.projectors["c__y"][0].weight.grad.abs().sum() > 0
+    assert model.projectors["c__y"].body[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize(("feature_grid", "compared_on"), [("coarser", (8, 8)), ("teacher", (16, 16))])
@@ -141,5 +141,5 @@ def test_projector_kinds():
     paper_n, paper = projector_params("conv3x3")
     depthwise = [c for c in separable.modules() if isinstance(c, torch.nn.Conv2d) and c.groups > 1]
     assert depthwise and depthwise[0].kernel_size == (3, 3)
-    assert paper[0].kernel_size == (3, 3) and paper[0].groups == 1
+    assert paper.body[0].kernel_size == (3, 3) and paper.body[0].groups == 1
     assert separable_n < paper_n
