@@ -14,6 +14,8 @@ Two resamplings, both run in the loader's workers:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -71,10 +73,12 @@ def warp_to_student_frame(feature: torch.Tensor, box: np.ndarray) -> tuple[torch
     return warped, (valid > 0.5).float()
 
 
+@functools.lru_cache(maxsize=1024)
 def _area_weights(lo: float, hi: float, n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Along one axis: (n_out, n_in) weights averaging the input cells (n_in of them over [0, 1])
     that output cell k (of n_out over [lo, hi]) overlaps, each row summing to 1 over the part
-    inside [0, 1] (0 if none); and (n_out,) the fraction of each output cell inside [0, 1]."""
+    inside [0, 1] (0 if none); and (n_out,) the fraction of each output cell inside [0, 1].
+    Cached: every slice of a volume, and every image of one shape, has the same box."""
     edges = lo + (hi - lo) * torch.arange(n_out + 1, dtype=torch.float64) / n_out
     cells = torch.arange(n_in + 1, dtype=torch.float64) / n_in
     start, end = edges[:-1, None], edges[1:, None]
@@ -91,9 +95,17 @@ def area_to_student_frame(feature: torch.Tensor, box: np.ndarray, grid: tuple[in
     (1, gh, gw) the fraction of each cell the teacher saw (a loss weight). Features outside the
     image (the teacher's padding) never enter a mean."""
     y0, x0, y1, x1 = (float(v) for v in box)
-    wy, cover_y = _area_weights(y0, y1, grid[0], feature.shape[1])
-    wx, cover_x = _area_weights(x0, x1, grid[1], feature.shape[2])
-    return wy @ feature @ wx.T, (cover_y[:, None] * cover_x[None, :])[None]
+    c, h, w = feature.shape
+    wy, cover_y = _area_weights(y0, y1, grid[0], h)
+    wx, cover_x = _area_weights(x0, x1, grid[1], w)
+    # Columns first, as one matrix product; then rows, which for the side of a padded image that
+    # fills the teacher's input is a plain k x k pooling (a reshape, 3x faster than a product).
+    across = torch.mm(feature.reshape(c * h, w), wx.T).view(c, h, grid[1])
+    if (y0, y1) == (0.0, 1.0) and h % grid[0] == 0:
+        target = across.view(c, grid[0], h // grid[0], grid[1]).mean(2)
+    else:
+        target = wy @ across
+    return target, (cover_y[:, None] * cover_x[None, :])[None]
 
 
 def teacher_target(feature: np.ndarray, norm: Norm, box: np.ndarray,

@@ -3,6 +3,7 @@ exactly the teacher cells each student cell covers, never the teacher's padding,
 cells by how much of them the teacher saw."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -21,12 +22,18 @@ def test_whole_image_box_is_plain_average_pooling():
     assert torch.equal(valid, torch.ones(1, 4, 4))
 
 
-def test_padding_never_enters_a_mean():
+@pytest.mark.parametrize("image_on", ["left", "top"])
+def test_padding_never_enters_a_mean(image_on):
     f = _feature()
     f[:, :, 4:] = 1000.0  # the teacher's padding: the image fills the left half of its input
-    target, valid = area_to_student_frame(torch.from_numpy(f), np.array([0, 0, 1, 0.5]), (4, 4))
-    # Each student cell covers 2 teacher rows x 1 teacher column of the image half.
+    box = np.array([0, 0, 1, 0.5])
+    if image_on == "top":
+        f, box = f.transpose(0, 2, 1).copy(), np.array([0, 0, 0.5, 1])
+    target, valid = area_to_student_frame(torch.from_numpy(f), box, (4, 4))
+    # Each student cell covers 2 teacher cells along the image's long side, 1 across.
     expected = torch.from_numpy(f[:, :, :4]).unflatten(1, (4, 2)).mean(2)
+    if image_on == "top":
+        expected = torch.from_numpy(f[:, :4, :]).unflatten(2, (4, 2)).mean(3)
     torch.testing.assert_close(target, expected)
     assert target.abs().max() < 100 and torch.equal(valid, torch.ones(1, 4, 4))
 
