@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from featcache.data.registry import build_dataset
 from featcache.data.views import ViewParams, apply_view
 from featcache.distill.data import DistillItems
-from featcache.distill.loaders import make_loader
+from featcache.distill.loaders import EpochBatches, make_loader
 from featcache.distill.manifest import manifest_from_dict
 from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.trainer import Trainer
@@ -94,22 +94,16 @@ def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterato
                          "none", False)
     online = OnlineItems(plain, teacher)
     tr = trainer.manifest.training
-    loader = make_loader(online, tr.batch_size, workers, tr.prefetch_factor, trainer.device,
-                         trainer.sampler, trainer.drop_last)
-    for epoch in range(10**6):
-        trainer.sampler.set_epoch(epoch)
-        for batch in loader:
-            feats = teacher.extract(batch.pop("teacher_input"), [LEVEL])[LEVEL]  # (B, C, h, w)
-            pairs = [teacher_target(f.numpy(), norm, box.numpy(), target.loss_grid)
-                     for f, box in zip(feats, batch.pop("box"), strict=True)]
-            batch[f"t:{target.key}"] = torch.stack([f for f, _ in pairs])
-            batch[f"v:{target.key}"] = torch.stack([v for _, v in pairs])
-            yield batch
-
-
-def _cached_batches(trainer: Trainer) -> Iterator[dict[str, Any]]:
-    for epoch in range(10**6):
-        yield from trainer._train_loader(epoch)
+    batches = EpochBatches(trainer.sampler.draw, tr.batch_size, trainer.drop_last, 0, tr.epochs,
+                           trainer.steps_per_epoch)
+    for batch in make_loader(online, tr.batch_size, workers, tr.prefetch_factor, trainer.device,
+                             batches=batches):
+        feats = teacher.extract(batch.pop("teacher_input"), [LEVEL])[LEVEL]  # (B, C, h, w)
+        pairs = [teacher_target(f.numpy(), norm, box.numpy(), target.loss_grid)
+                 for f, box in zip(feats, batch.pop("box"), strict=True)]
+        batch[f"t:{target.key}"] = torch.stack([f for f, _ in pairs])
+        batch[f"v:{target.key}"] = torch.stack([v for _, v in pairs])
+        yield batch
 
 
 def _log(message: str) -> None:
@@ -175,7 +169,7 @@ def run(tmp: Path) -> None:
 
     cached_modes = {"a": {"enabled": False}, "b": {}, "b'": PAPER_HEADS}
     trainers = {m: Trainer(_manifest(args, store.url, tmp / m, d, fraction)) for m, d in cached_modes.items()}
-    batches = {m: _cached_batches(t) for m, t in trainers.items()}
+    batches = {m: t._train_batches(0) for m, t in trainers.items()}
     times: dict[str, list[float]] = {m: [] for m in [*cached_modes, "c"]}
     waits: dict[str, list[float]] = {m: [] for m in times}
     per_round: dict[str, list[float]] = {m: [] for m in cached_modes}  # median step time per round

@@ -107,14 +107,18 @@ class BalancedShardSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def global_draw(self) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+    def global_draw(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         draw = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen).tolist()
         pad = self.per_rank * self.world_size - len(draw)
         return draw + draw[:pad]
 
+    def draw(self, epoch: int) -> list[int]:
+        """This rank's indices for `epoch` (what iterating after set_epoch(epoch) yields)."""
+        return self.global_draw(epoch)[self.rank::self.world_size]
+
     def __iter__(self) -> Iterator[int]:
-        return iter(self.global_draw()[self.rank::self.world_size])
+        return iter(self.draw(self.epoch))
 
     def __len__(self) -> int:
         return self.per_rank

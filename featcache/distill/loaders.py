@@ -1,13 +1,15 @@
 """Prefetching loaders over the store: worker processes decode images and read teacher features
 ahead of the student, so a training step never waits on I/O.
 
-Workers persist across epochs (the sampler is re-seeded per epoch in the main process, so the
-same loader serves every epoch) and keep `prefetch_factor` batches ready each.
+Training batches of every epoch come from one loader iterator (`EpochBatches`), so workers keep
+`prefetch_factor` batches ready each across epoch boundaries too; validation's loader keeps its
+workers between epochs (persistent workers).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -31,13 +33,46 @@ def resolve_workers(setting: int | str, world_size: int = 1) -> int:
     return setting
 
 
+class EpochBatches(Sampler[list[int]]):
+    """The batches of epochs start..stop-1 back to back, each epoch's indices from
+    `draw(epoch)` cut into batches (the last one dropped if short and drop_last).
+
+    One loader iterator over all epochs lets the workers build the next epoch's first batches
+    while the current epoch's last steps train. Re-iterating a loader per epoch instead left the
+    student waiting at every epoch start for a batch built from scratch, by a worker competing
+    with the training threads for the cores: 0.15-0.25 s, on one step in 7, for the demo on 2
+    CPU cores."""
+
+    def __init__(self, draw: Callable[[int], list[int]], batch_size: int, drop_last: bool,
+                 start: int, stop: int, per_epoch: int) -> None:
+        self.draw, self.batch_size, self.drop_last = draw, batch_size, drop_last
+        self.start, self.stop, self.per_epoch = start, stop, per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for epoch in range(self.start, self.stop):
+            indices = self.draw(epoch)
+            for k in range(0, len(indices), self.batch_size):
+                batch = indices[k:k + self.batch_size]
+                if len(batch) < self.batch_size and self.drop_last:
+                    break
+                yield batch
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.per_epoch
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int, prefetch_factor: int,
-                device: torch.device, sampler: Sampler | None = None, drop_last: bool = False
-                ) -> DataLoader:
-    """A DataLoader with persistent, prefetching workers when workers > 0 (order = sampler's)."""
+                device: torch.device, sampler: Sampler | None = None, drop_last: bool = False,
+                batches: EpochBatches | None = None) -> DataLoader:
+    """A DataLoader with persistent, prefetching workers when workers > 0, in the order of
+    `batches` if given, else of `sampler` in batches of batch_size."""
     extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers > 0 else {}
+    if batches is not None:
+        order = {"batch_sampler": batches}
+    else:
+        order = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last}
     # Its own generator: starting workers must not consume the global RNG (the gate's dropout),
     # or a resumed run (whose workers start at a later epoch) would diverge from an uninterrupted one.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
-                      num_workers=workers, drop_last=drop_last, generator=torch.Generator().manual_seed(0),
-                      pin_memory=device.type == "cuda", **extra)
+    return DataLoader(dataset, shuffle=False, num_workers=workers,
+                      generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
+                      **order, **extra)

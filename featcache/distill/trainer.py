@@ -12,7 +12,7 @@ import csv
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
 from featcache.distill.data import DistillItems, Source, build_targets, resolve_entry, training_items
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.epoch_stats import EpochStats
-from featcache.distill.loaders import make_loader, resolve_workers
+from featcache.distill.loaders import EpochBatches, make_loader, resolve_workers
 from featcache.distill.manifest import Manifest
 from featcache.distill.model import DistillModel
 from featcache.distill.student import Student, StudentConfig, count_params
@@ -149,7 +149,8 @@ class Trainer:
         self.drop_last = self.sampler.per_rank > tr.batch_size
         self.steps_per_epoch = self.sampler.per_rank // tr.batch_size if self.drop_last else 1
         self.workers = resolve_workers(tr.num_workers, self.dist.world_size)
-        self._loaders: dict[str, DataLoader] = {}
+        self._train: DataLoader | None = None
+        self._val: DataLoader | None = None
         # The fused kernel updates every parameter in one pass: the optimizer step takes about
         # half the time of the per-parameter loop torch uses by default on the CPU.
         fused = self.device.type in ("cpu", "cuda")
@@ -182,23 +183,24 @@ class Trainer:
             counts[s] = counts.get(s, 0) + 1
         return torch.tensor([1.0 / counts[s] for s, _, _ in self.train_items], dtype=torch.double)
 
-    def _loader(self, name: str) -> DataLoader:
-        """One loader per split for the whole run, so its prefetching workers persist."""
-        if name not in self._loaders:
+    def _val_loader(self) -> DataLoader:
+        """One validation loader for the whole run, so its workers persist between epochs."""
+        if self._val is None:
             tr = self.manifest.training
-            if name == "train":
-                loader = make_loader(self.train_set, tr.batch_size, self.workers, tr.prefetch_factor,
-                                     self.device, self.sampler, self.drop_last)
-            else:
-                loader = make_loader(self.val_set, tr.batch_size, min(self.workers, 1),
-                                     tr.prefetch_factor, self.device)
-            self._loaders[name] = loader
-        return self._loaders[name]
+            self._val = make_loader(self.val_set, tr.batch_size, min(self.workers, 1),
+                                    tr.prefetch_factor, self.device)
+        return self._val
 
-    def _train_loader(self, epoch: int) -> DataLoader:
-        """Dataset-balanced sampling, seeded per epoch so a resumed run sees the same batches."""
-        self.sampler.set_epoch(epoch)
-        return self._loader("train")
+    def _train_batches(self, start_epoch: int) -> Iterator[dict[str, Any]]:
+        """Training batches of epochs start_epoch.. back to back (steps_per_epoch each), from one
+        loader iterator, so workers prefetch across epoch ends. Each epoch's draw is seeded by
+        the epoch (dataset-balanced sampling), so a resumed run sees the same batches."""
+        tr = self.manifest.training
+        batches = EpochBatches(self.sampler.draw, tr.batch_size, self.drop_last, start_epoch,
+                               tr.epochs, self.steps_per_epoch)
+        self._train = make_loader(self.train_set, tr.batch_size, self.workers, tr.prefetch_factor,
+                                  self.device, batches=batches)
+        return iter(self._train)
 
     # --- checkpoints ------------------------------------------------------------------------
     def _payload(self, epoch: int) -> dict[str, Any]:
@@ -250,7 +252,7 @@ class Trainer:
         self.model.eval()
         total = torch.zeros(2, dtype=torch.float64)
         with torch.no_grad():
-            for batch in self._loader("val"):
+            for batch in self._val_loader():
                 logits = self.model.student(batch["image"].to(self.device))
                 d = dice_per_image(logits.float().cpu(), batch["mask"])
                 total += torch.tensor([float(d.sum()), len(d)], dtype=torch.float64)
@@ -274,12 +276,14 @@ class Trainer:
         names = [s.dataset.name for s in self.sources]
         slots = {stage: [t.teacher for t in members] for stage, members in self.model.slots.items()}
         self.model.train()
+        batches = self._train_batches(self.start_epoch)
         for epoch in range(self.start_epoch, tr.epochs):
             if self.dist.active:  # dropout differs per rank, reproducibly per epoch
                 torch.manual_seed(tr.seed * 1000 + epoch * 7919 + self.dist.rank)
             stats = EpochStats(names, slots)
             t_epoch = time.perf_counter()
-            for step, batch in enumerate(self._train_loader(epoch)):
+            for step in range(self.steps_per_epoch):
+                batch = next(batches)
                 out = self._step(batch)
                 steps += 1
                 stats.add(out, batch["dataset"])
@@ -338,7 +342,7 @@ class Trainer:
 
     def close(self) -> None:
         """Stop loader workers and leave the process group (if this trainer joined it)."""
-        self._loaders.clear()
+        self._train = self._val = None
         dist.teardown(self.dist)
 
 

@@ -17,7 +17,7 @@ def test_shards_are_disjoint_pieces_of_one_seeded_draw():
     for s in ranks:
         s.set_epoch(3)
     shards = [list(s) for s in ranks]
-    draw = ranks[0].global_draw()
+    draw = ranks[0].global_draw(3)
     assert len(shards[0]) == len(shards[1]) == len(ranks[0]) == 6  # padded: equal steps on every rank
     assert sorted(shards[0] + shards[1]) == sorted(draw) and len(draw) == 12
     assert shards[0] == draw[0::2] and shards[1] == draw[1::2]

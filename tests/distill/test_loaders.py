@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from featcache.distill.loaders import make_loader, resolve_workers
+from featcache.distill.loaders import EpochBatches, make_loader, resolve_workers
 from featcache.distill.trainer import Trainer
 from featcache.errors import ConfigError
 from tests.distill.conftest import make_manifest
@@ -31,15 +31,26 @@ def test_items_pickle_into_spawned_workers(cached_store, tmp_path):
 
 
 def test_prefetching_loader_matches_in_process_reads(cached_store, tmp_path):
+    """Worker processes deliver exactly the batches an in-process loop would, epoch after epoch
+    from one iterator: each epoch's seeded draw, cut into steps_per_epoch batches."""
     trainer = Trainer(make_manifest(cached_store, tmp_path / "run", training={"num_workers": 2}))
     assert trainer.workers == 2
-    loader = trainer._train_loader(0)
-    assert loader.persistent_workers and loader.prefetch_factor == 4
-    with_workers = [b["index"] for b in loader]
-    assert trainer._train_loader(1) is loader  # one loader, workers kept across epochs
-    trainer._train_loader(0)
-    plain = make_loader(trainer.train_set, 4, 0, 4, torch.device("cpu"), trainer.sampler, trainer.drop_last)
-    assert [b["index"].tolist() for b in plain] == [i.tolist() for i in with_workers]
+    batches = trainer._train_batches(0)
+    assert trainer._train.prefetch_factor == 4
+    steps = trainer.steps_per_epoch
+    with_workers = [next(batches)["index"].tolist() for _ in range(2 * steps)]
+    epochs = EpochBatches(trainer.sampler.draw, 4, trainer.drop_last, 0, 2, steps)
+    plain = make_loader(trainer.train_set, 4, 0, 4, torch.device("cpu"), batches=epochs)
+    assert [b["index"].tolist() for b in plain] == with_workers
+    items = [trainer.train_items[i][1] for i in trainer.sampler.draw(1)]
+    assert sum(with_workers[steps:], []) == items[:4 * steps]  # the second epoch is epoch 1's draw
+
+
+def test_epoch_batches_drop_the_short_tail():
+    epochs = EpochBatches(lambda e: list(range(10 * e, 10 * e + 5)), 2, True, 1, 3, 2)
+    assert list(epochs) == [[10, 11], [12, 13], [20, 21], [22, 23]] and len(epochs) == 4
+    whole = EpochBatches(lambda e: [e], 4, False, 0, 2, 1)
+    assert list(whole) == [[0], [1]]
 
 
 def test_worker_count(monkeypatch):

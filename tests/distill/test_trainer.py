@@ -12,7 +12,7 @@ from tests.distill.conftest import make_manifest
 def test_training_step_lowers_loss(cached_store, tmp_path):
     manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 30})
     trainer = Trainer(manifest)
-    batch = next(iter(trainer._train_loader(0)))
+    batch = next(trainer._train_batches(0))
     first = float(trainer._step(batch)["loss"].detach())
     for _ in range(25):
         last = float(trainer._step(batch)["loss"].detach())
