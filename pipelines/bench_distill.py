@@ -150,7 +150,7 @@ def run(tmp: Path) -> None:
     p.add_argument("--stage", default="dec3", help="student stage matched to the LiteMedSAM embedding")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=6, help="timed steps per round (and for (c))")
-    p.add_argument("--rounds", type=int, default=3, help="turns of (a), (b), (b')")
+    p.add_argument("--rounds", type=int, default=5, help="turns of (a), (b), (b')")
     p.add_argument("--workers", default="auto", help="loader workers for every mode (auto or a count)")
     p.add_argument("--device", default="auto")
     p.add_argument("--store", default=None, help="store with the demo extraction (default: temporary)")
