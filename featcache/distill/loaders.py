@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from featcache.errors import ConfigError
+from featcache.store import single_threaded_decoding
 
 
 def available_cpus() -> int:
@@ -61,6 +62,11 @@ class EpochBatches(Sampler[list[int]]):
         return max(0, self.stop - self.start) * self.per_epoch
 
 
+def _init_worker(_: int) -> None:
+    # torch already runs one thread in each worker; the store's decoder must not start more.
+    single_threaded_decoding()
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int, prefetch_factor: int,
                 device: torch.device, sampler: Sampler | None = None, drop_last: bool = False,
                 batches: EpochBatches | None = None) -> DataLoader:
@@ -73,6 +79,6 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, prefetch_factor
         order = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last}
     # Its own generator: starting workers must not consume the global RNG (the gate's dropout),
     # or a resumed run (whose workers start at a later epoch) would diverge from an uninterrupted one.
-    return DataLoader(dataset, shuffle=False, num_workers=workers,
+    return DataLoader(dataset, shuffle=False, num_workers=workers, worker_init_fn=_init_worker,
                       generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
                       **order, **extra)

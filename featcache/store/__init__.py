@@ -1,5 +1,6 @@
 """The feature store: the only package that imports zarr. See FORMAT.md beside this file."""
 
+from featcache.store.fastread import single_threaded_decoding
 from featcache.store.layout import COMPRESSIONS, EntryLayout, LevelLayout, check_compression, entry_key
 from featcache.store.maintenance import GcReport, entry_summary, gc
 from featcache.store.precision import parse_precision
@@ -10,4 +11,4 @@ from featcache.store.writer import EntryWriter
 
 __all__ = ["COMPRESSIONS", "BadSample", "EntryLayout", "EntryReader", "EntryWriter", "FeatureStore",
            "GcReport", "LevelLayout", "VerifyReport", "check_compression", "default_store_url", "entry_key",
-           "entry_summary", "gc", "parse_precision", "verify_entry"]
+           "entry_summary", "gc", "parse_precision", "single_threaded_decoding", "verify_entry"]

@@ -17,12 +17,19 @@ from typing import Any
 
 import google_crc32c
 import numpy as np
-from numcodecs import Blosc, Zstd
+from numcodecs import Blosc, Zstd, blosc
 
 _EMPTY = np.uint64(2**64 - 1)
 # Both decoders read their parameters from the chunk's own header (blosc: typesize, shuffle,
 # compressor; zstd: frame header), so one instance each decodes any configuration.
 _DECODERS = {"blosc": Blosc(), "zstd": Zstd()}
+
+
+def single_threaded_decoding() -> None:
+    """Make blosc decode on the calling process's thread alone. For loader worker processes: by
+    default blosc splits each chunk over as many threads as there are cores, which there means
+    more runnable threads than cores, beside a training process that uses them all."""
+    blosc.set_nthreads(1)
 _INNER = (["bytes", "blosc", "crc32c"], ["bytes", "zstd", "crc32c"], ["bytes", "crc32c"])
 
 

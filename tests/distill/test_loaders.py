@@ -62,3 +62,19 @@ def test_worker_count(monkeypatch):
     assert resolve_workers("auto") == 0 and resolve_workers(3) == 3
     with pytest.raises(ConfigError, match="num_workers"):
         resolve_workers(-1)
+
+
+class _DecoderThreads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, k):
+        from numcodecs import blosc
+
+        return blosc.get_nthreads()
+
+
+def test_workers_decode_on_one_thread():
+    """A worker beside a training process that uses every core must not start decoder threads."""
+    loader = make_loader(_DecoderThreads(), 2, 1, 2, torch.device("cpu"))
+    assert next(iter(loader)).tolist() == [1, 1]
