@@ -188,7 +188,10 @@ class DistillItems(Dataset):
                 i = entry_index[t.teacher]
                 target, valid = teacher_target(reader.read(i, t.level, view), self.norm[(src_i, t.key)],
                                                reader.frames(i)[view], t.loss_grid)
-                item[f"t:{t.key}"] = target
+                # float16 across the process boundary: the batch's shared-memory pages cost
+                # page faults per byte on both sides (a visible share of a CPU step), and on a
+                # GPU the copy to the device halves. The store holds float16 to begin with.
+                item[f"t:{t.key}"] = target.half()
                 item[f"v:{t.key}"] = valid
         return item
 

@@ -55,7 +55,9 @@ def _to_grid(target: torch.Tensor, valid: torch.Tensor,
              grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher features (B, C, H, W) and validity (B, 1, H, W) area-averaged onto `grid` when it
     is coarser; validity becomes the fraction of each cell the teacher saw (a loss weight).
-    Features are averaged with their validity so padding (zeros) does not dim border cells."""
+    Features are averaged with their validity so padding (zeros) does not dim border cells.
+    The loader normally delivers targets on the loss grid already (Target.loss_grid); this
+    covers the rest (an image size the stage stride does not divide, callers passing raw maps)."""
     if tuple(target.shape[-2:]) == tuple(grid):
         return target, valid
     pooled_valid = F.adaptive_avg_pool2d(valid, grid)

@@ -75,7 +75,7 @@ def build_sources(manifest: Manifest, with_teachers: bool) -> list[Source]:
 
 def _collate_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"  # pinned by the loader: copy while the previous step runs
-    teacher = {k[2:]: v.to(device, non_blocking=nb) for k, v in batch.items() if k.startswith("t:")}
+    teacher = {k[2:]: v.to(device, non_blocking=nb).float() for k, v in batch.items() if k.startswith("t:")}
     valid = {k[2:]: v.to(device, non_blocking=nb) for k, v in batch.items() if k.startswith("v:")}
     return {"image": batch["image"].to(device, non_blocking=nb),
             "mask": batch["mask"].to(device, non_blocking=nb), "dataset": batch["dataset"].to(device),
