@@ -68,15 +68,11 @@ def _init_worker(_: int) -> None:
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int, prefetch_factor: int,
-                device: torch.device, sampler: Sampler | None = None, drop_last: bool = False,
-                batches: EpochBatches | None = None) -> DataLoader:
+                device: torch.device, batches: EpochBatches | None = None) -> DataLoader:
     """A DataLoader with persistent, prefetching workers when workers > 0, in the order of
-    `batches` if given, else of `sampler` in batches of batch_size."""
+    `batches` if given, else in order in batches of batch_size."""
     extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers > 0 else {}
-    if batches is not None:
-        order = {"batch_sampler": batches}
-    else:
-        order = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last}
+    order = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size}
     # Its own generator: starting workers must not consume the global RNG (the gate's dropout),
     # or a resumed run (whose workers start at a later epoch) would diverge from an uninterrupted one.
     return DataLoader(dataset, shuffle=False, num_workers=workers, worker_init_fn=_init_worker,

@@ -23,6 +23,7 @@ _EMPTY = np.uint64(2**64 - 1)
 # Both decoders read their parameters from the chunk's own header (blosc: typesize, shuffle,
 # compressor; zstd: frame header), so one instance each decodes any configuration.
 _DECODERS = {"blosc": Blosc(), "zstd": Zstd()}
+_INNER = (["bytes", "blosc", "crc32c"], ["bytes", "zstd", "crc32c"], ["bytes", "crc32c"])
 
 
 def single_threaded_decoding() -> None:
@@ -30,7 +31,6 @@ def single_threaded_decoding() -> None:
     default blosc splits each chunk over as many threads as there are cores, which there means
     more runnable threads than cores, beside a training process that uses them all."""
     blosc.set_nthreads(1)
-_INNER = (["bytes", "blosc", "crc32c"], ["bytes", "zstd", "crc32c"], ["bytes", "crc32c"])
 
 
 def _expected_codecs(meta: dict[str, Any]) -> dict[str, Any] | None:
