@@ -5,7 +5,7 @@
   (b') the same with the paper's heads: Conv3x3 projectors and the loss on the teacher's grid
       (distill.projector: conv3x3, distill.feature_grid: teacher), to show what they cost;
   (c) online distillation: the teacher (real LiteMedSAM) runs on every batch inside the training
-      loop, as the paper's code does; features are normalised and warped exactly as in (b).
+      loop, as the paper's code does; features are normalised and resampled exactly as in (b).
 
 Same student, batch size, image size, loader workers, optimizer and model (projectors, gates,
 return decoder) in (b) and (c). A step's time runs from the end of the previous step (so waiting
