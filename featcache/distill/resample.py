@@ -98,13 +98,14 @@ def area_to_student_frame(feature: torch.Tensor, box: np.ndarray, grid: tuple[in
     c, h, w = feature.shape
     wy, cover_y = _area_weights(y0, y1, grid[0], h)
     wx, cover_x = _area_weights(x0, x1, grid[1], w)
-    # Columns first, as one matrix product; then rows, which for the side of a padded image that
-    # fills the teacher's input is a plain k x k pooling (a reshape, 3x faster than a product).
-    across = torch.mm(feature.reshape(c * h, w), wx.T).view(c, h, grid[1])
+    # Rows first: for the side of a padded image that fills the teacher's input they are a plain
+    # k-row pooling (a reshape and a mean, no product), which halves what the columns' matrix
+    # product then reads. Columns as one (C*gh, w) x (w, gw) product.
     if (y0, y1) == (0.0, 1.0) and h % grid[0] == 0:
-        target = across.view(c, grid[0], h // grid[0], grid[1]).mean(2)
+        down = feature.view(c, grid[0], h // grid[0], w).mean(2)
     else:
-        target = wy @ across
+        down = wy @ feature
+    target = torch.mm(down.reshape(c * grid[0], w), wx.T).view(c, grid[0], grid[1])
     return target, (cover_y[:, None] * cover_x[None, :])[None]
 
 
