@@ -16,7 +16,7 @@ a loader prefetched while the other modes ran). (c) runs once, --warmup + --step
 Extraction into a temporary store happens first and is not timed. Only this benchmark imports
 teacher code; the trainer never does.
 
-    python pipelines/bench_distill.py                   # about 5 minutes on 2 CPU cores
+    python pipelines/bench_distill.py                   # about 3 minutes on 2 CPU cores
     python pipelines/bench_distill.py --image-size 256 --batch-size 16 --steps 20   # on a GPU
 """
 
@@ -141,8 +141,7 @@ def main() -> None:
 
 def run(tmp: Path) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # The demo's 40 slices (28 train, 7 steps per epoch at batch 4). Fewer make epochs so short
-    # that the first batch of each (which no loader can prefetch) weighs on the median.
+    # The demo's 40 slices (28 train, 7 steps per epoch at batch 4), as the demo trains.
     p.add_argument("--slices", type=int, default=40, help="demo slices (about 70%% are train)")
     p.add_argument("--train", type=int, default=28, help="training slices used")
     p.add_argument("--image-size", type=int, default=128)
