@@ -10,13 +10,30 @@ Both projectors end in a linear 1x1 from a hidden map, and the separable return 
 with a 1x1: applied to the projection, the two compose into one 1x1 on the hidden map. The return
 decoder runs that product, which is the same function with the same gradients and, for 108
 student channels against 256 teacher channels, 2.4x fewer multiply-adds in its first layer.
+
+Both 1x1 layers run as batched matrix products (`pointwise`), not as convolutions: on the CPU
+that was 1.2-2x faster, forward and backward, for these (4, 108, 32, 32) maps.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution (weight (cout, cin) or (cout, cin, 1, 1)) of x (B, cin, h, w) as one
+    batched matrix product per sample. The same function as F.conv2d; on the CPU oneDNN's 1x1
+    convolution took 1.2-2x as long, forward plus backward (108 -> 256 channels at 32x32,
+    batch 4: 4.3 vs 5-10 ms; 108 -> 108: 2.0 vs 3.3 ms)."""
+    b, cin, h, w = x.shape
+    weight = weight.reshape(weight.shape[0], cin).expand(b, -1, -1)
+    flat = x.reshape(b, cin, h * w)
+    if bias is None:
+        out = torch.bmm(weight, flat)
+    else:
+        out = torch.baddbmm(bias[None, :, None].expand(b, -1, 1), weight, flat)
+    return out.view(b, -1, h, w)
 
 
 class Projector(nn.Module):
@@ -36,7 +53,7 @@ class Projector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.body(x)
-        return self.out(hidden), hidden
+        return pointwise(hidden, self.out.weight, self.out.bias), hidden
 
 
 class ReturnDecoder(nn.Module):
@@ -60,4 +77,4 @@ class ReturnDecoder(nn.Module):
         first = self.first.weight.flatten(1)  # (cs, ct)
         weight = first @ projector.out.weight.flatten(1)  # (cs, hidden)
         bias = first @ projector.out.bias
-        return self.rest(F.conv2d(hidden, weight[:, :, None, None], bias))
+        return self.rest(pointwise(hidden, weight, bias))

@@ -90,7 +90,8 @@ def test_finer_teacher_grid_is_projected_at_the_student_grid():
     torch.manual_seed(0)
     model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))], DistillSpec(), 1)
     seen = []
-    model.projectors["c__y"].out.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+    projector = model.projectors["c__y"]  # returns (projection, hidden)
+    projector.register_forward_hook(lambda m, i, o: seen.append(tuple(o[0].shape[-2:])))
     image, mask, ds, _, _ = _batch()
     out = model(image, mask, ds, {"c/y": torch.randn(4, 4, 16, 16)}, {"c/y": torch.ones(4, 1, 16, 16)})
     out["loss"].backward()
