@@ -23,9 +23,9 @@ import torch.nn as nn
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A 1x1 convolution (weight (cout, cin) or (cout, cin, 1, 1)) of x (B, cin, h, w) as a
-    batched matrix product, (cout, cin) x (cin, h*w) per sample. The same function as F.conv2d; on the CPU oneDNN's 1x1
-    convolution took 1.2-2x as long, forward plus backward (108 -> 256 channels at 32x32,
-    batch 4: 4.3 vs 5-10 ms; 108 -> 108: 2.0 vs 3.3 ms)."""
+    batched matrix product, (cout, cin) x (cin, h*w) per sample. The same function as F.conv2d;
+    on the CPU oneDNN's 1x1 convolution took 1.2-2x as long, forward plus backward (108 -> 256
+    channels at 32x32, batch 4: 4.3 vs 5-10 ms; 108 -> 108: 2.0 vs 3.3 ms)."""
     b, cin, h, w = x.shape
     weight = weight.reshape(weight.shape[0], cin).expand(b, -1, -1)
     flat = x.reshape(b, cin, h * w)

@@ -99,13 +99,20 @@ def area_to_student_frame(feature: torch.Tensor, box: np.ndarray, grid: tuple[in
     wy, cover_y = _area_weights(y0, y1, grid[0], h)
     wx, cover_x = _area_weights(x0, x1, grid[1], w)
     # Rows first: for the side of a padded image that fills the teacher's input they are a plain
-    # k-row pooling (a reshape and a mean, no product), which halves what the columns' matrix
-    # product then reads. Columns as one (C*gh, w) x (w, gw) product.
+    # k-row pooling (no product), which halves what the columns' matrix product then reads; its
+    # 1/k joins the column weights. The k rows are summed with k - 1 additions: torch's mean
+    # over a size-2 axis took 0.40 ms per LiteMedSAM map, one addition 0.08 ms.
+    # Columns as one (C*gh, w) x (w, gw) product.
     if (y0, y1) == (0.0, 1.0) and h % grid[0] == 0:
-        down = feature.view(c, grid[0], h // grid[0], w).mean(2)
+        k = h // grid[0]
+        rows = feature.view(c, grid[0], k, w)
+        down = rows[:, :, 0]
+        for j in range(1, k):
+            down = down + rows[:, :, j]
+        columns = wx.T / k
     else:
-        down = wy @ feature
-    target = torch.mm(down.reshape(c * grid[0], w), wx.T).view(c, grid[0], grid[1])
+        down, columns = wy @ feature, wx.T
+    target = torch.mm(down.reshape(c * grid[0], w), columns).view(c, grid[0], grid[1])
     return target, (cover_y[:, None] * cover_x[None, :])[None]
 
 
