@@ -97,7 +97,7 @@ def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterato
     batches = EpochBatches(trainer.sampler.draw, tr.batch_size, trainer.drop_last, 0, tr.epochs,
                            trainer.steps_per_epoch)
     for batch in make_loader(online, tr.batch_size, workers, tr.prefetch_factor, trainer.device,
-                             batches=batches):
+                             batches=batches, low_priority=trainer.low_priority_workers):
         feats = teacher.extract(batch.pop("teacher_input"), [LEVEL])[LEVEL]  # (B, C, h, w)
         pairs = [teacher_target(f.numpy(), norm, box.numpy(), target.loss_grid)
                  for f, box in zip(feats, batch.pop("box"), strict=True)]

@@ -93,6 +93,10 @@ class TrainingSpec(_Strict):
     # Items are deterministic (stored views are replayed), so this never changes the results.
     num_workers: int | Literal["auto"] = "auto"
     prefetch_factor: int = Field(4, ge=1)  # batches each worker keeps ready
+    # "low": workers run at the lowest CPU priority (nice 19) and fill the gaps the training
+    # threads leave; "auto": low when training on the CPU, normal on an accelerator, where the
+    # workers must keep pace with the device.
+    worker_priority: Literal["auto", "normal", "low"] = "auto"
     device: str = "auto"
 
 

@@ -29,7 +29,7 @@ from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
 from featcache.distill.data import DistillItems, Source, build_targets, resolve_entry, training_items
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.epoch_stats import EpochStats
-from featcache.distill.loaders import EpochBatches, make_loader, resolve_workers
+from featcache.distill.loaders import EpochBatches, low_priority_workers, make_loader, resolve_workers
 from featcache.distill.manifest import Manifest
 from featcache.distill.model import DistillModel
 from featcache.distill.student import Student, StudentConfig, count_params
@@ -149,6 +149,7 @@ class Trainer:
         self.drop_last = self.sampler.per_rank > tr.batch_size
         self.steps_per_epoch = self.sampler.per_rank // tr.batch_size if self.drop_last else 1
         self.workers = resolve_workers(tr.num_workers, self.dist.world_size)
+        self.low_priority_workers = low_priority_workers(tr.worker_priority, self.device)
         self._train: DataLoader | None = None
         self._val: DataLoader | None = None
         # The fused kernel updates every parameter in one pass: the optimizer step takes about
@@ -188,7 +189,8 @@ class Trainer:
         if self._val is None:
             tr = self.manifest.training
             self._val = make_loader(self.val_set, tr.batch_size, min(self.workers, 1),
-                                    tr.prefetch_factor, self.device)
+                                    tr.prefetch_factor, self.device,
+                                    low_priority=self.low_priority_workers)
         return self._val
 
     def _train_batches(self, start_epoch: int) -> Iterator[dict[str, Any]]:
@@ -199,7 +201,7 @@ class Trainer:
         batches = EpochBatches(self.sampler.draw, tr.batch_size, self.drop_last, start_epoch,
                                tr.epochs, self.steps_per_epoch)
         self._train = make_loader(self.train_set, tr.batch_size, self.workers, tr.prefetch_factor,
-                                  self.device, batches=batches)
+                                  self.device, batches=batches, low_priority=self.low_priority_workers)
         return iter(self._train)
 
     # --- checkpoints ------------------------------------------------------------------------

@@ -1,9 +1,10 @@
+import os
 import pickle
 
 import pytest
 import torch
 
-from featcache.distill.loaders import EpochBatches, make_loader, resolve_workers
+from featcache.distill.loaders import EpochBatches, low_priority_workers, make_loader, resolve_workers
 from featcache.distill.trainer import Trainer
 from featcache.errors import ConfigError
 from tests.distill.conftest import make_manifest
@@ -78,3 +79,27 @@ def test_workers_decode_on_one_thread():
     """A worker beside a training process that uses every core must not start decoder threads."""
     loader = make_loader(_DecoderThreads(), 2, 1, 2, torch.device("cpu"))
     assert next(iter(loader)).tolist() == [1, 1]
+
+
+class _Niceness(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, k):
+        return os.nice(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="no process niceness on this platform")
+@pytest.mark.parametrize("low", [True, False])
+def test_low_priority_workers_run_at_nice_19(low):
+    """On the CPU the workers must yield the cores to the training threads; otherwise they keep
+    the training process's priority."""
+    loader = make_loader(_Niceness(), 2, 1, 2, torch.device("cpu"), low_priority=low)
+    assert next(iter(loader)).tolist() == ([19, 19] if low else [os.nice(0)] * 2)
+
+
+def test_worker_priority_auto_is_low_on_the_cpu_only():
+    assert low_priority_workers("auto", torch.device("cpu"))
+    assert not low_priority_workers("auto", torch.device("cuda"))
+    assert low_priority_workers("low", torch.device("cuda"))
+    assert not low_priority_workers("normal", torch.device("cpu"))
