@@ -193,7 +193,8 @@ def run(tmp: Path) -> None:
     print(f"featcache distillation benchmark: demo, {len(cached.train_items)} train slices, image "
           f"{args.image_size}, batch {args.batch_size}, student {params:.2f}M params, "
           f"device {cached.device}, "
-          f"{cached.workers} loader worker(s), torch threads "
+          f"{cached.workers} loader worker(s){' at nice 19' if cached.low_priority_workers else ''}, "
+          f"torch threads "
           f"{torch.get_num_threads()}; (a), (b), (b'): {args.rounds} rounds of {args.warmup} warm-up + "
           f"{args.steps} timed steps; (c): {args.warmup} + {args.steps}")
     print(f"(extraction of {n_train} train slices with litemedsam, untimed setup: {extract_s:.1f} s)")
