@@ -153,6 +153,17 @@ def manifest_from_dict(data: Any, source: str, overrides: list[str] | None = Non
         raise ConfigError(f"{source}: {validation_message(exc)}") from None
 
 
+def same_settings(saved: Any, manifest: Manifest) -> bool:
+    """Whether a manifest saved with a run (as it was dumped then) asks for what `manifest` asks
+    for. The saved one is read through today's schema, so a setting added since then takes its
+    default instead of making every older run look different; one that no longer exists does."""
+    try:
+        then = Manifest.model_validate(saved)
+    except ValidationError:
+        return False
+    return then.model_dump(mode="json") == manifest.model_dump(mode="json")
+
+
 def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:
     path = Path(path)
     data = read_yaml(path, "manifest", "see manifests/ for examples")

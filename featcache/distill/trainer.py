@@ -30,7 +30,7 @@ from featcache.distill.data import DistillItems, Source, build_targets, resolve_
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import EpochBatches, low_priority_workers, make_loader, resolve_workers
-from featcache.distill.manifest import Manifest
+from featcache.distill.manifest import Manifest, same_settings
 from featcache.distill.model import DistillModel
 from featcache.distill.student import Student, StudentConfig, count_params
 from featcache.errors import CheckpointError, DatasetError
@@ -220,7 +220,7 @@ class Trainer:
 
     def resume(self) -> None:
         payload = load_checkpoint(self.run_dir / "checkpoints" / "last.pt")
-        if payload["manifest"] != self.manifest.model_dump(mode="json"):
+        if not same_settings(payload["manifest"], self.manifest):
             raise CheckpointError(f"{self.run_dir}: the checkpoint was trained with a different manifest; "
                                   "resume with the same manifest and --set options, or use a new run_dir")
         self.model.load_state_dict({**{f"student.{k}": v for k, v in payload["student"].items()},

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from featcache.distill.manifest import Manifest
+from featcache.distill.manifest import Manifest, same_settings
 from featcache.errors import CheckpointError, ConfigError
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -121,7 +121,7 @@ def _train(manifest: Manifest, progress: Progress) -> dict[str, Any]:
 def check_same_manifest(manifest: Manifest) -> None:
     """A run directory belongs to one manifest: reusing it with other settings would mix results."""
     path = Path(manifest.run_dir) / "manifest.yaml"
-    if path.is_file() and yaml.safe_load(path.read_text()) != manifest.model_dump(mode="json"):
+    if path.is_file() and not same_settings(yaml.safe_load(path.read_text()), manifest):
         raise ConfigError(f"{manifest.run_dir} was trained with different settings (see {path}); "
                           "pick another output folder or delete that run to redo it")
 

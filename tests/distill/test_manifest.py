@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from featcache.distill.manifest import load_manifest
+from featcache.distill.manifest import load_manifest, manifest_from_dict, same_settings
 from featcache.errors import ConfigError
 
 # Study configs for pipelines/paper.py are validated by tests/study/test_paper.py.
@@ -28,3 +28,15 @@ def test_overrides_and_errors(tmp_path):
     path.write_text("datasets: [{name: demo}]\nloss: !!python/object/apply:os.system ['touch x']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_manifest(path)
+
+
+def test_a_run_saved_before_a_setting_existed_has_the_same_settings():
+    """Runs and checkpoints store their manifest as dumped then: a setting added to featcache
+    since (here training.worker_priority) takes its default, so the run still resumes and the
+    ablation still reuses it; a changed or no longer known setting still counts as different."""
+    manifest = manifest_from_dict({"datasets": [{"name": "demo"}]}, "m")
+    saved = manifest.model_dump(mode="json")
+    del saved["training"]["worker_priority"]
+    assert same_settings(saved, manifest)
+    assert not same_settings({**saved, "training": {**saved["training"], "epochs": 3}}, manifest)
+    assert not same_settings({**saved, "retired_setting": 1}, manifest)
