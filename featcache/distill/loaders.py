@@ -74,7 +74,7 @@ def _init_worker(low_priority: bool, _: int) -> None:
     if low_priority and hasattr(os, "nice"):
         # When the training threads use every core (CPU training), a worker woken for its next
         # batch preempted one of them, and the others then waited for it at their next
-        # synchronisation: on 2 cores a distillation step took 18-20 ms longer with a batch being
+        # synchronisation: on 2 cores a distillation step took 18-27 ms longer with a batch being
         # built beside it than without. At nice 19 the worker waits for a free moment instead
         # (the step is then as fast as with no worker busy), and still gets a core whenever the
         # student waits for data. Raising one's own niceness needs no privilege.
