@@ -61,7 +61,7 @@ def _manifest(args, store: str, run_dir: Path, distill: dict, train_fraction: fl
         "distill": distill,
         "training": {"epochs": 1000, "batch_size": args.batch_size, "seed": 0, "views": 1,
                      "train_fraction": train_fraction, "num_workers": args.workers,
-                     "device": args.device},
+                     "worker_priority": args.worker_priority, "device": args.device},
     }, "bench")
 
 
@@ -151,6 +151,8 @@ def run(tmp: Path) -> None:
     p.add_argument("--steps", type=int, default=6, help="timed steps per round (and for (c))")
     p.add_argument("--rounds", type=int, default=5, help="turns of (a), (b), (b')")
     p.add_argument("--workers", default="auto", help="loader workers for every mode (auto or a count)")
+    p.add_argument("--worker-priority", default="auto", choices=["auto", "normal", "low"],
+                   help="training.worker_priority for every mode (auto: nice 19 on the CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--store", default=None, help="store with the demo extraction (default: temporary)")
     args = p.parse_args()
