@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from featcache.data.registry import build_dataset
 from featcache.data.views import ViewParams, apply_view
 from featcache.distill.data import DistillItems
-from featcache.distill.loaders import EpochBatches, make_loader
+from featcache.distill.loaders import make_loader
 from featcache.distill.manifest import manifest_from_dict
 from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.trainer import Trainer
@@ -94,10 +94,8 @@ def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterato
                          "none", False)
     online = OnlineItems(plain, teacher)
     tr = trainer.manifest.training
-    batches = EpochBatches(trainer.sampler.draw, tr.batch_size, trainer.drop_last, 0, tr.epochs,
-                           trainer.steps_per_epoch)
     for batch in make_loader(online, tr.batch_size, workers, tr.prefetch_factor, trainer.device,
-                             batches=batches, low_priority=trainer.low_priority_workers):
+                             batches=trainer.epoch_batches(0), low_priority=trainer.low_priority_workers):
         feats = teacher.extract(batch.pop("teacher_input"), [LEVEL])[LEVEL]  # (B, C, h, w)
         pairs = [teacher_target(f.numpy(), norm, box.numpy(), target.loss_grid)
                  for f, box in zip(feats, batch.pop("box"), strict=True)]
@@ -192,10 +190,11 @@ def run(tmp: Path) -> None:
     online.close()
 
     params = sum(p.numel() for p in cached.model.student.parameters()) / 1e6
+    niced = " at nice 19" if cached.workers and cached.low_priority_workers else ""
     print(f"featcache distillation benchmark: demo, {len(cached.train_items)} train slices, image "
           f"{args.image_size}, batch {args.batch_size}, student {params:.2f}M params, "
           f"device {cached.device}, "
-          f"{cached.workers} loader worker(s){' at nice 19' if cached.low_priority_workers else ''}, "
+          f"{cached.workers} loader worker(s){niced}, "
           f"torch threads "
           f"{torch.get_num_threads()}; (a), (b), (b'): {args.rounds} rounds of {args.warmup} warm-up + "
           f"{args.steps} timed steps; (c): {args.warmup} + {args.steps}")

@@ -193,15 +193,21 @@ class Trainer:
                                     low_priority=self.low_priority_workers)
         return self._val
 
-    def _train_batches(self, start_epoch: int) -> Iterator[dict[str, Any]]:
-        """Training batches of epochs start_epoch.. back to back (steps_per_epoch each), from one
-        loader iterator, so workers prefetch across epoch ends. Each epoch's draw is seeded by
-        the epoch (dataset-balanced sampling), so a resumed run sees the same batches."""
+    def epoch_batches(self, start_epoch: int) -> EpochBatches:
+        """The indices of epochs start_epoch.. in batches (steps_per_epoch each). Each epoch's
+        draw is seeded by the epoch (dataset-balanced sampling), so a resumed run sees the same
+        batches."""
         tr = self.manifest.training
-        batches = EpochBatches(self.sampler.draw, tr.batch_size, self.drop_last, start_epoch,
-                               tr.epochs, self.steps_per_epoch)
+        return EpochBatches(self.sampler.draw, tr.batch_size, self.drop_last, start_epoch, tr.epochs,
+                            self.steps_per_epoch)
+
+    def _train_batches(self, start_epoch: int) -> Iterator[dict[str, Any]]:
+        """Training batches of epochs start_epoch.. back to back, from one loader iterator, so
+        workers prefetch across epoch ends."""
+        tr = self.manifest.training
         self._train = make_loader(self.train_set, tr.batch_size, self.workers, tr.prefetch_factor,
-                                  self.device, batches=batches, low_priority=self.low_priority_workers)
+                                  self.device, batches=self.epoch_batches(start_epoch),
+                                  low_priority=self.low_priority_workers)
         return iter(self._train)
 
     # --- checkpoints ------------------------------------------------------------------------
