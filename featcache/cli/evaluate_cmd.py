@@ -4,13 +4,16 @@ featcache.evaluate, print with rich."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from featcache.cli.app import app, console
 from featcache.errors import DatasetError
+
+if TYPE_CHECKING:
+    from featcache.evaluate.predict import PredictSummary
 
 Which = Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")]
 RunDir = Annotated[Path, typer.Option("--run", help="The run directory written by `featcache distill`.")]
@@ -28,7 +31,11 @@ def predict(
     masks: Annotated[Path | None, typer.Option(
         "--masks", help="Folder of ground-truth masks named like the inputs (drawn, scored).")] = None,
 ) -> None:
-    """Segment images or volumes with a trained student; write masks and overlays."""
+    """Segment images or volumes with a trained student; write masks and overlays.
+
+    With --masks, inputs that have a mask are scored as `featcache eval` scores a split (Dice, IoU,
+    precision, recall, HD95; mean ± std, median, pooled Dice) into OUT/per_image.csv and summary.json.
+    """
     from featcache.evaluate.predict import Predictor, predict_paths
     from featcache.evaluate.tables import failures_table, fmt
 
@@ -42,10 +49,27 @@ def predict(
                       fmt(r.dice), str(r.outputs[0].relative_to(out)))
     if summary.results:
         console.print(table)
+    if masks is not None:
+        _print_scores(summary, out, {"run": str(run), "checkpoint": checkpoint, "threshold": threshold,
+                                     "masks": str(masks)})
     if summary.failures:
         console.print(failures_table(summary.failures))
         raise DatasetError(f"{len(summary.failures)} of {len(summary.failures) + len(summary.results)} "
                            f"inputs failed (listed above); the others were written to {out}")
+
+
+def _print_scores(summary: PredictSummary, out: Path, info: dict) -> None:
+    from featcache.evaluate.outputs import summary_dict
+    from featcache.evaluate.predict import write_scores
+    from featcache.evaluate.tables import summary_table
+
+    written = write_scores(summary, out, info)
+    if written is None:
+        console.print(f"[yellow]note:[/] no input had a mask of the same name in {info['masks']}; "
+                      "nothing was scored", highlight=False, soft_wrap=True)
+        return
+    console.print(summary_table(summary_dict(summary.scores, info), title=f"Scores against {info['masks']}"))
+    console.print(f"per-image results: {written[0]}; summary: {written[1]}", soft_wrap=True)
 
 
 @app.command()

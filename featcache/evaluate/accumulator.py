@@ -46,7 +46,7 @@ class MetricAccumulator:
 
     def add(self, sample_id: str, dataset: str, split: str, pred: np.ndarray, gt: np.ndarray,
             spacing: Spacing = None) -> dict[str, float]:
-        """Score one (H, W) prediction against its (H, W) ground truth; returns its metrics."""
+        """Score one (H, W) image or (X, Y, Z) volume against its ground truth; returns its metrics."""
         values = all_metrics(pred, gt, spacing, self.empty)
         p, g = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
         self.results.append(ImageResult(

@@ -1,6 +1,7 @@
 """Segmentation metrics on binary masks: pure functions plus a per-image accumulator.
 
-Every function takes `pred` and `gt` as (H, W) arrays (bool or {0, 1} integers) of the same shape.
+Every function takes `pred` and `gt` as (H, W) images or (X, Y, Z) volumes (bool or {0, 1} integers)
+of the same shape; a volume is scored as one 3D object (3D surfaces, spacing per axis).
 
 Empty masks, stated once and applied everywhere:
   * both empty (nothing to find, nothing found): 1.0 under ``empty_as_one`` (the common convention),
@@ -32,7 +33,7 @@ CONVENTION_TEXT = {
 }
 METRICS = ("dice", "iou", "precision", "recall", "hd95")
 
-Spacing = tuple[float, float] | None
+Spacing = tuple[float, ...] | None  # mm per pixel/voxel, one value per axis
 
 
 def check_convention(empty: str) -> str:
@@ -43,8 +44,9 @@ def check_convention(empty: str) -> str:
 
 def _binary(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, g = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
-    if p.shape != g.shape or p.ndim != 2:
-        raise ConfigError(f"prediction {p.shape} and ground truth {g.shape} must be equal (H, W) masks")
+    if p.shape != g.shape or p.ndim not in (2, 3):
+        raise ConfigError(f"prediction {p.shape} and ground truth {g.shape} must be equal (H, W) or "
+                          "(X, Y, Z) masks")
     return p, g
 
 
@@ -91,29 +93,30 @@ def recall(pred: np.ndarray, gt: np.ndarray, empty: str = EMPTY_AS_ONE) -> float
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
-    return mask ^ ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(2, 1))
+    return mask ^ ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
 
 
-def _directed(a: np.ndarray, b: np.ndarray, sampling: tuple[float, float]) -> np.ndarray:
+def _directed(a: np.ndarray, b: np.ndarray, sampling: tuple[float, ...]) -> np.ndarray:
     """Distances from each surface pixel of a to the nearest surface pixel of b."""
     return ndimage.distance_transform_edt(~_surface(b), sampling=sampling)[_surface(a)]
 
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, empty: str = EMPTY_AS_ONE) -> float:
-    """95th percentile symmetric surface distance, in mm with spacing (sy, sx), else in pixels.
+    """95th percentile symmetric surface distance, in mm with a spacing (one value per axis: (sy, sx)
+    for images, the voxel size for volumes), else in pixels.
 
     Both empty: 0.0 under empty_as_one (a perfect empty answer), NaN under empty_excluded.
     One empty: the image diagonal.
     """
     p, g = _binary(pred, gt)
-    sampling = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
-    if sampling[0] <= 0 or sampling[1] <= 0:
-        raise ConfigError(f"spacing {spacing} must be positive (sy, sx) in mm")
+    sampling = (1.0,) * p.ndim if spacing is None else tuple(float(s) for s in spacing)
+    if len(sampling) != p.ndim or min(sampling) <= 0:
+        raise ConfigError(f"spacing {spacing} must be {p.ndim} positive values in mm, one per axis")
     has_p, has_g = bool(p.any()), bool(g.any())
     if not has_p and not has_g:
         return 0.0 if check_convention(empty) == EMPTY_AS_ONE else math.nan
     if not (has_p and has_g):
-        return float(math.hypot(p.shape[0] * sampling[0], p.shape[1] * sampling[1]))
+        return float(math.hypot(*(n * s for n, s in zip(p.shape, sampling, strict=True))))
     both = np.concatenate([_directed(p, g, sampling), _directed(g, p, sampling)])
     return float(np.percentile(both, 95))
 

@@ -37,19 +37,9 @@ def _nan_to_none(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def write_eval_outputs(run_dir: Path, accumulator: MetricAccumulator,
-                       info: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Write per_image.csv and summary.json under RUN/eval; `info` (checkpoint, epoch, threshold, …)
-    is stored as is in the summary. Returns both paths."""
-    out = eval_dir(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "per_image.csv", out / "summary.json"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=PER_IMAGE_COLUMNS)
-        writer.writeheader()
-        for row in accumulator.per_image_rows():
-            writer.writerow({k: "" if _nan_to_none(v) is None else v for k, v in row.items()})
-    summary = {
+def summary_dict(accumulator: MetricAccumulator, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What summary.json holds (NaN as None); `summary_table` prints it."""
+    return {
         "format": EVAL_FORMAT,
         "empty_convention": accumulator.empty,
         "empty_convention_text": CONVENTION_TEXT[accumulator.empty],
@@ -58,8 +48,28 @@ def write_eval_outputs(run_dir: Path, accumulator: MetricAccumulator,
         "groups": [{k: _nan_to_none(v) for k, v in row.items()} for row in accumulator.summary_rows()],
         "info": info or {},
     }
-    json_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+
+
+def write_metric_files(out: Path, accumulator: MetricAccumulator,
+                       info: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write per_image.csv and summary.json into the folder `out` (eval and predict --masks both
+    use it); `info` (checkpoint, epoch, threshold, …) is stored as is in the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "per_image.csv", out / "summary.json"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PER_IMAGE_COLUMNS)
+        writer.writeheader()
+        for row in accumulator.per_image_rows():
+            writer.writerow({k: "" if _nan_to_none(v) is None else v for k, v in row.items()})
+    json_path.write_text(json.dumps(summary_dict(accumulator, info), indent=2, allow_nan=False) + "\n")
     return csv_path, json_path
+
+
+def write_eval_outputs(run_dir: Path, accumulator: MetricAccumulator,
+                       info: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """per_image.csv and summary.json under RUN/eval. Returns both paths."""
+    return write_metric_files(eval_dir(run_dir), accumulator, info)
 
 
 def read_eval_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -5,10 +5,13 @@ Outputs under OUT:
   masks/STEM.nii.gz       NIfTI inputs: uint8 {0, 1} mask volume with the input's affine
   overlays/STEM.png       2D inputs: image with the prediction (and ground-truth) contour
   overlays/STEM_zNNN.png  NIfTI inputs: the slice with the largest predicted area
+  per_image.csv, summary.json   with --masks: the metrics `featcache eval` writes, in its format
+                          (images scored in pixels, volumes in 3D with the header's voxel size in mm)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from featcache.distill.checkpoint import load_student
 from featcache.distill.student import Student, student_input
 from featcache.errors import ConfigError, DatasetError, FeatcacheError
 from featcache.evaluate import inputs as io
-from featcache.evaluate.metrics import dice
+from featcache.evaluate.accumulator import MetricAccumulator
+from featcache.evaluate.outputs import write_metric_files
 from featcache.evaluate.overlay import overlay_png
 
 
@@ -80,6 +84,8 @@ class PredictResult:
 class PredictSummary:
     results: list[PredictResult] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
+    scores: MetricAccumulator = field(default_factory=MetricAccumulator)  # inputs with a mask
+    group: str = "inputs"  # the dataset column of the scores: the input folder's name
 
 
 def _find_mask(masks_dir: Path | None, stem: str) -> Path | None:
@@ -101,7 +107,21 @@ def _ground_truth(path: Path | None, shape: tuple[int, ...], source: Path) -> np
     return gt
 
 
-def predict_image(predictor: Predictor, path: Path, out: Path, gt_path: Path | None) -> PredictResult:
+def _score(scores: MetricAccumulator, group: str, stem: str, pred: np.ndarray, gt: np.ndarray | None,
+           spacing: tuple[float, ...] | None = None) -> float | None:
+    if gt is None:
+        return None
+    return scores.add(stem, group, "predict", pred, gt, spacing)["dice"]
+
+
+def _voxel_size(affine: np.ndarray) -> tuple[float, ...] | None:
+    """mm per voxel along each array axis (the affine's column norms), None when degenerate."""
+    sizes = tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+    return sizes if all(math.isfinite(v) and v > 0 for v in sizes) else None
+
+
+def predict_image(predictor: Predictor, path: Path, out: Path, gt_path: Path | None,
+                  summary: PredictSummary) -> PredictResult:
     image = io.read_image(path)
     gt = _ground_truth(gt_path, image.shape[:2], path)
     pred = predictor.masks([image], str(path))[0]
@@ -110,11 +130,12 @@ def predict_image(predictor: Predictor, path: Path, out: Path, gt_path: Path | N
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pred.astype(np.uint8) * 255).save(mask_path)
     over = overlay_png(image, pred, gt, out / "overlays" / f"{stem}.png")
-    return PredictResult(path, tuple(image.shape[:2]), float(pred.mean()), [mask_path, over],
-                         None if gt is None else dice(pred, gt))
+    score = _score(summary.scores, summary.group, stem, pred, gt)
+    return PredictResult(path, tuple(image.shape[:2]), float(pred.mean()), [mask_path, over], score)
 
 
-def predict_volume(predictor: Predictor, path: Path, out: Path, gt_path: Path | None) -> PredictResult:
+def predict_volume(predictor: Predictor, path: Path, out: Path, gt_path: Path | None,
+                   summary: PredictSummary) -> PredictResult:
     import nibabel as nib
 
     raw, affine = io.read_volume(path)
@@ -131,26 +152,33 @@ def predict_volume(predictor: Predictor, path: Path, out: Path, gt_path: Path | 
     gt_plane = None if gt is None else io.volume_slice(gt, z)
     over_path = out / "overlays" / f"{stem}_z{z:03d}.png"
     over = overlay_png(planes[z], io.volume_slice(pred, z), gt_plane, over_path)
-    # Dice is shape-agnostic: the volume is scored as one (X, Y*Z) plane.
-    score = None if gt is None else dice(pred.reshape(pred.shape[0], -1), gt.reshape(gt.shape[0], -1))
+    score = _score(summary.scores, summary.group, stem, pred, gt, _voxel_size(affine))
     return PredictResult(path, tuple(raw.shape), float(pred.mean()), [mask_path, over], score)
 
 
 def predict_paths(predictor: Predictor, source: Path, out: Path, masks_dir: Path | None = None,
                   keep_going: bool = False) -> PredictSummary:
     """Predict every input in `source` (a file or folder) into `out`. A bad input raises its
-    FeatcacheError, or with keep_going is recorded in `failures` while the others are written."""
-    summary = PredictSummary()
-    out = Path(out)
+    FeatcacheError, or with keep_going is recorded in `failures` while the others are written.
+    Inputs with a ground-truth mask are scored into `summary.scores`; see `write_scores`."""
+    source, out = Path(source), Path(out)
+    summary = PredictSummary(group=source.name if source.is_dir() else source.parent.name)
     if masks_dir is not None and not Path(masks_dir).is_dir():
         raise DatasetError(f"--masks {masks_dir} is not a folder")
     for path in io.list_inputs(Path(source)):
         try:
             gt_path = _find_mask(masks_dir, io.input_stem(path))
             run = predict_volume if io.is_volume(path) else predict_image
-            summary.results.append(run(predictor, path, out, gt_path))
+            summary.results.append(run(predictor, path, out, gt_path, summary))
         except FeatcacheError as exc:
             if not keep_going:
                 raise
             summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
     return summary
+
+
+def write_scores(summary: PredictSummary, out: Path, info: dict | None = None) -> tuple[Path, Path] | None:
+    """per_image.csv and summary.json in `out` when any input was scored, else None."""
+    if not len(summary.scores):
+        return None
+    return write_metric_files(out, summary.scores, info)

@@ -101,3 +101,16 @@ def test_agrees_with_medpy(seed):
     assert recall(pred, gt) == pytest.approx(binary.recall(pred, gt), abs=1e-12)
     assert hd95(pred, gt) == pytest.approx(binary.hd95(pred, gt), abs=1e-9)
     assert hd95(pred, gt, spacing) == pytest.approx(binary.hd95(pred, gt, voxelspacing=spacing), abs=1e-9)
+
+
+def test_volumes_are_scored_in_3d_with_a_voxel_size():
+    pred = np.zeros((6, 6, 4), bool)
+    gt = np.zeros((6, 6, 4), bool)
+    pred[1:4, 1:4, 0:2] = True
+    gt[1:4, 1:4, 2:4] = True  # the same cube, moved two slices along z
+    assert dice(pred, gt) == 0.0
+    # Every nearest surface voxel lies straight along z (2 voxels away): 2 x 2.5 mm with the voxel size.
+    assert hd95(pred, gt) == pytest.approx(2.0)
+    assert hd95(pred, gt, spacing=(1.0, 1.0, 2.5)) == pytest.approx(5.0)
+    with pytest.raises(ConfigError, match="3 positive values"):
+        hd95(pred, gt, spacing=(1.0, 1.0))

@@ -138,3 +138,52 @@ def test_volume_with_a_ground_truth_volume_is_scored(tiny_run, tmp_path):
     nib.save(nib.Nifti1Image(gt[:, :, :3], affine), str(masks / "ct.nii.gz"))
     with pytest.raises(DatasetError, match="does not match"):
         predict_paths(Predictor.from_run(tiny_run), src, tmp_path / "out", masks)
+
+
+def test_cli_masks_print_the_eval_summary_and_write_its_files(tiny_run, tmp_path, monkeypatch):
+    """predict --masks scores like eval: the same table, per_image.csv and summary.json in --out."""
+    import csv
+    import json
+
+    from featcache.evaluate.outputs import PER_IMAGE_COLUMNS
+
+    monkeypatch.setattr(console, "width", 250)
+    src = _inputs(tmp_path / "in")
+    masks = tmp_path / "gt"
+    masks.mkdir()
+    Image.fromarray((blob_image(50, 70) > 150).astype(np.uint8) * 255).save(masks / "grey.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", "--run", str(tiny_run), "--input", str(src), "--out", str(out),
+                                 "--masks", str(masks)])
+    assert result.exit_code == 0, result.output
+    assert "pooled Dice" in result.output and "±" in result.output and "Empty masks" in result.output
+    with (out / "per_image.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == ["grey"] and tuple(rows[0]) == PER_IMAGE_COLUMNS
+    assert rows[0]["hd95_unit"] == "px"  # a PNG has no spacing
+    summary = json.loads((out / "summary.json").read_text())
+    group = summary["groups"][0]
+    assert summary["format"] == "featcache-eval/1" and group["n"] == 1 and group["dataset"] == "in"
+    assert group["dice_mean"] == pytest.approx(float(rows[0]["dice"]))
+    assert summary["info"]["masks"] == str(masks)
+
+
+def test_volume_scores_are_3d_in_millimetres(tiny_run, tmp_path):
+    from featcache.evaluate.metrics import all_metrics
+    from featcache.evaluate.predict import write_scores
+
+    src = tmp_path / "in"
+    src.mkdir()
+    affine = _volume(src / "ct.nii.gz")
+    masks = tmp_path / "gt"
+    masks.mkdir()
+    gt = np.zeros((20, 24, 5), np.uint8)
+    gt[5:15, 6:18, 1:4] = 1
+    nib.save(nib.Nifti1Image(gt, affine), str(masks / "ct.nii.gz"))
+    summary = predict_paths(Predictor.from_run(tiny_run), src, tmp_path / "out", masks)
+    pred = np.asarray(nib.load(str(tmp_path / "out" / "masks" / "ct.nii.gz")).dataobj) > 0
+    expected = all_metrics(pred, gt > 0, spacing=(2.0, 1.5, 3.0))
+    row = summary.scores.per_image_rows()[0]
+    assert row["hd95_unit"] == "mm" and row["hd95"] == pytest.approx(expected["hd95"])
+    assert summary.results[0].dice == pytest.approx(expected["dice"])
+    assert write_scores(summary, tmp_path / "out")[1].is_file()
