@@ -77,13 +77,15 @@ def report(
     run: RunDir,
     checkpoint: Which = "best",
 ) -> None:
-    """Write RUN/report/report.md: metrics, training curves, gate weights, cases, provenance."""
+    """Write RUN/report/report.md and report.html: metrics, training curves, gate weights, best and
+    worst cases, provenance. The HTML page embeds its pictures: it opens offline and can be sent as is."""
     from featcache.evaluate.report import build_report
 
     result = build_report(run, checkpoint)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    console.print(f"wrote [bold]{result.path}[/] and {len(result.plots)} plot(s)", soft_wrap=True)
+    console.print(f"wrote [bold]{result.path}[/] with {len(result.plots)} plot(s), and the same page as "
+                  f"one self-contained file, [bold]{result.html}[/]", soft_wrap=True)
 
 
 @app.command()

@@ -3,7 +3,7 @@
 Outputs under OUT:
   masks/STEM.png          2D inputs: the mask at the input's size, 0 or 255
   masks/STEM.nii.gz       NIfTI inputs: uint8 {0, 1} mask volume with the input's affine
-  overlays/STEM.png       2D inputs: image with the prediction (and ground-truth) contour
+  overlays/STEM.png       2D inputs: image with the prediction (and ground truth) filled, see overlay.py
   overlays/STEM_zNNN.png  NIfTI inputs: the slice with the largest predicted area
   per_image.csv, summary.json   with --masks: the metrics `featcache eval` writes, in its format
                           (images scored in pixels, volumes in 3D with the header's voxel size in mm)
@@ -151,7 +151,7 @@ def predict_volume(predictor: Predictor, path: Path, out: Path, gt_path: Path | 
     z = int(areas.argmax()) if areas.any() else volume.shape[2] // 2
     gt_plane = None if gt is None else io.volume_slice(gt, z)
     over_path = out / "overlays" / f"{stem}_z{z:03d}.png"
-    over = overlay_png(planes[z], io.volume_slice(pred, z), gt_plane, over_path)
+    over = overlay_png(planes[z], io.volume_slice(pred, z), gt_plane, over_path, caption=f"slice z={z}")
     score = _score(summary.scores, summary.group, stem, pred, gt, _voxel_size(affine))
     return PredictResult(path, tuple(raw.shape), float(pred.mean()), [mask_path, over], score)
 

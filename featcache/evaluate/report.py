@@ -1,4 +1,5 @@
-"""`featcache report`: one Markdown page per run, RUN/report/report.md, with its plots beside it.
+"""`featcache report`: RUN/report/report.md with its plots beside it, and the same page as one
+self-contained RUN/report/report.html (images embedded: it opens offline and can be sent as is).
 
 It gathers what the run already holds: the eval metrics (RUN/eval/summary.json), training curves
 (metrics.csv) and gate weights (gates.csv), the best and worst test cases with the overlays eval
@@ -21,6 +22,7 @@ from typing import Any
 from featcache.distill.checkpoint import load_student
 from featcache.distill.student import count_params
 from featcache.errors import FeatcacheError
+from featcache.evaluate.document import Block, Bullets, Heading, Para, Picture, Table, to_html, to_markdown
 from featcache.evaluate.metrics import METRICS
 from featcache.evaluate.outputs import eval_overlay_path, read_eval_summary, read_per_image
 from featcache.evaluate.plots import plot_gates, plot_metrics
@@ -31,56 +33,53 @@ _SKIP_META = {"layout", "sample_ids"}
 
 @dataclass
 class ReportResult:
-    path: Path
+    path: Path  # report.md
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was missing and left out
+    html: Path | None = None  # report.html
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _metrics_section(summary: dict[str, Any] | None, notes: list[str]) -> list[str]:
+def _metrics_section(summary: dict[str, Any] | None, notes: list[str]) -> list[Block]:
     if summary is None:
         notes.append("no eval/summary.json: run `featcache eval` for the metrics table")
-        return ["_Not evaluated yet: run `featcache eval`._"]
+        return [Para("Not evaluated yet: run `featcache eval`.", emphasis=True)]
     rows = [[str(g["dataset"]), str(g["split"]), str(g["n"])]
             + [f"{mean_std(g, m)} ({fmt(g.get(f'{m}_median'))})" for m in METRICS]
             + [fmt(g.get("pooled_dice"))] for g in summary.get("groups", [])]
     units = ", ".join(sorted({str(g.get("hd95_unit")) for g in summary.get("groups", [])}))
-    lines = _md_table(["dataset", "split", "n", *METRICS, "pooled Dice"], rows)
-    return lines + ["", f"mean ± std (median), std with ddof=0; hd95 in {units}. "
-                        f"Empty masks: {summary.get('empty_convention_text')}. "
-                        f"Pooled Dice = {summary.get('pooled_dice_label')}: 2ΣTP/(Σ|P|+Σ|G|)."]
+    return [Table(["dataset", "split", "n", *METRICS, "pooled Dice"], rows),
+            Para(f"mean ± std (median), std with ddof=0; hd95 in {units}. "
+                 f"Empty masks: {summary.get('empty_convention_text')}. "
+                 f"Pooled Dice = {summary.get('pooled_dice_label')}: 2ΣTP/(Σ|P|+Σ|G|).")]
 
 
-def _cases_section(run_dir: Path, out: Path, k: int, notes: list[str]) -> list[str]:
+def _cases_section(run_dir: Path, out: Path, k: int, notes: list[str]) -> list[Block]:
     rows = read_per_image(run_dir)
     if not rows:
         notes.append("no eval/per_image.csv: no best and worst cases")
-        return ["_No per-image results: run `featcache eval`._"]
+        return [Para("No per-image results: run `featcache eval`.", emphasis=True)]
     split = "test" if any(r["split"] == "test" for r in rows) else rows[0]["split"]
     scored = sorted((r for r in rows if r["split"] == split and not math.isnan(r["dice"])),
                     key=lambda r: r["dice"])
     picks = [("worst", r) for r in scored[:k]] + [("best", r) for r in scored[::-1][:k]
                                                  if r not in scored[:k]]
-    lines = [f"Split `{split}`, ranked by Dice. Contours: prediction orange, ground truth blue.", ""]
+    blocks: list[Block] = [Para(f"Split `{split}`, ranked by Dice. Fills: agreement green, false positive "
+                                "orange, false negative blue (legend under each picture).")]
     missing = 0
     for label, r in picks:
-        lines.append(f"- **{label}** `{r['dataset']}/{r['id']}`: Dice {fmt(r['dice'])}, "
-                     f"HD95 {fmt(r['hd95'], 2)} {r['hd95_unit']}")
+        blocks.append(Bullets([f"**{label}** `{r['dataset']}/{r['id']}`: Dice {fmt(r['dice'])}, "
+                               f"HD95 {fmt(r['hd95'], 2)} {r['hd95_unit']}"]))
         source = eval_overlay_path(run_dir, r["dataset"], r["id"])
         if source.is_file():
             target = out / "cases" / f"{label}_{r['dataset']}_{r['id']}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-            lines.append(f"  ![{r['id']}](cases/{target.name})")
+            blocks.append(Picture(target, r["id"]))
         else:
             missing += 1
     if missing:
         notes.append(f"{missing} case overlays not found under eval/overlays/ (eval writes them)")
-    return lines
+    return blocks
 
 
 def _entries(payload: dict[str, Any]) -> tuple[str | None, list[str]]:
@@ -107,12 +106,12 @@ def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return items
 
 
-def _provenance_section(payload: dict[str, Any], notes: list[str]) -> list[str]:
+def _provenance_section(payload: dict[str, Any], notes: list[str]) -> list[Block]:
     url, keys = _entries(payload)
     if not keys:
         notes.append("the checkpoint names no store entries")
-        return ["_The checkpoint names no feature store entries._"]
-    lines = [f"Store: `{url or 'unknown'}`", ""]
+        return [Para("The checkpoint names no feature store entries.", emphasis=True)]
+    blocks: list[Block] = [Para(f"Store: `{url or 'unknown'}`")]
     try:
         from featcache.store import FeatureStore
 
@@ -121,51 +120,59 @@ def _provenance_section(payload: dict[str, Any], notes: list[str]) -> list[str]:
         notes.append(f"store unreachable ({exc}); listing entry keys only")
         store = None
     for key in keys:
-        lines.append(f"### `{key}`")
+        blocks.append(Heading(3, f"`{key}`"))
         try:
             meta = store.open(key, allow_incomplete=True).meta if store else None
         except FeatcacheError as exc:
             meta = None
             notes.append(f"entry {key}: {exc}")
-        lines += ([f"- {k}: `{v}`" for k, v in _flatten(meta)] if meta
-                  else ["- (store unreachable: key only)"])
-        lines.append("")
-    return lines
+        blocks.append(Bullets([f"{k}: `{v}`" for k, v in _flatten(meta)] if meta
+                              else ["(store unreachable: key only)"]))
+    return blocks
 
 
 def _student_section(run_dir: Path, which: str) -> tuple[list[str], dict[str, Any]]:
     student, payload = load_student(run_dir, which)
     config = student.config.to_dict()
-    lines = [f"- checkpoint: `{which}` (epoch {payload.get('epoch', '?')}, best val Dice "
+    lines = [f"checkpoint: `{which}` (epoch {payload.get('epoch', '?')}, best val Dice "
              f"{fmt(payload.get('best_val_dice'))})",
-             f"- parameters: {count_params(student):,}", f"- input: {config['in_channels']} × "
+             f"parameters: {count_params(student):,}", f"input: {config['in_channels']} × "
              f"{payload.get('image_size')} × {payload.get('image_size')}"]
-    lines += [f"- {k}: `{v}`" for k, v in config.items() if k != "in_channels"]
+    lines += [f"{k}: `{v}`" for k, v in config.items() if k != "in_channels"]
     return lines, payload
 
 
+def _curves_sections(run_dir: Path, out: Path, result: ReportResult) -> list[Block]:
+    blocks: list[Block] = []
+    for title, csv_name, plot, png in (("Training curves", "metrics.csv", plot_metrics, "curves.png"),
+                                       ("Gate weights", "gates.csv", plot_gates, "gates.png")):
+        blocks.append(Heading(2, title))
+        if (run_dir / csv_name).is_file():
+            result.plots.append(plot(run_dir / csv_name, out / png))
+            blocks.append(Picture(out / png, title))
+        else:
+            result.notes.append(f"no {csv_name}: {title.lower()} left out")
+            blocks.append(Para(f"No {csv_name} in the run directory.", emphasis=True))
+    return blocks
+
+
 def build_report(run_dir: Path, which: str = "best", cases: int = 3) -> ReportResult:
-    """Write RUN/report/report.md (+ curves.png, gates.png, cases/); returns what was written."""
+    """Write RUN/report/report.md (+ curves.png, gates.png, cases/) and report.html (the same page,
+    self-contained); returns what was written."""
     run_dir = Path(run_dir)
     student_lines, payload = _student_section(run_dir, which)  # fails first on a bad run dir
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    result = ReportResult(out / "report.md")
+    result = ReportResult(out / "report.md", html=out / "report.html")
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    lines = [f"# Run report: {run_dir.name}", "", f"Run directory `{run_dir}`, written {now}.", "",
-             "## Metrics", "", *_metrics_section(read_eval_summary(run_dir), result.notes), ""]
-    for title, csv_name, plot, png in (("Training curves", "metrics.csv", plot_metrics, "curves.png"),
-                                       ("Gate weights", "gates.csv", plot_gates, "gates.png")):
-        lines += [f"## {title}", ""]
-        if (run_dir / csv_name).is_file():
-            result.plots.append(plot(run_dir / csv_name, out / png))
-            lines.append(f"![{title}]({png})")
-        else:
-            result.notes.append(f"no {csv_name}: {title.lower()} left out")
-            lines.append(f"_No {csv_name} in the run directory._")
-        lines.append("")
-    lines += ["## Best and worst cases", "", *_cases_section(run_dir, out, cases, result.notes), "",
-              "## Student", "", *student_lines, "",
-              "## Feature store entries (provenance)", "", *_provenance_section(payload, result.notes)]
-    result.path.write_text("\n".join(lines).rstrip() + "\n")
+    title = f"Run report: {run_dir.name}"
+    blocks: list[Block] = [
+        Heading(1, title), Para(f"Run directory `{run_dir}`, written {now}."),
+        Heading(2, "Metrics"), *_metrics_section(read_eval_summary(run_dir), result.notes),
+        *_curves_sections(run_dir, out, result),
+        Heading(2, "Best and worst cases"), *_cases_section(run_dir, out, cases, result.notes),
+        Heading(2, "Student"), Bullets(student_lines),
+        Heading(2, "Feature store entries (provenance)"), *_provenance_section(payload, result.notes)]
+    result.path.write_text(to_markdown(blocks, out))
+    result.html.write_text(to_html(blocks, title), encoding="utf-8")
     return result

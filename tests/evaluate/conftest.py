@@ -21,7 +21,8 @@ def make_run(run_dir: Path, config: StudentConfig = TINY, image_size: int = IMAG
              payload_extra: dict | None = None) -> Path:
     torch.manual_seed(0)
     student = Student(config).eval()
-    payload = {"epoch": 3, "student_config": config.to_dict(), "student": student.state_dict(),
+    # The built student's config: what the trainer saves (defaults such as the input normalisation resolved).
+    payload = {"epoch": 3, "student_config": student.config.to_dict(), "student": student.state_dict(),
                "best_val_dice": 0.42, "image_size": image_size,
                "manifest": {"name": "tiny", "datasets": ["demo"]}, **(payload_extra or {})}
     for which in ("best", "last"):

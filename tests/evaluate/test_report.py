@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from featcache.cli import app
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.outputs import eval_overlay_path, write_eval_outputs
-from featcache.evaluate.overlay import GT_RGB, PRED_RGB, overlay_png
+from featcache.evaluate.overlay import overlay_png
 from featcache.evaluate.report import build_report
 from featcache.store import EntryLayout, FeatureStore, LevelLayout
 from tests.evaluate.conftest import make_run
@@ -68,17 +68,6 @@ def test_provenance_from_a_real_store_and_an_unreachable_one(tmp_path):
     assert any("does not exist" in n for n in result.notes)
 
 
-def test_overlay_draws_both_contours():
-    gt = np.zeros((12, 12), bool)
-    gt[2:8, 2:8] = True
-    pred = np.zeros_like(gt)
-    pred[5:11, 5:11] = True
-    from featcache.evaluate.overlay import overlay_rgb
-
-    rgb = overlay_rgb(np.zeros((12, 12, 1)), pred, gt)
-    assert tuple(rgb[5, 5]) == PRED_RGB and tuple(rgb[2, 2]) == GT_RGB and tuple(rgb[4, 4]) == (0, 0, 0)
-
-
 def test_cli_report_and_bad_checkpoints(tmp_path):
     run = make_run(tmp_path / "run")
     ok = runner.invoke(app, ["report", "--run", str(run)])
@@ -93,3 +82,43 @@ def test_cli_report_and_bad_checkpoints(tmp_path):
     torch.save({"format": "someone-else/3", "state": {}}, empty / "checkpoints" / "best.pt")
     other = runner.invoke(app, ["report", "--run", str(empty)])
     assert other.exit_code == 1 and "someone-else/3" in other.output
+
+
+def test_html_report_is_self_contained_with_every_table_and_picture(tmp_path):
+    import base64
+    import re
+    from html.parser import HTMLParser
+
+    class Collect(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.srcs, self.links, self.tables, self.headers = [], [], 0, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.srcs.append(attrs.get("src", ""))
+            if tag in ("link", "script", "a") and (attrs.get("href") or attrs.get("src")):
+                self.links.append(attrs)
+            self.tables += tag == "table"
+
+        def handle_data(self, data):
+            self.headers.append(data)
+
+    run = make_run(tmp_path / "run")
+    _evaluated(run)
+    result = build_report(run)
+    markdown = result.path.read_text()
+    parser = Collect()
+    parser.feed(result.html.read_text(encoding="utf-8"))
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(parser.srcs) == len(pictures) == 2 + 5  # curves, gates, the 5 cases (3 worst, 2 best)
+    for src in parser.srcs:  # every picture embedded, none fetched from anywhere
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not parser.links
+    assert parser.tables == markdown.count("\n|---") >= 1
+    text = " ".join(parser.headers)
+    for heading in ("Metrics", "Training curves", "Gate weights", "Best and worst cases", "Student",
+                    "Feature store entries (provenance)", "pooled Dice"):
+        assert heading in text
