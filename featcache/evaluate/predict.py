@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from featcache.data.base import to_float_image
 from featcache.distill.checkpoint import load_student
 from featcache.distill.student import Student, student_input
 from featcache.errors import ConfigError, DatasetError, FeatcacheError
@@ -69,6 +70,15 @@ class Predictor:
     def masks(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
         """(H_i, W_i, C) images -> bool (H_i, W_i) masks."""
         return [p >= self.threshold for p in self.probabilities(images, source)]
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """One numpy image, (H, W) or (H, W, C), uint8/uint16 or float (rescaled to [0, 1] by its
+        min and max, as image files are read) -> float32 (H, W) foreground probabilities at its size."""
+        return self.probabilities([to_float_image(np.asarray(image), "image")], "image")[0]
+
+    def predict_mask(self, image: np.ndarray) -> np.ndarray:
+        """Like `predict`, thresholded: bool (H, W)."""
+        return self.predict(image) >= self.threshold
 
 
 @dataclass
