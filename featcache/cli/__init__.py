@@ -7,6 +7,7 @@ from featcache.cli import (  # noqa: F401
     eval_cmd,
     evaluate_cmd,
     extract_cmd,
+    init_cmd,
     store_cmd,
     teachers_cmd,
 )

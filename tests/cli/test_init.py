@@ -1,0 +1,72 @@
+"""`featcache init` writes a valid, commented manifest; every example manifest loads and its dataset
+builds against a synthetic copy of the published layout."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from featcache.cli import app
+from featcache.cli.init_cmd import match_stage, student_stages
+from featcache.data.registry import build_dataset
+from featcache.distill.manifest import load_manifest, manifest_from_dict
+from featcache.teachers.catalog import describe_teachers
+from tests.data import synth_layouts as layouts
+
+runner = CliRunner()
+MANIFESTS = Path(__file__).parents[2] / "manifests"
+EXAMPLES = {"busi": layouts.make_busi, "kvasir-seg": layouts.make_kvasir, "cvc-clinicdb": layouts.make_cvc,
+            "drive": layouts.make_drive, "msd": layouts.make_msd}
+
+
+def _check(manifest, root: Path) -> None:
+    spec = manifest.datasets[0]
+    data = build_dataset(spec.name, root, **spec.options)
+    assert data.split_indices(spec.train_split)
+    stages = student_stages(manifest.student)
+    levels = {t.name: {lv.name for lv in t.default_levels} for t in describe_teachers()}
+    for teacher in manifest.teachers:
+        for level, stage in teacher.taps():
+            assert level in levels[teacher.name] and stage in stages
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_manifest_is_valid_for_the_published_layout(name, tmp_path):
+    root = EXAMPLES[name](tmp_path)
+    manifest = load_manifest(MANIFESTS / f"{name}.yaml", [f"datasets.0.root={root}"])
+    assert manifest.datasets[0].name == name
+    _check(manifest, root)
+
+
+def test_init_prints_a_commented_valid_manifest_with_a_checkpoint(tmp_path):
+    root = layouts.make_busi(tmp_path)
+    result = runner.invoke(app, ["init", "--dataset", "busi", "--root", str(root), "--teacher", "litemedsam",
+                                 "--teacher", "sam", "--checkpoint", "/w/sam_vit_b.pth",
+                                 "--image-size", "128"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert text.startswith("# Written by `featcache init") and "featcache extract --manifest" in text
+    manifest = manifest_from_dict(yaml.safe_load(text), "init output")
+    assert [t.name for t in manifest.teachers] == ["litemedsam", "sam"]
+    assert manifest.teachers[1].checkpoint == "/w/sam_vit_b.pth" and manifest.teachers[0].checkpoint is None
+    assert manifest.teachers[0].levels == {"embedding": "dec3"}  # 64x64 teacher, 32x32 stage at 128 px
+    assert manifest.datasets[0].options["seed"] == 0 and manifest.student.image_size == 128
+    _check(manifest, root)
+
+
+def test_levels_meet_the_closest_student_grid():
+    stages = {"enc1": (16, 2), "enc5": (320, 32), "dec1": (464, 16), "dec3": (116, 4), "dec4": (58, 2)}
+    assert match_stage((64, 64), 256, stages) == "dec3"  # 64x64 exactly
+    assert match_stage((64, 64), 128, stages) == "dec3"  # stride-2 stages are too thin to project
+    assert match_stage((14, 14), 224, stages) == "dec1"  # CLIP ViT-B/16: 14 vs 14
+
+
+def test_init_errors_are_one_line(tmp_path):
+    unknown = runner.invoke(app, ["init", "--dataset", "demo", "--teacher", "nope"])
+    assert unknown.exit_code == 1 and "unknown teacher 'nope'" in unknown.output
+    timm = runner.invoke(app, ["init", "--dataset", "demo", "--teacher", "timm"])
+    assert timm.exit_code == 1 and "levels depend on --arch" in timm.output
+    missing = runner.invoke(app, ["init", "--dataset", "busi", "--root", str(tmp_path / "no"),
+                                  "--teacher", "litemedsam"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
