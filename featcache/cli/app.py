@@ -34,8 +34,20 @@ class _Group(TyperGroup):
         except FeatcacheError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+
+
+def one_line(exc: FeatcacheError) -> str:
+    """The error's own message. A torch DataLoader re-raises a worker's exception as the same type
+    with "Caught X in DataLoader worker process 0. Original Traceback ..." as its message: the
+    original message is the traceback's last line, after "module.X: "."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    name = f"{type(exc).__module__}.{type(exc).__name__}: "
+    return last.split(name, 1)[1] if name in last else last
 
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from featcache.cli.app import app, console
+from featcache.errors import CorruptEntryError
 from featcache.store import FeatureStore, default_store_url, entry_summary, gc, verify_entry
 
 StoreOpt = Annotated[str | None, typer.Option(
@@ -16,8 +17,8 @@ StoreOpt = Annotated[str | None, typer.Option(
                     "or ./featcache-store.")]
 
 
-def _open(store: str | None, read_only: bool) -> FeatureStore:
-    return FeatureStore(store or default_store_url(), read_only=read_only)
+def _open(store: str | None, read_only: bool, create: bool = True) -> FeatureStore:
+    return FeatureStore(store or default_store_url(), read_only=read_only, create=create)
 
 
 def _size(n: float) -> str:
@@ -37,15 +38,19 @@ def ls(store: StoreOpt = None) -> None:
                 "on disk", "created"):
         table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left",
                          no_wrap=col == "key")  # keys are copied into commands: keep them whole
-    for key in fs.entries():
-        row = entry_summary(fs, key)
+    readers, damaged = fs.scan()
+    for key, reader in readers.items():
+        row = entry_summary(fs, key, reader)
         done = f"{row['complete_fraction']:.0%}" + ("" if row["complete"] else " (partial)")
         table.add_row(key, row["dataset"], row["teacher"], ", ".join(row["levels"]), str(row["samples"]),
                       str(row["views"]), row["precision"], done, _size(row["bytes"]), row["created"])
-    if not table.rows:
+    if not table.rows and not damaged:
         console.print(f"store {fs.url} has no entries; `featcache extract` writes one")
         return
-    console.print(table)
+    if table.rows:
+        console.print(table)
+    for key, why in damaged.items():  # listed, not fatal: the other entries stay usable
+        console.print(f"[red]DAMAGED[/] {key}: {why}", highlight=False, soft_wrap=True)
 
 
 @app.command("info")
@@ -71,10 +76,18 @@ def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entr
            store: StoreOpt = None) -> None:
     """Read every chunk and check checksums, commit markers, shapes, ids and statistics."""
     fs = _open(store, read_only=True)
-    keys = [entry] if entry else fs.entries()
+    keys = [entry] if entry else fs.keys()
     failed = False
     for key in keys:
-        report = verify_entry(fs.open(key, allow_incomplete=True), fs.objects)
+        try:
+            reader = fs.open(key, allow_incomplete=True)
+        except CorruptEntryError as exc:
+            if entry:
+                raise
+            failed = True
+            console.print(f"[red]FAILED[/] {key}: {exc}", highlight=False, soft_wrap=True)
+            continue
+        report = verify_entry(reader, fs.objects)
         if report.ok:
             console.print(f"[green]ok[/] {key}: {report.samples_checked} samples checked")
             continue
@@ -93,20 +106,27 @@ def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entr
 @app.command("rm")
 def rm(entry: Annotated[str, typer.Argument(help="Entry key to delete.")],
        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+       force: Annotated[bool, typer.Option("--force", help="Remove it even while an extract holds "
+                                                           "a live claim on one of its shards.")] = False,
        store: StoreOpt = None) -> None:
-    """Delete an entry and all its features."""
-    fs = _open(store, read_only=False)
+    """Delete an entry and all its features (also a damaged one)."""
+    fs = _open(store, read_only=False, create=False)
     if not fs.exists(entry):
         fs.remove(entry)  # raises the one-line "no entry" error
     if not yes and not typer.confirm(f"delete entry {entry} from {fs.url}?"):
         raise typer.Exit(1)
-    fs.remove(entry)
+    fs.remove(entry, force=force)
     console.print(f"removed {entry}")
 
 
 @app.command("gc")
 def gc_(store: StoreOpt = None) -> None:
-    """Remove expired shard claims and data of uncommitted shards no writer holds."""
-    report = gc(_open(store, read_only=False))
+    """Remove expired shard claims, data of uncommitted shards no writer holds, and abandoned
+    entries (nothing committed, no live claim)."""
+    report = gc(_open(store, read_only=False, create=False))
+    for key in report.entries_removed:
+        console.print(f"removed abandoned entry {key} (no shard committed, no live claim)")
+    for key, why in report.damaged.items():
+        console.print(f"[red]skipped damaged[/] {key}: {why}", highlight=False, soft_wrap=True)
     console.print(f"removed {report.claims_removed} expired claims, cleaned "
                   f"{len(report.shards_cleaned)} uncommitted shards ({_size(report.bytes_freed)} freed)")

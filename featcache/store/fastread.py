@@ -61,7 +61,6 @@ class LevelFastPath:
         self.shape = tuple(meta["shape"])  # (N, V, C, H, W)
         self.shard_shape = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
-        self.fill = meta.get("fill_value", 0)
         self.per_shard = self.shard_shape[0] * self.shard_shape[1]
         inner = [c["name"] for c in conf["codecs"]]
         self.codec = inner[1] if len(inner) == 3 else None  # "blosc", "zstd" or None
@@ -100,8 +99,9 @@ class LevelFastPath:
         """Decode chunk `slot` of an open shard into `out` (C, H, W), checking its crc32c."""
         offset, nbytes = index[slot]
         if offset == _EMPTY and nbytes == _EMPTY:
-            out[...] = self.fill
-            return
+            # every chunk is written (write_empty_chunks), so an empty slot means lost data:
+            # zarr would return the fill value instead
+            raise ValueError(f"chunk {slot} of the shard is missing")
         target = memoryview(out.reshape(-1).view(np.uint8))
         if self.compressed:
             raw = os.pread(fh.fileno(), int(nbytes), int(offset))
@@ -128,9 +128,8 @@ class LevelFastPath:
         views = range(self.shape[1]) if view is None else [view]
         try:
             fh = open(self._path(shard), "rb")
-        except FileNotFoundError:  # never written: zarr semantics are the fill value
-            out = np.full((len(views), *self.shape[2:]), self.fill, dtype=self.dtype)
-            return out if view is None else out[0]
+        except FileNotFoundError:  # readers only read committed shards: a missing one was lost
+            raise ValueError(f"shard file c/{shard}/0/0/0/0 is missing") from None
         out = np.empty((len(views), *self.shape[2:]), dtype=self.dtype)
         with fh:
             shard_index = self._shard_index(shard, fh)

@@ -92,8 +92,12 @@ def entry_key(dataset_name: str, dataset_fingerprint: str, teacher_name: str,
     return f"{_slug(dataset_name)}.{_slug(teacher_name)}.{digest[:16]}"
 
 
+def is_key(name: str) -> bool:
+    return bool(_KEY.match(name)) and ".." not in name
+
+
 def check_key(key: str) -> str:
     """Entry keys name a folder or object prefix: no separators, no '..', nothing absolute."""
-    if not _KEY.match(key) or ".." in key:
+    if not is_key(key):
         raise StoreError(f"invalid entry key {key!r}: use the keys `featcache ls` prints")
     return key

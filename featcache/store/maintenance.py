@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +22,13 @@ class GcReport:
     claims_removed: int = 0
     shards_cleaned: list[tuple[str, int]] = field(default_factory=list)  # (entry, shard)
     bytes_freed: int = 0
+    entries_removed: list[str] = field(default_factory=list)  # abandoned entries with no shard
+    damaged: dict[str, str] = field(default_factory=dict)  # entries left alone: key -> why
 
 
-def entry_summary(store: FeatureStore, key: str) -> dict[str, Any]:
+def entry_summary(store: FeatureStore, key: str, reader: EntryReader | None = None) -> dict[str, Any]:
     """One row of `featcache ls`: who made it, what it holds, how far it got."""
-    reader = store.open(key, allow_incomplete=True)
+    reader = reader or store.open(key, allow_incomplete=True)
     meta = reader.meta
     return {"key": key, "dataset": (meta.get("dataset") or {}).get("name", "?"),
             "teacher": (meta.get("teacher") or {}).get("name", "?"),
@@ -56,19 +60,39 @@ def _clean_shard(store: FeatureStore, reader: EntryReader, shard: int) -> int:
     return freed
 
 
+def _abandoned(store: FeatureStore, reader: EntryReader, claims: Claims) -> bool:
+    """An entry nobody will finish: no shard committed, no live claim, and created longer than a
+    claim's lease ago (a writer claims its first shard right after creating the entry). What a
+    failed extraction leaves behind; an entry with committed shards is kept, since re-running the
+    extract resumes it."""
+    if reader.complete or reader._committed.any() or any(not c.expired for c in claims.all()):
+        return False
+    try:
+        created = dt.datetime.fromisoformat(str(reader.meta.get("created_utc"))).timestamp()
+    except ValueError:
+        return False
+    return time.time() - created >= store.claim_ttl_s
+
+
 def gc(store: FeatureStore) -> GcReport:
-    """Remove expired claims and the data of uncommitted shards nobody holds a live claim on.
+    """Remove expired claims, the data of uncommitted shards nobody holds a live claim on, and
+    abandoned entries (see _abandoned). Damaged entries are reported, never touched.
 
     gc claims each shard before deleting its data, so writers that claim shards (next_shard /
     claim) are safe to run alongside; a writer that writes without claiming is not.
     """
     store.objects.check_writable("collect garbage")
     report = GcReport()
-    for key in store.entries():
-        reader = store.open(key, allow_incomplete=True)
+    readers, report.damaged = store.scan()
+    for key, reader in readers.items():
         claims = Claims(store.objects, key, owner="featcache-gc")
         report.claims_removed += claims.remove_expired()
-        committed = np.asarray(reader.group["committed"][:]).astype(bool)
+        if _abandoned(store, reader, claims):
+            report.bytes_freed += store.size_on_disk(key)
+            store.remove(key)
+            report.entries_removed.append(key)
+            continue
+        committed = reader._committed
         for shard in np.flatnonzero(~committed):
             shard = int(shard)
             if not claims.claim(shard):

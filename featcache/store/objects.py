@@ -122,6 +122,42 @@ class ObjectStore:
             return []
         return sorted(p[len(self.root) + 1:] for p in found)
 
+    def children(self) -> list[str]:
+        """Names of the folders (prefixes) directly under the store root."""
+        if self.local:
+            try:
+                return sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+            except FileNotFoundError:
+                return []
+        self.fs.invalidate_cache(self.root)
+        try:
+            found = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(info["name"].rstrip("/").rsplit("/", 1)[-1] for info in found
+                      if info.get("type") == "directory")
+
+    def rename_out_of_sight(self, prefix: str, hidden: str) -> bool:
+        """Atomically move a local folder to `hidden` (a name no listing shows); False where the
+        backend has no atomic rename (object stores)."""
+        if not self.local:
+            return False
+        self.check_writable(f"remove {prefix}")
+        os.makedirs(os.path.dirname(self._path(hidden)), exist_ok=True)
+        try:
+            os.rename(self._path(prefix), self._path(hidden))
+        except OSError as exc:
+            raise self._wrap_os(exc, f"remove {prefix}") from None
+        return True
+
+    def prune_empty(self, prefix: str) -> None:
+        """Remove a local folder if it is empty (object stores have no empty folders)."""
+        if self.local:
+            try:
+                os.rmdir(self._path(prefix))
+            except OSError:
+                pass
+
     def sizes(self, prefix: str) -> dict[str, int]:
         """key -> bytes on disk for every object under `prefix`."""
         if self.local:

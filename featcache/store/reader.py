@@ -13,6 +13,7 @@ import zarr.storage
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
 from featcache.store.fastread import LevelFastPath
+from featcache.store.integrity import crc_of, id_crc
 from featcache.store.layout import EntryLayout, LevelLayout
 from featcache.store.precision import decode, parse_precision
 
@@ -39,19 +40,49 @@ class EntryReader:
             raise CorruptEntryError(f"entry {key} has no featcache metadata; it was not written "
                                     "by featcache or its zarr.json is damaged")
         self.meta: dict[str, Any] = meta
-        self.layout = EntryLayout.from_meta(meta)
-        self.precision = parse_precision(self.layout.precision)
-        # The group and its attributes are written first, the arrays after: another writer may be
-        # creating them right now. Such an entry has nothing committed yet.
-        self._committed = (np.asarray(group["committed"][:]).astype(bool) if "committed" in group
-                           else np.zeros(self.layout.num_shards, dtype=bool))
-        self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
+        try:
+            self.layout = EntryLayout.from_meta(meta)
+            self.precision = parse_precision(self.layout.precision)
+            self.version = int(meta.get("format_version", 1))
+        except (KeyError, TypeError, ValueError, StoreError) as exc:
+            raise CorruptEntryError(f"entry {key}: its featcache metadata is damaged ({type(exc).__name__}: "
+                                    f"{exc}); `featcache rm {key}` removes it") from None
         self._arrays: dict[str, Any] = {}
         self._side: dict[tuple[str, int], np.ndarray] = {}  # (array, shard) -> rows of _per_sample
+        self._committed = self._read_committed()
+        self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
+        self._columns: dict[str, int] | None = None  # checksum record columns (format 2)
+
+    def _read_committed(self) -> np.ndarray:
+        # The group and its attributes are written first, the arrays after: another writer may be
+        # creating them right now. Such an entry has nothing committed yet; a complete one must
+        # have its markers.
+        if "committed" not in self.group:
+            if self.meta.get("complete"):
+                raise CorruptEntryError(f"entry {self.key}: array committed is missing from a complete "
+                                        f"entry; `featcache rm {self.key}` and re-extract it")
+            return np.zeros(self.layout.num_shards, dtype=bool)
+        try:
+            committed = np.asarray(self._array("committed")[:])
+        except CorruptEntryError:
+            raise
+        except Exception as exc:  # a checksum error of zarr's codec, an undecodable chunk
+            raise CorruptEntryError(f"entry {self.key}: its commit markers (array committed) are damaged "
+                                    f"({type(exc).__name__}: {exc}); `featcache rm {self.key}` and "
+                                    "re-extract it") from None
+        if committed.shape != (self.layout.num_shards,):
+            raise CorruptEntryError(f"entry {self.key}: array committed has shape {committed.shape}, "
+                                    f"expected ({self.layout.num_shards},); re-extract it")
+        return committed.astype(bool)
 
     def _array(self, name: str) -> Any:
         if name not in self._arrays:  # opening reads zarr.json: do it once per array
-            self._arrays[name] = self.group[name]
+            try:
+                self._arrays[name] = self.group[name]
+            except Exception as exc:  # KeyError (deleted zarr.json), JSON or metadata errors
+                why = "is missing" if isinstance(exc, KeyError) else f"has damaged metadata ({exc})"
+                raise CorruptEntryError(f"entry {self.key}: array {name} {why}; re-extract the entry "
+                                        f"(`featcache rm {self.key}`, then the same extract)") from None
         return self._arrays[name]
 
     def _fast_path(self, level: str) -> LevelFastPath | None:
@@ -126,6 +157,8 @@ class EntryReader:
         if view is not None and not 0 <= view < self.layout.views:
             raise StoreError(f"entry {self.key}: view {view} out of range 0..{self.layout.views - 1}")
         data = self._level(level, index, view)
+        self._match_record(index, f"levels/{level}", data if view is not None else None,
+                           data if view is None else None, view)
         if not self.precision.quantized:
             return decode(data, None, None, out)
         scale = self._per_sample(f"levels/{level}__scale", index, f"level {level} scale")
@@ -142,8 +175,59 @@ class EntryReader:
         block = self._side.get((name, shard))
         if block is None:
             start, stop = self.layout.shard_range(shard)
-            block = self._side[(name, shard)] = self._get(name, slice(start, stop), index, what)
+            block = self._get(name, slice(start, stop), index, what)
+            if name != "checksums":  # every row checked once, when its shard is first read
+                for row in range(stop - start):
+                    self._match_record(start + row, name, None, block[row], None)
+            self._side[(name, shard)] = block
         return block[local]
+
+    # -- integrity (integrity.py): what was read is what was committed at this position ------
+    def _record(self, index: int) -> np.ndarray | None:
+        """The checksum record (V, columns) of a sample, None for entries of format 1."""
+        if self.version < 2:
+            return None
+        if self._columns is None:
+            columns = self._array("checksums").attrs.get("columns") or []
+            if "sample_id" not in columns:
+                raise CorruptEntryError(f"entry {self.key}: array checksums has no column list (damaged "
+                                        "zarr.json); re-extract it")
+            self._columns = {c: k for k, c in enumerate(columns)}
+        shard, local = divmod(index, self.layout.shard_size)
+        fresh = ("checksums", shard) not in self._side
+        record = self._per_sample("checksums", index, "checksum record")
+        if fresh:  # ties the shard's rows to today's sample ids: an edited sample_ids shows here
+            start, stop = self.layout.shard_range(shard)
+            block = self._side[("checksums", shard)]
+            for row in range(stop - start):
+                self._compare(start + row, "sample id", id_crc(self.ids[start + row]),
+                              int(block[row, 0, self._columns["sample_id"]]))
+        return record
+
+    def _match_record(self, index: int, name: str, one_view: np.ndarray | None,
+                      all_views: np.ndarray | None, view: int | None) -> None:
+        """Compare a sample's stored data (one view, or all views stacked) with its record."""
+        if self.version < 2:
+            if name == "frames" and all_views is not None and not np.isfinite(all_views).all():
+                raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} frames are missing "
+                                        "(NaN) in a committed shard; re-extract it")
+            return
+        record = self._record(index)
+        column = self._columns.get(name) if self._columns else None
+        if record is None or column is None:
+            return
+        if one_view is not None:
+            self._compare(index, name, crc_of(one_view), int(record[view, column]))
+            return
+        for v in range(self.layout.views):
+            self._compare(index, name, crc_of(all_views[v]), int(record[v, column]))
+
+    def _compare(self, index: int, what: str, got: int, recorded: int) -> None:
+        if got != recorded:
+            raise CorruptEntryError(
+                f"entry {self.key}: sample {self.ids[index]} (index {index}) {what} does not match the "
+                "checksum recorded at commit (missing, moved or edited data); re-extract it "
+                "(`featcache verify` lists every bad sample)")
 
     def read_many(self, indices: Sequence[int], level: str, view: int | None = None) -> np.ndarray:
         """float32 (len(indices), V, C, H, W) (or without V for one view), read in parallel."""
@@ -175,10 +259,37 @@ class EntryReader:
         return np.asarray(self._per_sample("view_params", index, "view_params"), dtype=np.float32)
 
     def stats(self, level: str) -> dict[str, np.ndarray]:
-        if f"stats/{level}" not in self.group:
-            raise StoreError(f"entry {self.key} has no statistics for level {level}")
-        stats_group = self.group[f"stats/{level}"]
-        return {name: np.asarray(arr[...]) for name, arr in stats_group.arrays()}
+        """Per-level statistics (mean, std, ...), checked against the crc32c recorded at finalize."""
+        try:
+            present = f"stats/{level}" in self.group
+            names = sorted(name for name, _ in self.group[f"stats/{level}"].arrays()) if present else []
+        except Exception as exc:  # a damaged zarr.json inside stats/
+            raise CorruptEntryError(f"entry {self.key}: statistics of level {level} are damaged "
+                                    f"({type(exc).__name__}: {exc}); re-extract it") from None
+        recorded = self.meta.get("stats_crc32c") or {}
+        expected = sorted({k.split("/", 1)[1] for k in recorded if k.split("/", 1)[0] == level})
+        if not present:
+            raise CorruptEntryError(f"entry {self.key} has no statistics for level {level}; re-extract it")
+        if expected and names != expected:
+            missing = sorted(set(expected) - set(names))
+            raise CorruptEntryError(f"entry {self.key}: statistics {', '.join(missing)} for level {level} "
+                                    "are missing; re-extract it")
+        out = {}
+        for name in names:
+            what = f"statistic stats/{level}/{name}"
+            try:
+                value = np.asarray(self._array(f"stats/{level}/{name}")[...])
+            except CorruptEntryError:
+                raise
+            except Exception as exc:  # checksum mismatch in zarr's crc32c codec
+                raise CorruptEntryError(f"entry {self.key}: {what} is corrupt ({type(exc).__name__}: "
+                                        f"{exc}); re-extract it") from None
+            key = f"{level}/{name}"
+            if (key in recorded and crc_of(value) != recorded[key]) or not np.isfinite(value).all():
+                raise CorruptEntryError(f"entry {self.key}: {what} does not match the checksum recorded "
+                                        "at finalize (missing or edited) or is not finite; re-extract it")
+            out[name] = value
+        return out
 
     def dask(self, level: str):  # -> dask.array.Array, float32 (N, V, C, H, W) for int8 entries
         import dask.array as da

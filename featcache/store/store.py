@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,16 @@ import zarr
 import zarr.storage
 from zarr.errors import ContainsGroupError, ZarrUserWarning
 
-from featcache.errors import IncompleteEntryError, StoreError
-from featcache.store.claims import DEFAULT_TTL_S
-from featcache.store.layout import EntryLayout, check_key
+from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
+from featcache.store.claims import DEFAULT_TTL_S, Claims
+from featcache.store.layout import EntryLayout, check_key, is_key
 from featcache.store.objects import ObjectStore
 from featcache.store.reader import EntryReader
 from featcache.store.writer import EntryWriter
 
 DEFAULT_STORE = "./featcache-store"
+# where `rm` moves an entry before deleting it: no entry key starts with "."
+TRASH = ".featcache-trash"
 
 
 def default_store_url() -> str:
@@ -27,6 +30,17 @@ def default_store_url() -> str:
 
 def _is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
+
+
+def _require_store(url: str, storage_options: dict[str, Any] | None) -> None:
+    """A store is a folder (prefix) with a zarr.json at its root; refuse anything else."""
+    try:
+        found = ObjectStore(url, True, storage_options).get("zarr.json") is not None
+    except Exception as exc:  # fsspec raises many types for a bad URL or missing backend
+        raise StoreError(f"cannot open store {url}: {exc}") from exc
+    if not found:
+        raise StoreError(f"{url} is not a featcache store (no zarr.json at its root); pass --store "
+                         "with a store folder, as `featcache ls` shows")
 
 
 def _local_mode(path: Path, read_only: bool) -> str:
@@ -55,10 +69,14 @@ class FeatureStore:
     """
 
     def __init__(self, url: str | Path | None = None, read_only: bool = False,
-                 storage_options: dict[str, Any] | None = None, claim_ttl_s: float = DEFAULT_TTL_S) -> None:
+                 storage_options: dict[str, Any] | None = None, claim_ttl_s: float = DEFAULT_TTL_S,
+                 create: bool = True) -> None:
+        """create=False: the store must exist already (gc, rm): never turn a folder into one."""
         self.url = str(url) if url is not None else default_store_url()
         self.claim_ttl_s = claim_ttl_s
         reason = "it was opened read-only" if read_only else ""
+        if not create:
+            _require_store(self.url, storage_options)
         if _is_local(self.url):
             path = Path(self.url.removeprefix("file://")).expanduser()
             reason = _local_mode(path, read_only)
@@ -88,15 +106,44 @@ class FeatureStore:
     def root(self) -> zarr.Group:
         return self._root
 
+    def keys(self) -> list[str]:
+        """Every entry folder, readable or not (what `ls` shows and `rm` can remove). Folders
+        whose name is no entry key (rm's hidden trash, stray files) are not entries."""
+        return [name for name in self.objects.children() if is_key(name)]
+
+    def scan(self) -> tuple[dict[str, EntryReader], dict[str, str]]:
+        """Open every entry: (key -> reader) of readable ones, (key -> why) of damaged ones.
+        One damaged entry never stops the others from being listed, used or removed."""
+        readers, damaged = {}, {}
+        for key in self.keys():
+            try:
+                readers[key] = self.open(key, allow_incomplete=True)
+            except StoreError as exc:
+                damaged[key] = str(exc)
+        return readers, damaged
+
     def entries(self) -> list[str]:
-        with warnings.catch_warnings():
-            # stray objects at the root (or a just-removed entry in a cached S3 listing) are not
-            # entries; zarr warns about each, we simply skip them
-            warnings.simplefilter("ignore", ZarrUserWarning)
-            return sorted(name for name, _ in self._root.groups())
+        """Keys of the entries that can be opened; damaged ones are left out (see scan)."""
+        return sorted(self.scan()[0])
 
     def exists(self, key: str) -> bool:
-        return check_key(key) in self.entries()
+        return self._present(check_key(key))
+
+    def _present(self, key: str) -> bool:
+        return key in self.keys()
+
+    def _group(self, key: str) -> zarr.Group:
+        """The entry's zarr group; a missing or unparsable zarr.json is a CorruptEntryError."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ZarrUserWarning)
+                group = self._root[key]
+        except Exception as exc:  # KeyError, JSONDecodeError, zarr metadata errors
+            why = "has no zarr.json" if isinstance(exc, KeyError) else f"has a damaged zarr.json ({exc})"
+            raise CorruptEntryError(f"entry {key} {why}; `featcache rm {key}` removes it") from None
+        if not isinstance(group, zarr.Group):
+            raise CorruptEntryError(f"entry {key} is an array, not an entry; `featcache rm {key}` removes it")
+        return group
 
     def create_entry(self, key: str, layout: EntryLayout, attrs: dict[str, Any],
                      owner: str | None = None) -> EntryWriter:
@@ -107,27 +154,44 @@ class FeatureStore:
         self.objects.check_writable(f"create entry {key}")
         check_key(key)
         options = {"owner": owner, "ttl_s": self.claim_ttl_s}
-        if key in self.entries():
-            return EntryWriter.reopen(self._root[key], layout, self.objects, **options)
+        if self._present(key):
+            return EntryWriter.reopen(self._group(key), layout, self.objects, **options)
         return EntryWriter.create(self._root, key, layout, attrs, self.objects, **options)
 
     def open(self, key: str, allow_incomplete: bool = False) -> EntryReader:
         check_key(key)
-        if key not in self.entries():
+        if not self._present(key):
             raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
-        reader = EntryReader(self._root[key], key)
+        reader = EntryReader(self._group(key), key)
         if not allow_incomplete and not reader.complete:
             raise IncompleteEntryError(
                 f"entry {key} is incomplete ({reader.committed_fraction:.0%} of shards committed); "
                 "re-run the same `featcache extract` to finish it")
         return reader
 
-    def remove(self, key: str) -> None:
-        """Delete an entry and everything under it."""
+    def remove(self, key: str, force: bool = False) -> None:
+        """Delete an entry (readable or damaged) and everything under it.
+
+        Refused while a writer holds a live claim on one of its shards, unless force. Atomic on
+        local folders: the entry is renamed out of sight first, so a removal that fails midway
+        never leaves something that looks like an entry. Object stores have no rename: the
+        entry's zarr.json goes first, so what a failed removal leaves lists as damaged and
+        `rm` removes it."""
         self.objects.check_writable(f"remove entry {key}")
         check_key(key)
-        if key not in self.entries():
+        if not self._present(key):
             raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
+        if not force:
+            live = [c for c in Claims(self.objects, key).all() if not c.expired]
+            if live:
+                raise StoreError(f"entry {key} is being written (shard {live[0].shard} claimed by "
+                                 f"{live[0].owner}); wait for that extract to finish, or pass --force")
+        hidden = f"{TRASH}/{key}.{uuid.uuid4().hex[:8]}"
+        if self.objects.rename_out_of_sight(key, hidden):
+            self.objects.delete_prefix(hidden)
+            self.objects.prune_empty(TRASH)  # plain zarr listings of the root stay clean
+            return
+        self.objects.delete(f"{key}/zarr.json")
         self.objects.delete_prefix(key)
 
     def size_on_disk(self, key: str) -> int:

@@ -7,6 +7,9 @@ except when a claim expired, and then they write identical bytes (object puts ar
 from __future__ import annotations
 
 import datetime as dt
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +20,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from featcache.errors import StoreError
 from featcache.store.claims import DEFAULT_TTL_S, Claims
+from featcache.store.integrity import FORMAT_VERSION, checksum_columns, crc_of, id_crc
 from featcache.store.layout import EntryLayout, check_compression
 from featcache.store.objects import ObjectStore
 from featcache.store.precision import Precision, decode, encode, error_stats, parse_precision, summarize
@@ -47,7 +51,8 @@ def _ensure(group: zarr.Group, name: str, compression: str, **spec: Any) -> None
         pass
 
 
-def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision) -> None:
+def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision,
+                   with_checksums: bool = True) -> None:
     n, v, s, c = layout.num_samples, layout.views, layout.shard_size, layout.compression
     for lv in layout.levels:
         full = (lv.channels, lv.height, lv.width)
@@ -65,6 +70,11 @@ def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision)
     p = max(1, len(layout.view_param_names))
     _ensure(group, "view_params", c, shape=(n, v, p), chunks=(s, v, p), dtype="float32",
             fill_value=np.nan, dimension_names=("sample", "view", "param"))
+    if with_checksums:  # format 2: each sample's data tied to its position and id (integrity.py)
+        columns = checksum_columns(layout, precision.quantized)
+        _ensure(group, "checksums", c, shape=(n, v, len(columns)), chunks=(s, v, len(columns)),
+                dtype="uint32", fill_value=0, dimension_names=("sample", "view", "column"),
+                attributes={"columns": columns})
     _ensure(group, "committed", c, shape=(layout.num_shards,), chunks=(1,), dtype="uint8", fill_value=0,
             dimension_names=("shard",))
     if "claims" not in group:
@@ -93,7 +103,7 @@ class EntryWriter:
         _codecs(layout.compression, precision.dtype)  # refuse an unknown compression before writing
         meta = {**attrs, "layout": layout.to_dict(), "sample_ids": list(layout.sample_ids),
                 "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "complete": False, "format_version": 1}
+                "complete": False, "format_version": FORMAT_VERSION}
         try:
             # attributes go into the group's zarr.json in the same write that creates it
             group = root.create_group(key, attributes={"featcache": meta})
@@ -115,7 +125,9 @@ class EntryWriter:
             raise StoreError(f"entry {group.basename} exists with a different layout or sample ids; "
                              "remove it with `featcache rm` or extract into another store")
         layout = replace(layout, compression=EntryLayout.from_meta(meta).compression)
-        _ensure_arrays(group, layout, parse_precision(layout.precision))
+        # an entry begun before format 2 is finished as it began: without a checksum record
+        with_checksums = int(meta.get("format_version", 1)) >= 2
+        _ensure_arrays(group, layout, parse_precision(layout.precision), with_checksums)
         return cls(group, layout, objects, **options)
 
     # -- shards and claims -------------------------------------------------------------------
@@ -165,20 +177,35 @@ class EntryWriter:
         ids = self.layout.sample_ids[start:stop]
         encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids)
                    for lv in self.layout.levels}  # everything checked before anything is written
-        written = 0
-        for name, (stored, scale, offset, report) in encoded.items():
-            self.group[f"levels/{name}"][start:stop] = stored
+        arrays: dict[str, np.ndarray] = {}
+        for name, (stored, scale, offset, _) in encoded.items():
+            arrays[f"levels/{name}"] = stored
             if scale is not None:
-                self.group[f"levels/{name}__scale"][start:stop] = scale
-                self.group[f"levels/{name}__offset"][start:stop] = offset
-            self.group[f"report/{name}"][shard] = report
-            written += stored.nbytes
-        self.group["frames"][start:stop] = np.asarray(frames, np.float32)
-        self.group["view_params"][start:stop] = np.asarray(view_params, np.float32).reshape(
+                arrays[f"levels/{name}__scale"], arrays[f"levels/{name}__offset"] = scale, offset
+        arrays["frames"] = np.asarray(frames, np.float32)
+        arrays["view_params"] = np.asarray(view_params, np.float32).reshape(
             stop - start, self.layout.views, -1)
-        self.group["committed"][shard] = 1  # after the data: this is the commit
+        with _disk_errors(self.objects.url):
+            for name, data in arrays.items():
+                self.group[name][start:stop] = data
+            for name, (_, _, _, report) in encoded.items():
+                self.group[f"report/{name}"][shard] = report
+            if "checksums" in self.group:  # written last before the commit marker, like the data
+                self.group["checksums"][start:stop] = self._checksum_record(ids, arrays)
+            self.group["committed"][shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
-        return written
+        return sum(stored.nbytes for stored, *_ in encoded.values())
+
+    def _checksum_record(self, ids: tuple[str, ...], arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, V, columns) crc32c of each sample's id and of its stored slice of every array."""
+        columns = self.group["checksums"].attrs["columns"]
+        record = np.zeros((len(ids), self.layout.views, len(columns)), np.uint32)
+        for i, sample_id in enumerate(ids):
+            for v in range(self.layout.views):
+                for c, column in enumerate(columns):
+                    record[i, v, c] = id_crc(sample_id) if column == "sample_id" else crc_of(
+                        arrays[column][i, v])
+        return record
 
     def _encode_level(self, shard: int, lv: Any, data: np.ndarray | None, ids: tuple[str, ...]):
         expected = (len(ids), self.layout.views, lv.channels, lv.height, lv.width)
@@ -225,23 +252,47 @@ class EntryWriter:
         missing = self.missing_shards()
         if missing:
             raise StoreError(f"entry {self.key}: cannot finalize, shards {missing[:5]} not committed")
-        for level, values in stats.items():
-            for name, value in values.items():
-                arr = np.asarray(value, dtype=np.float64)
-                path = f"stats/{level}/{name}"
-                # Never overwrite=True: deleting the array would pull it from under a concurrent
-                # finalizer. Both compute the same statistics from the same committed data.
-                try:
-                    target = self.group.create_array(path, shape=arr.shape, dtype="float64")
-                except ContainsArrayError:
-                    target = self.group[path]
-                    if target.shape != arr.shape:
-                        raise StoreError(f"entry {self.key}: stored statistics {path} have shape "
-                                         f"{target.shape}, expected {arr.shape}; re-extract it") from None
-                target[...] = arr
+        sums = {}
+        with _disk_errors(self.objects.url):
+            for level, values in stats.items():
+                for name, value in values.items():
+                    arr = np.asarray(value, dtype=np.float64)
+                    self._write_stat(f"stats/{level}/{name}", arr)
+                    sums[f"{level}/{name}"] = crc_of(arr)
         meta = dict(self.group.attrs["featcache"])
         meta.update(extra_attrs)
+        if int(meta.get("format_version", 1)) >= 2:  # read back against these (integrity.py)
+            meta["stats_crc32c"] = sums
         meta["precision_report"] = self.precision_report()
         meta["complete"] = True
         meta["completed_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.group.attrs["featcache"] = meta
+        with _disk_errors(self.objects.url):
+            self.group.attrs["featcache"] = meta
+
+    def _write_stat(self, path: str, arr: np.ndarray) -> None:
+        # Never overwrite=True: deleting the array would pull it from under a concurrent
+        # finalizer. Both compute the same statistics from the same committed data. crc32c like
+        # every other array; write_empty_chunks so that a missing chunk always means lost data.
+        try:
+            target = self.group.create_array(path, shape=arr.shape, dtype="float64",
+                                             compressors=_codecs(self.layout.compression, "float64"),
+                                             config={"write_empty_chunks": True})
+        except ContainsArrayError:
+            target = self.group[path]
+            if target.shape != arr.shape:
+                raise StoreError(f"entry {self.key}: stored statistics {path} have shape "
+                                 f"{target.shape}, expected {arr.shape}; re-extract it") from None
+        target[...] = arr
+
+
+@contextmanager
+def _disk_errors(url: str) -> Iterator[None]:
+    """A full disk is one line, not a traceback: what was written stays consistent (a shard
+    counts only once committed), so freeing space and re-running resumes."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StoreError(f"store {url} is out of disk space; free space and re-run the same "
+                             "extract to resume") from None
+        raise

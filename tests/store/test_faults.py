@@ -1,0 +1,238 @@
+"""Fault injection: each kind of damage to one entry, against every command that reads the store.
+
+The damaged entry gives one named error (exit 1, no traceback) wherever a command touches its
+damaged part; the other entry stays listed, verifiable and readable, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from featcache.cli import app
+from featcache.errors import CorruptEntryError, StoreError
+from featcache.store import FeatureStore, verify_entry
+from tests.store.storehelpers import KEY, assert_same, fill, snapshot
+
+OTHER = "blobs.other.fedcba9876543210"
+runner = CliRunner()
+
+
+def _flip(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def _swap(a: Path, b: Path) -> None:
+    tmp = a.with_suffix(".swap")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+
+
+def _edit_ids(entry: Path) -> None:
+    meta = json.loads((entry / "zarr.json").read_text())
+    ids = meta["attributes"]["featcache"]["sample_ids"]
+    ids[2], ids[3] = ids[3], ids[2]
+    (entry / "zarr.json").write_text(json.dumps(meta))
+
+
+# name -> (damage(entry folder), metadata-level: the entry cannot even be opened)
+DAMAGE = {
+    "level shard deleted": (lambda e: (e / "levels/fine/c/1/0/0/0/0").unlink(), False),
+    "level byte flipped": (lambda e: _flip(e / "levels/fine/c/1/0/0/0/0", 0.3), False),
+    "frames chunk deleted": (lambda e: (e / "frames/c/1/0/0").unlink(), False),
+    "view_params chunk deleted": (lambda e: (e / "view_params/c/2/0/0").unlink(), False),
+    "level zarr.json deleted": (lambda e: (e / "levels/coarse/zarr.json").unlink(), False),
+    "stats std byte flipped": (lambda e: _flip(e / "stats/fine/std/c/0", 0.5), False),
+    "stats std chunk deleted": (lambda e: (e / "stats/coarse/std/c/0").unlink(), False),
+    "stats mean byte flipped": (lambda e: _flip(e / "stats/fine/mean/c/0", 0.5), False),
+    "level shards swapped": (lambda e: _swap(e / "levels/fine/c/0/0/0/0/0", e / "levels/fine/c/1/0/0/0/0"),
+                             False),
+    "sample_ids edited": (_edit_ids, False),
+    "checksum record deleted": (lambda e: (e / "checksums/c/1/0/0").unlink(), False),
+    "entry zarr.json not json": (lambda e: (e / "zarr.json").write_text("{not json"), True),
+    "committed byte flipped": (lambda e: _flip(e / "committed/c/0", 0.2), True),
+}
+
+
+@pytest.fixture
+def damaged(tmp_path, request):
+    """A store with entries KEY and OTHER; KEY damaged as named by the test's parameter."""
+    url = tmp_path / "store"
+    store = FeatureStore(url)
+    fill(store)
+    fill(store, OTHER)
+    reference = FeatureStore(tmp_path / "ref")
+    fill(reference, OTHER)
+    damage, meta_level = DAMAGE[request.param]
+    damage(url / KEY)
+    return store, snapshot(reference, OTHER), meta_level
+
+
+def _run(*args: str):
+    res = runner.invoke(app, list(args), env={"COLUMNS": "250"})
+    # an uncaught exception (what a user sees as a traceback) is not a clean exit
+    assert res.exception is None or isinstance(res.exception, SystemExit), (res.output, res.exception)
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def _errors(res) -> list[str]:
+    return [line for line in res.output.splitlines() if line.startswith("error:")]
+
+
+def _read_everything(store: FeatureStore, key: str) -> None:
+    reader = store.open(key)
+    for i in range(len(reader.ids)):
+        for level in reader.levels:
+            reader.read(i, level)
+            reader.read(i, level, 1)
+        reader.frames(i)
+        reader.view_params(i)
+    for level in reader.levels:
+        reader.stats(level)
+
+
+def _other_intact(store: FeatureStore, reference: dict) -> None:
+    fresh = FeatureStore(store.url, read_only=True)
+    assert_same(snapshot(fresh, OTHER), reference)
+    assert verify_entry(fresh.open(OTHER), fresh.objects).ok
+
+
+@pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
+def test_entry_reader_raises_one_named_error(damaged):
+    store, reference, _ = damaged
+    with pytest.raises(CorruptEntryError, match=KEY):
+        _read_everything(FeatureStore(store.url, read_only=True), KEY)
+    _other_intact(store, reference)
+
+
+@pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
+def test_cli_commands_on_a_damaged_entry(damaged):
+    store, reference, meta_level = damaged
+    url = str(store.url)
+    res = _run("verify", KEY, "--store", url)
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert KEY in res.output
+    res = _run("verify", "--store", url)  # every entry: the damaged one fails, the other is ok
+    assert res.exit_code == 1 and f"ok {OTHER}" in res.output and "Traceback" not in res.output, res.output
+    res = _run("ls", "--store", url)
+    assert res.exit_code == 0 and OTHER in res.output and KEY in res.output, res.output
+    assert ("DAMAGED" in res.output) == meta_level, res.output
+    res = _run("info", KEY, "--store", url)
+    assert res.exit_code == (1 if meta_level else 0) and "Traceback" not in res.output, res.output
+    if meta_level:
+        assert len(_errors(res)) == 1 and KEY in _errors(res)[0], res.output
+    assert _run("info", OTHER, "--store", url).exit_code == 0
+    res = _run("gc", "--store", url)
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    _other_intact(store, reference)
+    res = _run("rm", KEY, "--yes", "--store", url)
+    assert res.exit_code == 0, res.output
+    assert FeatureStore(url).keys() == [OTHER]
+    _other_intact(store, reference)
+
+
+def test_old_entries_without_checksum_record_still_read(tmp_path):
+    """Format 1 (before the checksum record and crc32c on statistics) reads as before."""
+    store = FeatureStore(tmp_path / "store")
+    fill(store)
+    entry = tmp_path / "store" / KEY
+    meta = json.loads((entry / "zarr.json").read_text())
+    feat = meta["attributes"]["featcache"]
+    feat["format_version"] = 1
+    feat.pop("stats_crc32c")
+    (entry / "zarr.json").write_text(json.dumps(meta))
+    reader = FeatureStore(tmp_path / "store").open(KEY)
+    assert reader.version == 1
+    _read_everything(FeatureStore(tmp_path / "store"), KEY)
+    assert verify_entry(reader, store.objects).ok
+    (entry / "frames/c/1/0/0").unlink()  # without a record, NaN frames are still caught
+    with pytest.raises(CorruptEntryError, match="frames"):
+        FeatureStore(tmp_path / "store").open(KEY).frames(2)
+
+
+def test_every_array_carries_crc32c(tmp_path):
+    fill(FeatureStore(tmp_path / "store"))
+    for meta_file in (tmp_path / "store" / KEY).rglob("zarr.json"):
+        meta = json.loads(meta_file.read_text())
+        if meta["node_type"] != "array":
+            continue
+        codecs = meta["codecs"]
+        names = [c["name"] for c in codecs[0]["configuration"]["codecs"]] if \
+            codecs[0]["name"] == "sharding_indexed" else [c["name"] for c in codecs]
+        assert names[-1] == "crc32c", meta_file
+
+
+def test_reads_check_the_record_on_the_zarr_path_too(tmp_path):
+    """Remote stores read through zarr, which returns zeros for a missing chunk: the checksum
+    record catches it."""
+    store = FeatureStore(tmp_path / "store")
+    fill(store)
+    (tmp_path / "store" / KEY / "levels/fine/c/1/0/0/0/0").unlink()
+    from featcache.store.reader import EntryReader
+
+    reader = EntryReader(store.open(KEY).group, KEY, fast_path=False)
+    np.testing.assert_array_equal(reader.read(0, "fine").shape, (2, 4, 4, 4))
+    with pytest.raises(CorruptEntryError, match="case02.*levels/fine"):
+        reader.read(2, "fine")
+
+
+def test_rm_refuses_an_entry_being_written_unless_forced(tmp_path):
+    from tests.store.storehelpers import ATTRS, make_layout
+
+    store = FeatureStore(tmp_path / "store")
+    writer = store.create_entry(KEY, make_layout(), ATTRS)
+    assert writer.claim(0)
+    res = _run("rm", KEY, "--yes", "--store", str(store.url))
+    assert res.exit_code == 1 and "being written" in res.output and "--force" in res.output
+    assert store.keys() == [KEY]
+    res = _run("rm", KEY, "--yes", "--force", "--store", str(store.url))
+    assert res.exit_code == 0 and store.keys() == []
+    assert not (tmp_path / "store" / ".featcache-trash").exists()
+
+
+def test_rm_is_atomic(tmp_path, monkeypatch):
+    """A removal that dies midway leaves nothing that looks like an entry."""
+    store = FeatureStore(tmp_path / "store")
+    fill(store)
+    fill(store, OTHER)
+
+    def dies(self, prefix):
+        raise StoreError("disk went away")
+
+    monkeypatch.setattr(type(store.objects), "delete_prefix", dies)
+    with pytest.raises(StoreError, match="went away"):
+        store.remove(KEY)
+    assert store.keys() == [OTHER] and store.entries() == [OTHER]
+
+
+def test_gc_refuses_a_folder_that_is_not_a_store(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(b"x")
+    for args in (["gc"], ["rm", KEY, "--yes"]):
+        res = _run(*args, "--store", str(folder))
+        assert res.exit_code == 1 and "not a featcache store" in res.output, res.output
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.png"]
+
+
+def test_gc_removes_abandoned_partial_entries_after_their_lease(tmp_path):
+    from tests.store.storehelpers import ATTRS, make_layout, shard_data
+
+    url = tmp_path / "store"
+    FeatureStore(url).create_entry(KEY, make_layout(), ATTRS)  # a failed extract: nothing committed
+    partial = FeatureStore(url).create_entry(OTHER, make_layout(), ATTRS)
+    partial.write_shard(0, *shard_data(partial.layout, 0))  # resumable: kept
+    res = _run("gc", "--store", str(url))
+    assert res.exit_code == 0 and FeatureStore(url).keys() == sorted([KEY, OTHER])  # lease not yet expired
+    from featcache.store import gc
+
+    report = gc(FeatureStore(url, claim_ttl_s=0.0))
+    assert report.entries_removed == [KEY] and FeatureStore(url).keys() == [OTHER]
