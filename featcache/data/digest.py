@@ -1,9 +1,12 @@
 """A small on-disk cache of file digests and derived facts, outside every dataset folder.
 
 Fingerprinting a dataset hashes every source file; on a 600-image dataset that is seconds, on an
-MSD task minutes. The cache maps (absolute path, size, mtime_ns) to the file's sha256, so a repeat
-only stats the files. The same key also caches cheap-to-store, costly-to-compute facts such as
-"this file decodes" or "these slices of this label volume hold foreground".
+MSD task minutes. The cache maps (absolute path, size, mtime_ns, inode, ctime_ns) to the file's
+sha256, so a repeat only stats the files. mtime alone can be put back (`touch -r`, `cp -p`,
+rsync) after the content changed; the inode changes when a file is replaced and ctime whenever
+its content or metadata is touched, and neither can be set by a user. The same key also caches
+cheap-to-store, costly-to-compute facts such as "this file decodes" or "these slices of this label
+volume hold foreground".
 
 It lives in $FEATCACHE_CACHE_DIR, else ~/.cache/featcache, as one SQLite file (safe for several
 processes; each thread gets its own connection). If that folder cannot be written the cache is
@@ -20,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-    "sha256 TEXT)",
+    # digests2: digests (path, size, mtime_ns only) could serve a stale hash; it is left unused
+    "CREATE TABLE IF NOT EXISTS digests2 (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+    "ino INTEGER, ctime_ns INTEGER, sha256 TEXT)",
     "CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT)",
 )
 _local = threading.local()
@@ -53,10 +57,14 @@ def _connection() -> sqlite3.Connection | None:
     return conn
 
 
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes whenever a file is rewritten or replaced, even with its mtime put back."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
 def file_key(path: Path) -> str:
-    """'abs path|size|mtime_ns': changes whenever the file is rewritten or replaced."""
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    """'abs path|size|mtime_ns|inode|ctime_ns': changes whenever the file is rewritten or replaced."""
+    return f"{path.resolve()}|{'|'.join(map(str, _stamp(path.stat())))}"
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -68,24 +76,25 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of the file's bytes, served from the cache while (path, size, mtime_ns) is unchanged."""
+    """sha256 of the file's bytes, served from the cache while path, size, mtime, inode and ctime
+    are unchanged."""
     path = Path(path)
-    st = path.stat()
+    stamp = _stamp(path.stat())
     resolved = str(path.resolve())
     conn = _connection()
     if conn is not None:
         try:
-            row = conn.execute("SELECT size, mtime_ns, sha256 FROM digests WHERE path = ?",
+            row = conn.execute("SELECT size, mtime_ns, ino, ctime_ns, sha256 FROM digests2 WHERE path = ?",
                                (resolved,)).fetchone()
-            if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns:
-                return str(row[2])
+            if row is not None and tuple(row[:4]) == stamp:
+                return str(row[4])
         except sqlite3.Error:
             conn = None
     digest = sha256_of(path)
     if conn is not None:
         try:
-            conn.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
-                         (resolved, st.st_size, st.st_mtime_ns, digest))
+            conn.execute("INSERT OR REPLACE INTO digests2 VALUES (?, ?, ?, ?, ?, ?)",
+                         (resolved, *stamp, digest))
         except sqlite3.Error:
             pass
     return digest
