@@ -1,14 +1,16 @@
-"""The student: a timm encoder (EfficientNet-B0 by default) with a U-Net decoder.
+"""The student: a timm encoder (ImageNet-pretrained EfficientNet-Lite0 by default) with a U-Net
+decoder.
 
 The student is what ships to the edge device, so it is a plain nn.Module whose forward takes
-images (B, C, S, S) and returns mask logits (B, 1, S, S). Distillation taps its intermediate
-stages by name through `forward_features`.
+images (B, C, S, S) in [0, 1] and returns mask logits (B, 1, S, S). The input normalisation the
+encoder's weights expect is its first operation (buffers from the config), so training,
+evaluation, prediction and the exported ONNX/TorchScript model all apply it the same way.
+Distillation taps its intermediate stages by name through `forward_features`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import timm
@@ -16,27 +18,51 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from featcache.errors import CheckpointError, ConfigError
+from featcache.distill.encoder_weights import load_encoder_weights, timm_architecture
+from featcache.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class StudentConfig:
-    encoder: str = "efficientnet_b0"
+    encoder: str = "efficientnet_lite0"  # a timm name; efficientnet_lite0 = timm's tf_efficientnet_lite0
     in_channels: int = 3
-    decoder_channels: tuple[int, ...] = (432, 216, 108, 54, 27)  # ~8.8M params in all
-    encoder_weights: str | None = None  # a local file; None = random init (never downloads)
+    decoder_channels: tuple[int, ...] = (432, 216, 108, 54, 27)  # ~8.5M params in all
+    # "imagenet" (weights a pip package ships, see encoder_weights.py), a local file, or None for
+    # random init. Never downloads.
+    encoder_weights: str | None = None
     encoder_kwargs: dict = field(default_factory=dict)
+    # Per-channel input normalisation, (x - mean) / std on [0, 1] images; None = the encoder's
+    # own (timm's pretrained config for the architecture), fixed when the student is built.
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["decoder_channels"] = list(self.decoder_channels)
+        for key in ("decoder_channels", "input_mean", "input_std"):
+            d[key] = None if d[key] is None else list(d[key])
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> StudentConfig:
         d = dict(d)
         d["decoder_channels"] = tuple(d.get("decoder_channels", cls.decoder_channels))
+        # Checkpoints from before the normalisation existed fed [0, 1] images unchanged.
+        for key, identity in (("input_mean", 0.0), ("input_std", 1.0)):
+            value = d.get(key, [identity] * d.get("in_channels", cls.in_channels))
+            d[key] = tuple(float(v) for v in value)
         return cls(**d)
+
+    def with_normalisation(self, encoder: nn.Module) -> StudentConfig:
+        """This config with input_mean/std fixed: given ones, else the encoder's pretrained config
+        (ImageNet or Inception statistics), averaged for a grey input."""
+        if self.input_mean is not None and self.input_std is not None:
+            return self
+        cfg = getattr(encoder, "pretrained_cfg", None) or {}
+        mean, std = tuple(cfg.get("mean", (0.0,) * 3)), tuple(cfg.get("std", (1.0,) * 3))
+        if self.in_channels != len(mean):
+            mean = (sum(mean) / len(mean),) * self.in_channels
+            std = (sum(std) / len(std),) * self.in_channels
+        return replace(self, input_mean=self.input_mean or mean, input_std=self.input_std or std)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -62,14 +88,19 @@ class DecoderBlock(nn.Module):
 class Student(nn.Module):
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
-        self.config = config
         try:
-            self.encoder = timm.create_model(config.encoder, pretrained=False, features_only=True,
-                                             in_chans=config.in_channels, **config.encoder_kwargs)
+            self.encoder = timm.create_model(timm_architecture(config.encoder), pretrained=False,
+                                             features_only=True, in_chans=config.in_channels,
+                                             **config.encoder_kwargs)
         except RuntimeError as exc:
             raise ConfigError(f"student.encoder {config.encoder!r}: {exc}") from None
         if config.encoder_weights:
-            _load_encoder_weights(self.encoder, Path(config.encoder_weights))
+            load_encoder_weights(self.encoder, config.encoder, config.encoder_weights)
+        self.config = config = config.with_normalisation(self.encoder)
+        shape = (1, config.in_channels, 1, 1)
+        # Not in the state dict: they follow from the config, which every checkpoint carries.
+        self.register_buffer("input_mean", torch.tensor(config.input_mean).view(shape), persistent=False)
+        self.register_buffer("input_std", torch.tensor(config.input_std).view(shape), persistent=False)
         enc_ch = self.encoder.feature_info.channels()
         enc_red = self.encoder.feature_info.reduction()
         dec = list(config.decoder_channels)
@@ -92,8 +123,8 @@ class Student(nn.Module):
             self.stages[f"dec{i + 1}"] = (cout, max(stride, 1))
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x (B, C, S, S) -> logits (B, 1, S, S) and {stage: (B, C_s, S/stride, S/stride)}."""
-        feats = self.encoder(x)
+        """x (B, C, S, S) in [0, 1] -> logits (B, 1, S, S) and {stage: (B, C_s, S/stride, S/stride)}."""
+        feats = self.encoder((x - self.input_mean) / self.input_std)
         named = {f"enc{i + 1}": f for i, f in enumerate(feats)}
         skips = feats[:-1][::-1]
         y = feats[-1]
@@ -107,20 +138,6 @@ class Student(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
-
-
-def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise ConfigError(f"student.encoder_weights: {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a plain weights file ({type(exc).__name__}); "
-                              "save it with torch.save(model.state_dict())") from None
-    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    result = encoder.load_state_dict(state, strict=False)
-    if len(result.missing_keys) > len(state) // 2:
-        raise CheckpointError(f"{path}: most encoder keys missing, e.g. {result.missing_keys[:3]}")
 
 
 def count_params(module: nn.Module) -> int:
