@@ -175,7 +175,7 @@ def run(tmp: Path) -> None:
     for r in range(args.rounds):
         for m, trainer in trainers.items():
             _log(f"round {r + 1}/{args.rounds}: ({m})")
-            t, w = _time(trainer._step, batches[m], args.warmup, args.steps)
+            t, w = _time(trainer.train_step, batches[m], args.warmup, args.steps)
             times[m] += t
             waits[m] += w
             per_round[m].append(statistics.median(t))
@@ -185,7 +185,7 @@ def run(tmp: Path) -> None:
     online = Trainer(_manifest(args, store.url, tmp / "c", {}, fraction))
     teacher.to(online.device)
     _log("(c) online distillation")
-    times["c"], waits["c"] = _time(online._step, _online_batches(online, teacher, online.workers),
+    times["c"], waits["c"] = _time(online.train_step, _online_batches(online, teacher, online.workers),
                                    args.warmup, args.steps)
     online.close()
 

@@ -2,7 +2,13 @@
 the store, with the exact stored view replayed on image and mask.
 
 Teacher features are normalised and resampled onto the student's frame with the box recorded per
-sample and view (see resample.py), straight onto the grid the loss is computed on.
+sample and view (see resample.py), straight onto the grid the loss is computed on; a level tapped
+at several student stages is read once and resampled onto each stage's grid. Training inputs then
+get online photometric augmentation (intensities only, so the features stay aligned).
+
+Item indices carry the epoch: index k of a dataset of n items is item k % n in epoch k // n
+(see `Trainer.epoch_batches`), which seeds the augmentation per (run seed, epoch, item) and keeps
+a run reproducible whatever the number of loader workers.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from featcache.data.base import SegmentationDataset
-from featcache.data.views import ViewParams, apply_view
+from featcache.data.photometric import Photometric, augment
+from featcache.data.views import ViewParams, apply_view, sample_view
 from featcache.distill.manifest import Manifest, TeacherSpec
 from featcache.distill.model import Target, loss_grid
 from featcache.distill.resample import normaliser, teacher_target
@@ -32,7 +39,7 @@ class Source:
     index: int
     dataset: SegmentationDataset
     entries: dict[str, EntryReader]  # teacher name -> entry
-    views: int
+    views: int  # stored views (or, without a store, the views `sample_view` replays)
 
 
 def _missing_levels(reader: EntryReader, spec: TeacherSpec) -> list[str]:
@@ -116,7 +123,7 @@ def build_targets(manifest: Manifest, sources: list[Source], stages: dict[str, t
                   ) -> list[Target]:
     targets = []
     for spec in manifest.teachers:
-        for level, stage in spec.levels.items():
+        for level, stage in spec.taps():
             if stage not in stages:
                 raise ConfigError(f"teachers.{spec.name}.levels.{level}: unknown student stage "
                                   f"{stage!r}; the student has {', '.join(stages)}")
@@ -134,20 +141,28 @@ def build_targets(manifest: Manifest, sources: list[Source], stages: dict[str, t
 
 
 class DistillItems(Dataset):
-    """Items are (source index, sample index, view); returns student input, mask and targets."""
+    """Items are (source index, sample index, view); returns student input, mask and targets.
+
+    augment: photometric augmentation of the student input (training), None for none; seed: the
+    run's seed, which with the epoch and item seeds each augmentation draw."""
 
     def __init__(self, sources: list[Source], items: list[tuple[int, int, int]],
                  targets: list[Target], image_size: int, channels: int, normalisation: str,
-                 with_teachers: bool) -> None:
+                 with_teachers: bool, augment: Photometric | None = None, seed: int = 0) -> None:
         self.sources, self.items, self.targets = sources, items, targets
         self.image_size, self.channels = image_size, channels
         self.with_teachers = with_teachers
+        self.augment, self.seed = augment, seed
+        # (teacher, level) -> the targets (student stages) it feeds: read once, resampled per stage.
+        self.taps: dict[tuple[str, str], list[Target]] = {}
+        for t in targets:
+            self.taps.setdefault((t.teacher, t.level), []).append(t)
         self.norm = {}
         if with_teachers:
             for s in sources:
-                for t in targets:
-                    self.norm[(s.index, t.key)] = normaliser(s.entries[t.teacher], t.level,
-                                                              normalisation)
+                for teacher, level in self.taps:
+                    self.norm[(s.index, teacher, level)] = normaliser(s.entries[teacher], level,
+                                                                      normalisation)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -166,33 +181,40 @@ class DistillItems(Dataset):
             source.entries = {n: EntryReader(group, key) for n, (group, key) in handles.items()}
         self.__dict__.update(state)
 
+    def _view(self, source: Source, sample_id: str, view: int) -> tuple[ViewParams, dict[str, int]]:
+        """The view's parameters (as stored; without a store, as extraction would store them with
+        the default view seed) and the sample's index in each entry."""
+        if not source.entries:
+            return (sample_view(sample_id, view) if view else ViewParams()), {}
+        entry_index = {name: reader.index_of(sample_id) for name, reader in source.entries.items()}
+        first_name, first = next(iter(source.entries.items()))
+        return ViewParams.from_array(first.view_params(entry_index[first_name])[view]), entry_index
+
     def __getitem__(self, k: int) -> dict[str, Any]:
+        epoch, k = divmod(k, len(self.items))
         src_i, index, view = self.items[k]
         source = self.sources[src_i]
         sample = source.dataset.load(index)
-        params = ViewParams()
-        entry_index = {}
-        if source.entries:
-            for name, reader in source.entries.items():
-                entry_index[name] = reader.index_of(sample.id)
-            first_name, first = next(iter(source.entries.items()))
-            params = ViewParams.from_array(first.view_params(entry_index[first_name])[view])
+        params, entry_index = self._view(source, sample.id, view)
         image, mask = apply_view(sample.image, sample.mask, params)
         x = student_input(image, self.image_size, self.channels)
+        if self.augment is not None:
+            x = augment(x, self.augment, np.random.default_rng([self.seed, epoch, k]))
         m = torch.from_numpy(mask.astype(np.float32))[None, None]
         m = F.interpolate(m, size=(self.image_size,) * 2, mode="nearest")[0]
         item: dict[str, Any] = {"image": x, "mask": m, "dataset": src_i, "index": index}
         if self.with_teachers:
-            for t in self.targets:
-                reader = source.entries[t.teacher]
-                i = entry_index[t.teacher]
-                target, valid = teacher_target(reader.read(i, t.level, view), self.norm[(src_i, t.key)],
-                                               reader.frames(i)[view], t.loss_grid)
-                # float16 across the process boundary: the batch's shared-memory pages cost
-                # page faults per byte on both sides (a visible share of a CPU step), and on a
-                # GPU the copy to the device halves. The store holds float16 to begin with.
-                item[f"t:{t.key}"] = target.half()
-                item[f"v:{t.key}"] = valid
+            for (teacher, level), targets in self.taps.items():
+                reader, i = source.entries[teacher], entry_index[teacher]
+                feature, box = reader.read(i, level, view), reader.frames(i)[view]
+                for t in targets:
+                    target, valid = teacher_target(feature, self.norm[(src_i, teacher, level)], box,
+                                                   t.loss_grid)
+                    # float16 across the process boundary: the batch's shared-memory pages cost
+                    # page faults per byte on both sides (a visible share of a CPU step), and on
+                    # a GPU the copy to the device halves. The store holds float16 to begin with.
+                    item[f"t:{t.key}"] = target.half()
+                    item[f"v:{t.key}"] = valid
         return item
 
 

@@ -11,11 +11,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from featcache.errors import ConfigError
-from featcache.yamlconfig import read_yaml, validation_message
+from featcache.yamlconfig import read_yaml, safe_load, validation_message
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `epochs: true` or `lr: "0.1"` are errors, not 1 and 0.1; floats must be finite.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
@@ -30,19 +31,36 @@ class DatasetSpec(_Strict):
 class TeacherSpec(_Strict):
     name: str
     entry: str = "auto"  # a store key, or "auto": the one complete entry for this teacher + dataset
-    levels: dict[str, str]  # teacher level -> student stage it is matched from
+    # teacher level -> the student stage(s) it is matched from ("dec3", or [enc4, dec3]: several taps)
+    levels: dict[str, str | list[str]]
     # Used only by `featcache extract --manifest` to build the teacher; distillation never does.
     checkpoint: str | None = None
     arch: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+    def taps(self) -> list[tuple[str, str]]:
+        """(level, student stage) pairs, in manifest order."""
+        return [(level, stage) for level, stages in self.levels.items()
+                for stage in ([stages] if isinstance(stages, str) else stages)]
+
+    @field_validator("levels")
+    @classmethod
+    def _some_stage(cls, v: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        empty = [level for level, stages in v.items() if not stages]
+        if empty:
+            raise ValueError(f"level(s) {empty} name no student stage; e.g. {{{empty[0]}: dec3}}")
+        return v
+
+
 class StudentSpec(_Strict):
-    encoder: str = "efficientnet_b0"
-    in_channels: int = 3
-    decoder_channels: list[int] = Field(default_factory=lambda: [432, 216, 108, 54, 27])
-    encoder_weights: str | None = None
-    image_size: int = 256
+    # ImageNet-pretrained EfficientNet-Lite0 (weights shipped by a pip package) + U-Net decoder,
+    # 8.75M parameters. encoder_weights: imagenet, a local state-dict file, or null (random init).
+    encoder: str = "efficientnet_lite0"
+    in_channels: int = Field(3, ge=1)
+    decoder_channels: list[int] = Field(default_factory=lambda: [464, 232, 116, 58, 29])
+    encoder_weights: str | None = "imagenet"
+    image_size: int = Field(256, gt=0)  # also a multiple of the encoder's stride (checked on build)
 
 
 class DistillSpec(_Strict):
@@ -55,6 +73,9 @@ class DistillSpec(_Strict):
     # probe_loss^(-1/T), so T=0.25 turns a 4:3 probe-loss ratio into about 3:1 weights.
     gate_temperature: float = Field(0.25, gt=0)
     loss_gate: Literal["uncertainty", "fixed"] = "uncertainty"
+    # Uncertainty weighting's learned weights exp(-s) are kept within [1/max, max]: unbounded, each
+    # weight tends to 1/L, so the easiest term (the reconstruction) would take over.
+    loss_gate_max_weight: float = Field(4.0, ge=1.0)
     loss_weights: dict[str, float] = Field(
         default_factory=lambda: {"seg": 1.0, "feat": 1.0, "recon": 0.5})
     # Projectors and return decoder: "separable" (depthwise 3x3 + 1x1s, cheap) or "conv3x3"
@@ -76,15 +97,32 @@ class DistillSpec(_Strict):
         return v
 
 
+class AugmentSpec(_Strict):
+    """Online photometric augmentation of the student's input (training only). Geometry never
+    changes, so cached teacher features stay aligned; geometric variety comes from stored views.
+    Each operation is applied with probability p, its strength drawn uniformly up to the bound."""
+
+    enabled: bool = True
+    p: float = Field(0.5, ge=0, le=1)
+    brightness: float = Field(0.1, ge=0)  # additive shift within ±brightness
+    contrast: float = Field(0.25, ge=0, lt=1)  # scale about the mean within 1 ± contrast
+    gamma: float = Field(0.4, ge=0)  # exponent within exp(±gamma)
+    noise: float = Field(0.03, ge=0)  # Gaussian noise std up to this
+    blur: float = Field(1.0, ge=0)  # Gaussian blur sigma up to this, in student pixels
+
+
 class TrainingSpec(_Strict):
     """Training loop settings (batch_size is per process under torchrun)."""
 
     epochs: int = Field(20, ge=1)
+    # The run's length in optimizer steps; when set it decides the number of epochs
+    # (ceil(steps / steps per epoch)), so arms with different data sizes train equally long.
+    steps: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(1, ge=0)
-    grad_clip: float = 1.0
+    grad_clip: float = Field(1.0, ge=0)
     amp: bool = False
     seed: int = 42
     views: int | Literal["all"] = "all"
@@ -98,7 +136,19 @@ class TrainingSpec(_Strict):
     # workers must keep pace with the device.
     worker_priority: Literal["auto", "normal", "low"] = "auto"
     device: str = "auto"
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
 
+
+class PretrainSpec(_Strict):
+    """Feature pretraining: before the labelled training, the student learns to predict the
+    teachers' cached features on these datasets (their train_split; masks are never read), with
+    the same heads. Teachers need no labels, so a few labelled images can sit in hundreds of
+    unlabelled ones. steps 0 = off."""
+
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    steps: int = Field(0, ge=0)
+    lr: float | None = Field(None, gt=0)  # None: training.lr
+    batch_size: int | None = Field(None, ge=1)  # None: training.batch_size
 
 class Manifest(_Strict):
     store: str | None = None  # None: $FEATCACHE_STORE or ./featcache-store
@@ -108,6 +158,7 @@ class Manifest(_Strict):
     student: StudentSpec = Field(default_factory=StudentSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -136,7 +187,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         try:
-            parsed.append((key.strip(), yaml.safe_load(raw)))
+            parsed.append((key.strip(), safe_load(raw)))
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     return parsed

@@ -1,7 +1,8 @@
 """Projectors, return decoder, teacher-level gate and loss-level gate around the student.
 
-Targets are (teacher, level) pairs; each is matched from one student stage ("slot"). Teachers
-matched at the same slot compete in that slot's gate.
+Targets are (teacher, level, student stage) taps: a teacher level can be matched from several
+student stages (encoder and decoder), each with its own projector. Teachers matched at the same
+stage ("slot") compete in that slot's gate.
 
 The teacher-level gate (per sample, per slot) sees the pooled student feature, a learned dataset
 embedding and the student-teacher cosine similarity, and outputs a softmax over teachers. Unlike the
@@ -12,7 +13,10 @@ that sample, plus a balance regulariser (KL of the batch-mean weights from unifo
 trivial collapse.
 
 The loss-level gate is uncertainty weighting, sum_i exp(-s_i) * L_i + s_i: a term's weight can only
-shrink by paying s_i, so it cannot win by zeroing a term.
+shrink by paying s_i, so it cannot win by zeroing a term. Its optimum is exp(-s_i) = 1/L_i, which
+hands the easiest term (the reconstruction, often 10x smaller than the others) the largest weight
+without bound; so s_i = b * tanh(raw_i / b) with b = ln(loss_gate_max_weight) keeps every weight
+within [1/max, max] (default [0.25, 4]) while staying smooth and trainable.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 from featcache.distill.heads import Projector, ReturnDecoder, pointwise
 from featcache.distill.losses import feature_loss, reconstruction_loss, seg_loss
 from featcache.distill.manifest import DistillSpec
+from featcache.distill.resample import area_pool
 from featcache.distill.student import Student
 
 
@@ -43,7 +48,7 @@ class Target:
 
     @property
     def key(self) -> str:
-        return f"{self.teacher}/{self.level}"
+        return f"{self.teacher}/{self.level}@{self.stage}"
 
 
 def _masked_pool(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -130,13 +135,18 @@ class DistillModel(nn.Module):
         self.log_vars = nn.Parameter(torch.zeros(len(self.TERMS)),
                                      requires_grad=use and spec.loss_gate == "uncertainty")
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor, dataset_index: torch.Tensor,
+    def forward(self, image: torch.Tensor, mask: torch.Tensor | None, dataset_index: torch.Tensor,
                 teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict:
-        """Returns the total loss, each term (batch mean), and gate weights per slot (B, T)."""
+        """Returns the total loss, each term (batch mean), and gate weights per slot (B, T).
+
+        mask None: feature pretraining on unlabelled images. Only the feature and reconstruction
+        terms, teachers weighted uniformly (the gate learns from masks), fixed loss weights."""
         logits, feats = self.student.forward_features(image)
-        terms = {"seg": seg_loss(logits, mask).mean()}
+        labelled = mask is not None
+        terms = {"seg": seg_loss(logits, mask).mean()} if labelled else {}
         aux = torch.zeros((), device=image.device)  # gate + probe losses: train only those heads
         gate_weights: dict[str, torch.Tensor] = {}
+        gated = bool(self.gates) and labelled
         if self.distilling:
             feat_terms, recon_terms = [], []
             for stage, members in self.slots.items():
@@ -147,7 +157,7 @@ class DistillModel(nn.Module):
                     per_teacher.append(feature_loss(p, target, ok, self.spec.feature_loss))
                     if recon is not None:
                         recon_terms.append(recon)
-                    if self.gates:
+                    if gated:
                         # Pool only where the teacher saw the image: padding is zeros after the warp.
                         sims.append(F.cosine_similarity(_masked_pool(p.detach(), ok),
                                                         _masked_pool(target, ok), dim=1))
@@ -156,7 +166,7 @@ class DistillModel(nn.Module):
                         # Scale-free relevance: the target is proportional to probe_loss^(-1/T).
                         relevance.append(-torch.log(probe_loss.detach() + 1e-6))
                 losses = torch.stack(per_teacher, dim=1)  # (B, T)
-                if self.gates:
+                if gated:
                     w = self.gates[stage](feats[stage].detach().mean((2, 3)), dataset_index,
                                           torch.stack(sims, dim=1))
                     aux = aux + self._gate_loss(w, torch.stack(relevance, dim=1))
@@ -167,7 +177,7 @@ class DistillModel(nn.Module):
             terms["feat"] = torch.stack(feat_terms).mean()
             if recon_terms:
                 terms["recon"] = torch.stack(recon_terms).mean()
-        total = self._combine(terms) + aux
+        total = (self._combine(terms) if labelled else self._fixed(terms)) + aux
         return {"loss": total, "logits": logits, "terms": {k: v.detach() for k, v in terms.items()},
                 "gates": gate_weights}
 
@@ -182,8 +192,8 @@ class DistillModel(nn.Module):
         With "teacher" (the paper's and RADIO's choice) the projection is upsampled bilinearly."""
         k = _mkey(t.key)
         base = native
-        if native.shape[-2] * native.shape[-1] >= t.grid[0] * t.grid[1]:
-            base = F.interpolate(native, size=t.grid, mode="bilinear", align_corners=False)
+        if native.shape[-2] * native.shape[-1] > t.grid[0] * t.grid[1]:
+            base = area_pool(native, t.grid)  # a stage finer than the teacher: exact cell means
         projection, hidden = self.projectors[k](base)
         p = projection
         if self.spec.feature_grid == "teacher" and tuple(p.shape[-2:]) != tuple(t.grid):
@@ -210,18 +220,30 @@ class DistillModel(nn.Module):
         balance = (uniform * (torch.log(uniform) - torch.log(mean_w + 1e-8))).sum()
         return fit + self.spec.gate_balance_weight * balance
 
+    def _fixed(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The terms weighted by distill.loss_weights (pretraining, or loss_gate: fixed)."""
+        return sum(self.spec.loss_weights.get(name, 1.0) * value for name, value in terms.items())
+
     def _combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.distilling:
             return terms["seg"]
         total = torch.zeros((), device=terms["seg"].device)
+        log_vars = self.bounded_log_vars()
         for i, name in enumerate(self.TERMS):
             if name not in terms:
                 continue
             if self.spec.loss_gate == "uncertainty":
-                total = total + torch.exp(-self.log_vars[i]) * terms[name] + self.log_vars[i]
-            else:
-                total = total + self.spec.loss_weights.get(name, 1.0) * terms[name]
+                total = total + torch.exp(-log_vars[i]) * terms[name] + log_vars[i]
+        if self.spec.loss_gate != "uncertainty":
+            total = total + self._fixed(terms)
         return total
+
+    def bounded_log_vars(self) -> torch.Tensor:
+        """s = b * tanh(raw / b), b = ln(max weight): every weight exp(-s) lies in [1/max, max]."""
+        bound = math.log(self.spec.loss_gate_max_weight)
+        if bound == 0:
+            return torch.zeros_like(self.log_vars)
+        return bound * torch.tanh(self.log_vars / bound)
 
     def active_terms(self) -> tuple[str, ...]:
         if not self.distilling:
@@ -234,6 +256,6 @@ class DistillModel(nn.Module):
         if not self.distilling:
             return {"seg": 1.0}
         if self.spec.loss_gate == "uncertainty":
-            return {n: math.exp(-float(v)) for n, v in zip(self.TERMS, self.log_vars.detach(), strict=True)
-                    if n in active}
+            return {n: math.exp(-float(v)) for n, v in zip(self.TERMS, self.bounded_log_vars().detach(),
+                                                             strict=True) if n in active}
         return {n: self.spec.loss_weights.get(n, 1.0) for n in active}

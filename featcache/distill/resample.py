@@ -116,6 +116,17 @@ def area_to_student_frame(feature: torch.Tensor, box: np.ndarray, grid: tuple[in
     return target, (cover_y[:, None] * cover_x[None, :])[None]
 
 
+def area_pool(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """x (B, C, H, W) -> (B, C, gh, gw): each output cell the exact mean of the input over the
+    region it covers (fractional cells weighted by their overlap), for any ratio of the grids.
+    Used where a student stage is finer than the teacher grid it is matched on."""
+    b, c, h, w = x.shape
+    wy, _ = _area_weights(0.0, 1.0, grid[0], h)
+    wx, _ = _area_weights(0.0, 1.0, grid[1], w)
+    wy, wx = wy.to(x.device, x.dtype), wx.to(x.device, x.dtype)
+    return torch.matmul(torch.matmul(wy, x), wx.T)
+
+
 def teacher_target(feature: np.ndarray, norm: Norm, box: np.ndarray,
                    grid: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """A stored teacher map (C, h, w) -> (target, validity) on the student's frame: on `grid`

@@ -23,6 +23,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from featcache.data.photometric import Photometric
 from featcache.data.registry import build_dataset
 from featcache.distill import distributed as dist
 from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
@@ -30,10 +31,11 @@ from featcache.distill.data import DistillItems, Source, build_targets, resolve_
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import EpochBatches, low_priority_workers, make_loader, resolve_workers
-from featcache.distill.manifest import Manifest, same_settings
+from featcache.distill.manifest import DatasetSpec, Manifest, same_settings
 from featcache.distill.model import DistillModel
+from featcache.distill.pretrain import pretrain
 from featcache.distill.student import Student, StudentConfig, count_params
-from featcache.errors import CheckpointError, DatasetError
+from featcache.errors import CheckpointError, ConfigError, DatasetError
 from featcache.store import FeatureStore, default_store_url
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -59,16 +61,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_sources(manifest: Manifest, with_teachers: bool) -> list[Source]:
+def build_sources(manifest: Manifest, with_teachers: bool,
+                  datasets: list[DatasetSpec] | None = None) -> list[Source]:
+    """The manifest's datasets (or `datasets`), each with its teachers' store entries.
+
+    Without teachers (the supervised baseline) a dataset has as many views as training.views
+    asks for (1 for "all"), replayed as extraction stores them, so both arms see the same views."""
     store = FeatureStore(manifest.store, read_only=True) if with_teachers else None
     sources = []
-    for i, spec in enumerate(manifest.datasets):
+    for i, spec in enumerate(manifest.datasets if datasets is None else datasets):
         dataset = build_dataset(spec.name, spec.root, **spec.options)
         entries = {}
         if store is not None:
             fingerprint = dataset.fingerprint()
             entries = {t.name: resolve_entry(store, t, dataset, fingerprint) for t in manifest.teachers}
-        views = min((e.layout.views for e in entries.values()), default=1)
+        asked = manifest.training.views
+        views = min((e.layout.views for e in entries.values()),
+                    default=asked if isinstance(asked, int) else 1)
         sources.append(Source(i, dataset, entries, views))
     return sources
 
@@ -121,11 +130,19 @@ class Trainer:
         self.with_teachers = manifest.distill.enabled and bool(manifest.teachers)
         self.sources = build_sources(manifest, self.with_teachers)
         self.store_url = (manifest.store or default_store_url()) if self.with_teachers else None
-        self.student_config = StudentConfig(encoder=st.encoder, in_channels=st.in_channels,
-                                            decoder_channels=tuple(st.decoder_channels),
-                                            encoder_weights=st.encoder_weights)
-        student = Student(self.student_config)
-        self.targets = build_targets(manifest, self.sources, student.stages) if self.with_teachers else []
+        student = Student(StudentConfig(encoder=st.encoder, in_channels=st.in_channels,
+                                        decoder_channels=tuple(st.decoder_channels),
+                                        encoder_weights=st.encoder_weights))
+        self.student_config = student.config  # with the input normalisation resolved
+        stride = max(r for _, r in student.stages.values())
+        if st.image_size % stride:
+            nearest = max(1, round(st.image_size / stride)) * stride
+            raise ConfigError(f"student.image_size {st.image_size} must be a multiple of {stride}, "
+                              f"the stride of encoder {st.encoder}; e.g. {nearest}")
+        self.pretrain_sources = (build_sources(manifest, True, manifest.pretrain.datasets)
+                                 if self.with_teachers and manifest.pretrain.steps else [])
+        self.targets = (build_targets(manifest, self.sources + self.pretrain_sources, student.stages)
+                        if self.with_teachers else [])
         self.model = DistillModel(student, self.targets, manifest.distill, len(self.sources)).to(self.device)
         self.ddp: torch.nn.Module = self.model
         if self.dist.active:
@@ -138,16 +155,16 @@ class Trainer:
         if len(self.train_items) < 2 or not self.val_items:
             raise DatasetError(f"too few samples: {len(self.train_items)} training items and "
                                f"{len(self.val_items)} validation items; use more data or splits")
-        make = lambda items, teachers: DistillItems(  # noqa: E731
-            self.sources, items, self.targets, st.image_size, st.in_channels,
-            manifest.distill.normalisation, teachers)
-        # Validation scores the student alone: it needs no teacher features.
-        self.train_set = make(self.train_items, self.with_teachers)
-        self.val_set = make(self.val_items[self.dist.rank::self.dist.world_size], False)
+        # Validation scores the student alone, as it is: no teacher features, no augmentation.
+        self.train_set = self.items_dataset(self.sources, self.train_items, self.with_teachers, augment=True)
+        self.val_set = self.items_dataset(self.sources, self.val_items[self.dist.rank::self.dist.world_size],
+                                          False, augment=False)
         self.sampler = BalancedShardSampler(self._balance_weights(), len(self.train_items), tr.seed,
                                             self.dist.rank, self.dist.world_size)
         self.drop_last = self.sampler.per_rank > tr.batch_size
         self.steps_per_epoch = self.sampler.per_rank // tr.batch_size if self.drop_last else 1
+        # training.steps fixes the run's length in optimizer steps whatever the data size.
+        self.epochs = math.ceil(tr.steps / self.steps_per_epoch) if tr.steps else tr.epochs
         self.workers = resolve_workers(tr.num_workers, self.dist.world_size)
         self.low_priority_workers = low_priority_workers(tr.worker_priority, self.device)
         self._train: DataLoader | None = None
@@ -158,9 +175,18 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=tr.lr, weight_decay=tr.weight_decay,
                                            fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(tr.epochs, tr.warmup_epochs, self.steps_per_epoch))
+            self.optimizer, _lr_lambda(self.epochs, tr.warmup_epochs, self.steps_per_epoch))
         self.run_dir = Path(manifest.run_dir)
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
+
+    def items_dataset(self, sources: list[Source], items: list[tuple[int, int, int]], teachers: bool,
+                      augment: bool) -> DistillItems:
+        m = self.manifest
+        aug = m.training.augment
+        photometric = (Photometric(**aug.model_dump(exclude={"enabled"}))
+                       if augment and aug.enabled else None)
+        return DistillItems(sources, items, self.targets, m.student.image_size, m.student.in_channels,
+                            m.distill.normalisation, teachers, photometric, m.training.seed)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """The small auxiliary heads (teacher-relevance probes, teacher gates, loss-gate
@@ -196,9 +222,15 @@ class Trainer:
     def epoch_batches(self, start_epoch: int) -> EpochBatches:
         """The indices of epochs start_epoch.. in batches (steps_per_epoch each). Each epoch's
         draw is seeded by the epoch (dataset-balanced sampling), so a resumed run sees the same
-        batches."""
+        batches. Indices carry the epoch (epoch * n + item, see DistillItems), which seeds the
+        item's augmentation."""
         tr = self.manifest.training
-        return EpochBatches(self.sampler.draw, tr.batch_size, self.drop_last, start_epoch, tr.epochs,
+        n = len(self.train_items)
+
+        def draw(epoch: int) -> list[int]:
+            return [epoch * n + i for i in self.sampler.draw(epoch)]
+
+        return EpochBatches(draw, tr.batch_size, self.drop_last, start_epoch, self.epochs,
                             self.steps_per_epoch)
 
     def _train_batches(self, start_epoch: int) -> Iterator[dict[str, Any]]:
@@ -241,19 +273,26 @@ class Trainer:
                 self._truncate_csv(name, self.start_epoch)
 
     # --- loop -------------------------------------------------------------------------------
-    def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def step(self, batch: dict[str, Any], optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, labelled: bool = True) -> dict[str, Any]:
+        """One optimizer step; labelled=False is feature pretraining (the batch's masks unused)."""
         b = _collate_to(batch, self.device)
         amp = self.manifest.training.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = self.ddp(b["image"], b["mask"], b["dataset"], b["teacher"], b["valid"])
-        self.optimizer.zero_grad(set_to_none=True)
+            out = self.ddp(b["image"], b["mask"] if labelled else None, b["dataset"], b["teacher"],
+                           b["valid"])
+        optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         if self.manifest.training.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.manifest.training.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        optimizer.step()
+        scheduler.step()
         out["dataset"] = batch["dataset"]
         return out
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One step of the labelled training with its optimizer and schedule."""
+        return self.step(batch, self.optimizer, self.scheduler)
 
     def _validate(self) -> float:
         """Mean per-image Dice over the whole validation split (each rank scores its shard)."""
@@ -275,7 +314,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "manifest.yaml").write_text(
                 yaml.safe_dump(self.manifest.model_dump(mode="json"), sort_keys=False))
-        self.progress("start", {"epochs": tr.epochs, "steps": self.steps_per_epoch,
+        if self.start_epoch == 0 and self.pretrain_sources:
+            pretrain(self)
+        self.progress("start", {"epochs": self.epochs, "steps": self.steps_per_epoch,
                                 "params": count_params(self.model.student), "workers": self.workers,
                                 "start_epoch": self.start_epoch, "device": str(self.device),
                                 "world_size": self.dist.world_size})
@@ -285,14 +326,14 @@ class Trainer:
         slots = {stage: [t.teacher for t in members] for stage, members in self.model.slots.items()}
         self.model.train()
         batches = self._train_batches(self.start_epoch)
-        for epoch in range(self.start_epoch, tr.epochs):
+        for epoch in range(self.start_epoch, self.epochs):
             if self.dist.active:  # dropout differs per rank, reproducibly per epoch
                 torch.manual_seed(tr.seed * 1000 + epoch * 7919 + self.dist.rank)
             stats = EpochStats(names, slots)
             t_epoch = time.perf_counter()
             for step in range(self.steps_per_epoch):
                 batch = next(batches)
-                out = self._step(batch)
+                out = self.train_step(batch)
                 steps += 1
                 stats.add(out, batch["dataset"])
                 self.progress("step", {"epoch": epoch, "step": step + 1, "loss": float(out["loss"].detach())})
@@ -310,7 +351,7 @@ class Trainer:
             row["val_dice"] = val_dice
             self.progress("epoch", {**row, "best": self.best_dice, "gates": gates})
         seconds = time.perf_counter() - t0
-        return TrainResult(self.run_dir, tr.epochs, self.best_dice, self.best_epoch,
+        return TrainResult(self.run_dir, self.epochs, self.best_dice, self.best_epoch,
                            count_params(self.model.student), seconds, steps / max(seconds, 1e-9),
                            gates, self.model.loss_weights(), self.dist.world_size)
 

@@ -6,8 +6,8 @@ from featcache.extract.runner import extract
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
 
-TINY_STUDENT = {"encoder": "mobilenetv3_small_050", "decoder_channels": [32, 16, 16, 8, 8],
-                "image_size": 32}
+TINY_STUDENT = {"encoder": "mobilenetv3_small_050", "encoder_weights": None,
+                "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32}
 
 
 @pytest.fixture

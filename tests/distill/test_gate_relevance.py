@@ -24,7 +24,7 @@ def test_gate_prefers_the_teacher_whose_features_explain_the_mask():
                 > 0.5).float()
         small = F.adaptive_avg_pool2d(mask, (8, 8))
         good = torch.cat([4 * small - 2, torch.randn(8, 3, 8, 8) * 0.1], dim=1)
-        teacher = {"good/f": good, "noise/f": torch.randn(8, 4, 8, 8)}
+        teacher = {"good/f@dec3": good, "noise/f@dec3": torch.randn(8, 4, 8, 8)}
         valid = {k: torch.ones(8, 1, 8, 8) for k in teacher}
         out = model(image, mask, torch.zeros(8, dtype=torch.long), teacher, valid)
         opt.zero_grad()

@@ -14,7 +14,7 @@ def _batch(b=4):
     torch.manual_seed(0)
     image = torch.rand(b, 3, 32, 32)
     mask = (image[:, :1] > 0.5).float()
-    teacher = {"a/x": torch.randn(b, 8, 8, 8), "b/x": torch.randn(b, 4, 8, 8)}
+    teacher = {"a/x@dec3": torch.randn(b, 8, 8, 8), "b/x@dec3": torch.randn(b, 4, 8, 8)}
     valid = {k: torch.ones(b, 1, 8, 8) for k in teacher}
     return image, mask, torch.zeros(b, dtype=torch.long), teacher, valid
 
@@ -60,12 +60,36 @@ def test_balance_regulariser_prevents_collapse():
 def test_uncertainty_weighting_cannot_zero_a_term_for_free():
     model = _model()
     s = model.log_vars
-    terms = {"seg": torch.tensor(0.5), "feat": torch.tensor(2.0), "recon": torch.tensor(1.0)}
-    # Pushing a term's weight towards zero (s -> large) raises the objective.
+    terms = {"seg": torch.tensor(0.5), "feat": torch.tensor(0.2), "recon": torch.tensor(1.0)}
+    # Pushing a small term's weight towards zero (s -> large) raises the objective.
     base = float(model._combine(terms).detach())
     with torch.no_grad():
         s[1] = 10.0
     assert float(model._combine(terms).detach()) > base
+    # However far s goes, no weight leaves [1/max, max]: a term is never switched off.
+    assert min(model.loss_weights().values()) >= 1 / model.spec.loss_gate_max_weight - 1e-6
+
+
+def _trained_loss_weights(max_weight: float) -> dict[str, float]:
+    """Train only the loss gate on fixed terms, one of them tiny (an easy reconstruction)."""
+    model = _model(loss_gate_max_weight=max_weight)
+    terms = {"seg": torch.tensor(0.4), "feat": torch.tensor(0.8), "recon": torch.tensor(0.001)}
+    optimizer = torch.optim.Adam([model.log_vars], lr=0.1)
+    for _ in range(800):
+        optimizer.zero_grad()
+        model._combine(terms).backward()
+        optimizer.step()
+    return model.loss_weights()
+
+
+def test_bounded_loss_gate_caps_the_easiest_terms_weight():
+    """Unbounded, each weight tends to 1/L: a tiny term would take a weight of ~1000. Bounded, it
+    stops at the bound and the other terms keep weights near 1/L."""
+    w = _trained_loss_weights(4.0)
+    assert 3.9 < w["recon"] <= 4.0 + 1e-6
+    assert abs(w["seg"] - 1 / 0.4) < 0.1 and abs(w["feat"] - 1 / 0.8) < 0.1
+    unbounded = _trained_loss_weights(1e6)
+    assert unbounded["recon"] > 20  # what the bound prevents (far from converged at 1000)
 
 
 def test_ablation_switches_change_the_graph():
@@ -90,14 +114,15 @@ def test_finer_teacher_grid_is_projected_at_the_student_grid():
     torch.manual_seed(0)
     model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))], DistillSpec(), 1)
     seen = []
-    projector = model.projectors["c__y"]  # returns (projection, hidden)
+    projector = model.projectors["c__y@dec3"]  # returns (projection, hidden)
     projector.register_forward_hook(lambda m, i, o: seen.append(tuple(o[0].shape[-2:])))
     image, mask, ds, _, _ = _batch()
-    out = model(image, mask, ds, {"c/y": torch.randn(4, 4, 16, 16)}, {"c/y": torch.ones(4, 1, 16, 16)})
+    teacher, valid = {"c/y@dec3": torch.randn(4, 4, 16, 16)}, {"c/y@dec3": torch.ones(4, 1, 16, 16)}
+    out = model(image, mask, ds, teacher, valid)
     out["loss"].backward()
     assert seen == [(8, 8)]  # dec3 of a 32 px input, not the teacher's 16x16
     assert torch.isfinite(out["terms"]["feat"]) and torch.isfinite(out["terms"]["recon"])
-    assert model.projectors["c__y"].body[0].weight.grad.abs().sum() > 0
+    assert model.projectors["c__y@dec3"].body[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize(("feature_grid", "compared_on"), [("coarser", (8, 8)), ("teacher", (16, 16))])
@@ -114,7 +139,7 @@ def test_feature_grid_sets_where_student_and_teacher_are_compared(monkeypatch, f
     model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))],
                          DistillSpec(feature_grid=feature_grid), 1)
     image, mask, ds, _, _ = _batch()
-    model(image, mask, ds, {"c/y": torch.randn(4, 4, 16, 16)}, {"c/y": torch.ones(4, 1, 16, 16)})
+    model(image, mask, ds, {"c/y@dec3": torch.randn(4, 4, 16, 16)}, {"c/y@dec3": torch.ones(4, 1, 16, 16)})
     assert seen == [(compared_on, compared_on, compared_on)]
 
 
@@ -136,7 +161,7 @@ def test_projector_kinds():
     """Separable projectors keep a 3x3 (depthwise) view and cost a fraction of the paper's."""
     def projector_params(kind):
         m = _model(projector=kind)
-        return sum(p.numel() for p in m.projectors.parameters()), m.projectors["a__x"]
+        return sum(p.numel() for p in m.projectors.parameters()), m.projectors["a__x@dec3"]
 
     separable_n, separable = projector_params("separable")
     paper_n, paper = projector_params("conv3x3")

@@ -13,9 +13,9 @@ def test_training_step_lowers_loss(cached_store, tmp_path):
     manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 30})
     trainer = Trainer(manifest)
     batch = next(trainer._train_batches(0))
-    first = float(trainer._step(batch)["loss"].detach())
+    first = float(trainer.train_step(batch)["loss"].detach())
     for _ in range(25):
-        last = float(trainer._step(batch)["loss"].detach())
+        last = float(trainer.train_step(batch)["loss"].detach())
     assert last < first
 
 

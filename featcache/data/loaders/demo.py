@@ -1,4 +1,7 @@
-"""`demo`: axial slices of the MNI152 2009 T1 template with a real tissue mask.
+"""`demo`: slices of the MNI152 2009 T1 template with a real tissue mask.
+
+Axial by default; `planes: [coronal, sagittal]` gives the other two orientations (for testing
+orientation transfer, or as a pool of unlabelled images for feature pretraining).
 
 nilearn ships the template and its grey-matter, white-matter and brain masks inside its wheel, so
 this dataset needs no download and no root. The default target, grey matter, is a thin folded
@@ -20,6 +23,8 @@ from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
 TARGETS = ("gm", "wm", "brain")
+# Plane -> (volume axis the slice is taken along, id letter, the two in-plane axes).
+PLANES = {"axial": (2, "z", (0, 1)), "coronal": (1, "y", (0, 2)), "sagittal": (0, "x", (1, 2))}
 
 
 @lru_cache(maxsize=4)
@@ -38,9 +43,10 @@ def _volumes(target: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     return volume, mask, spacing
 
 
-def _axial(array: np.ndarray, z: int) -> np.ndarray:
-    # RAS voxel order -> radiological display: anterior at the top, patient's left on the right.
-    return np.ascontiguousarray(np.rot90(array[:, :, z]))
+def _slice(array: np.ndarray, plane: str, k: int) -> np.ndarray:
+    # RAS voxel order -> display: anterior (axial) or superior (coronal, sagittal) at the top.
+    axis = PLANES[plane][0]
+    return np.ascontiguousarray(np.rot90(np.take(array, k, axis=axis)))
 
 
 class MNI152Slices(SegmentationDataset):
@@ -49,33 +55,46 @@ class MNI152Slices(SegmentationDataset):
     channels = 1
 
     def __init__(self, num_slices: int = 40, target: str = "gm", seed: int = 0,
-                 fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), block: int = 3) -> None:
+                 fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), block: int = 3,
+                 planes: tuple[str, ...] | list[str] = ("axial",)) -> None:
         if target not in TARGETS:
             raise DatasetError(f"demo: unknown target {target!r}; use one of {', '.join(TARGETS)}")
         if num_slices < 6:
             raise DatasetError("demo: num_slices must be at least 6 (train, val and test need slices)")
-        volume, mask, spacing = _volumes(target)
-        # Slices with a meaningful amount of target, spread evenly from bottom to top.
-        area = mask.sum(axis=(0, 1))
-        candidates = np.flatnonzero(area >= 0.1 * area.max())
-        if len(candidates) < num_slices:
-            raise DatasetError(f"demo: only {len(candidates)} slices have target; lower num_slices")
-        picks = candidates[np.linspace(0, len(candidates) - 1, num_slices).round().astype(int)]
-        groups = [f"block{k // block}" for k in range(num_slices)]
-        split_of = assign_splits(groups, seed, tuple(fractions))
-        samples = [
-            SampleInfo(id=f"mni152_z{int(z):03d}", split=split_of[g], group=g,
-                       meta={"z": int(z), "spacing": [spacing[0], spacing[1]], "target": target})
-            for z, g in zip(picks, groups, strict=True)
-        ]
-        super().__init__(samples, {"num_slices": num_slices, "target": target, "seed": seed,
-                                   "fractions": list(fractions), "block": block})
+        unknown = [p for p in planes if p not in PLANES]
+        if unknown or not planes:
+            raise DatasetError(f"demo: planes {list(planes)}: use one or more of {', '.join(PLANES)}")
+        _, mask, spacing = _volumes(target)
+        samples: list[SampleInfo] = []
+        for plane in dict.fromkeys(planes):
+            axis, letter, in_plane = PLANES[plane]
+            # Slices with a meaningful amount of target, spread evenly along the axis.
+            area = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+            candidates = np.flatnonzero(area >= 0.1 * area.max())
+            if len(candidates) < num_slices:
+                raise DatasetError(f"demo: only {len(candidates)} {plane} slices have target; "
+                                   "lower num_slices")
+            picks = candidates[np.linspace(0, len(candidates) - 1, num_slices).round().astype(int)]
+            prefix = "" if plane == "axial" else f"{plane}_"
+            groups = [f"{prefix}block{k // block}" for k in range(num_slices)]
+            split_of = assign_splits(groups, seed, tuple(fractions))
+            samples += [
+                SampleInfo(id=f"mni152_{letter}{int(k):03d}", split=split_of[g], group=g,
+                           meta={"plane": plane, "slice": int(k), "target": target,
+                                 "spacing": [spacing[in_plane[0]], spacing[in_plane[1]]]})
+                for k, g in zip(picks, groups, strict=True)
+            ]
+        options = {"num_slices": num_slices, "target": target, "seed": seed,
+                   "fractions": list(fractions), "block": block}
+        if list(planes) != ["axial"]:  # entries extracted before planes existed keep their key
+            options["planes"] = list(dict.fromkeys(planes))
+        super().__init__(samples, options)
         self._target = target
 
     def _arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         volume, mask, _ = _volumes(self._target)
-        z = self.samples[index].meta["z"]
-        return _axial(volume, z), _axial(mask, z)
+        meta = self.samples[index].meta
+        return _slice(volume, meta["plane"], meta["slice"]), _slice(mask, meta["plane"], meta["slice"])
 
     def _load(self, index: int) -> Sample:
         image, mask = self._arrays(index)

@@ -1,0 +1,99 @@
+"""Feature pretraining: the student learns to predict the teachers' cached features on unlabelled
+images before it sees a mask.
+
+Teachers need no labels, so the store can hold their features for every image a lab has (every
+slice of every volume, a folder of images), while only a few are labelled. This phase trains the
+student and its projectors (and return decoder) on `pretrain.datasets` with the feature and
+reconstruction terms alone (fixed weights, teachers weighted uniformly: the gate learns from
+masks), for `pretrain.steps` optimizer steps; the labelled training then starts from the result.
+
+The result is saved as RUN/checkpoints/pretrained.pt with the recipe it came from; a run that
+finds one with the same recipe (a resumed run, or a study that trains several label regimes from
+one pretraining) loads it instead of pretraining again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
+from featcache.distill.data import training_items
+from featcache.distill.distributed import BalancedShardSampler
+from featcache.distill.loaders import EpochBatches, make_loader
+from featcache.errors import DatasetError
+
+if TYPE_CHECKING:
+    from featcache.distill.trainer import Trainer
+
+PRETRAINED = "pretrained.pt"
+
+
+def recipe(trainer: Trainer) -> str:
+    """Everything the pretrained weights depend on (not the labelled data or its schedule)."""
+    m = trainer.manifest
+    parts: dict[str, Any] = {
+        "pretrain": m.pretrain.model_dump(mode="json"),
+        "teachers": [t.model_dump(mode="json") for t in m.teachers],
+        "student": m.student.model_dump(mode="json"), "distill": m.distill.model_dump(mode="json"),
+        "seed": m.training.seed, "augment": m.training.augment.model_dump(mode="json"),
+        "batch_size": m.training.batch_size, "lr": m.training.lr, "views": m.training.views,
+        "weight_decay": m.training.weight_decay, "grad_clip": m.training.grad_clip,
+        "num_datasets": len(trainer.sources),
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+def _cosine(total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def pretrain(trainer: Trainer) -> None:
+    """Run (or reload) the feature-pretraining phase into trainer.model."""
+    path = trainer.run_dir / "checkpoints" / PRETRAINED
+    wanted = recipe(trainer)
+    if path.is_file():
+        payload = load_checkpoint(path)
+        if payload.get("recipe") == wanted:
+            trainer.model.load_state_dict(payload["model"])
+            trainer.progress("pretrain_loaded", {"path": str(path)})
+            return
+    m, tr = trainer.manifest, trainer.manifest.training
+    spec = m.pretrain
+    items = [it for s in trainer.pretrain_sources for it in training_items(
+        s, spec.datasets[s.index].train_split, tr.views, 1.0, tr.seed)]
+    batch_size = spec.batch_size or tr.batch_size
+    if len(items) < batch_size:
+        raise DatasetError(f"pretrain.datasets hold {len(items)} images, fewer than one batch of "
+                           f"{batch_size}; add unlabelled images or lower pretrain.batch_size")
+    data = trainer.items_dataset(trainer.pretrain_sources, items, True, augment=True)
+    sampler = BalancedShardSampler(torch.ones(len(items), dtype=torch.double), len(items), tr.seed + 1)
+    per_epoch = len(items) // batch_size
+    epochs = math.ceil(spec.steps / per_epoch)
+
+    def draw(epoch: int) -> list[int]:
+        return [epoch * len(items) + i for i in sampler.draw(epoch)]
+
+    loader = make_loader(data, batch_size, trainer.workers, tr.prefetch_factor, trainer.device,
+                         batches=EpochBatches(draw, batch_size, True, 0, epochs, per_epoch),
+                         low_priority=trainer.low_priority_workers)
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=spec.lr or tr.lr, weight_decay=tr.weight_decay,
+                                  fused=trainer.device.type in ("cpu", "cuda"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(spec.steps, max(1, spec.steps // 20)))
+    trainer.progress("pretrain_start", {"steps": spec.steps, "images": len(items)})
+    trainer.model.train()
+    batches = iter(loader)
+    for step in range(spec.steps):
+        out = trainer.step(next(batches), optimizer, scheduler, labelled=False)
+        trainer.progress("pretrain_step", {"step": step + 1, "steps": spec.steps,
+                                           "loss": float(out["loss"].detach())})
+    del batches, loader
+    save_checkpoint(path, {"recipe": wanted, "model": trainer.model.state_dict(), "steps": spec.steps})
