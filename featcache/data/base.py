@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +33,30 @@ def check_sample_id(sample_id: str) -> str:
 
 
 def safe_id(text: str) -> str:
-    """Turn a file stem such as 'benign (12)' into a path-safe id ('benign_12')."""
+    """Turn a file stem such as 'benign (12)' into a path-safe id ('benign_12').
+
+    A name with non-ASCII characters keeps its ASCII part and gains a short hash of the whole
+    (NFC) name: '日本' and '画像' would otherwise both become 'sample', 'café' and 'cafë' both
+    'caf'. The hash makes such ids distinct and stable across machines (macOS stores names
+    decomposed, Linux usually composed). ASCII names keep the ids they always had."""
+    text = unicodedata.normalize("NFC", text)
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
-    return cleaned or "sample"
+    if text.isascii():
+        return cleaned or "sample"
+    tag = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+    return f"{cleaned[:180].rstrip('._-')}_{tag}" if cleaned else f"u{tag}"
+
+
+def _duplicate_ids(name: str, samples: list[SampleInfo]) -> DatasetError | None:
+    """An error naming the files behind the first id that two samples share, None if none."""
+    seen: dict[str, SampleInfo] = {}
+    for s in samples:
+        if s.id in seen:
+            first, second = (x.meta.get("file", x.id) for x in (seen[s.id], s))
+            return DatasetError(f"{name}: {first!r} and {second!r} both become sample id {s.id!r}; "
+                                "rename one of them")
+        seen[s.id] = s
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,10 +91,11 @@ class SegmentationDataset(ABC):
     channels: int = 1
 
     def __init__(self, samples: list[SampleInfo], options: dict[str, Any] | None = None) -> None:
-        ids = [check_sample_id(s.id) for s in samples]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
-            raise DatasetError(f"{self.name}: duplicate sample ids {dup}")
+        for s in samples:
+            check_sample_id(s.id)
+        duplicate = _duplicate_ids(self.name, samples)
+        if duplicate is not None:
+            raise duplicate
         if not samples:
             raise DatasetError(f"{self.name}: no samples found")
         self.samples = samples

@@ -22,12 +22,13 @@ _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16/32-bit: convert("L") wo
 
 
 class FileProblem(DatasetError):
-    """A problem with one file; `path` and `reason` are kept apart for skip_bad records."""
+    """A problem with one file; `path` and `reason` are kept apart for skip_bad records. `hint`
+    (what to do) is only in the message: a record of a file already left out needs none."""
 
-    def __init__(self, path: Path | str, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str, hint: str = "") -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{path}: {reason}; {hint}" if hint else f"{path}: {reason}")
 
     def record(self) -> dict[str, str]:
         return {"path": self.path, "reason": self.reason}
@@ -48,8 +49,8 @@ def _decode(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise FileProblem(path, "file not found") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
-        raise FileProblem(path, f"unreadable or truncated image ({exc}); replace the file or pass "
-                                "skip_bad=True") from None
+        raise FileProblem(path, f"unreadable or truncated image ({exc})",
+                          "replace the file, or pass --skip-bad to leave bad files out") from None
     return im
 
 

@@ -145,8 +145,11 @@ def test_all_files_bad_is_one_clear_error(tmp_path):
     root = make_kvasir(tmp_path, n=2)
     for p in (root / "images").iterdir():
         truncate(p)
-    with pytest.raises(DatasetError, match="no usable samples found; 2 file"):
+    with pytest.raises(DatasetError, match="no usable samples found; 2 file") as info:
         build_dataset("kvasir-seg", root, skip_bad=True)
+    assert "skip_bad" not in str(info.value) and "skip-bad" not in str(info.value)  # it was passed
+    with pytest.raises(DatasetError, match="--skip-bad"):  # without it: the CLI's own wording
+        build_dataset("kvasir-seg", root).load(0)
 
 
 def test_bad_options(tmp_path):
