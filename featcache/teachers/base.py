@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import featcache
 from featcache.errors import TeacherError
+from featcache.teachers.weights import describe_source
 
 ResizePolicy = Literal["longest_side_pad", "resize", "resize_center_crop"]
 
@@ -193,7 +194,7 @@ class Teacher(ABC):
             "name": self.name,
             "arch": self.arch,
             "weights_sha256": self.weights_sha256,
-            "weights_source": self.weights_source,
+            "weights_source": describe_source(self.weights_source),
             "preprocess": self.preprocess.to_dict(),
             "levels": [lv.to_dict() for lv in self.select_levels(level_names)],
             "fingerprint": self.fingerprint(level_names),

@@ -9,6 +9,7 @@ Pickles are always read with weights_only=True: a checkpoint that needs arbitrar
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,36 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TeacherError(f"checkpoint {path} cannot be loaded as plain weights (weights_only=True "
-                           f"refuses code in pickles): {first[:200]}; re-save it as a state dict "
-                           f"or .safetensors") from None
+        raise TeacherError(f"checkpoint {path} cannot be loaded as plain weights: {_why_refused(exc)}. "
+                           "featcache only reads tensors (torch.load with weights_only=True) and never "
+                           "runs code from a checkpoint; where you trust the file, re-save it with "
+                           "torch.save(model.state_dict(), FILE) or as .safetensors") from None
     if not isinstance(obj, dict):
         raise TeacherError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict; "
                            f"re-save it with torch.save(model.state_dict(), FILE)")
     return obj
+
+
+def _why_refused(exc: Exception) -> str:
+    """A complete clause for why torch refused a file. torch's own message is long, tells the user
+    to re-run torch.load with weights_only=False (which featcache never does), and cut short
+    it read as if featcache had done so."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds pickled code or objects ({found.group(1)}), not only tensors"
+    if "Weights only load failed" in text:
+        return "it holds pickled objects other than tensors"
+    first = text.strip().splitlines()[0].strip().rstrip(".") if text.strip() else type(exc).__name__
+    return f"it is not a readable torch file ({first[:160]})"
+
+
+def describe_source(source: str) -> str:
+    """What `weights_source` records: the absolute, resolved path when `source` is a file (two
+    users' `teacher.pth` are then told apart in `featcache ls`/`info`), else `source` as is
+    (a random initialisation, a packaged checkpoint)."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.is_file() else source
 
 
 def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:

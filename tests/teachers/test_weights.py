@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,9 +87,27 @@ def test_pickle_carrying_code_is_refused_and_never_run(tmp_path):
     for bad in (path, tmp_path / "evil2.pth"):
         for name, opts in (("timm", TIMM_TINY), ("litemedsam", {}), ("sam", {}),
                            ("clip", {"arch": "ViT-B-16"})):
-            with pytest.raises(TeacherError, match="weights_only"):
+            with pytest.raises(TeacherError, match="weights_only") as info:
                 build_teacher(name, checkpoint=bad, **opts)
+            message = str(info.value)
+            # one complete sentence of ours, not torch's advice to re-run with weights_only=False
+            assert "weights_only=False" not in message and "never runs code" in message, message
+            assert "pickled" in message and message.endswith("as .safetensors"), message
     assert not marker.exists()
+
+
+def test_weights_source_is_the_resolved_path(tmp_path, monkeypatch, reference):
+    from featcache.teachers.weights import describe_source
+
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "teacher.pth").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path / "alice")
+    assert describe_source("teacher.pth") == str(tmp_path / "alice" / "teacher.pth")
+    assert describe_source("random-init(seed=0)") == "random-init(seed=0)"
+    monkeypatch.chdir(tmp_path)
+    torch.save(reference.model.state_dict(), tmp_path / "t.pth")
+    teacher = build_teacher("timm", checkpoint=Path("t.pth"), **TIMM_TINY)
+    assert teacher.provenance()["weights_source"] == str(tmp_path / "t.pth")
 
 
 def test_missing_or_garbage_files_are_teacher_errors(tmp_path):
