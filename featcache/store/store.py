@@ -17,7 +17,7 @@ from featcache.store.claims import DEFAULT_TTL_S, Claims
 from featcache.store.layout import EntryLayout, check_key, is_key
 from featcache.store.objects import ObjectStore
 from featcache.store.reader import EntryReader
-from featcache.store.writer import EntryWriter
+from featcache.store.writer import EntryWriter, disk_errors
 
 DEFAULT_STORE = "./featcache-store"
 # where `rm` moves an entry before deleting it: no entry key starts with "."
@@ -154,9 +154,10 @@ class FeatureStore:
         self.objects.check_writable(f"create entry {key}")
         check_key(key)
         options = {"owner": owner, "ttl_s": self.claim_ttl_s}
-        if self._present(key):
-            return EntryWriter.reopen(self._group(key), layout, self.objects, **options)
-        return EntryWriter.create(self._root, key, layout, attrs, self.objects, **options)
+        with disk_errors(self.url):
+            if self._present(key):
+                return EntryWriter.reopen(self._group(key), layout, self.objects, **options)
+            return EntryWriter.create(self._root, key, layout, attrs, self.objects, **options)
 
     def open(self, key: str, allow_incomplete: bool = False) -> EntryReader:
         check_key(key)

@@ -185,7 +185,7 @@ class EntryWriter:
         arrays["frames"] = np.asarray(frames, np.float32)
         arrays["view_params"] = np.asarray(view_params, np.float32).reshape(
             stop - start, self.layout.views, -1)
-        with _disk_errors(self.objects.url):
+        with disk_errors(self.objects.url):
             for name, data in arrays.items():
                 self.group[name][start:stop] = data
             for name, (_, _, _, report) in encoded.items():
@@ -253,7 +253,7 @@ class EntryWriter:
         if missing:
             raise StoreError(f"entry {self.key}: cannot finalize, shards {missing[:5]} not committed")
         sums = {}
-        with _disk_errors(self.objects.url):
+        with disk_errors(self.objects.url):
             for level, values in stats.items():
                 for name, value in values.items():
                     arr = np.asarray(value, dtype=np.float64)
@@ -266,7 +266,7 @@ class EntryWriter:
         meta["precision_report"] = self.precision_report()
         meta["complete"] = True
         meta["completed_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        with _disk_errors(self.objects.url):
+        with disk_errors(self.objects.url):
             self.group.attrs["featcache"] = meta
 
     def _write_stat(self, path: str, arr: np.ndarray) -> None:
@@ -286,7 +286,7 @@ class EntryWriter:
 
 
 @contextmanager
-def _disk_errors(url: str) -> Iterator[None]:
+def disk_errors(url: str) -> Iterator[None]:
     """A full disk is one line, not a traceback: what was written stays consistent (a shard
     counts only once committed), so freeing space and re-running resumes."""
     try:

@@ -1,0 +1,37 @@
+"""A full disk during extract: one line naming the store and what to do; what was committed
+stays valid and a re-run after freeing space resumes."""
+
+import errno
+
+import pytest
+import zarr.storage
+
+from featcache.errors import StoreError
+from featcache.extract.runner import extract
+from featcache.store import FeatureStore, verify_entry
+from tests.conftest import BlobDataset
+
+
+def test_enospc_is_one_line_and_the_rerun_resumes(tmp_path, tiny_teacher, monkeypatch):
+    real_set = zarr.storage.LocalStore.set
+    writes = {"n": 0}
+
+    async def filling_up(self, key, value, *args, **kwargs):
+        writes["n"] += 1
+        if writes["n"] > 40:  # the disk fills up mid-extraction
+            raise OSError(errno.ENOSPC, "No space left on device", key)
+        return await real_set(self, key, value, *args, **kwargs)
+
+    store = FeatureStore(tmp_path / "store")
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", filling_up)
+    with pytest.raises(StoreError) as info:
+        extract(BlobDataset(), tiny_teacher, store, shard_size=2, batch_size=2)
+    message = str(info.value)
+    assert "\n" not in message and str(store.url) in message, message
+    assert "out of disk space; free space and re-run the same extract to resume" in message
+    (key,) = store.keys()
+    assert 0 < store.open(key, allow_incomplete=True).committed_fraction < 1  # failed mid-way
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)
+    extract(BlobDataset(), tiny_teacher, store, shard_size=2, batch_size=2)
+    assert store.entries() == [key]
+    assert verify_entry(store.open(key), store.objects).ok
