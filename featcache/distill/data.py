@@ -80,7 +80,7 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
         raise ConfigError(f"teacher {spec.name}: several entries fit dataset {dataset.name} ({keys}); "
                           "set `entry:` in the manifest to one of them")
     if partial:
-        hint = f"entry {partial[0].key} is incomplete; re-run the same `featcache extract` to finish it"
+        hint = store.incomplete_hint(partial[0])
     elif lacking:
         hint = (f"entry {lacking[0].key} lacks level(s) {', '.join(_missing_levels(lacking[0], spec))} "
                 f"(it has {', '.join(lacking[0].levels)}); fix teachers.{spec.name}.levels or re-extract "

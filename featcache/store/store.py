@@ -165,10 +165,22 @@ class FeatureStore:
             raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
         reader = EntryReader(self._group(key), key)
         if not allow_incomplete and not reader.complete:
-            raise IncompleteEntryError(
-                f"entry {key} is incomplete ({reader.committed_fraction:.0%} of shards committed); "
-                "re-run the same `featcache extract` to finish it")
+            raise IncompleteEntryError(self.incomplete_hint(reader))
         return reader
+
+    def incomplete_hint(self, reader: EntryReader) -> str:
+        """Why an entry is incomplete and what to do. Re-running the same extract finishes an
+        entry with committed shards, or one a writer is still filling; an entry with nothing
+        committed and no live claim is what a failed extraction leaves: the same command would
+        fail the same way until its cause is fixed."""
+        done = f"{reader.committed_fraction:.0%} of shards committed"
+        live = any(not c.expired for c in Claims(self.objects, reader.key).all())
+        if reader._committed.any() or live:
+            return f"entry {reader.key} is incomplete ({done}); re-run the same `featcache extract` to " \
+                   "finish it"
+        return (f"entry {reader.key} is incomplete ({done}, no extract working on it): an extraction "
+                "failed before its first shard; fix what stopped it and extract again, or "
+                "`featcache gc` removes the entry once its lease has expired")
 
     def remove(self, key: str, force: bool = False) -> None:
         """Delete an entry (readable or damaged) and everything under it.

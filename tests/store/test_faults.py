@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from featcache.cli import app
-from featcache.errors import CorruptEntryError, StoreError
+from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
 from featcache.store import FeatureStore, verify_entry
 from tests.store.storehelpers import KEY, assert_same, fill, snapshot
 
@@ -232,6 +232,11 @@ def test_gc_removes_abandoned_partial_entries_after_their_lease(tmp_path):
     partial.write_shard(0, *shard_data(partial.layout, 0))  # resumable: kept
     res = _run("gc", "--store", str(url))
     assert res.exit_code == 0 and FeatureStore(url).keys() == sorted([KEY, OTHER])  # lease not yet expired
+    # "re-run the same extract" would fail the same way: the hint says what to do instead
+    with pytest.raises(IncompleteEntryError, match="failed before its first shard.*featcache gc"):
+        FeatureStore(url).open(KEY)
+    with pytest.raises(IncompleteEntryError, match="re-run the same `featcache extract`"):
+        FeatureStore(url).open(OTHER)
     from featcache.store import gc
 
     report = gc(FeatureStore(url, claim_ttl_s=0.0))
