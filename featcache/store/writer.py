@@ -185,7 +185,7 @@ class EntryWriter:
         arrays["frames"] = np.asarray(frames, np.float32)
         arrays["view_params"] = np.asarray(view_params, np.float32).reshape(
             stop - start, self.layout.views, -1)
-        with disk_errors(self.objects.url):
+        with disk_errors(self.objects.url), self._vanished():
             for name, data in arrays.items():
                 self.group[name][start:stop] = data
             for name, (_, _, _, report) in encoded.items():
@@ -195,6 +195,15 @@ class EntryWriter:
             self.group["committed"][shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
         return sum(stored.nbytes for stored, *_ in encoded.values())
+
+    @contextmanager
+    def _vanished(self) -> Iterator[None]:
+        """`featcache rm --force` of an entry being written: one line, not a KeyError."""
+        try:
+            yield
+        except KeyError as exc:
+            raise StoreError(f"entry {self.key} was removed while this extract was writing it ({exc} is "
+                             "gone; `featcache rm --force`?); re-run the extract to write it again") from None
 
     def _checksum_record(self, ids: tuple[str, ...], arrays: dict[str, np.ndarray]) -> np.ndarray:
         """(n, V, columns) crc32c of each sample's id and of its stored slice of every array."""

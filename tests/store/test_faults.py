@@ -196,6 +196,10 @@ def test_rm_refuses_an_entry_being_written_unless_forced(tmp_path):
     res = _run("rm", KEY, "--yes", "--force", "--store", str(store.url))
     assert res.exit_code == 0 and store.keys() == []
     assert not (tmp_path / "store" / ".featcache-trash").exists()
+    from tests.store.storehelpers import shard_data
+
+    with pytest.raises(StoreError, match="removed while this extract was writing it"):
+        writer.write_shard(0, *shard_data(writer.layout, 0))
 
 
 def test_rm_is_atomic(tmp_path, monkeypatch):
