@@ -14,6 +14,25 @@ from featcache.evaluate.overlay import overlay_png
 from featcache.evaluate.predict import Predictor
 
 
+def score_dataset(predictor: Predictor, spec: dict[str, Any], split: str, acc: MetricAccumulator,
+                  overlay_run: Path | None = None, progress=None) -> None:
+    """Add every image of a dataset's `split` (spec: a manifest dataset entry as a dict) to `acc`;
+    with overlay_run, write each overlay under that run's eval folder."""
+    data = build_dataset(spec["name"], spec.get("root"), **spec.get("options", {}))
+    indices = data.split_indices(spec.get(f"{split}_split", split) if split != "all" else "all")
+    for k, i in enumerate(indices):
+        sample = data.load(i)
+        pred = predictor.masks([sample.image], sample.id)[0]
+        spacing = sample.meta.get("spacing")
+        acc.add(sample.id, spec["name"], split, pred, sample.mask.astype(bool),
+                spacing=tuple(spacing[:2]) if spacing else None)
+        if overlay_run is not None:
+            overlay_png(sample.image, pred, sample.mask.astype(bool),
+                        eval_overlay_path(overlay_run, spec["name"], sample.id))
+        if progress:
+            progress(k + 1, len(indices))
+
+
 def evaluate_run(run_dir: Path, split: str = "test", which: str = "best", dataset: str | None = None,
                  empty: str = "empty_as_one", threshold: float = 0.5, overlays: bool = True,
                  progress=None) -> dict[str, Any]:
@@ -29,19 +48,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str = "best", datase
         raise ConfigError(f"run {run_dir} was not trained on dataset {dataset!r}; it used {names}")
     acc = MetricAccumulator(empty=empty)
     for spec in specs:
-        data = build_dataset(spec["name"], spec["root"], **spec["options"])
-        indices = data.split_indices(spec.get(f"{split}_split", split) if split != "all" else "all")
-        for k, i in enumerate(indices):
-            sample = data.load(i)
-            pred = predictor.masks([sample.image], sample.id)[0]
-            spacing = sample.meta.get("spacing")
-            acc.add(sample.id, spec["name"], split, pred, sample.mask.astype(bool),
-                    spacing=tuple(spacing[:2]) if spacing else None)
-            if overlays:
-                overlay_png(sample.image, pred, sample.mask.astype(bool),
-                            eval_overlay_path(run_dir, spec["name"], sample.id))
-            if progress:
-                progress(k + 1, len(indices))
+        score_dataset(predictor, spec, split, acc, run_dir if overlays else None, progress)
     csv_path, json_path = write_eval_outputs(
         run_dir, acc, {"checkpoint": which, "epoch": payload["epoch"], "threshold": threshold})
     return {"accumulator": acc, "csv": csv_path, "json": json_path, "payload": payload}

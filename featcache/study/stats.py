@@ -1,9 +1,8 @@
-"""Seed statistics for ablation tables: mean ± std over seeds and the step rule.
+"""Seed statistics for ablation tables: mean ± std over seeds, and paired differences.
 
-The step rule compares configuration k with k-1 in the same regime: the difference in mean Dice
-counts as larger than the seed-to-seed spread when |Δmean| > pooled std, with
-pooled std = sqrt((s_k² + s_{k-1}²) / 2) and s the sample standard deviation (ddof=1) of the
-per-seed Dice means. It is a spread check, not a significance test: with 3 seeds no test has power.
+Two configurations are compared on the same seeds (same split, same initialisation of what they
+share, same number of steps): the per-seed difference in mean Dice removes the seed-to-seed
+variation both arms share, and its mean gets a 95% Student-t confidence interval.
 """
 
 from __future__ import annotations
@@ -12,9 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-RULE = ("a step counts when |Δ mean Dice| > pooled std, pooled std = sqrt((s_k² + s_(k-1)²)/2), "
-        "s = sample std (ddof=1) of the per-seed Dice over seeds; with one seed no spread is known")
 
 
 @dataclass(frozen=True)
@@ -33,36 +29,45 @@ def seed_stats(values: list[float]) -> SeedStats:
     return SeedStats(int(arr.size), float(arr.mean()), std)
 
 
+PAIRED_RULE = ("Δ: mean over seeds of the paired difference in per-image mean Dice (same seed, same "
+               "split, same steps for both configurations), with its 95% confidence interval "
+               "(Student t, n-1 degrees of freedom); an effect is established when the interval "
+               "excludes zero")
+
+
 @dataclass(frozen=True)
-class Step:
-    delta: float  # mean(k) - mean(k-1)
-    pooled_std: float
-    exceeds: bool | None  # None: spread unknown (fewer than 2 seeds on a side)
+class Paired:
+    n: int
+    mean: float
+    low: float  # 95% confidence interval; NaN with fewer than 2 pairs
+    high: float
 
     @property
     def verdict(self) -> str:
-        if self.exceeds is None:
-            return "n/a (1 seed)"
-        return "yes" if self.exceeds else "no"
+        if self.n < 2 or math.isnan(self.low):
+            return "n/a"
+        if self.low > 0:
+            return "better"
+        return "worse" if self.high < 0 else "not established"
+
+    def text(self, digits: int = 3) -> str:
+        if self.n == 0:
+            return "–"
+        if math.isnan(self.low):
+            return f"{self.mean:+.{digits}f}"
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
 
-def compare(current: SeedStats, previous: SeedStats) -> Step:
-    """The step rule (see RULE) for `current` against `previous`."""
-    delta = current.mean - previous.mean
-    if current.n < 2 or previous.n < 2:
-        return Step(delta, math.nan, None)
-    pooled = math.sqrt((current.std ** 2 + previous.std ** 2) / 2)
-    return Step(delta, pooled, bool(abs(delta) > pooled))
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> Paired:
+    """a - b over the seeds both have (seed -> value), with a 95% t-interval of the mean."""
+    from scipy import stats as st
 
-
-def effect_sentence(what: str, step: Step) -> str:
-    """One computed sentence: does `what` change mean Dice by more than the seed spread?"""
-    if step.exceeds is None:
-        return (f"{what}: Δ mean Dice {step.delta:+.4f}; one seed only, so the seed spread is "
-                "unknown and no conclusion is drawn")
-    if not step.exceeds:
-        return (f"{what}: Δ mean Dice {step.delta:+.4f} is within the seed spread "
-                f"(pooled std {step.pooled_std:.4f}): no measurable effect on this data")
-    word = "helps" if step.delta > 0 else "hurts"
-    return (f"{what}: Δ mean Dice {step.delta:+.4f} exceeds the seed spread "
-            f"(pooled std {step.pooled_std:.4f}): it {word} on this data")
+    seeds = sorted(k for k in a.keys() & b.keys() if math.isfinite(a[k]) and math.isfinite(b[k]))
+    diffs = np.asarray([a[k] - b[k] for k in seeds], dtype=np.float64)
+    if diffs.size == 0:
+        return Paired(0, math.nan, math.nan, math.nan)
+    mean = float(diffs.mean())
+    if diffs.size < 2:
+        return Paired(1, mean, math.nan, math.nan)
+    half = float(st.t.ppf(0.975, diffs.size - 1) * diffs.std(ddof=1) / math.sqrt(diffs.size))
+    return Paired(int(diffs.size), mean, mean - half, mean + half)

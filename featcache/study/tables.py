@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from featcache.study.stats import RULE, SeedStats, Step, compare, effect_sentence, seed_stats
+from featcache.study.stats import PAIRED_RULE, Paired, SeedStats, paired_difference, seed_stats
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -48,81 +48,106 @@ def md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 # --- ablation ---------------------------------------------------------------------------------
 
+SETTING_NAMES = {"full · axial": "full labels, axial test", "low · axial": "10% labels, axial test",
+                 "full · orientation": "full labels, coronal + sagittal test (orientation transfer)",
+                 "low · orientation": "10% labels, coronal + sagittal test (orientation transfer)"}
+
+
+def setting(row: dict[str, Any]) -> str:
+    """A row's training regime, with its test set when it has one ('low · orientation')."""
+    return f"{row['regime']} · {row['test']}" if row.get("test") else str(row["regime"])
+
+
 def group_stats(rows: Sequence[dict[str, Any]], column: str) -> dict[tuple[str, int], SeedStats]:
-    """(regime, config) -> seed statistics of `column`."""
-    keys = dict.fromkeys((r["regime"], r["config"]) for r in rows)
-    return {k: seed_stats([_num(r[column]) for r in rows if (r["regime"], r["config"]) == k]) for k in keys}
+    """(setting, config) -> seed statistics of `column`."""
+    keys = dict.fromkeys((setting(r), int(r["config"])) for r in rows)
+    return {k: seed_stats([_num(r[column]) for r in rows if (setting(r), int(r["config"])) == k])
+            for k in keys}
 
 
 def _num(v: Any) -> float:
     return math.nan if _missing(v) or v == "" else float(v)
 
 
-def steps(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], Step]:
-    """(regime, k) -> the step rule for configuration k against k-1 (both present)."""
-    dice = group_stats(rows, "dice_mean")
-    return {(regime, k): compare(dice[(regime, k)], dice[(regime, k - 1)])
-            for regime, k in dice if (regime, k - 1) in dice}
+def by_seed(rows: Sequence[dict[str, Any]], where: str, config: int, column: str = "dice_mean"
+            ) -> dict[int, float]:
+    return {int(r["seed"]): _num(r[column]) for r in rows
+            if setting(r) == where and int(r["config"]) == config}
 
 
-def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Computed sentences for the questions an ablation answers, per regime."""
-    dice = group_stats(rows, "dice_mean")
-    questions = [(2, 1, "distillation from the real teacher (2 vs 1)"),
-                 (5, 1, "the full method vs the student alone (5 vs 1)"),
-                 (5, 6, "real + uninformative vs uninformative teacher only (5 vs 6)"),
-                 (6, 1, "distilling from the uninformative teacher only (6 vs 1)")]
+def paired(rows: Sequence[dict[str, Any]], where: str, a: int, b: int) -> Paired:
+    """Configuration a minus b in one setting, paired by seed."""
+    return paired_difference(by_seed(rows, where, a), by_seed(rows, where, b))
+
+
+BASELINE = 2  # the pretrained student alone: the fair baseline every configuration is held to
+
+
+def findings(rows: Sequence[dict[str, Any]], names: dict[int, str]) -> list[str]:
+    """Computed sentences per setting: the last configuration against the baseline, and every
+    configuration whose interval against the baseline excludes zero."""
     out = []
-    for regime in dict.fromkeys(r for r, _ in dice):
-        for a, b, what in questions:
-            if (regime, a) in dice and (regime, b) in dice:
-                out.append(f"{regime} data — " + effect_sentence(what, compare(dice[(regime, a)],
-                                                                                dice[(regime, b)])))
+    configs = sorted({int(r["config"]) for r in rows})
+    for where in dict.fromkeys(setting(r) for r in rows):
+        if BASELINE not in configs:
+            break
+        label = SETTING_NAMES.get(where, where)
+        for k in configs:
+            if k == BASELINE:
+                continue
+            d = paired(rows, where, k, BASELINE)
+            if k == configs[-1] or d.verdict in ("better", "worse"):
+                out.append(f"{label} — {k} ({names[k]}) vs {BASELINE}: Δ Dice {d.text()}, n={d.n}: "
+                           f"{d.verdict}")
     return out
 
 
-SUMMARY_COLUMNS = ("#", "configuration", "regime", "Dice", "HD95", "params", "train s", "Δ vs k-1",
-                   "pooled std", "exceeds spread")
+SUMMARY_COLUMNS = ("#", "configuration", "setting", "Dice", "HD95", "train s",
+                   f"Δ vs {BASELINE} [95% CI]", "Δ vs k-1 [95% CI]")
 
 
 def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str]) -> tuple[list[list[Any]], str]:
-    """Per (regime, configuration): the SUMMARY_COLUMNS cells; and the caption stating the rule."""
+    """Per (setting, configuration): the SUMMARY_COLUMNS cells; and the caption stating the rule."""
     dice, hd = group_stats(rows, "dice_mean"), group_stats(rows, "hd95_mean")
-    secs, params = group_stats(rows, "train_seconds"), group_stats(rows, "params")
-    step = steps(rows)
+    secs = group_stats(rows, "train_seconds")
     seeds = sorted({int(r["seed"]) for r in rows})
     unit = next((r["hd95_unit"] for r in rows if not _missing(r.get("hd95_unit"))), "px")
+    configs = sorted({k for _, k in dice})
     body = []
-    for regime, k in dice:
-        s = step.get((regime, k))
-        body.append([k, names[k], regime, pm(dice[(regime, k)]), pm(hd[(regime, k)], 2),
-                     f"{params[(regime, k)].mean / 1e6:.3f}M", pm(secs[(regime, k)], 0),
-                     fmt(s.delta, 4) if s else "–", fmt(s.pooled_std, 4) if s else "–",
-                     s.verdict if s else "–"])
-    caption = (f"Test split, per-image Dice and HD95 ({unit}) averaged per run, then mean ± std over "
-               f"seeds {seeds}. Δ: mean Dice of configuration k minus k-1 (same regime). "
-               f"Exceeds spread: {RULE}.")
+    for where, k in sorted(dice, key=lambda wk: (list(dict.fromkeys(setting(r) for r in rows)).index(wk[0]),
+                                                 wk[1])):
+        prev = max((c for c in configs if c < k), default=None)
+        has_base = k != BASELINE and (where, BASELINE) in dice
+        vs_base = paired(rows, where, k, BASELINE).text() if has_base else "–"
+        vs_prev = paired(rows, where, k, prev).text() if prev is not None else "–"
+        body.append([k, names[k], SETTING_NAMES.get(where, where), pm(dice[(where, k)]),
+                     pm(hd[(where, k)], 2), pm(secs[(where, k)], 0), vs_base, vs_prev])
+    caption = (f"Per-image Dice and HD95 ({unit}) averaged per run, then mean ± std over seeds {seeds}. "
+               f"{PAIRED_RULE}.")
     return body, caption
 
 
 def ablation_markdown(rows: Sequence[dict[str, Any]], names: dict[int, str], notes: Sequence[str],
                       roles: Sequence[str]) -> str:
-    """table.md: mean ± std per configuration and regime, the step rule, gates and findings."""
+    """table.md: per setting and configuration the Dice over seeds and the paired differences,
+    the learned gate weights and computed findings."""
     body, caption = ablation_summary(rows, names)
-    dice = group_stats(rows, "dice_mean")
+    gates = {role: group_stats(rows, f"gate_{role}") for role in roles}
     parts = ["# Ablation", "", caption, "", md_table(SUMMARY_COLUMNS, body)]
-    gate_rows = [[k, names[k], regime] + [pm(group_stats(rows, f"gate_{role}")[(regime, k)], 3)
-                                         for role in roles]
-                 for regime, k in dice if k in (3, 4, 5)]
+    gated = [(where, k) for where, k in (gates[roles[0]] if roles else {})
+             if where.endswith("axial") and not math.isnan(gates[roles[0]][(where, k)].mean)]
+    gate_rows = [[k, names[k], SETTING_NAMES.get(where, where)] + [pm(gates[r][(where, k)], 3) for r in roles]
+                 for where, k in gated]
     if gate_rows:
         parts += ["", "## Learned teacher-gate weights (mean over training samples, last epoch)", "",
-                  md_table(["#", "configuration", "regime"] + [f"gate: {r} teacher" for r in roles],
+                  md_table(["#", "configuration", "setting"] + [f"gate: {r} teacher" for r in roles],
                            gate_rows)]
-    first = [r for r in rows if str(r.get("best_epoch")) == "1"]
+    first = {r["run_dir"] for r in rows if str(r.get("best_epoch")) == "1"}
     if first:
-        notes = [*notes, f"{len(first)} of {len(rows)} runs kept their epoch-1 checkpoint (validation Dice "
+        runs = len({r["run_dir"] for r in rows})
+        notes = [*notes, f"{len(first)} of {runs} runs kept their epoch-1 checkpoint (validation Dice "
                          "never improved afterwards); such runs barely differ from the initialisation"]
-    found = findings(rows)
+    found = findings(rows, names)
     if found:
         parts += ["", "## Findings (computed from the rows above)", ""] + [f"- {f}" for f in found]
     if notes:

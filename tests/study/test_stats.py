@@ -1,9 +1,9 @@
-"""The step rule and the computed wording, on numbers checkable by hand."""
+"""Paired differences and the computed wording, on numbers checkable by hand."""
 
 import math
 
-from featcache.study.stats import compare, effect_sentence, seed_stats
-from featcache.study.tables import ablation_markdown, findings, steps
+from featcache.study.stats import paired_difference, seed_stats
+from featcache.study.tables import ablation_markdown, findings
 
 
 def test_seed_stats_uses_sample_std():
@@ -13,43 +13,40 @@ def test_seed_stats_uses_sample_std():
     assert one.n == 1 and one.mean == 0.4 and math.isnan(one.std)
 
 
-def test_step_counts_only_beyond_pooled_std():
-    base = seed_stats([0.50, 0.60, 0.70])  # std 0.1
-    small = compare(seed_stats([0.55, 0.65, 0.75]), base)  # Δ 0.05, pooled 0.1
-    assert math.isclose(small.delta, 0.05) and math.isclose(small.pooled_std, 0.1)
-    assert small.exceeds is False and small.verdict == "no"
-    big = compare(seed_stats([0.80, 0.82, 0.84]), base)  # Δ 0.22, pooled sqrt((0.0004+0.01)/2)
-    assert big.exceeds is True
-    assert math.isclose(big.pooled_std, math.sqrt((0.02 ** 2 + 0.1 ** 2) / 2))
-    assert compare(seed_stats([0.9]), base).exceeds is None
+def test_paired_difference_is_a_t_interval_over_common_seeds():
+    a = {0: 0.60, 1: 0.70, 2: 0.80, 3: 0.99}
+    b = {0: 0.50, 1: 0.62, 2: 0.68}  # seed 3 has no partner: left out
+    d = paired_difference(a, b)
+    # differences 0.10, 0.08, 0.12: mean 0.10, sd 0.02, t(0.975, 2) = 4.3027
+    assert d.n == 3 and math.isclose(d.mean, 0.10)
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)
+    assert math.isclose(d.low, 0.10 - half, rel_tol=1e-6) and math.isclose(d.high, 0.10 + half, rel_tol=1e-6)
+    assert d.verdict == "better" and d.text() == "+0.100 [+0.050, +0.150]"
+    assert paired_difference(b, a).verdict == "worse"
+    assert paired_difference({0: 0.5, 1: 0.7}, {0: 0.6, 1: 0.5}).verdict == "not established"
+    single = paired_difference({0: 0.9}, {0: 0.1})
+    assert single.verdict == "n/a" and single.text() == "+0.800"
 
 
-def test_wording_follows_the_numbers():
-    base = seed_stats([0.50, 0.60, 0.70])
-    assert "no measurable effect" in effect_sentence("x", compare(seed_stats([0.55, 0.65, 0.75]), base))
-    assert "it hurts" in effect_sentence("x", compare(seed_stats([0.20, 0.22, 0.24]), base))
-    assert "it helps" in effect_sentence("x", compare(seed_stats([0.90, 0.92, 0.94]), base))
-    assert "no conclusion" in effect_sentence("x", compare(seed_stats([0.9]), seed_stats([0.1])))
-
-
-def _rows(values: dict[int, list[float]]) -> list[dict]:
-    return [{"config": k, "regime": "full", "seed": s, "dice_mean": v, "hd95_mean": 3.0, "hd95_unit": "mm",
-             "params": 1000, "train_seconds": 10.0, "gate_real": 0.6, "gate_uninformative": 0.4}
+def _rows(values: dict[int, list[float]], test: str = "axial") -> list[dict]:
+    return [{"config": k, "regime": "full", "test": test, "seed": s, "dice_mean": v, "hd95_mean": 3.0,
+             "hd95_unit": "mm", "params": 1000, "train_seconds": 10.0, "gate_real": 0.6,
+             "gate_uninformative": 0.4, "run_dir": f"c{k}-s{s}", "best_epoch": 3}
             for k, vs in values.items() for s, v in enumerate(vs)]
 
 
-def test_table_states_rule_and_computes_verdicts():
-    rows = _rows({1: [0.50, 0.60, 0.70], 2: [0.52, 0.62, 0.72], 5: [0.90, 0.91, 0.92],
-                  6: [0.40, 0.50, 0.60]})
-    st = steps(rows)
-    assert set(st) == {("full", 2), ("full", 6)}  # k vs k-1 where both ran (not 5 vs 2)
-    assert st[("full", 2)].exceeds is False
-    text = ablation_markdown(rows, {1: "alone", 2: "distil", 5: "full", 6: "uninf"}, ["a note"],
-                             ["real", "uninformative"])
-    assert "|Δ mean Dice| > pooled std" in text and "a note" in text
-    found = "\n".join(findings(rows))
-    assert "distillation from the real teacher (2 vs 1)" in found and "no measurable effect" in found
-    assert "5 vs 1): Δ mean Dice +0.3100 exceeds the seed spread" in found and "it helps" in found
+def test_table_pairs_by_seed_and_computes_verdicts():
+    # Config 5 beats 2 by exactly +0.1 on every seed although the seeds spread widely.
+    rows = _rows({1: [0.50, 0.60, 0.70], 2: [0.40, 0.60, 0.80], 5: [0.50, 0.70, 0.90],
+                  6: [0.40, 0.60, 0.80]})
+    names = {1: "alone random", 2: "alone pretrained", 5: "full", 6: "pretrain"}
+    text = ablation_markdown(rows, names, ["a note"], ["real", "uninformative"])
+    assert "95% confidence interval" in text and "a note" in text
+    assert "| 5 | full | full labels, axial test | 0.7000 ± 0.2000 |" in text
+    assert "+0.100 [+0.100, +0.100]" in text  # the paired interval, not the spread of either arm
+    found = "\n".join(findings(rows, names))
+    assert "5 (full) vs 2: Δ Dice +0.100 [+0.100, +0.100], n=3: better" in found
+    assert "6 (pretrain) vs 2: Δ Dice +0.000" in found  # the last configuration is always reported
     assert "gate: real teacher" in text and "0.600 ± 0.000" in text
 
 
