@@ -95,8 +95,9 @@ class LevelFastPath:
             self._index[shard] = index
         return index
 
-    def _chunk(self, fh: Any, index: np.ndarray, slot: int, out: np.ndarray) -> None:
-        """Decode chunk `slot` of an open shard into `out` (C, H, W), checking its crc32c."""
+    def _chunk(self, fh: Any, index: np.ndarray, slot: int, out: np.ndarray) -> int:
+        """Decode chunk `slot` of an open shard into `out` (C, H, W), checking its crc32c; returns
+        that crc32c (the reader compares it with the entry's checksum record)."""
         offset, nbytes = index[slot]
         if offset == _EMPTY and nbytes == _EMPTY:
             # every chunk is written (write_empty_chunks), so an empty slot means lost data:
@@ -114,7 +115,8 @@ class LevelFastPath:
             raw, body, crc = b"", target, bytes(crc_buf[: max(0, got - out.nbytes)])
         if len(crc) != 4 or (self.compressed and len(raw) != nbytes):
             raise ValueError(f"chunk at byte {offset} is truncated")
-        if google_crc32c.value(np.frombuffer(body, np.uint8)) != int.from_bytes(crc, "little"):
+        stored_crc = int.from_bytes(crc, "little")
+        if google_crc32c.value(np.frombuffer(body, np.uint8)) != stored_crc:
             raise ValueError("Stored and computed checksum do not match")
         if self.codec == "blosc":  # a smaller decoded size would leave part of `out` unwritten
             size = int.from_bytes(body[4:8], "little")  # blosc header: uncompressed nbytes (uint32)
@@ -122,8 +124,13 @@ class LevelFastPath:
                 raise ValueError(f"chunk at byte {offset} decodes to {size} bytes, expected {out.nbytes}")
         if self.compressed:
             _DECODERS[self.codec].decode(body, out=target)
+        return stored_crc
 
     def read(self, index: int, view: int | None = None) -> np.ndarray:
+        return self.read_checked(index, view)[0]
+
+    def read_checked(self, index: int, view: int | None = None) -> tuple[np.ndarray, list[int]]:
+        """read(), plus the crc32c of each view's chunk as stored in the shard."""
         shard, local = divmod(index, self.shard_shape[0])
         views = range(self.shape[1]) if view is None else [view]
         try:
@@ -133,6 +140,6 @@ class LevelFastPath:
         out = np.empty((len(views), *self.shape[2:]), dtype=self.dtype)
         with fh:
             shard_index = self._shard_index(shard, fh)
-            for k, v in enumerate(views):
-                self._chunk(fh, shard_index, local * self.shard_shape[1] + v, out[k])
-        return out if view is None else out[0]
+            crcs = [self._chunk(fh, shard_index, local * self.shard_shape[1] + v, out[k])
+                    for k, v in enumerate(views)]
+        return (out if view is None else out[0]), crcs

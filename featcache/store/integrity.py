@@ -17,13 +17,28 @@ import google_crc32c
 import numpy as np
 
 FORMAT_VERSION = 2
+# Column prefix for the crc32c that ends each encoded (compressed) inner chunk of a sharded level,
+# as the shard holds it. The local fast path checks that crc anyway, so comparing it with the
+# record costs nothing; the decoded-values column serves readers that go through zarr.
+CHUNK = "chunk:"
+
+
+def chunk_crcs(shard: bytes, rows: int, views: int, slots: int) -> np.ndarray:
+    """(rows, views) uint32: the crc32c trailer of each inner chunk of a sharded level's shard
+    object (index at the end: `slots` (offset, nbytes) uint64 pairs + its crc32c, FORMAT.md)."""
+    index = np.frombuffer(shard[len(shard) - slots * 16 - 4:-4], dtype="<u8").reshape(-1, 2)
+    out = np.zeros((rows, views), np.uint32)
+    for k in range(rows * views):
+        end = int(index[k, 0] + index[k, 1])
+        out[k // views, k % views] = int.from_bytes(shard[end - 4:end], "little")
+    return out
 
 
 def checksum_columns(layout, quantized: bool) -> list[str]:
     """Column names of the `checksums` array: "sample_id", then array paths inside the entry."""
     columns = ["sample_id", "frames", "view_params"]
     for lv in layout.levels:
-        columns.append(f"levels/{lv.name}")
+        columns += [f"levels/{lv.name}", f"{CHUNK}levels/{lv.name}"]
         if quantized:
             columns += [f"levels/{lv.name}__scale", f"levels/{lv.name}__offset"]
     return columns

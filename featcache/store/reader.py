@@ -13,7 +13,7 @@ import zarr.storage
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
 from featcache.store.fastread import LevelFastPath
-from featcache.store.integrity import crc_of, id_crc
+from featcache.store.integrity import CHUNK, crc_of, id_crc
 from featcache.store.layout import EntryLayout, LevelLayout
 from featcache.store.precision import decode, parse_precision
 
@@ -94,17 +94,31 @@ class EntryReader:
         return self._fast[level]
 
     def _level(self, level: str, index: int, view: int | None) -> np.ndarray:
-        """Stored (undecoded) level data of one sample."""
+        """Stored (undecoded) level data of one sample, checked against the checksum record."""
+        name = f"levels/{level}"
         fast = self._fast_path(level)
         if fast is None:
             sel = index if view is None else (index, view)
-            return self._get(f"levels/{level}", sel, index, f"level {level}")
+            data = self._get(name, sel, index, f"level {level}")
+            self._match_record(index, name, data if view is not None else None,
+                               data if view is None else None, view)
+            return data
         try:
-            return fast.read(index, view)
+            data, crcs = fast.read_checked(index, view)
         except Exception as exc:  # checksum mismatch, truncated or unreadable shard
             raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} level {level} is "
                                     f"corrupt ({type(exc).__name__}: {exc}); re-extract it "
                                     "(`featcache verify` lists every bad sample)") from exc
+        # the chunks' own crc32c, already checked above: comparing them with the record is free
+        record = self._record(index)
+        column = self._columns.get(CHUNK + name) if record is not None else None
+        if column is None:  # format 1, or no chunk column: compare the decoded values
+            self._match_record(index, name, data if view is not None else None,
+                               data if view is None else None, view)
+            return data
+        for v, crc in zip(range(self.layout.views) if view is None else [view], crcs, strict=True):
+            self._compare(index, name, crc, int(record[v, column]))
+        return data
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -157,8 +171,6 @@ class EntryReader:
         if view is not None and not 0 <= view < self.layout.views:
             raise StoreError(f"entry {self.key}: view {view} out of range 0..{self.layout.views - 1}")
         data = self._level(level, index, view)
-        self._match_record(index, f"levels/{level}", data if view is not None else None,
-                           data if view is None else None, view)
         if not self.precision.quantized:
             return decode(data, None, None, out)
         scale = self._per_sample(f"levels/{level}__scale", index, f"level {level} scale")

@@ -20,7 +20,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from featcache.errors import StoreError
 from featcache.store.claims import DEFAULT_TTL_S, Claims
-from featcache.store.integrity import FORMAT_VERSION, checksum_columns, crc_of, id_crc
+from featcache.store.integrity import CHUNK, FORMAT_VERSION, checksum_columns, chunk_crcs, crc_of, id_crc
 from featcache.store.layout import EntryLayout, check_compression
 from featcache.store.objects import ObjectStore
 from featcache.store.precision import Precision, decode, encode, error_stats, parse_precision, summarize
@@ -191,7 +191,7 @@ class EntryWriter:
             for name, (_, _, _, report) in encoded.items():
                 self.group[f"report/{name}"][shard] = report
             if "checksums" in self.group:  # written last before the commit marker, like the data
-                self.group["checksums"][start:stop] = self._checksum_record(ids, arrays)
+                self.group["checksums"][start:stop] = self._checksum_record(shard, ids, arrays)
             self.group["committed"][shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
         return sum(stored.nbytes for stored, *_ in encoded.values())
@@ -205,16 +205,28 @@ class EntryWriter:
             raise StoreError(f"entry {self.key} was removed while this extract was writing it ({exc} is "
                              "gone; `featcache rm --force`?); re-run the extract to write it again") from None
 
-    def _checksum_record(self, ids: tuple[str, ...], arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """(n, V, columns) crc32c of each sample's id and of its stored slice of every array."""
+    def _checksum_record(self, shard: int, ids: tuple[str, ...], arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, V, columns) crc32c of each sample's id, of its stored slice of every array, and of
+        its encoded level chunks as just written (read back from the shard objects)."""
         columns = self.group["checksums"].attrs["columns"]
         record = np.zeros((len(ids), self.layout.views, len(columns)), np.uint32)
-        for i, sample_id in enumerate(ids):
-            for v in range(self.layout.views):
-                for c, column in enumerate(columns):
+        for c, column in enumerate(columns):
+            if column.startswith(CHUNK):
+                record[..., c] = self._written_chunk_crcs(column.removeprefix(CHUNK), shard, len(ids))
+                continue
+            for i, sample_id in enumerate(ids):
+                for v in range(self.layout.views):
                     record[i, v, c] = id_crc(sample_id) if column == "sample_id" else crc_of(
                         arrays[column][i, v])
         return record
+
+    def _written_chunk_crcs(self, array: str, shard: int, rows: int) -> np.ndarray:
+        key = f"{self.group.path}/{array}/c/{shard}/0/0/0/0"
+        data = self.objects.get(key)
+        if data is None:
+            raise StoreError(f"entry {self.key}: shard object {key} vanished right after it was written")
+        slots = self.layout.shard_size * self.layout.views
+        return chunk_crcs(data, rows, self.layout.views, slots)
 
     def _encode_level(self, shard: int, lv: Any, data: np.ndarray | None, ids: tuple[str, ...]):
         expected = (len(ids), self.layout.views, lv.channels, lv.height, lv.width)
