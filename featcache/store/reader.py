@@ -100,8 +100,7 @@ class EntryReader:
         if fast is None:
             sel = index if view is None else (index, view)
             data = self._get(name, sel, index, f"level {level}")
-            self._match_record(index, name, data if view is not None else None,
-                               data if view is None else None, view)
+            self._match_record(index, name, data, view)
             return data
         try:
             data, crcs = fast.read_checked(index, view)
@@ -113,8 +112,7 @@ class EntryReader:
         record = self._record(index)
         column = self._columns.get(CHUNK + name) if record is not None else None
         if column is None:  # format 1, or no chunk column: compare the decoded values
-            self._match_record(index, name, data if view is not None else None,
-                               data if view is None else None, view)
+            self._match_record(index, name, data, view)
             return data
         for v, crc in zip(range(self.layout.views) if view is None else [view], crcs, strict=True):
             self._compare(index, name, crc, int(record[v, column]))
@@ -190,7 +188,7 @@ class EntryReader:
             block = self._get(name, slice(start, stop), index, what)
             if name != "checksums":  # every row checked once, when its shard is first read
                 for row in range(stop - start):
-                    self._match_record(start + row, name, None, block[row], None)
+                    self._match_record(start + row, name, block[row], None)
             self._side[(name, shard)] = block
         return block[local]
 
@@ -216,11 +214,11 @@ class EntryReader:
                               int(block[row, 0, self._columns["sample_id"]]))
         return record
 
-    def _match_record(self, index: int, name: str, one_view: np.ndarray | None,
-                      all_views: np.ndarray | None, view: int | None) -> None:
-        """Compare a sample's stored data (one view, or all views stacked) with its record."""
+    def _match_record(self, index: int, name: str, data: np.ndarray, view: int | None) -> None:
+        """Compare a sample's stored data with its record: `data` is view `view`'s slice, or
+        every view stacked when view is None."""
         if self.version < 2:
-            if name == "frames" and all_views is not None and not np.isfinite(all_views).all():
+            if name == "frames" and not np.isfinite(data).all():
                 raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} frames are missing "
                                         "(NaN) in a committed shard; re-extract it")
             return
@@ -228,11 +226,9 @@ class EntryReader:
         column = self._columns.get(name) if self._columns else None
         if record is None or column is None:
             return
-        if one_view is not None:
-            self._compare(index, name, crc_of(one_view), int(record[view, column]))
-            return
-        for v in range(self.layout.views):
-            self._compare(index, name, crc_of(all_views[v]), int(record[v, column]))
+        pairs = [(view, data)] if view is not None else enumerate(data)
+        for v, values in pairs:
+            self._compare(index, name, crc_of(values), int(record[v, column]))
 
     def _compare(self, index: int, what: str, got: int, recorded: int) -> None:
         if got != recorded:
