@@ -118,7 +118,7 @@ def _fit_input_channels(state: dict[str, torch.Tensor], encoder: nn.Module) -> N
 
     stem = "conv_stem.weight"
     own = encoder.state_dict().get(stem)
-    if stem in state and own is not None and own.shape[1] != state[stem].shape[1]:
+    if stem in state and own is not None and state[stem].ndim == 4 and own.shape[1] != state[stem].shape[1]:
         state[stem] = adapt_input_conv(own.shape[1], state[stem])
 
 

@@ -26,7 +26,7 @@ from featcache.errors import ConfigError
 class StudentConfig:
     encoder: str = "efficientnet_lite0"  # a timm name; efficientnet_lite0 = timm's tf_efficientnet_lite0
     in_channels: int = 3
-    decoder_channels: tuple[int, ...] = (432, 216, 108, 54, 27)  # ~8.5M params in all
+    decoder_channels: tuple[int, ...] = (464, 232, 116, 58, 29)  # 8.75M params with Lite0
     # "imagenet" (weights a pip package ships, see encoder_weights.py), a local file, or None for
     # random init. Never downloads.
     encoder_weights: str | None = None

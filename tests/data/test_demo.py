@@ -18,3 +18,16 @@ def test_demo_dataset_shapes_masks_and_split():
     for g in {s.group for s in data.samples}:
         assert len({s.split for s in data.samples if s.group == g}) == 1
     assert build_dataset("demo", num_slices=12, target="brain").fingerprint() != data.fingerprint()
+
+
+def test_demo_planes_give_coronal_and_sagittal_slices():
+    data = build_dataset("demo", num_slices=6, planes=["coronal", "sagittal"])
+    assert len(data) == 12 and {s.meta["plane"] for s in data.samples} == {"coronal", "sagittal"}
+    coronal, sagittal = data.load(0), data.load(6)
+    assert coronal.id.startswith("mni152_y") and coronal.image.shape == (189, 197, 1)
+    assert sagittal.id.startswith("mni152_x") and sagittal.image.shape == (189, 233, 1)
+    assert coronal.mask.sum() > 100 and sagittal.mask.sum() > 100
+    # Splits per plane, in blocks; the axial default keeps the key older stores were made with.
+    more = build_dataset("demo", num_slices=30, planes=["coronal"])
+    assert {s.split for s in more.samples} == {"train", "val", "test"}
+    assert "planes" not in build_dataset("demo", num_slices=6).options

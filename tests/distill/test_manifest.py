@@ -40,3 +40,32 @@ def test_a_run_saved_before_a_setting_existed_has_the_same_settings():
     assert same_settings(saved, manifest)
     assert not same_settings({**saved, "training": {**saved["training"], "epochs": 3}}, manifest)
     assert not same_settings({**saved, "retired_setting": 1}, manifest)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("training.epochs=true", "training.epochs"), ("training.lr=.nan", "training.lr"),
+    ("training.lr=0", "training.lr"), ("student.image_size=0", "student.image_size"),
+    ("training.batch_size='4'", "training.batch_size"),
+    ("distill.return_decoder=1", "distill.return_decoder")])
+def test_values_are_validated_strictly(tmp_path, override, key):
+    path = tmp_path / "m.yaml"
+    path.write_text("datasets: [{name: demo}]\n")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_manifest(path, [override])
+
+
+def test_exponent_floats_are_numbers(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("datasets: [{name: demo}]\ntraining: {lr: 1e-3}\n")
+    assert load_manifest(path).training.lr == 0.001
+    assert load_manifest(path, ["training.weight_decay=5e-5"]).training.weight_decay == 5e-5
+
+
+def test_taps_and_the_pretrained_default():
+    m = manifest_from_dict({"datasets": [{"name": "demo"}],
+                            "teachers": [{"name": "t", "levels": {"a": ["enc3", "dec3"], "b": "dec3"}}]}, "m")
+    assert m.teachers[0].taps() == [("a", "enc3"), ("a", "dec3"), ("b", "dec3")]
+    assert m.student.encoder == "efficientnet_lite0" and m.student.encoder_weights == "imagenet"
+    with pytest.raises(ConfigError, match="name no student stage"):
+        manifest_from_dict({"datasets": [{"name": "demo"}], "teachers": [{"name": "t", "levels": {"a": []}}]},
+                           "m")

@@ -90,3 +90,17 @@ def test_loss_grid_follows_the_projector():
     assert loss_grid((64, 64), 128, 4, "teacher") == (64, 64)
     assert loss_grid((64, 64), 512, 4, "coarser") == (64, 64)  # the stage is finer
     assert loss_grid((64, 64), 130, 4, "coarser") == (64, 64)  # grid unknown: the model pools
+
+
+@pytest.mark.parametrize(("size", "grid"), [((8, 8), (4, 4)), ((7, 5), (3, 2)), ((16, 16), (16, 16))])
+def test_student_stages_finer_than_the_teacher_are_exact_cell_means(size, grid):
+    """area_pool: each output cell is the overlap-weighted mean of the input over its region, for
+    any ratio (a 14x14 ViT grid under a 32x32 stage as much as 64 under 128)."""
+    from featcache.distill.resample import area_pool
+
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    got = area_pool(x.float(), grid).double()
+    # Brute force on a fine common grid: repeat each input cell, then average blocks.
+    fine = x.repeat_interleave(grid[0], 2).repeat_interleave(grid[1], 3)
+    expected = fine.unflatten(2, (grid[0], size[0])).unflatten(4, (grid[1], size[1])).mean((3, 5))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,113 @@
+"""What makes distillation able to transfer: several taps, photometric augmentation that keeps the
+cache aligned, a baseline with the same steps and views, feature pretraining on unlabelled data."""
+
+import numpy as np
+import pytest
+import torch
+
+from featcache.data.photometric import Photometric, augment
+from featcache.distill.pretrain import PRETRAINED
+from featcache.distill.trainer import Trainer, train
+from featcache.errors import ConfigError
+from tests.distill.conftest import make_manifest
+
+TAPS = [{"name": "tiny", "levels": {"fine": ["enc3", "dec3", "dec4"]}},
+        {"name": "tiny2", "levels": {"coarse": "enc3"}}]
+
+
+def test_a_level_tapped_at_several_stages(cached_store, tmp_path):
+    trainer = Trainer(make_manifest(cached_store, tmp_path / "run", teachers=TAPS))
+    grids = {t.key: t.loss_grid for t in trainer.targets}
+    # 32 px student: enc3 4x4, dec3 8x8 (both coarser than fine's 16x16), dec4 16x16.
+    assert grids == {"tiny/fine@enc3": (4, 4), "tiny/fine@dec3": (8, 8), "tiny/fine@dec4": (16, 16),
+                     "tiny2/coarse@enc3": (4, 4)}
+    item = trainer.train_set[0]
+    assert item["t:tiny/fine@enc3"].shape == (8, 4, 4) and item["t:tiny/fine@dec4"].shape == (8, 16, 16)
+    # One stored map, averaged onto each grid: the coarse tap is the mean of the fine one.
+    fine = item["t:tiny/fine@dec3"].float()
+    torch.testing.assert_close(item["t:tiny/fine@enc3"].float(),
+                               torch.nn.functional.avg_pool2d(fine[None], 2)[0], atol=2e-3, rtol=1e-2)
+    out = trainer.train_step(next(trainer._train_batches(0)))
+    assert set(out["gates"]) == {"enc3", "dec3", "dec4"} and out["gates"]["enc3"].shape[1] == 2
+    trainer.close()
+
+
+def test_photometric_augmentation_changes_intensities_only(cached_store, tmp_path):
+    plain = Trainer(make_manifest(cached_store, tmp_path / "a", training={"augment": {"enabled": False}}))
+    augmented = Trainer(make_manifest(cached_store, tmp_path / "b", training={"augment": {"p": 1.0}}))
+    n = len(plain.train_set)
+    for k in (0, n + 1):  # epoch 0 and epoch 1
+        a, b = plain.train_set[k], augmented.train_set[k]
+        assert not torch.equal(a["image"], b["image"]) and a["image"].shape == b["image"].shape
+        assert torch.equal(a["mask"], b["mask"])
+        for key in a:
+            if key.startswith(("t:", "v:")):
+                assert torch.equal(a[key], b[key]), key  # the cached features are untouched
+    # Reproducible per (seed, epoch, item), different across epochs.
+    assert torch.equal(augmented.train_set[3]["image"], augmented.train_set[3]["image"])
+    assert not torch.equal(augmented.train_set[3]["image"], augmented.train_set[n + 3]["image"])
+    # No geometry change: a vertical edge stays where it was under every operation.
+    x = torch.zeros(1, 16, 16)
+    x[:, :, 8:] = 1.0
+    for seed in range(20):
+        y = augment(x, Photometric(p=1.0, noise=0.0), np.random.default_rng(seed))
+        assert (y[:, :, 9:] > y[:, :, :7].max()).all()
+    plain.close()
+    augmented.close()
+
+
+def test_the_baseline_gets_the_same_steps_views_and_batches(cached_store, tmp_path):
+    sections = {"training": {"steps": 7, "views": 2}}
+    distilled = Trainer(make_manifest(cached_store, tmp_path / "d", **sections))
+    alone = Trainer(make_manifest(cached_store, tmp_path / "s", distill={"enabled": False}, **sections))
+    assert not alone.with_teachers and alone.sources[0].views == distilled.sources[0].views == 2
+    assert alone.train_items == distilled.train_items
+    assert (alone.epochs, alone.steps_per_epoch) == (distilled.epochs, distilled.steps_per_epoch)
+    assert alone.epochs * alone.steps_per_epoch >= 7
+    assert list(alone.epoch_batches(0)) == list(distilled.epoch_batches(0))
+    # The stored view 1 and the view the baseline replays are the same picture.
+    k = next(i for i, (_, _, v) in enumerate(alone.train_items) if v == 1)
+    assert torch.equal(alone.train_set[k]["mask"], distilled.train_set[k]["mask"])
+    alone.close()
+    distilled.close()
+
+
+def test_feature_pretraining_runs_once_and_is_reused(cached_store, tmp_path):
+    pretrain = {"datasets": [{"name": "blobs", "train_split": "all"}], "steps": 3, "batch_size": 4}
+    manifest = make_manifest(cached_store, tmp_path / "run", pretrain=pretrain, training={"epochs": 1})
+    events = []
+    train(manifest, progress=lambda e, i: events.append(e))
+    assert events.count("pretrain_step") == 3 and (tmp_path / "run" / "checkpoints" / PRETRAINED).is_file()
+    # A second run directory holding the same pretrained weights loads them instead of pretraining.
+    again = make_manifest(cached_store, tmp_path / "again", pretrain=pretrain, training={"epochs": 1})
+    (tmp_path / "again" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "again" / "checkpoints" / PRETRAINED).write_bytes(
+        (tmp_path / "run" / "checkpoints" / PRETRAINED).read_bytes())
+    events.clear()
+    train(again, progress=lambda e, i: events.append(e))
+    assert "pretrain_loaded" in events and "pretrain_step" not in events
+    # Other pretraining settings: the file does not fit and is replaced.
+    changed = make_manifest(cached_store, tmp_path / "again", pretrain={**pretrain, "steps": 2},
+                            training={"epochs": 1})
+    events.clear()
+    train(changed, progress=lambda e, i: events.append(e))
+    assert events.count("pretrain_step") == 2
+
+
+def test_pretraining_changes_the_student(cached_store, tmp_path):
+    def student_after(pretrain_steps):
+        pretrain = {"datasets": [{"name": "blobs", "train_split": "all"}], "steps": pretrain_steps}
+        trainer = Trainer(make_manifest(cached_store, tmp_path / f"p{pretrain_steps}", pretrain=pretrain))
+        if pretrain_steps:
+            from featcache.distill.pretrain import pretrain as run_pretraining
+            run_pretraining(trainer)
+        weights = trainer.model.student.encoder.conv_stem.weight.detach().clone()
+        trainer.close()
+        return weights
+
+    assert not torch.equal(student_after(0), student_after(2))
+
+
+def test_image_size_must_fit_the_student_stride(cached_store, tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        Trainer(make_manifest(cached_store, tmp_path / "run", student={"image_size": 40}))
