@@ -42,7 +42,8 @@ def ls(store: StoreOpt = None) -> None:
     for key, reader in readers.items():
         row = entry_summary(fs, key, reader)
         done = f"{row['complete_fraction']:.0%}" + ("" if row["complete"] else " (partial)")
-        table.add_row(key, row["dataset"], row["teacher"], ", ".join(row["levels"]), str(row["samples"]),
+        teacher = f"{row['teacher']} ({row['weights']})" if row["weights"] else row["teacher"]
+        table.add_row(key, row["dataset"], teacher, ", ".join(row["levels"]), str(row["samples"]),
                       str(row["views"]), row["precision"], done, _size(row["bytes"]), row["created"])
     if not table.rows and not damaged:
         console.print(f"store {fs.url} has no entries; `featcache extract` writes one")

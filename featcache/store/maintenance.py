@@ -32,6 +32,8 @@ def entry_summary(store: FeatureStore, key: str, reader: EntryReader | None = No
     meta = reader.meta
     return {"key": key, "dataset": (meta.get("dataset") or {}).get("name", "?"),
             "teacher": (meta.get("teacher") or {}).get("name", "?"),
+            # two checkpoints under one teacher name (two users' teacher.pth) are told apart here
+            "weights": str((meta.get("teacher") or {}).get("weights_sha256") or "")[:8],
             "levels": list(reader.levels), "samples": reader.layout.num_samples,
             "views": reader.layout.views, "precision": reader.layout.precision,
             "complete_fraction": 1.0 if reader.complete else reader.committed_fraction,

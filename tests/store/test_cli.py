@@ -52,3 +52,20 @@ def test_rm_gc_and_errors(tmp_path):
     assert res.exit_code == 1 and "has no entry" in res.output
     res = _run("ls", "--store", str(tmp_path / "nowhere"))
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_ls_tells_two_checkpoints_of_one_teacher_apart(tmp_path):
+    """Two users' `teacher.pth`: same teacher name, different weights, both visible in ls."""
+    from tests.store.storehelpers import ATTRS, make_layout, stats_for, write_all
+
+    store = FeatureStore(tmp_path / "store")
+    for key, sha in (("blobs.tiny.aaaaaaaaaaaaaaaa", "1" * 64), ("blobs.tiny.bbbbbbbbbbbbbbbb", "2" * 64)):
+        attrs = {**ATTRS, "teacher": {**ATTRS["teacher"], "weights_sha256": sha,
+                                      "weights_source": f"/home/{sha[0]}/teacher.pth"}}
+        writer = store.create_entry(key, make_layout(), attrs)
+        write_all(writer)
+        writer.finalize(stats_for(writer.layout), {})
+    res = _run("ls", "--store", str(tmp_path / "store"))
+    assert "(11111111)" in res.output and "(22222222)" in res.output, res.output
+    res = _run("info", "blobs.tiny.aaaaaaaaaaaaaaaa", "--store", str(tmp_path / "store"))
+    assert "/home/1/teacher.pth" in res.output
