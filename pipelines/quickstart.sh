@@ -13,7 +13,7 @@ fi
 export FEATCACHE_STORE="${FEATCACHE_STORE:-./featcache-store}"
 start=$(date +%s)
 .venv/bin/featcache extract --manifest manifests/demo.yaml
-.venv/bin/featcache distill --manifest manifests/demo.yaml
+.venv/bin/featcache distill --manifest manifests/demo.yaml --overwrite
 .venv/bin/featcache eval --run runs/demo --split test
 .venv/bin/featcache report --run runs/demo
 echo "demo finished in $(( $(date +%s) - start )) s; store: $FEATCACHE_STORE, run: runs/demo"

@@ -22,6 +22,9 @@ def distill(
                       "e.g. training.epochs=5.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from the run's last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a run already in run_dir (without it, or --resume, a finished "
+                            "or interrupted run is never overwritten).")] = False,
 ) -> None:
     """Train a student (with projectors, gates and return decoder) from cached teacher features."""
     from featcache.distill.distributed import env_rank
@@ -30,13 +33,20 @@ def distill(
 
     m = load_manifest(manifest, set_ or [])
     if env_rank() != 0:  # other torchrun ranks train silently
-        train(m, resume=resume)
+        train(m, resume=resume, overwrite=overwrite)
         return
     with progress_bar() as bar:
         state: dict = {}
 
         def report(event: str, info: dict) -> None:
-            if event == "start":
+            if event == "pretrain_start":
+                state["pretrain"] = bar.add_task("feature pretraining", total=info["steps"],
+                                                 info=f"{info['images']} unlabelled images")
+            elif event == "pretrain_step":
+                bar.update(state["pretrain"], advance=1, info=f"loss {info['loss']:.3f}")
+            elif event == "pretrain_loaded":
+                console.print(f"feature pretraining: reusing {info['path']} (same recipe)")
+            elif event == "start":
                 console.print(f"student: {info['params'] / 1e6:.2f}M parameters, device {info['device']}, "
                               f"{info['steps']} steps/epoch, {info['world_size']} process(es), "
                               f"{info['workers']} loader worker(s) each")
@@ -49,7 +59,7 @@ def distill(
                 bar.update(state["task"], info=f"epoch {info['epoch'] + 1} val Dice {info['val_dice']:.3f} "
                                                f"(best {info['best']:.3f})")
 
-        result = train(m, resume=resume, progress=report)
+        result = train(m, resume=resume, overwrite=overwrite, progress=report)
     rows = [(key, teacher, f"{w:.3f}") for key, tw in sorted(result.gates.items())
             for teacher, w in sorted(tw.items())]
     if rows:

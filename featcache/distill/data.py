@@ -38,7 +38,7 @@ class Source:
 
     index: int
     dataset: SegmentationDataset
-    entries: dict[str, EntryReader]  # teacher name -> entry
+    entries: dict[str, EntryReader]  # teacher label (alias or registry name) -> entry
     views: int  # stored views (or, without a store, the views `sample_view` replays)
 
 
@@ -58,16 +58,17 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
                              "re-extract, or fix the manifest's dataset root and options")
         missing = _missing_levels(reader, spec)
         if missing:
-            raise StoreError(f"entry {spec.entry} (teacher {spec.name}) has no level(s) "
+            raise StoreError(f"entry {spec.entry} (teacher {spec.label}) has no level(s) "
                              f"{', '.join(missing)}; it has {', '.join(reader.levels)}: fix "
-                             f"teachers.{spec.name}.levels or re-extract with --levels")
+                             f"teachers.{spec.label}.levels or re-extract with --levels")
         return reader
     matches, partial, lacking = [], [], []
     for key in store.entries():
         reader = store.open(key, allow_incomplete=True)
         meta = reader.meta
-        if (meta.get("teacher", {}).get("name") != spec.name
-                or meta.get("dataset", {}).get("fingerprint") != fingerprint):
+        teacher = meta.get("teacher", {})
+        if (teacher.get("name") != spec.name or meta.get("dataset", {}).get("fingerprint") != fingerprint
+                or spec.arch is not None and teacher.get("arch") != spec.arch):
             continue
         if _missing_levels(reader, spec):
             lacking.append(reader)
@@ -77,18 +78,18 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
         return matches[0]
     if len(matches) > 1:
         keys = ", ".join(r.key for r in matches)
-        raise ConfigError(f"teacher {spec.name}: several entries fit dataset {dataset.name} ({keys}); "
+        raise ConfigError(f"teacher {spec.label}: several entries fit dataset {dataset.name} ({keys}); "
                           "set `entry:` in the manifest to one of them")
     if partial:
         hint = store.incomplete_hint(partial[0])
     elif lacking:
         hint = (f"entry {lacking[0].key} lacks level(s) {', '.join(_missing_levels(lacking[0], spec))} "
-                f"(it has {', '.join(lacking[0].levels)}); fix teachers.{spec.name}.levels or re-extract "
+                f"(it has {', '.join(lacking[0].levels)}); fix teachers.{spec.label}.levels or re-extract "
                 f"with --levels {','.join(spec.levels)}")
     else:
         hint = (f"run `featcache extract --teacher {spec.name} --dataset {dataset.name}` first"
                 f" with level(s) {', '.join(spec.levels)}")
-    raise StoreError(f"store {store.url} has no complete entry for teacher {spec.name} on dataset "
+    raise StoreError(f"store {store.url} has no complete entry for teacher {spec.label} on dataset "
                      f"{dataset.name}: {hint}")
 
 
@@ -125,18 +126,18 @@ def build_targets(manifest: Manifest, sources: list[Source], stages: dict[str, t
     for spec in manifest.teachers:
         for level, stage in spec.taps():
             if stage not in stages:
-                raise ConfigError(f"teachers.{spec.name}.levels.{level}: unknown student stage "
+                raise ConfigError(f"teachers.{spec.label}.levels.{level}: unknown student stage "
                                   f"{stage!r}; the student has {', '.join(stages)}")
-            grids = {(s.entries[spec.name].levels[level].channels,
-                      s.entries[spec.name].levels[level].height,
-                      s.entries[spec.name].levels[level].width) for s in sources}
+            grids = {(s.entries[spec.label].levels[level].channels,
+                      s.entries[spec.label].levels[level].height,
+                      s.entries[spec.label].levels[level].width) for s in sources}
             if len(grids) > 1:
-                raise StoreError(f"teacher {spec.name} level {level} has different shapes across "
+                raise StoreError(f"teacher {spec.label} level {level} has different shapes across "
                                  f"datasets: {sorted(grids)}")
             c, h, w = grids.pop()
             grid = loss_grid((h, w), manifest.student.image_size, stages[stage][1],
                              manifest.distill.feature_grid)
-            targets.append(Target(spec.name, level, stage, c, (h, w), grid))
+            targets.append(Target(spec.label, level, stage, c, (h, w), grid))
     return targets
 
 

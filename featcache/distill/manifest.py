@@ -29,7 +29,10 @@ class DatasetSpec(_Strict):
 
 
 class TeacherSpec(_Strict):
-    name: str
+    name: str  # the registry name (litemedsam, sam, timm, ...)
+    # What runs, tables and reports call this teacher; needed when two teachers share a registry
+    # name (DINOv2 and RETFound both through timm). Default: the registry name.
+    alias: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     entry: str = "auto"  # a store key, or "auto": the one complete entry for this teacher + dataset
     # teacher level -> the student stage(s) it is matched from ("dec3", or [enc4, dec3]: several taps)
     levels: dict[str, str | list[str]]
@@ -38,6 +41,11 @@ class TeacherSpec(_Strict):
     arch: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
+
+    @property
+    def label(self) -> str:
+        """The teacher's name in this manifest: its alias, else its registry name."""
+        return self.alias or self.name
 
     def taps(self) -> list[tuple[str, str]]:
         """(level, student stage) pairs, in manifest order."""
@@ -159,6 +167,16 @@ class Manifest(_Strict):
     distill: DistillSpec = Field(default_factory=DistillSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
+
+    @field_validator("teachers")
+    @classmethod
+    def _distinct_labels(cls, v: list[TeacherSpec]) -> list[TeacherSpec]:
+        labels = [t.label for t in v]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"teacher {twice[0]!r} appears twice; give each an `alias:` "
+                             "(e.g. alias: dinov2 and alias: retfound for two timm teachers)")
+        return v
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

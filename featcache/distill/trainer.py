@@ -74,7 +74,7 @@ def build_sources(manifest: Manifest, with_teachers: bool,
         entries = {}
         if store is not None:
             fingerprint = dataset.fingerprint()
-            entries = {t.name: resolve_entry(store, t, dataset, fingerprint) for t in manifest.teachers}
+            entries = {t.label: resolve_entry(store, t, dataset, fingerprint) for t in manifest.teachers}
         asked = manifest.training.views
         views = min((e.layout.views for e in entries.values()),
                     default=asked if isinstance(asked, int) else 1)
@@ -395,7 +395,27 @@ class Trainer:
         dist.teardown(self.dist)
 
 
-def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None) -> TrainResult:
+RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "gates.csv")
+
+
+def claim_run_dir(run_dir: Path, overwrite: bool, remove: bool = True) -> None:
+    """A fresh run never writes over another: a run_dir holding one is reused only with --resume
+    (the caller resumes) or --overwrite (its training files are removed here first, by the one
+    process that `remove`s: every torchrun rank checks, rank 0 deletes)."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(f"{run_dir} already holds a run ({found[0]}); pass --resume to continue it, "
+                          "--overwrite to replace it, or set another run_dir")
+    for name in found if remove else ():
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None,
+          overwrite: bool = False) -> TrainResult:
+    if not resume:
+        claim_run_dir(Path(manifest.run_dir), overwrite, remove=dist.env_rank() == 0)
     trainer = Trainer(manifest, progress)
     try:
         if resume:

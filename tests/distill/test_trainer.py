@@ -72,3 +72,17 @@ def test_supervised_baseline_needs_no_store(tmp_path, blob_registry):
                                    "training": {"epochs": 1, "batch_size": 4}}, "t")
     result = train(manifest)
     assert result.best_val_dice >= 0 and not Trainer(manifest).model.projectors
+
+
+def test_a_run_dir_is_reused_only_with_resume_or_overwrite(cached_store, tmp_path):
+    from featcache.errors import ConfigError
+
+    manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 1})
+    train(manifest)
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run.*--resume.*--overwrite"):
+        train(manifest)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before  # untouched
+    train(manifest, overwrite=True)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "0"]  # one run's rows, not two

@@ -111,3 +111,20 @@ def test_pretraining_changes_the_student(cached_store, tmp_path):
 def test_image_size_must_fit_the_student_stride(cached_store, tmp_path):
     with pytest.raises(ConfigError, match="multiple of 32"):
         Trainer(make_manifest(cached_store, tmp_path / "run", student={"image_size": 40}))
+
+
+def test_two_teachers_of_one_registry_name_work_under_aliases(cached_store, tmp_path):
+    """E.g. DINOv2 and RETFound, both through `timm`: entries are told apart by architecture and
+    every output uses the alias."""
+    from featcache.extract.runner import extract
+    from tests.conftest import BlobDataset, TinyTeacher
+
+    other = TinyTeacher(seed=5, name="tiny")
+    other.arch = "tinyconv-b"  # another model under the same registry name
+    extract(BlobDataset(), other, cached_store, views=2, shard_size=4)
+    teachers = [{"name": "tiny", "alias": "dino", "arch": "tinyconv", "levels": {"fine": "dec3"}},
+                {"name": "tiny", "alias": "retfound", "arch": "tinyconv-b", "levels": {"fine": "dec3"}}]
+    result = train(make_manifest(cached_store, tmp_path / "run", teachers=teachers, training={"epochs": 1}))
+    assert set(result.gates["blobs/dec3"]) == {"dino", "retfound"}
+    with pytest.raises(ConfigError, match="appears twice; give each an `alias:`"):
+        make_manifest(cached_store, tmp_path / "x", teachers=[dict(t, alias=None) for t in teachers])
