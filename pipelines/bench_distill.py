@@ -150,7 +150,7 @@ def run(tmp: Path) -> None:
     p.add_argument("--rounds", type=int, default=5, help="turns of (a), (b), (b')")
     p.add_argument("--workers", default="auto", help="loader workers for every mode (auto or a count)")
     p.add_argument("--worker-priority", default="auto", choices=["auto", "normal", "low"],
-                   help="training.worker_priority for every mode (auto: nice 19 on the CPU)")
+                   help="training.worker_priority for every mode (auto = normal; low = nice 19)")
     p.add_argument("--device", default="auto")
     p.add_argument("--store", default=None, help="store with the demo extraction (default: temporary)")
     args = p.parse_args()

@@ -64,8 +64,13 @@ class EpochBatches(Sampler[list[int]]):
 
 
 def low_priority_workers(setting: str, device: torch.device) -> bool:
-    """training.worker_priority: "auto" is low on the CPU, normal on an accelerator."""
-    return setting == "low" or (setting == "auto" and device.type == "cpu")
+    """training.worker_priority: only "low" lowers it; "auto" keeps normal priority.
+
+    "low" (nice 19) gains a few percent on a CPU box that runs nothing else (see _init_worker).
+    On a shared machine it is a trap: with one other busy process beside training (a test
+    suite, a second run) the worker got ~1/70 of a core and a 2-core demo step went from ~0.5 s
+    to ~13 s, the student waiting on its batch. Hence opt-in."""
+    return setting == "low"
 
 
 def _init_worker(low_priority: bool, _: int) -> None:

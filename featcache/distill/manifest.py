@@ -140,8 +140,8 @@ class TrainingSpec(_Strict):
     num_workers: int | Literal["auto"] = "auto"
     prefetch_factor: int = Field(4, ge=1)  # batches each worker keeps ready
     # "low": workers run at the lowest CPU priority (nice 19) and fill the gaps the training
-    # threads leave; "auto": low when training on the CPU, normal on an accelerator, where the
-    # workers must keep pace with the device.
+    # threads leave: a few percent faster on a CPU box that runs nothing else, far slower when
+    # anything else runs beside it (the worker starves). "auto" = "normal".
     worker_priority: Literal["auto", "normal", "low"] = "auto"
     device: str = "auto"
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
