@@ -7,9 +7,10 @@
   (c) online distillation: the teacher (real LiteMedSAM) runs on every batch inside the training
       loop, as the paper's code does; features are normalised and resampled exactly as in (b).
 
-Same student, batch size, image size, loader workers, optimizer and model (projectors, gates,
-return decoder) in (b) and (c). A step's time runs from the end of the previous step (so waiting
-for data counts); steps/s is 1 / median step time. (a), (b) and (b') take turns for --rounds
+Same student, batch size, image size, loader workers, optimizer, augmentation and model
+(projectors, gates, return decoder) in (b) and (c); by default the demo manifest's three LiteMedSAM
+taps (--taps one: the embedding at one stage). A step's time runs from the end of the previous
+step (so waiting for data counts); steps/s is 1 / median step time. (a), (b) and (b') take turns for --rounds
 rounds of --warmup + --steps steps each, so that a shared machine's slow minutes hit all three
 alike; each ratio is the median of its per-round ratios (the warm-up steps also drain the batches
 a loader prefetched while the other modes ran). (c) runs once, --warmup + --steps steps.
@@ -47,7 +48,8 @@ from featcache.store import FeatureStore
 from featcache.teachers.base import Teacher, prepare_image
 from featcache.teachers.registry import build_teacher
 
-LEVEL = "embedding"
+# The demo manifest's taps (manifests/demo.yaml); --taps one: the embedding at dec3 alone.
+TAPS = {"demo": {"stage2": "enc3", "embedding": ["enc4", "dec3"]}, "one": {"embedding": "dec3"}}
 PAPER_HEADS = {"projector": "conv3x3", "feature_grid": "teacher"}
 
 
@@ -56,7 +58,7 @@ def _manifest(args, store: str, run_dir: Path, distill: dict, train_fraction: fl
         "store": store, "run_dir": str(run_dir),
         # Only train slices are extracted; the benchmark never validates, so val reuses them.
         "datasets": [{"name": "demo", "options": {"num_slices": args.slices}, "val_split": "train"}],
-        "teachers": [{"name": "litemedsam", "levels": {LEVEL: args.stage}}],
+        "teachers": [{"name": "litemedsam", "levels": TAPS[args.taps]}],
         "student": {"image_size": args.image_size},
         "distill": distill,
         "training": {"epochs": 1000, "batch_size": args.batch_size, "seed": 0, "views": 1,
@@ -86,21 +88,23 @@ class OnlineItems(Dataset):
 
 def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterator[dict[str, Any]]:
     """Batches in the same order as (b), with teacher features computed now, on the batch."""
-    target = trainer.targets[0]
-    reader = trainer.sources[0].entries[target.teacher]
-    norm = normaliser(reader, LEVEL, "standardize")
+    reader = trainer.sources[0].entries[trainer.targets[0].teacher]
+    levels = list(dict.fromkeys(t.level for t in trainer.targets))
+    norms = {level: normaliser(reader, level, "standardize") for level in levels}
     st = trainer.manifest.student
     plain = DistillItems(trainer.sources, trainer.train_items, [], st.image_size, st.in_channels,
-                         "none", False)
+                         "none", False, trainer.train_set.augment, trainer.manifest.training.seed)
     online = OnlineItems(plain, teacher)
     tr = trainer.manifest.training
     for batch in make_loader(online, tr.batch_size, workers, tr.prefetch_factor, trainer.device,
                              batches=trainer.epoch_batches(0), low_priority=trainer.low_priority_workers):
-        feats = teacher.extract(batch.pop("teacher_input"), [LEVEL])[LEVEL]  # (B, C, h, w)
-        pairs = [teacher_target(f.numpy(), norm, box.numpy(), target.loss_grid)
-                 for f, box in zip(feats, batch.pop("box"), strict=True)]
-        batch[f"t:{target.key}"] = torch.stack([f for f, _ in pairs])
-        batch[f"v:{target.key}"] = torch.stack([v for _, v in pairs])
+        feats = teacher.extract(batch.pop("teacher_input"), levels)  # level -> (B, C, h, w)
+        boxes = batch.pop("box")
+        for t in trainer.targets:
+            pairs = [teacher_target(f.numpy(), norms[t.level], box.numpy(), t.loss_grid)
+                     for f, box in zip(feats[t.level], boxes, strict=True)]
+            batch[f"t:{t.key}"] = torch.stack([f for f, _ in pairs])
+            batch[f"v:{t.key}"] = torch.stack([v for _, v in pairs])
         yield batch
 
 
@@ -144,7 +148,9 @@ def run(tmp: Path) -> None:
     p.add_argument("--train", type=int, default=28, help="training slices used")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--stage", default="dec3", help="student stage matched to the LiteMedSAM embedding")
+    p.add_argument("--taps", default="demo", choices=list(TAPS),
+                   help="demo: LiteMedSAM stage2 -> enc3, embedding -> enc4 and dec3 (the demo manifest); "
+                        "one: the embedding at dec3")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=6, help="timed steps per round (and for (c))")
     p.add_argument("--rounds", type=int, default=5, help="turns of (a), (b), (b')")
@@ -160,7 +166,7 @@ def run(tmp: Path) -> None:
     dataset = build_dataset("demo", None, num_slices=args.slices)
     teacher = build_teacher("litemedsam", None, None)
     t0 = time.perf_counter()
-    extract(dataset, teacher, store, levels=[LEVEL], views=1, split="train")
+    extract(dataset, teacher, store, levels=list(TAPS[args.taps]), views=1, split="train")
     extract_s = time.perf_counter() - t0
     _log(f"extracted in {extract_s:.1f} s")
     n_train = len(dataset.split_indices("train"))
@@ -193,7 +199,7 @@ def run(tmp: Path) -> None:
     niced = " at nice 19" if cached.workers and cached.low_priority_workers else ""
     print(f"featcache distillation benchmark: demo, {len(cached.train_items)} train slices, image "
           f"{args.image_size}, batch {args.batch_size}, student {params:.2f}M params, "
-          f"device {cached.device}, "
+          f"device {cached.device}, LiteMedSAM taps: {', '.join(t.key for t in cached.targets)}, "
           f"{cached.workers} loader worker(s){niced}, "
           f"torch threads "
           f"{torch.get_num_threads()}; (a), (b), (b'): {args.rounds} rounds of {args.warmup} warm-up + "
