@@ -55,3 +55,12 @@ def test_table_flags_runs_that_never_improved():
     rows[0]["best_epoch"] = 1
     text = ablation_markdown(rows, {1: "alone", 2: "distil"}, [], ["real", "uninformative"])
     assert "1 of 4 runs kept their epoch-1 checkpoint" in text
+
+
+def test_plot_has_a_panel_per_setting(tmp_path):
+    from featcache.study.plots import ablation_plot
+
+    rows = _rows({1: [0.5, 0.6], 2: [0.55, 0.62]})
+    rows += _rows({1: [0.3, 0.4], 2: [0.35, 0.5]}, test="orientation")
+    path = ablation_plot(rows, {1: "alone", 2: "pretrained"}, tmp_path / "a.png")
+    assert path.stat().st_size > 10_000
