@@ -39,6 +39,7 @@ from featcache.errors import CheckpointError, ConfigError, DatasetError
 from featcache.store import FeatureStore, default_store_url
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
+LAST_CHECKPOINT_EVERY_S = 60.0
 
 
 @dataclass
@@ -178,6 +179,7 @@ class Trainer:
             self.optimizer, _lr_lambda(self.epochs, tr.warmup_epochs, self.steps_per_epoch))
         self.run_dir = Path(manifest.run_dir)
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
+        self._last_saved = time.perf_counter()
 
     def items_dataset(self, sources: list[Source], items: list[tuple[int, int, int]], teachers: bool,
                       augment: bool) -> DistillItems:
@@ -361,7 +363,12 @@ class Trainer:
         self._append_csv("gates.csv", [{"epoch": epoch, "dataset": k.split("/")[0],
                                         "stage": k.split("/")[1], "teacher": t, "weight": w}
                                        for k, tw in gates.items() for t, w in tw.items()])
-        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._payload(epoch))
+        # The resume point: after the last epoch, and otherwise at most once a minute: a run of
+        # 100 one-step epochs (a few labelled images) would write its ~100 MB state 100 times.
+        now = time.perf_counter()
+        if epoch == self.epochs - 1 or now - self._last_saved >= LAST_CHECKPOINT_EVERY_S:
+            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._payload(epoch))
+            self._last_saved = now
         if improved:
             save_checkpoint(self.run_dir / "checkpoints" / "best.pt", self._payload(epoch))
 

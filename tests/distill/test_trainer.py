@@ -35,7 +35,8 @@ def test_train_writes_run_and_gates(cached_store, tmp_path):
     assert payload["entries"]["blobs/tiny"]
 
 
-def test_resume_equals_uninterrupted(cached_store, tmp_path):
+def test_resume_equals_uninterrupted(cached_store, tmp_path, monkeypatch):
+    monkeypatch.setattr("featcache.distill.trainer.LAST_CHECKPOINT_EVERY_S", 0.0)  # one per epoch
     full = make_manifest(cached_store, tmp_path / "full", training={"epochs": 2})
     train(full)
     part = make_manifest(cached_store, tmp_path / "part", training={"epochs": 2})
@@ -86,3 +87,18 @@ def test_a_run_dir_is_reused_only_with_resume_or_overwrite(cached_store, tmp_pat
     train(manifest, overwrite=True)
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "0"]  # one run's rows, not two
+
+
+def test_the_resume_point_is_written_once_a_minute_and_last(cached_store, tmp_path, monkeypatch):
+    import featcache.distill.trainer as trainer_module
+
+    saved = []
+    real = trainer_module.save_checkpoint
+
+    def recording(path, payload):
+        saved.append((path.name, payload["epoch"]))
+        real(path, payload)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", recording)
+    train(make_manifest(cached_store, tmp_path / "run", training={"epochs": 3}))
+    assert [e for name, e in saved if name == "last.pt"] == [2]  # a short run: only after the last epoch
