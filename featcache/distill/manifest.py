@@ -90,6 +90,10 @@ class DistillSpec(_Strict):
     # (the paper's Conv3x3-BN-ReLU-Conv1x1; several times the FLOPs).
     projector: Literal["separable", "conv3x3"] = "separable"
     return_decoder: bool = True
+    # Whether the reconstruction loss may move the student's own features (through the projector's
+    # input), as in the paper, or only the projector and return decoder (a second projector pass
+    # on the detached stage). See the README's ablation for what it changed.
+    recon_to_student: bool = True
     # Where student and teacher meet when the teacher's grid is finer than the student stage:
     # "coarser" averages the teacher down to the stage (4x fewer values for 64x64 vs 32x32);
     # "teacher" upsamples the projection to the teacher's grid, as the paper and RADIO do.

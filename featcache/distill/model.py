@@ -200,6 +200,9 @@ class DistillModel(nn.Module):
             p = F.interpolate(projection, size=t.grid, mode="bilinear", align_corners=False)
         if not self.spec.return_decoder:
             return p, None
+        if not self.spec.recon_to_student:
+            # The same projection of a detached stage: its gradient stops before the student.
+            projection, hidden = self.projectors[k](base.detach())
         recon = self.inverse[k](projection, hidden, self.projectors[k])
         return p, reconstruction_loss(recon, base.detach())
 

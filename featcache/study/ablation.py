@@ -8,6 +8,7 @@ Configurations (each adds one part to the previous):
   5 + return decoder (the full method)
   6 + feature pretraining on unlabelled slices (every teacher, the labelled set's training slices
       and the coronal + sagittal pool's training slices; masks never read)
+  7 (opt-in) 5 with the reconstruction loss kept off the student's features, compared with 5
 Training regimes: all labelled training slices ("full") and a share of them ("low",
 training.train_fraction). Every run is scored on two test sets: the labelled set's axial test
 slices, and the coronal + sagittal test slices of the pool (orientation transfer: the student
@@ -39,6 +40,11 @@ class AblationConfig:
     distill: dict[str, Any]
     student: dict[str, Any] = field(default_factory=dict)
     pretrain: bool = False
+    parent: int | None = None  # the configuration it changes one thing of (default: number - 1)
+
+    @property
+    def compared_to(self) -> int:
+        return self.number - 1 if self.parent is None else self.parent
 
 
 _FIXED = {"teacher_gate": "uniform", "loss_gate": "fixed", "return_decoder": False}
@@ -53,7 +59,11 @@ CONFIGS: tuple[AblationConfig, ...] = (
     AblationConfig(5, "+ return decoder (full method)", ("real", "uninformative"), dict(_FULL)),
     AblationConfig(6, "+ feature pretraining on unlabelled slices", ("real", "uninformative"),
                    dict(_FULL), pretrain=True),
+    # Not in the default run: whether the reconstruction loss should move the student's features.
+    AblationConfig(7, "5, reconstruction kept off the student's features", ("real", "uninformative"),
+                   {**_FULL, "recon_to_student": False}, parent=5),
 )
+DEFAULT_CONFIGS = (1, 2, 3, 4, 5, 6)
 BY_NUMBER = {c.number: c for c in CONFIGS}
 REGIMES = ("full", "low")
 TEST_SETS = ("axial", "orientation")
@@ -72,7 +82,7 @@ class AblationSettings:
     out: Path = Path("runs/ablation")
     store: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    configs: list[int] = field(default_factory=lambda: [c.number for c in CONFIGS])
+    configs: list[int] = field(default_factory=lambda: list(DEFAULT_CONFIGS))
     regimes: list[str] = field(default_factory=lambda: list(REGIMES))
     steps: int = 100  # optimizer steps of every labelled run
     pretrain_steps: int = 150
@@ -199,7 +209,8 @@ def result_rows(settings: AblationSettings, cell: AblationCell, result: CellResu
     gate weights per role."""
     axial = result.groups.get(settings.dataset["name"]) or next(iter(result.groups.values()), {})
     base = {
-        "config": cell.number, "config_name": BY_NUMBER[cell.number].name, "regime": cell.regime,
+        "config": cell.number, "config_name": BY_NUMBER[cell.number].name,
+        "parent": BY_NUMBER[cell.number].compared_to, "regime": cell.regime,
         "seed": cell.seed, "train_fraction": cell.manifest.training.train_fraction,
         "num_slices": cell.num_slices,
         "train_slices": kept_training_slices(cell.n_train, cell.manifest.training.train_fraction),

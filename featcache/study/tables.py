@@ -103,7 +103,7 @@ def findings(rows: Sequence[dict[str, Any]], names: dict[int, str]) -> list[str]
 
 
 SUMMARY_COLUMNS = ("#", "configuration", "setting", "Dice", "HD95", "train s",
-                   f"Δ vs {BASELINE} [95% CI]", "Δ vs k-1 [95% CI]")
+                   f"Δ vs {BASELINE} [95% CI]", "Δ vs the one before [95% CI]")
 
 
 def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str]) -> tuple[list[list[Any]], str]:
@@ -116,14 +116,16 @@ def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str]) -> t
     body = []
     for where, k in sorted(dice, key=lambda wk: (list(dict.fromkeys(setting(r) for r in rows)).index(wk[0]),
                                                  wk[1])):
-        prev = max((c for c in configs if c < k), default=None)
+        parent = next((int(r["parent"]) for r in rows if int(r["config"]) == k and r.get("parent")), None)
+        prev = parent if parent in configs else max((c for c in configs if c < k), default=None)
         has_base = k != BASELINE and (where, BASELINE) in dice
         vs_base = paired(rows, where, k, BASELINE).text() if has_base else "–"
         vs_prev = paired(rows, where, k, prev).text() if prev is not None else "–"
         body.append([k, names[k], SETTING_NAMES.get(where, where), pm(dice[(where, k)]),
                      pm(hd[(where, k)], 2), pm(secs[(where, k)], 0), vs_base, vs_prev])
     caption = (f"Per-image Dice and HD95 ({unit}) averaged per run, then mean ± std over seeds {seeds}. "
-               f"{PAIRED_RULE}.")
+               f"{PAIRED_RULE}. The one before: the configuration k changes one thing of (k-1 unless "
+               "the configuration names another).")
     return body, caption
 
 

@@ -3,7 +3,7 @@ import torch
 
 import featcache.distill.model as model_module
 from featcache.distill.manifest import DistillSpec
-from featcache.distill.model import DistillModel, Target, _to_grid
+from featcache.distill.model import DistillModel, Target, _mkey, _to_grid
 from featcache.distill.student import Student, StudentConfig
 
 TINY = StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8))
@@ -169,3 +169,16 @@ def test_projector_kinds():
     assert depthwise and depthwise[0].kernel_size == (3, 3)
     assert paper.body[0].kernel_size == (3, 3) and paper.body[0].groups == 1
     assert separable_n < paper_n
+
+
+@pytest.mark.parametrize("to_student", [True, False])
+def test_reconstruction_moves_the_student_only_when_asked(to_student):
+    model = _model(recon_to_student=to_student, teacher_gate="uniform", loss_gate="fixed")
+    image, mask, ds, teacher, valid = _batch()
+    _, feats = model.student.forward_features(image)
+    stage = feats["dec3"].detach().requires_grad_(True)
+    _, recon = model._project(model.targets[0], stage)
+    recon.mean().backward()
+    touched = stage.grad is not None and stage.grad.abs().sum() > 0
+    assert touched == to_student
+    assert model.projectors[_mkey(model.targets[0].key)].body[0].weight.grad.abs().sum() > 0

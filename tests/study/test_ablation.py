@@ -61,9 +61,11 @@ def test_plan_builds_each_configuration():
     # Step parity: every arm trains the same number of optimizer steps with the same augmentation.
     assert {m.training.steps for m in by.values()} == {s.steps}
     assert {m.training.augment.enabled for m in by.values()} == {True}
+    seven, _ = plan(AblationSettings(configs=[7], seeds=[0], regimes=["low"]), count=lambda d, k: 28)
+    assert not seven[0].manifest.distill.recon_to_student and seven[0].manifest.distill.return_decoder
     assert by[(5, "low")].training.train_fraction == 0.1 and by[(5, "full")].training.train_fraction == 1.0
     with pytest.raises(ConfigError, match="configuration"):
-        plan(AblationSettings(configs=[7]), count=lambda d, k: 28)
+        plan(AblationSettings(configs=[8]), count=lambda d, k: 28)
 
 
 def test_ablation_runs_writes_rows_and_resumes(tmp_path, monkeypatch):
