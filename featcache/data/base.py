@@ -89,6 +89,7 @@ class SegmentationDataset(ABC):
     name: str = ""
     modality: str = ""
     channels: int = 1
+    labelled: bool = True  # False: images only (all-zero masks), for feature pretraining
 
     def __init__(self, samples: list[SampleInfo], options: dict[str, Any] | None = None) -> None:
         for s in samples:

@@ -130,6 +130,10 @@ class Trainer:
         seed_everything(tr.seed)  # identical initial weights on every rank
         self.with_teachers = manifest.distill.enabled and bool(manifest.teachers)
         self.sources = build_sources(manifest, self.with_teachers)
+        for spec, source in zip(manifest.datasets, self.sources, strict=True):
+            if not source.dataset.labelled:
+                raise ConfigError(f"dataset {spec.name} has images but no masks: list it under "
+                                  "pretrain.datasets (feature pretraining), not datasets")
         self.store_url = (manifest.store or default_store_url()) if self.with_teachers else None
         student = Student(StudentConfig(encoder=st.encoder, in_channels=st.in_channels,
                                         decoder_channels=tuple(st.decoder_channels),

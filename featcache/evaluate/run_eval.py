@@ -19,6 +19,8 @@ def score_dataset(predictor: Predictor, spec: dict[str, Any], split: str, acc: M
     """Add every image of a dataset's `split` (spec: a manifest dataset entry as a dict) to `acc`;
     with overlay_run, write each overlay under that run's eval folder."""
     data = build_dataset(spec["name"], spec.get("root"), **spec.get("options", {}))
+    if not data.labelled:
+        raise ConfigError(f"dataset {spec['name']} has no masks to score against")
     indices = data.split_indices(spec.get(f"{split}_split", split) if split != "all" else "all")
     for k, i in enumerate(indices):
         sample = data.load(i)

@@ -128,3 +128,31 @@ def test_two_teachers_of_one_registry_name_work_under_aliases(cached_store, tmp_
     assert set(result.gates["blobs/dec3"]) == {"dino", "retfound"}
     with pytest.raises(ConfigError, match="appears twice; give each an `alias:`"):
         make_manifest(cached_store, tmp_path / "x", teachers=[dict(t, alias=None) for t in teachers])
+
+
+def test_unlabelled_images_are_extracted_and_pretrained_on(cached_store, tmp_path):
+    """A folder of images without masks: extract caches its features; distill pretrains on it and
+    refuses it as labelled data."""
+    from PIL import Image
+
+    from featcache.data.registry import build_dataset
+    from featcache.extract.runner import extract
+    from tests.conftest import TinyTeacher
+
+    root = tmp_path / "unlabelled"
+    rng = np.random.default_rng(0)
+    for k, rel in enumerate(["a.png", "b.png", "ward2/a.png", "ward2/c.jpg", "d.png", "e.png"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((30 + k, 40)) * 255).astype(np.uint8)).save(root / rel)
+    pool = build_dataset("images", root)
+    assert not pool.labelled and len(pool) == 6 and "ward2_a" in pool.ids and "a" in pool.ids
+    for seed, name in [(0, "tiny"), (1, "tiny2")]:
+        extract(pool, TinyTeacher(seed=seed, name=name), cached_store, views=2, shard_size=4)
+    pretrain = {"datasets": [{"name": "images", "root": str(root)}], "steps": 2, "batch_size": 4}
+    events = []
+    train(make_manifest(cached_store, tmp_path / "run", pretrain=pretrain, training={"epochs": 1}),
+          progress=lambda e, i: events.append((e, i)))
+    assert [i["images"] for e, i in events if e == "pretrain_start"] == [12]  # 6 images x 2 views
+    with pytest.raises(ConfigError, match="no masks: list it under pretrain.datasets"):
+        Trainer(make_manifest(cached_store, tmp_path / "bad",
+                              datasets=[{"name": "images", "root": str(root)}]))
