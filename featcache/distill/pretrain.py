@@ -24,6 +24,7 @@ from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
 from featcache.distill.data import training_items
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.loaders import EpochBatches, make_loader
+from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -45,14 +46,6 @@ def recipe(trainer: Trainer) -> str:
         "num_datasets": len(trainer.sources),
     }
     return json.dumps(parts, sort_keys=True)
-
-
-def _cosine(total: int, warmup: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return f
 
 
 def pretrain(trainer: Trainer) -> None:
@@ -85,9 +78,9 @@ def pretrain(trainer: Trainer) -> None:
                          batches=EpochBatches(draw, batch_size, True, 0, epochs, per_epoch),
                          low_priority=trainer.low_priority_workers)
     params = [p for p in trainer.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.lr or tr.lr, weight_decay=tr.weight_decay,
-                                  fused=trainer.device.type in ("cpu", "cuda"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(spec.steps, max(1, spec.steps // 20)))
+    optimizer = adamw(params, spec.lr or tr.lr, tr.weight_decay, trainer.device)
+    warmup = max(1, spec.steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(spec.steps, warmup))
     trainer.progress("pretrain_start", {"steps": spec.steps, "images": len(items)})
     trainer.model.train()
     batches = iter(loader)

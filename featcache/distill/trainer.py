@@ -34,6 +34,7 @@ from featcache.distill.loaders import EpochBatches, low_priority_workers, make_l
 from featcache.distill.manifest import DatasetSpec, Manifest, same_settings
 from featcache.distill.model import DistillModel
 from featcache.distill.pretrain import pretrain
+from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.student import Student, StudentConfig, count_params
 from featcache.errors import CheckpointError, ConfigError, DatasetError
 from featcache.store import FeatureStore, default_store_url
@@ -92,18 +93,6 @@ def _collate_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             "teacher": teacher, "valid": valid}
 
 
-def _lr_lambda(epochs: int, warmup: int, steps_per_epoch: int) -> Callable[[int], float]:
-    total, warm = epochs * steps_per_epoch, warmup * steps_per_epoch
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, total - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return f
-
-
 def dice_per_image(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hard Dice per image (B,), empty prediction vs empty mask scored 1."""
     pred = (logits > 0).float()
@@ -144,6 +133,9 @@ class Trainer:
             nearest = max(1, round(st.image_size / stride)) * stride
             raise ConfigError(f"student.image_size {st.image_size} must be a multiple of {stride}, "
                               f"the stride of encoder {st.encoder}; e.g. {nearest}")
+        if manifest.pretrain.steps and self.dist.active:
+            raise ConfigError("feature pretraining runs in one process: run it without torchrun first "
+                              "(its checkpoints/pretrained.pt is then reused), or set pretrain.steps: 0")
         self.pretrain_sources = (build_sources(manifest, True, manifest.pretrain.datasets)
                                  if self.with_teachers and manifest.pretrain.steps else [])
         self.targets = (build_targets(manifest, self.sources + self.pretrain_sources, student.stages)
@@ -174,13 +166,9 @@ class Trainer:
         self.low_priority_workers = low_priority_workers(tr.worker_priority, self.device)
         self._train: DataLoader | None = None
         self._val: DataLoader | None = None
-        # The fused kernel updates every parameter in one pass: the optimizer step takes about
-        # half the time of the per-parameter loop torch uses by default on the CPU.
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=tr.lr, weight_decay=tr.weight_decay,
-                                           fused=fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(self.epochs, tr.warmup_epochs, self.steps_per_epoch))
+        self.optimizer = adamw(self._param_groups(), tr.lr, tr.weight_decay, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
+            self.epochs * self.steps_per_epoch, tr.warmup_epochs * self.steps_per_epoch))
         self.run_dir = Path(manifest.run_dir)
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
         self._last_saved = time.perf_counter()
