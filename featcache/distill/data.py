@@ -66,14 +66,17 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
     for key in store.entries():
         reader = store.open(key, allow_incomplete=True)
         meta = reader.meta
-        teacher = meta.get("teacher", {})
-        if (teacher.get("name") != spec.name or meta.get("dataset", {}).get("fingerprint") != fingerprint
-                or spec.arch is not None and teacher.get("arch") != spec.arch):
+        if (meta.get("teacher", {}).get("name") != spec.name
+                or meta.get("dataset", {}).get("fingerprint") != fingerprint):
             continue
         if _missing_levels(reader, spec):
             lacking.append(reader)
         else:
             (matches if reader.complete else partial).append(reader)
+    if len(matches) > 1 and spec.arch is not None:
+        # Two models under one registry name (DINOv2 and RETFound through timm): the manifest's
+        # arch tells them apart. Only then: a stored arch may carry a suffix (`vit_b-custom(...)`).
+        matches = [r for r in matches if r.meta["teacher"].get("arch") == spec.arch] or matches
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:

@@ -90,7 +90,7 @@ def test_feature_pretraining_runs_once_and_is_reused(cached_store, tmp_path):
     changed = make_manifest(cached_store, tmp_path / "again", pretrain={**pretrain, "steps": 2},
                             training={"epochs": 1})
     events.clear()
-    train(changed, progress=lambda e, i: events.append(e))
+    train(changed, progress=lambda e, i: events.append(e), overwrite=True)
     assert events.count("pretrain_step") == 2
 
 
