@@ -10,9 +10,10 @@ labels} x seeds, each scored on the axial test slices and on coronal + sagittal 
 OUT/results.csv, OUT/table.md (paired differences with 95% CIs) and OUT/ablation.png. Finished
 runs are reused on a re-run (resumable).
 
-Defaults: 5 seeds, 128 px, batch 4, 100 optimizer steps per run (full labels: 28 training
-slices, ~14 epochs; 10%: 3 slices, 100 epochs of one step), 150 pretraining steps over 84
+Defaults: 5 seeds, 128 px, batch 4, 40 optimizer steps per run (full labels: 28 training
+slices, 6 epochs of 7 steps; 10%: 3 slices, 40 epochs of one step), 100 pretraining steps over 84
 unlabelled slices (the 28 labelled-set training slices and 56 coronal/sagittal pool slices).
+Runs go seed by seed, so a study stopped part-way holds complete pairs for the seeds it finished.
 --quick: seeds 0 and 1, 20 steps, 20 pretraining steps, all configurations: a few minutes once
 the store holds the features; its numbers say nothing about the method.
 """
@@ -54,8 +55,8 @@ def parse_args(argv: list[str]) -> AblationSettings:
     p.add_argument("--quick", action="store_true",
                    help="seeds 0,1, 20 steps, 20 pretraining steps (a smoke test, not a result)")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2,3,4)")
-    p.add_argument("--steps", type=int, help="optimizer steps per labelled run (default 100)")
-    p.add_argument("--pretrain-steps", type=int, help="feature-pretraining steps (default 150)")
+    p.add_argument("--steps", type=int, help="optimizer steps per labelled run (default 40)")
+    p.add_argument("--pretrain-steps", type=int, help="feature-pretraining steps (default 100)")
     p.add_argument("--configs", help="comma-separated configuration numbers (default 1-6)")
     p.add_argument("--num-slices", type=int, help="demo slices (default 40: 28 train, 3 val, 9 test)")
     p.add_argument("--image-size", type=int, help="student input size (default 128)")

@@ -84,8 +84,8 @@ class AblationSettings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     configs: list[int] = field(default_factory=lambda: list(DEFAULT_CONFIGS))
     regimes: list[str] = field(default_factory=lambda: list(REGIMES))
-    steps: int = 100  # optimizer steps of every labelled run
-    pretrain_steps: int = 150
+    steps: int = 40  # optimizer steps of every labelled run
+    pretrain_steps: int = 100
     num_slices: int = 40
     low_data_fraction: float = 0.1
     image_size: int = 128
@@ -188,16 +188,20 @@ class AblationCell:
 
 def plan(settings: AblationSettings, count: Callable[[dict, int], int] = _train_count
          ) -> tuple[list[AblationCell], list[str]]:
-    """Every cell in run order (regime, configuration, seed) and notes about the sizing."""
+    """Every cell in run order (seed, regime, configuration) and notes about the sizing."""
     settings.validate()
     cells, notes = [], []
+    sizes = {}
     for regime in settings.regimes:
         n, note = regime_slices(settings, regime, count)
-        n_train = count(settings.dataset, n)
+        sizes[regime] = (n, count(settings.dataset, n))
         if note:
             notes.append(note)
-        for number in sorted(settings.configs):
-            for seed in settings.seeds:
+    # Seed by seed: a study stopped part-way still holds complete pairs for the seeds it finished.
+    for seed in settings.seeds:
+        for regime in settings.regimes:
+            n, n_train = sizes[regime]
+            for number in sorted(settings.configs):
                 cells.append(AblationCell(number, regime, seed, n, n_train,
                                           cell_manifest(settings, number, regime, seed, n)))
     return cells, notes

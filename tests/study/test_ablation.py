@@ -73,7 +73,7 @@ def test_ablation_runs_writes_rows_and_resumes(tmp_path, monkeypatch):
     rows, notes = run_ablation(s)
     assert notes == []  # 24 demo slices: 15 training slices, 10% keeps 2
     assert [(r["config"], r["regime"], r["seed"], r["test"]) for r in rows] == [
-        (k, regime, seed, test) for regime in ("full", "low") for k in (1, 2, 3, 6) for seed in (0, 1)
+        (k, regime, seed, test) for seed in (0, 1) for regime in ("full", "low") for k in (1, 2, 3, 6)
         for test in ("axial", "orientation")]
     for r in rows:
         assert 0.0 <= r["dice_mean"] <= 1.0 and r["n_test"] >= 1 and r["params"] > 0
