@@ -149,6 +149,18 @@ class TrainingSpec(_Strict):
     worker_priority: Literal["auto", "normal", "low"] = "auto"
     device: str = "auto"
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    # Experiment logs: csv (metrics.csv, gates.csv) and, with the tensorboard extra, TensorBoard
+    # events in run_dir/tensorboard/ (loss terms and weights, gates, val Dice, overlays per epoch).
+    log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])
+
+    @field_validator("log")
+    @classmethod
+    def _keeps_csv(cls, v: list[str]) -> list[str]:
+        # The report, eval and --resume read metrics.csv and gates.csv: they cannot be switched off.
+        if "csv" not in v:
+            raise ValueError("must include csv (the report and --resume read metrics.csv); "
+                             "e.g. [csv, tensorboard]")
+        return v
 
 
 class PretrainSpec(_Strict):

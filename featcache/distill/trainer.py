@@ -36,6 +36,7 @@ from featcache.distill.model import DistillModel
 from featcache.distill.pretrain import pretrain
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.student import Student, StudentConfig, count_params
+from featcache.distill.tblog import open_log
 from featcache.errors import CheckpointError, ConfigError, DatasetError
 from featcache.store import FeatureStore, default_store_url
 
@@ -172,6 +173,7 @@ class Trainer:
         self.run_dir = Path(manifest.run_dir)
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
         self._last_saved = time.perf_counter()
+        self.tb = open_log(tr.log, self.run_dir, main, self.model.student, self.val_set, self.device)
 
     def items_dataset(self, sources: list[Source], items: list[tuple[int, int, int]], teachers: bool,
                       augment: bool) -> DistillItems:
@@ -355,6 +357,8 @@ class Trainer:
         self._append_csv("gates.csv", [{"epoch": epoch, "dataset": k.split("/")[0],
                                         "stage": k.split("/")[1], "teacher": t, "weight": w}
                                        for k, tw in gates.items() for t, w in tw.items()])
+        if self.tb is not None:
+            self.tb.log_epoch(epoch, row, val_dice, gates)
         # The resume point: after the last epoch, and otherwise at most once a minute: a run of
         # 100 one-step epochs (a few labelled images) would write its ~100 MB state 100 times.
         now = time.perf_counter()
@@ -391,6 +395,8 @@ class Trainer:
     def close(self) -> None:
         """Stop loader workers and leave the process group (if this trainer joined it)."""
         self._train = self._val = None
+        if self.tb is not None:
+            self.tb.close()
         dist.teardown(self.dist)
 
 
