@@ -246,7 +246,9 @@ def same_settings(saved: Any, manifest: Manifest) -> bool:
         then = Manifest.model_validate(saved)
     except ValidationError:
         return False
-    return then.model_dump(mode="json") == manifest.model_dump(mode="json")
+    # Where the run logs to changes no result: switching TensorBoard on for a resume is fine.
+    ignore = {"training": {"log"}}
+    return then.model_dump(mode="json", exclude=ignore) == manifest.model_dump(mode="json", exclude=ignore)
 
 
 def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:

@@ -126,10 +126,18 @@ def make_folder(tmp: Path) -> Path:
     return root
 
 
+def make_images(tmp: Path) -> Path:
+    """Unlabelled: images only, one in a subfolder, mixed formats."""
+    root = tmp / "pool"
+    for i, rel in enumerate(["a.png", "b.jpg", "ward2/a.png", "ward2/c.tif"]):
+        rgb(i).save(_mk(root / rel))
+    return root
+
+
 def _mk(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 MAKERS = {"busi": make_busi, "kvasir-seg": make_kvasir, "cvc-clinicdb": make_cvc, "drive": make_drive,
-          "msd": make_msd, "folder": make_folder}
+          "msd": make_msd, "folder": make_folder, "images": make_images}

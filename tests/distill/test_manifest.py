@@ -69,3 +69,10 @@ def test_taps_and_the_pretrained_default():
     with pytest.raises(ConfigError, match="name no student stage"):
         manifest_from_dict({"datasets": [{"name": "demo"}], "teachers": [{"name": "t", "levels": {"a": []}}]},
                            "m")
+
+
+def test_switching_the_log_does_not_make_a_run_different():
+    manifest = manifest_from_dict({"datasets": [{"name": "demo"}]}, "m")
+    saved = manifest.model_dump(mode="json")
+    saved["training"]["log"] = ["csv", "tensorboard"]
+    assert same_settings(saved, manifest)
