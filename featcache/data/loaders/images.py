@@ -48,7 +48,7 @@ def build_images(root: Path | None, **options: Any) -> UnlabelledImages:
     root = require_root("images", root, EXPECTED)
     files = _image_files(root)
     if not files:
-        raise DatasetError(f"images: no image files under {root}; expected {EXPECTED}")
+        raise DatasetError(f"images: no image files under {root}; expected layout: {EXPECTED}")
     # Ids from the path below root ('ward2/scan 7.png' -> 'ward2_scan_7'), so names repeated in
     # different subfolders stay distinct.
     entries = [(SampleInfo(safe_id(str(p.relative_to(root).with_suffix(""))), "train", str(p.parent),
