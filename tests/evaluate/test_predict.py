@@ -35,6 +35,16 @@ def _volume(path: Path) -> np.ndarray:
     return affine
 
 
+def _volume_with_truth(tmp_path: Path, gt: np.ndarray) -> tuple[Path, Path]:
+    """in/ct.nii.gz (a random volume) and gt/ct.nii.gz (`gt`, same affine): (input dir, mask dir)."""
+    src, masks = tmp_path / "in", tmp_path / "gt"
+    src.mkdir()
+    masks.mkdir()
+    affine = _volume(src / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(gt, affine), str(masks / "ct.nii.gz"))
+    return src, masks
+
+
 def test_images_give_masks_and_overlays_at_input_size(tiny_run, tmp_path):
     src = _inputs(tmp_path / "in")
     masks = tmp_path / "gt"
@@ -124,19 +134,14 @@ def test_bad_threshold_is_rejected(tiny_run):
 
 
 def test_volume_with_a_ground_truth_volume_is_scored(tiny_run, tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    affine = _volume(src / "ct.nii.gz")
-    masks = tmp_path / "gt"
-    masks.mkdir()
     gt = np.zeros((20, 24, 5), np.uint8)
     gt[5:15, 6:18] = 1
-    nib.save(nib.Nifti1Image(gt, affine), str(masks / "ct.nii.gz"))
+    src, masks = _volume_with_truth(tmp_path, gt)
     result = predict_paths(Predictor.from_run(tiny_run), src, tmp_path / "out", masks).results[0]
     assert 0.0 <= result.dice <= 1.0
     with Image.open(result.outputs[1]) as im:  # the slice in display orientation: rot90 swaps the axes
         assert im.size[0] % 20 == 0 and im.size[1] > im.size[0] // 20 * 24
-    nib.save(nib.Nifti1Image(gt[:, :, :3], affine), str(masks / "ct.nii.gz"))
+    nib.save(nib.Nifti1Image(gt[:, :, :3], np.eye(4)), str(masks / "ct.nii.gz"))
     with pytest.raises(DatasetError, match="does not match"):
         predict_paths(Predictor.from_run(tiny_run), src, tmp_path / "out", masks)
 
@@ -173,14 +178,9 @@ def test_volume_scores_are_3d_in_millimetres(tiny_run, tmp_path):
     from featcache.evaluate.metrics import all_metrics
     from featcache.evaluate.predict import write_scores
 
-    src = tmp_path / "in"
-    src.mkdir()
-    affine = _volume(src / "ct.nii.gz")
-    masks = tmp_path / "gt"
-    masks.mkdir()
     gt = np.zeros((20, 24, 5), np.uint8)
     gt[5:15, 6:18, 1:4] = 1
-    nib.save(nib.Nifti1Image(gt, affine), str(masks / "ct.nii.gz"))
+    src, masks = _volume_with_truth(tmp_path, gt)
     summary = predict_paths(Predictor.from_run(tiny_run), src, tmp_path / "out", masks)
     pred = np.asarray(nib.load(str(tmp_path / "out" / "masks" / "ct.nii.gz")).dataobj) > 0
     expected = all_metrics(pred, gt > 0, spacing=(2.0, 1.5, 3.0))
