@@ -89,8 +89,9 @@ class CellResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def teacher_gate(self, teacher: str) -> float:
-        """Mean gate weight of `teacher` over datasets and student stages; NaN when it has none."""
-        values = [tw[teacher] for tw in self.gates.values() if teacher in tw]
+        """Mean gate weight of `teacher` over the datasets and student stages where it competes
+        with another teacher (a stage it has to itself always weighs 1); NaN when there are none."""
+        values = [tw[teacher] for tw in self.gates.values() if teacher in tw and len(tw) > 1]
         return sum(values) / len(values) if values else math.nan
 
 
