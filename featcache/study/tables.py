@@ -135,13 +135,15 @@ def ablation_markdown(rows: Sequence[dict[str, Any]], names: dict[int, str], not
     the learned gate weights and computed findings."""
     body, caption = ablation_summary(rows, names)
     gates = {role: group_stats(rows, f"gate_{role}") for role in roles}
-    parts = ["# Ablation", "", caption, "", md_table(SUMMARY_COLUMNS, body)]
+    # Heading levels that embed under a README section (### and ####) as written.
+    parts = ["### Ablation", "", caption, "", md_table(SUMMARY_COLUMNS, body)]
     gated = [(where, k) for where, k in (gates[roles[0]] if roles else {})
              if where.endswith("axial") and not math.isnan(gates[roles[0]][(where, k)].mean)]
     gate_rows = [[k, names[k], SETTING_NAMES.get(where, where)] + [pm(gates[r][(where, k)], 3) for r in roles]
                  for where, k in gated]
     if gate_rows:
-        parts += ["", "## Learned teacher-gate weights (mean over training samples, last epoch)", "",
+        parts += ["", "#### Learned teacher-gate weights (where teachers compete; mean over training "
+                      "samples, last epoch)", "",
                   md_table(["#", "configuration", "setting"] + [f"gate: {r} teacher" for r in roles],
                            gate_rows)]
     first = {r["run_dir"] for r in rows if str(r.get("best_epoch")) == "1"}
@@ -151,7 +153,7 @@ def ablation_markdown(rows: Sequence[dict[str, Any]], names: dict[int, str], not
                          "never improved afterwards); such runs barely differ from the initialisation"]
     found = findings(rows, names)
     if found:
-        parts += ["", "## Findings (computed from the rows above)", ""] + [f"- {f}" for f in found]
+        parts += ["", "#### Findings (computed from the rows above)", ""] + [f"- {f}" for f in found]
     if notes:
-        parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+        parts += ["", "#### Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(parts) + "\n"
