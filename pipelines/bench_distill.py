@@ -79,7 +79,7 @@ class OnlineItems(Dataset):
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         out = self.items[k]
-        src, index, _ = self.items.items[k % len(self.items.items)]  # k carries the epoch
+        _, _, (src, index, _) = self.items.locate(k)
         sample = self.items.sources[src].dataset.load(index)
         image, _ = apply_view(sample.image, sample.mask, ViewParams())  # view 0 = the image itself
         x, box = prepare_image(image, self.preprocess)

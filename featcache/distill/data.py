@@ -194,9 +194,13 @@ class DistillItems(Dataset):
         first_name, first = next(iter(source.entries.items()))
         return ViewParams.from_array(first.view_params(entry_index[first_name])[view]), entry_index
 
-    def __getitem__(self, k: int) -> dict[str, Any]:
+    def locate(self, k: int) -> tuple[int, int, tuple[int, int, int]]:
+        """An epoch-carrying index -> (epoch, item position, (source, sample index, view))."""
         epoch, k = divmod(k, len(self.items))
-        src_i, index, view = self.items[k]
+        return epoch, k, self.items[k]
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        epoch, k, (src_i, index, view) = self.locate(k)
         source = self.sources[src_i]
         sample = source.dataset.load(index)
         params, entry_index = self._view(source, sample.id, view)
