@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from featcache.distill.heads import Projector, ReturnDecoder, pointwise
-from featcache.distill.losses import feature_loss, reconstruction_loss, seg_loss
+from featcache.distill.losses import feature_loss, relative_reconstruction_loss, seg_loss
 from featcache.distill.manifest import DistillSpec
 from featcache.distill.resample import area_pool
 from featcache.distill.student import Student
@@ -204,7 +204,7 @@ class DistillModel(nn.Module):
             # The same projection of a detached stage: its gradient stops before the student.
             projection, hidden = self.projectors[k](base.detach())
         recon = self.inverse[k](projection, hidden, self.projectors[k])
-        return p, reconstruction_loss(recon, base.detach())
+        return p, relative_reconstruction_loss(recon, base.detach())
 
     def _probe_loss(self, t: Target, target: torch.Tensor, ok: torch.Tensor,
                     mask: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featcache.distill.losses import feature_loss, reconstruction_loss
+from featcache.distill.losses import feature_loss, reconstruction_loss, relative_reconstruction_loss
 
 
 def _cos(x, y):
@@ -78,3 +78,14 @@ def test_float32_matches_float64():
     got = feature_loss(x.float(), y.float(), valid.float(), "cosine_l1")
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-5)
+
+
+def test_relative_reconstruction_loss_ignores_the_stage_scale():
+    """A stage with 10x larger activations, reconstructed 10x larger, costs the same: the term
+    cannot dominate the others because a pretrained encoder's activations are large."""
+    x, y, _ = _inputs()
+    small = relative_reconstruction_loss(x, y)
+    torch.testing.assert_close(relative_reconstruction_loss(10 * x, 10 * y), small)
+    assert (reconstruction_loss(10 * x, 10 * y) > 5 * reconstruction_loss(x, y)).all()
+    rms = y.square().mean((1, 2, 3)).sqrt()[:, None, None, None]
+    torch.testing.assert_close(small, reconstruction_loss(x / rms, y / rms))
