@@ -40,10 +40,10 @@ from featcache.data.registry import build_dataset
 from featcache.data.views import ViewParams, apply_view
 from featcache.distill.data import DistillItems
 from featcache.distill.loaders import make_loader
-from featcache.distill.manifest import manifest_from_dict
 from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.trainer import Trainer
 from featcache.extract.runner import extract
+from featcache.manifest import manifest_from_dict
 from featcache.store import FeatureStore
 from featcache.teachers.base import Teacher, prepare_image
 from featcache.teachers.registry import build_teacher

@@ -28,8 +28,8 @@ def distill(
 ) -> None:
     """Train a student (with projectors, gates and return decoder) from cached teacher features."""
     from featcache.distill.distributed import env_rank
-    from featcache.distill.manifest import load_manifest
     from featcache.distill.trainer import train
+    from featcache.manifest import load_manifest
 
     m = load_manifest(manifest, set_ or [])
     if env_rank() != 0:  # other torchrun ranks train silently

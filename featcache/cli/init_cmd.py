@@ -72,7 +72,7 @@ def build_manifest(dataset: str, root: Path | None, teachers: list[str], checkpo
                    image_size: int) -> tuple[Any, list[str]]:
     """(Manifest, comment lines about the choices made)."""
     from featcache.data.registry import build_dataset
-    from featcache.distill.manifest import Manifest, StudentSpec
+    from featcache.manifest import Manifest, StudentSpec
 
     data = build_dataset(dataset, root)
     student = StudentSpec(image_size=image_size)
@@ -146,7 +146,7 @@ def init(
 
         featcache init --dataset busi --root DIR --teacher litemedsam > m.yaml
     """
-    from featcache.distill.manifest import manifest_from_dict
+    from featcache.manifest import manifest_from_dict
 
     manifest, notes = build_manifest(dataset, root, teacher, checkpoint or [], image_size)
     argv = " ".join([f"--dataset {dataset}", *([f"--root {root}"] if root else []),

@@ -24,11 +24,11 @@ from torch.utils.data import Dataset
 from featcache.data.base import SegmentationDataset
 from featcache.data.photometric import Photometric, augment
 from featcache.data.views import ViewParams, apply_view, sample_view
-from featcache.distill.manifest import Manifest, TeacherSpec
 from featcache.distill.model import Target, loss_grid
 from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.student import student_input
 from featcache.errors import ConfigError, DatasetError, StoreError
+from featcache.manifest import Manifest, TeacherSpec
 from featcache.store import EntryReader, FeatureStore
 
 

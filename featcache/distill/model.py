@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 from featcache.distill.heads import Projector, ReturnDecoder, pointwise
 from featcache.distill.losses import feature_loss, relative_reconstruction_loss, seg_loss
-from featcache.distill.manifest import DistillSpec
 from featcache.distill.resample import area_pool
 from featcache.distill.student import Student
+from featcache.manifest import DistillSpec
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,13 @@ from featcache.distill.data import DistillItems, Source, build_targets, resolve_
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import EpochBatches, low_priority_workers, make_loader, resolve_workers
-from featcache.distill.manifest import DatasetSpec, Manifest, same_settings
 from featcache.distill.model import DistillModel
 from featcache.distill.pretrain import pretrain
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.student import Student, StudentConfig, count_params
 from featcache.distill.tblog import open_log
 from featcache.errors import CheckpointError, ConfigError, DatasetError
+from featcache.manifest import DatasetSpec, Manifest, same_settings
 from featcache.store import FeatureStore, default_store_url
 
 ProgressFn = Callable[[str, dict[str, Any]], None]

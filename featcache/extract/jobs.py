@@ -29,7 +29,7 @@ class ExtractJob:
 
 
 def jobs_from_manifest(path: Path) -> list[ExtractJob]:
-    from featcache.distill.manifest import load_manifest
+    from featcache.manifest import load_manifest
 
     m = load_manifest(path)
     return [ExtractJob(teacher=t.name, dataset=d.name, root=Path(d.root) if d.root else None,

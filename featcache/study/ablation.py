@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featcache.distill.manifest import Manifest, manifest_from_dict
 from featcache.errors import ConfigError
+from featcache.manifest import Manifest, manifest_from_dict
 from featcache.study.runner import CellResult, Progress, ensure_extracted, run_cell
 
 

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from featcache.distill.manifest import Manifest, manifest_from_dict
 from featcache.errors import ConfigError
+from featcache.manifest import Manifest, manifest_from_dict
 from featcache.yamlconfig import read_yaml, validation_message
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from featcache.distill.manifest import Manifest, same_settings
 from featcache.errors import CheckpointError, ConfigError
+from featcache.manifest import Manifest, same_settings
 
 Progress = Callable[[str, dict[str, Any]], None]
 TRAIN_INFO = "study_train.json"

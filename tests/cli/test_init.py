@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from featcache.cli import app
 from featcache.cli.init_cmd import match_stage, student_stages
 from featcache.data.registry import build_dataset
-from featcache.distill.manifest import load_manifest, manifest_from_dict
+from featcache.manifest import load_manifest, manifest_from_dict
 from featcache.teachers.catalog import describe_teachers
 from tests.data import synth_layouts as layouts
 

@@ -1,8 +1,8 @@
 import pytest
 
 from featcache.data.registry import DATASETS
-from featcache.distill.manifest import manifest_from_dict
 from featcache.extract.runner import extract
+from featcache.manifest import manifest_from_dict
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
 

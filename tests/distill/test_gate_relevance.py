@@ -1,9 +1,9 @@
 import torch
 import torch.nn.functional as F
 
-from featcache.distill.manifest import DistillSpec
 from featcache.distill.model import DistillModel, Target
 from featcache.distill.student import Student, StudentConfig
+from featcache.manifest import DistillSpec
 
 TINY = StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8))
 

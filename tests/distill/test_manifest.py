@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from featcache.distill.manifest import load_manifest, manifest_from_dict, same_settings
 from featcache.errors import ConfigError
+from featcache.manifest import load_manifest, manifest_from_dict, same_settings
 
 # Study configs for pipelines/paper.py are validated by tests/study/test_paper.py.
 MANIFESTS = sorted(p for p in (Path(__file__).parents[2] / "manifests").glob("*.yaml")

@@ -3,10 +3,10 @@ one line naming the entry, level, stage, sample or split at fault."""
 
 import pytest
 
-from featcache.distill.manifest import manifest_from_dict
 from featcache.distill.trainer import Trainer
 from featcache.errors import ConfigError, DatasetError, FeatcacheError, StoreError
 from featcache.extract.runner import extract
+from featcache.manifest import manifest_from_dict
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
 from tests.distill.conftest import TINY_STUDENT, make_manifest

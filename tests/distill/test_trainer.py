@@ -64,7 +64,7 @@ def test_missing_entry_is_a_clear_error(cached_store, tmp_path):
 
 
 def test_supervised_baseline_needs_no_store(tmp_path, blob_registry):
-    from featcache.distill.manifest import manifest_from_dict
+    from featcache.manifest import manifest_from_dict
     from tests.distill.conftest import TINY_STUDENT
 
     manifest = manifest_from_dict({"store": str(tmp_path / "nope"), "run_dir": str(tmp_path / "r"),

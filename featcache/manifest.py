@@ -1,6 +1,6 @@
-"""Distillation manifests: YAML read with yaml.safe_load into pydantic models that reject unknown
-keys. `--set key.path=value` overrides any field; the value is parsed as YAML (so `3`, `false`,
-`[a, b]` work) — data only, never code."""
+"""Manifests, the recipe of both stages: YAML read with yaml.safe_load into pydantic models that
+reject unknown keys. `--set key.path=value` overrides any field; the value is parsed as YAML (so
+`3`, `false`, `[a, b]` work) — data only, never code."""
 
 from __future__ import annotations
 
