@@ -64,6 +64,7 @@ def adopt_shards(store: FeatureStore, writer: EntryWriter, attrs: dict[str, Any]
             features = {lv.name: old.read_many(rows, lv.name) for lv in writer.layout.levels}
             frames = np.stack([old.frames(i) for i in rows])
             params = np.stack([old.view_params(i) for i in rows])
-            run.add(k, writer.write_shard(k, features, frames, params), shard_stats(writer, features))
+            written = writer.write_shard(k, features, frames, params)
+            run.add(k, written.nbytes, shard_stats(written.values))
             del wanted[digest]
     return run

@@ -29,7 +29,6 @@ from featcache.data.views import PARAM_NAMES, apply_view, sample_view
 from featcache.errors import DatasetError, FeatcacheError
 from featcache.extract.stats import ChannelStats
 from featcache.store import EntryLayout, EntryWriter
-from featcache.store.precision import decode, encode
 from featcache.teachers.base import Teacher
 
 ProgressFn = Callable[[str, int, int], None]  # (event, done, total)
@@ -219,15 +218,15 @@ def _commit(writer: EntryWriter, shard: int, buf: dict[str, Any],
     """Write the shard (data, then its commit marker); statistics of the values as stored."""
     with lock:
         written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
-    return written, shard_stats(writer, buf["features"])
+    return written.nbytes, shard_stats(written.values)
 
 
-def shard_stats(writer: EntryWriter, features: dict[str, np.ndarray]) -> dict[str, ChannelStats]:
-    """Statistics of what a reader will get back (decode(encode(x))), so they equal statistics
-    recomputed from the store."""
+def shard_stats(values: dict[str, np.ndarray]) -> dict[str, ChannelStats]:
+    """Statistics of what a reader will get back (ShardWritten.values: decode(encode(x))), so
+    they equal statistics recomputed from the store."""
     stats = {}
-    for name, data in features.items():
+    for name, data in values.items():
         acc = ChannelStats(data.shape[-3])
-        acc.update(decode(*encode(data, writer.precision)))
+        acc.update(data)
         stats[name] = acc
     return stats

@@ -10,7 +10,7 @@ import datetime as dt
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,16 @@ def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision,
             group.create_group("claims", attributes={"featcache": "shard leases; see FORMAT.md"})
         except ContainsGroupError:
             pass
+
+
+@dataclass(frozen=True)
+class ShardWritten:
+    """What write_shard committed: feature bytes (stored dtype, before compression) and each
+    level's float32 values (n, V, C, H, W) as a reader will decode them, decode(encode(x)): what
+    the statistics need, without encoding the shard a second time."""
+
+    nbytes: int
+    values: dict[str, np.ndarray]
 
 
 class EntryWriter:
@@ -165,11 +175,10 @@ class EntryWriter:
 
     # -- writing -----------------------------------------------------------------------------
     def write_shard(self, shard: int, features: dict[str, np.ndarray], frames: np.ndarray,
-                    view_params: np.ndarray) -> int:
+                    view_params: np.ndarray) -> ShardWritten:
         """Write samples [start, stop) of every level, then mark the shard committed.
 
         features[level]: float32 (n, V, C, H, W); frames: (n, V, 4); view_params: (n, V, P).
-        Returns the number of bytes of feature data written (stored dtype, before compression).
         Releases this writer's claim on the shard, if it holds one.
         """
         self.objects.check_writable(f"write entry {self.key}")
@@ -178,7 +187,7 @@ class EntryWriter:
         encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids)
                    for lv in self.layout.levels}  # everything checked before anything is written
         arrays: dict[str, np.ndarray] = {}
-        for name, (stored, scale, offset, _) in encoded.items():
+        for name, (stored, scale, offset, *_) in encoded.items():
             arrays[f"levels/{name}"] = stored
             if scale is not None:
                 arrays[f"levels/{name}__scale"], arrays[f"levels/{name}__offset"] = scale, offset
@@ -188,13 +197,14 @@ class EntryWriter:
         with disk_errors(self.objects.url), self._vanished():
             for name, data in arrays.items():
                 self.group[name][start:stop] = data
-            for name, (_, _, _, report) in encoded.items():
+            for name, (*_, report, _) in encoded.items():
                 self.group[f"report/{name}"][shard] = report
             if "checksums" in self.group:  # written last before the commit marker, like the data
                 self.group["checksums"][start:stop] = self._checksum_record(shard, ids, arrays)
             self.group["committed"][shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
-        return sum(stored.nbytes for stored, *_ in encoded.values())
+        return ShardWritten(sum(stored.nbytes for stored, *_ in encoded.values()),
+                            {name: values for name, (*_, values) in encoded.items()})
 
     @contextmanager
     def _vanished(self) -> Iterator[None]:
@@ -238,7 +248,8 @@ class EntryWriter:
         stored, scale, offset = encode(data, self.precision)
         if stored.dtype.kind == "f":  # bit-rounding can carry the largest values into inf
             self._check_finite(stored, lv.name, ids, np.inf)
-        return stored, scale, offset, error_stats(data, decode(stored, scale, offset))
+        values = decode(stored, scale, offset)
+        return stored, scale, offset, error_stats(data, values), values
 
     def _check_finite(self, data: np.ndarray, level: str, ids: tuple[str, ...], limit: float) -> None:
         finite = np.isfinite(data)

@@ -77,6 +77,20 @@ class StoreSuite:
         assert reader.dask("fine").shape == (6, 2, 4, 4, 4)
         np.testing.assert_allclose(np.asarray(reader.dask("fine")[3]), reader.read(3, "fine"), rtol=1e-6)
 
+    @pytest.mark.parametrize("precision", ["fp32", "fp16-br6", "int8"])
+    def test_write_shard_hands_back_what_readers_decode(self, target, precision):
+        """Extraction's statistics come from these values instead of a second encode."""
+        writer = self.open(target).create_entry(KEY, make_layout(precision), ATTRS)
+        written = [writer.write_shard(k, *shard_data(writer.layout, k)) for k in range(3)]
+        writer.finalize(stats_for(writer.layout), {})
+        reader = self.open(target, read_only=True).open(KEY)
+        per_sample = 2 * (4 * 4 * 4 + 3 * 2 * 2)  # views x (fine + coarse) values
+        assert written[0].nbytes == 2 * per_sample * np.dtype(reader.precision.dtype).itemsize
+        for level in ("fine", "coarse"):
+            back = np.stack([reader.read(i, level) for i in range(6)])
+            handed = np.concatenate([w.values[level] for w in written])
+            assert handed.dtype == np.float32 and np.array_equal(handed.view(np.uint32), back.view(np.uint32))
+
     def test_refuses_nan_and_fp16_overflow(self, target):
         store = self.open(target)
         writer = store.create_entry(KEY, make_layout(), ATTRS)
