@@ -27,9 +27,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from featcache.cli.common import table
+from featcache.cli.study_display import StudyDisplay
 from featcache.errors import ConfigError, FeatcacheError
 from featcache.study.ablation import BY_NUMBER, AblationSettings, run_ablation, total_train_seconds
-from featcache.study.display import StudyDisplay, rich_table
 from featcache.study.plots import ablation_plot
 from featcache.study.tables import (
     SUMMARY_COLUMNS,
@@ -101,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(r["config"], r["regime"], r["test"], r["seed"], fmt(r["dice_mean"]), fmt(r["hd95_mean"], 2),
              fmt(r["train_seconds"], 0), fmt(r["gate_real"], 3), fmt(r["gate_uninformative"], 3))
             for r in rows]
-    console.print(rich_table("ablation runs", ["#", "regime", "test", "seed", "Dice", "HD95", "train s",
-                                               "gate real", "gate uninf."], runs))
+    console.print(table("ablation runs", ["#", "regime", "test", "seed", "Dice", "HD95", "train s",
+                                          "gate real", "gate uninf."], runs))
     body, caption = ablation_summary(rows, names)
-    console.print(rich_table("ablation (mean ± std over seeds; paired differences)",
-                             SUMMARY_COLUMNS[:1] + SUMMARY_COLUMNS[2:], [r[:1] + r[2:] for r in body],
-                             caption=caption))
+    console.print(table("ablation (mean ± std over seeds; paired differences)",
+                        SUMMARY_COLUMNS[:1] + SUMMARY_COLUMNS[2:], [r[:1] + r[2:] for r in body],
+                        caption=caption))
     console.print("configurations: " + "; ".join(f"{k} {names[k]}" for k in sorted(settings.configs)))
     for line in findings(rows, names):
         console.print(f"• {line}", highlight=False)

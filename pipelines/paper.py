@@ -18,8 +18,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from featcache.cli.common import table
+from featcache.cli.study_display import StudyDisplay
 from featcache.errors import FeatcacheError
-from featcache.study.display import StudyDisplay, rich_table
 from featcache.study.paper import run_paper
 from featcache.study.paper_config import load_study_config
 from featcache.study.tables import fmt
@@ -41,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows = [(r["dataset"], fmt(r["n_test"]), f"{fmt(r['dice_mean'])} ± {fmt(r['dice_std'])}",
              fmt(r["pooled_dice"]), fmt(r["hd95_mean"], 2)) for r in result.rows]
-    console.print(rich_table("distilled student, test split", ["dataset", "n", "per-image Dice",
-                                                                "pooled Dice", "HD95"], rows,
-                             caption=f"student {result.student_params / 1e6:.3f}M params; compression "
-                                     f"{result.compression:.1f}x (teachers' combined / student)"))
-    console.print(rich_table("feature cache", ["teacher", "dataset", "status", "MiB"],
-                             [(c["teacher"], c["dataset"], c["status"], f"{c['size_mib']:.2f}")
-                              for c in result.cache]))
+    console.print(table("distilled student, test split", ["dataset", "n", "per-image Dice",
+                                                           "pooled Dice", "HD95"], rows,
+                        caption=f"student {result.student_params / 1e6:.3f}M params; compression "
+                                f"{result.compression:.1f}x (teachers' combined / student)"))
+    console.print(table("feature cache", ["teacher", "dataset", "status", "MiB"],
+                        [(c["teacher"], c["dataset"], c["status"], f"{c['size_mib']:.2f}")
+                         for c in result.cache]))
     console.print(f"wrote {result.out}/table.md, table.tex, results.csv, cache.csv "
                   f"in {time.perf_counter() - start:.0f} s")
     return 0

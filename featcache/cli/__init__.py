@@ -4,7 +4,6 @@ modules registers their commands on the one typer app."""
 from featcache.cli import (  # noqa: F401
     datasets_cmd,
     distill_cmd,
-    eval_cmd,
     evaluate_cmd,
     extract_cmd,
     init_cmd,

@@ -1,9 +1,13 @@
-"""Small helpers shared by command modules: rich progress bars and tables."""
+"""All rendering: the one table helper, progress bars, and the tables of evaluation results.
+
+The library returns values; only the CLI (and the scripts in pipelines/) turn them into rich
+output."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -17,6 +21,8 @@ from rich.progress import (
 from rich.table import Table
 
 from featcache.cli.app import console
+from featcache.evaluate.metrics import METRICS
+from featcache.evaluate.tables import fmt, mean_std
 
 
 @contextmanager
@@ -29,9 +35,42 @@ def progress_bar():
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]],
           caption: str | None = None) -> Table:
-    t = Table(title=title, caption=caption, show_lines=False)
+    """A table of text cells (values shown with str), long cells folded, the caption left-aligned."""
+    t = Table(title=title, caption=caption, caption_justify="left")
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(str(c), overflow="fold")
     for r in rows:
         t.add_row(*[str(v) for v in r])
+    return t
+
+
+def summary_table(summary: dict[str, Any], title: str = "Evaluation") -> Table:
+    """One row per (dataset, split) of a summary.json dict: mean ± std (median) of each metric and
+    the pooled Dice. The caption states the empty-mask convention."""
+    caption = (f"Empty masks: {summary.get('empty_convention_text', summary.get('empty_convention'))}. "
+               f"{summary.get('pooled_dice_label', 'pooled Dice')}: 2ΣTP/(Σ|P|+Σ|G|) over all pixels. "
+               "mean ± std (median); std with ddof=0.")
+    t = Table(title=title, caption=caption, caption_justify="left")
+    for column in ("dataset", "split", "n"):
+        t.add_column(column, justify="right" if column == "n" else "left")
+    for name in METRICS:
+        t.add_column(name, justify="right")
+    t.add_column("pooled Dice", justify="right")
+    for row in summary.get("groups", []):
+        cells = [str(row["dataset"]), str(row["split"]), str(row["n"])]
+        for name in METRICS:
+            text = f"{mean_std(row, name)} ({fmt(row.get(f'{name}_median'))})"
+            cells.append(text + (f" {row.get('hd95_unit', '')}" if name == "hd95" else ""))
+        cells.append(fmt(row.get("pooled_dice")))
+        t.add_row(*cells)
+    return t
+
+
+def failures_table(failures: list[tuple[str, str]], title: str = "Failed inputs") -> Table:
+    """(input, reason) pairs."""
+    t = Table(title=title, title_style="bold red")
+    t.add_column("input", overflow="fold")
+    t.add_column("reason", overflow="fold")
+    for source, reason in failures:
+        t.add_row(source, reason)
     return t

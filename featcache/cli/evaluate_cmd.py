@@ -1,5 +1,5 @@
-"""`featcache predict`, `featcache report` and `featcache export`: parse options, call
-featcache.evaluate, print with rich."""
+"""The commands that take a trained run (`--run`, `--checkpoint`): `featcache eval`, `predict`,
+`report` and `export`. They parse options, call featcache.evaluate, and print with rich."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from featcache.cli.app import app, console
+from featcache.cli.common import failures_table, progress_bar, summary_table
 from featcache.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -17,6 +18,35 @@ if TYPE_CHECKING:
 
 Which = Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")]
 RunDir = Annotated[Path, typer.Option("--run", help="The run directory written by `featcache distill`.")]
+
+
+@app.command("eval")
+def eval_(
+    run: RunDir,
+    split: Annotated[str, typer.Option(help="Split to evaluate: test, val, train or all.")] = "test",
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset of the run.")] = None,
+    checkpoint: Which = "best",
+    empty: Annotated[str, typer.Option(
+        help="Empty prediction vs empty mask: empty_as_one (scores 1) or empty_excluded "
+             "(left out, nnU-Net style).")] = "empty_as_one",
+    threshold: Annotated[float, typer.Option(help="Probability threshold for the mask.")] = 0.5,
+) -> None:
+    """Per-image Dice, IoU, HD95, precision, recall (mean ± std, median) and pooled Dice.
+
+    Writes RUN/eval/per_image.csv, summary.json and overlays/.
+    """
+    from featcache.evaluate.outputs import read_eval_summary
+    from featcache.evaluate.run_eval import evaluate_run
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"evaluating {split}", total=None, info="")
+        result = evaluate_run(run, split, checkpoint, dataset, empty, threshold,
+                              progress=lambda d, t: bar.update(task, completed=d, total=t))
+    epoch = result["payload"]["epoch"] + 1
+    console.print(summary_table(read_eval_summary(run),
+                                title=f"{run} · {checkpoint} checkpoint (epoch {epoch})"))
+    console.print(f"per-image results: {result['csv']}; overlays: {run / 'eval' / 'overlays'}; "
+                  f"run directory: {run}")
 
 
 @app.command()
@@ -37,7 +67,7 @@ def predict(
     precision, recall, HD95; mean ± std, median, pooled Dice) into OUT/per_image.csv and summary.json.
     """
     from featcache.evaluate.predict import Predictor, predict_paths
-    from featcache.evaluate.tables import failures_table, fmt
+    from featcache.evaluate.tables import fmt
 
     predictor = Predictor.from_run(run, checkpoint, threshold)
     summary = predict_paths(predictor, input, out, masks, keep_going)
@@ -61,7 +91,6 @@ def predict(
 def _print_scores(summary: PredictSummary, out: Path, info: dict) -> None:
     from featcache.evaluate.outputs import summary_dict
     from featcache.evaluate.predict import write_scores
-    from featcache.evaluate.tables import summary_table
 
     written = write_scores(summary, out, info)
     if written is None:

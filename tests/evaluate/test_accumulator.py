@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from featcache.cli.common import summary_table
 from featcache.errors import CheckpointError, ConfigError
 from featcache.evaluate.accumulator import ALL_DATASETS, POOLED_LABEL, MetricAccumulator
 from featcache.evaluate.metrics import EMPTY_AS_ONE, EMPTY_EXCLUDED
 from featcache.evaluate.outputs import read_eval_summary, read_per_image, write_eval_outputs
-from featcache.evaluate.tables import summary_table
 
 
 def _mask(rows: slice, shape=(4, 4)) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""Rich progress for the study pipelines: one bar for extraction, one for the cells, one for the
-current training run. `StudyDisplay` is the `progress(event, info)` callback the runners call."""
+"""Rich progress for the study pipelines (pipelines/ablation.py, paper.py): one bar for
+extraction, one for the cells, one for the current training run. `StudyDisplay` is the
+`progress(event, info)` callback that featcache.study's runners call."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -16,17 +16,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
-
-
-def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-               caption: str | None = None) -> Table:
-    t = Table(title=title, caption=caption, caption_justify="left")
-    for c in columns:
-        t.add_column(str(c), overflow="fold")
-    for r in rows:
-        t.add_row(*[str(v) for v in r])
-    return t
 
 
 class StudyDisplay:
