@@ -3,7 +3,16 @@ message as one red line and exits 1 (no traceback unless --debug)."""
 
 
 class FeatcacheError(Exception):
-    """A user-facing error: the message says what is wrong and what to do."""
+    """A user-facing error: the message says what is wrong and what to do.
+
+    The message names settings as the library calls them (`threshold`, `image_size`); `fields`
+    lists the ones it names, so that the CLI can print them as the flags they were given as
+    (`--threshold`, `--image-size`).
+    """
+
+    def __init__(self, *args: object, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.fields = tuple(fields)  # an attribute, so it survives pickling (DataLoader, Dask workers)
 
 
 class ConfigError(FeatcacheError):

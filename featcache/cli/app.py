@@ -6,6 +6,7 @@ User errors (FeatcacheError) print one red line and exit 1; usage errors exit 2 
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from typing import Annotated, Any
@@ -34,8 +35,30 @@ class _Group(TyperGroup):
         except FeatcacheError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err_console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+            text = as_flags(one_line(exc), exc.fields, command_flags(self, ctx))
+            err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+
+
+def command_flags(group: click.Group, ctx: click.Context) -> dict[str, str]:
+    """{parameter name: its long flag} of the command that ran (of every subcommand of a group):
+    the library's field names are the CLI's parameter names, `image_size` -> `--image-size`."""
+    command = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    commands = [command] if command is not None else []
+    if hasattr(command, "list_commands"):  # a group (typer's own click: no isinstance on click's types)
+        commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
+    return {param.name: max(param.opts, key=len) for cmd in commands for param in cmd.params
+            if param.param_type_name == "option" and param.name}
+
+
+def as_flags(message: str, fields: tuple[str, ...], flags: dict[str, str]) -> str:
+    """The message with each field it names written as the flag that set it; whole words only
+    (`training.device`, `checkpoints/`, `run/checkpoint/best.pt` stay as they are)."""
+    for field in fields:
+        if field in flags:
+            word = rf"(?<![\w./-]){re.escape(field)}(?![\w/-]|\.\w)"
+            message = re.sub(word, lambda _, flag=flags[field]: flag, message)
+    return message
 
 
 def one_line(exc: FeatcacheError) -> str:

@@ -36,7 +36,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; train first with `featcache distill` "
-                              "or pick --checkpoint best|last")
+                              "or pick checkpoint best|last", fields=("checkpoint",))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -411,8 +411,8 @@ def claim_run_dir(run_dir: Path, overwrite: bool, remove: bool = True) -> None:
     if not found:
         return
     if not overwrite:
-        raise ConfigError(f"{run_dir} already holds a run ({found[0]}); pass --resume to continue it, "
-                          "--overwrite to replace it, or set another run_dir")
+        raise ConfigError(f"{run_dir} already holds a run ({found[0]}); pass resume to continue it, "
+                          "overwrite to replace it, or set another run_dir", fields=("resume", "overwrite"))
     for name in found if remove else ():
         (run_dir / name).unlink(missing_ok=True)
 

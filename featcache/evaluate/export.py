@@ -117,7 +117,8 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, image_size: int
     student, payload = load_student(Path(run_dir), which)
     size = int(image_size or payload["image_size"])
     if size < 32 or size % 32:
-        raise ConfigError(f"--image-size {size} must be a positive multiple of 32 (the encoder's stride)")
+        raise ConfigError(f"image_size {size} must be a positive multiple of 32 (the encoder's stride)",
+                          fields=("image_size",))
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")
     path = Path(out) if out else Path(run_dir) / "export" / f"student_{which}_{size}{SUFFIX[fmt]}"

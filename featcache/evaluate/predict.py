@@ -35,7 +35,8 @@ class Predictor:
 
     def __init__(self, student: Student, image_size: int, threshold: float = 0.5, batch: int = 8) -> None:
         if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"--threshold {threshold} must lie strictly between 0 and 1")
+            raise ConfigError(f"threshold {threshold} must lie strictly between 0 and 1",
+                              fields=("threshold",))
         self.student = student.eval()
         self.image_size = int(image_size)
         self.threshold = threshold
@@ -174,7 +175,7 @@ def predict_paths(predictor: Predictor, source: Path, out: Path, masks_dir: Path
     source, out = Path(source), Path(out)
     summary = PredictSummary(group=source.name if source.is_dir() else source.parent.name)
     if masks_dir is not None and not Path(masks_dir).is_dir():
-        raise DatasetError(f"--masks {masks_dir} is not a folder")
+        raise DatasetError(f"masks {masks_dir} is not a folder", fields=("masks",))
     for path in io.list_inputs(Path(source)):
         try:
             gt_path = _find_mask(masks_dir, io.input_stem(path))

@@ -3,6 +3,7 @@
 from typer.testing import CliRunner
 
 from featcache.cli import app
+from featcache.cli.app import as_flags
 
 runner = CliRunner()
 
@@ -88,3 +89,29 @@ def test_eval_without_checkpoint(tmp_path):
     (tmp_path / "run").mkdir()
     result = _run("eval", "--run", str(tmp_path / "run"))
     assert result.exit_code == 1 and "best.pt does not exist" in result.output
+    assert "or pick --checkpoint best|last" in result.output  # the library's field, as its flag
+
+
+def test_a_run_dir_holding_a_run_names_the_flags(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.csv").write_text("epoch\n")
+    path = tmp_path / "m.yaml"
+    path.write_text(f"datasets: [{{name: demo}}]\nrun_dir: {tmp_path / 'run'}\n")
+    result = _run("distill", "--manifest", str(path))
+    assert result.exit_code == 1
+    assert "pass --resume to continue it, --overwrite to replace it, or set another run_dir" in result.output
+
+
+def test_fields_become_flags_as_whole_words_only():
+    flags = {"threshold": "--threshold", "image_size": "--image-size", "device": "--device",
+             "checkpoint": "--checkpoint"}
+    assert as_flags("threshold 2.0 must lie strictly between 0 and 1", ("threshold",), flags) == \
+        "--threshold 2.0 must lie strictly between 0 and 1"
+    assert as_flags("image_size 33 must be a multiple of 32", ("image_size",), flags) == \
+        "--image-size 33 must be a multiple of 32"
+    assert as_flags("training.device 'x': not a device", ("training.device",), flags) == \
+        "training.device 'x': not a device"  # a manifest key, not a flag of this command
+    text = "run/checkpoints/best.pt and run/checkpoint/x.pt do not exist; pick checkpoint best|last"
+    assert as_flags(text, ("checkpoint",), flags) == \
+        "run/checkpoints/best.pt and run/checkpoint/x.pt do not exist; pick --checkpoint best|last"
+    assert as_flags("device 'x': not a device", (), flags) == "device 'x': not a device"

@@ -81,7 +81,7 @@ def test_a_run_dir_is_reused_only_with_resume_or_overwrite(cached_store, tmp_pat
     manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 1})
     train(manifest)
     before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
-    with pytest.raises(ConfigError, match="already holds a run.*--resume.*--overwrite"):
+    with pytest.raises(ConfigError, match="already holds a run.*pass resume to continue it, overwrite"):
         train(manifest)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before  # untouched
     train(manifest, overwrite=True)
