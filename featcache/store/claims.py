@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from featcache.store.objects import ObjectStore
+from featcache.store.backends import Backend
 
 DEFAULT_TTL_S = 600.0
 
@@ -56,7 +56,7 @@ def new_owner() -> str:
 
 
 class Claims:
-    def __init__(self, objects: ObjectStore, entry: str, owner: str | None = None,
+    def __init__(self, objects: Backend, entry: str, owner: str | None = None,
                  ttl_s: float = DEFAULT_TTL_S) -> None:
         self.objects = objects
         self.prefix = f"{entry}/claims"

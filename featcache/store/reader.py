@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import zarr
-import zarr.storage
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
+from featcache.store.backends import Backend, ZarrSamples, backend_of
 from featcache.store.fastread import LevelFastPath
 from featcache.store.integrity import CHUNK, crc_of, id_crc
 from featcache.store.layout import EntryLayout, LevelLayout
@@ -28,13 +27,18 @@ def _pool() -> ThreadPoolExecutor:
 
 
 class EntryReader:
-    """fast_path: on local stores, read level chunks directly (fastread.py) instead of via zarr."""
+    """Level samples are read the way the store's backend reads them (Backend.sample_reader:
+    straight from the shard file on local folders); fast_path=False reads them through zarr.
+    Without a backend (a reader reopened from its zarr group in a loader worker) the one under
+    the group's zarr store is used."""
 
-    def __init__(self, group: zarr.Group, key: str, fast_path: bool = True) -> None:
+    def __init__(self, group: zarr.Group, key: str, backend: Backend | None = None,
+                 fast_path: bool = True) -> None:
         self.group = group
         self.key = key
-        self._fast: dict[str, LevelFastPath | None] = {}
-        self._use_fast = fast_path and isinstance(group.store, zarr.storage.LocalStore)
+        self.backend = backend if backend is not None else backend_of(group.store)
+        self._samples: dict[str, LevelFastPath | ZarrSamples] = {}
+        self._backend_reads = fast_path
         meta = group.attrs.get("featcache")
         if not isinstance(meta, dict) or "layout" not in meta or "sample_ids" not in meta:
             raise CorruptEntryError(f"entry {key} has no featcache metadata; it was not written "
@@ -85,33 +89,28 @@ class EntryReader:
                                         f"(`featcache rm {self.key}`, then the same extract)") from None
         return self._arrays[name]
 
-    def _fast_path(self, level: str) -> LevelFastPath | None:
-        if not self._use_fast:
-            return None
-        if level not in self._fast:
-            folder = os.path.join(str(self.group.store.root), self.group.path, "levels", level)
-            self._fast[level] = LevelFastPath.for_array(folder, self._array(f"levels/{level}"))
-        return self._fast[level]
+    def _sample_reader(self, level: str) -> LevelFastPath | ZarrSamples:
+        if level not in self._samples:
+            array = self._array(f"levels/{level}")
+            backend = self.backend if self._backend_reads else None
+            self._samples[level] = (ZarrSamples(array) if backend is None else
+                                    backend.sample_reader(f"{self.group.path}/levels/{level}", array))
+        return self._samples[level]
 
     def _level(self, level: str, index: int, view: int | None) -> np.ndarray:
         """Stored (undecoded) level data of one sample, checked against the checksum record."""
         name = f"levels/{level}"
-        fast = self._fast_path(level)
-        if fast is None:
-            sel = index if view is None else (index, view)
-            data = self._get(name, sel, index, f"level {level}")
-            self._match_record(index, name, data, view)
-            return data
+        reader = self._sample_reader(level)
         try:
-            data, crcs = fast.read_checked(index, view)
-        except Exception as exc:  # checksum mismatch, truncated or unreadable shard
+            data, crcs = reader.read_checked(index, view)
+        except Exception as exc:  # checksum mismatch, truncated or unreadable shard, codec errors
             raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} level {level} is "
                                     f"corrupt ({type(exc).__name__}: {exc}); re-extract it "
                                     "(`featcache verify` lists every bad sample)") from exc
-        # the chunks' own crc32c, already checked above: comparing them with the record is free
-        record = self._record(index)
+        # chunk crc32c already checked by the sample reader: comparing them with the record is free
+        record = self._record(index) if crcs is not None else None
         column = self._columns.get(CHUNK + name) if record is not None else None
-        if column is None:  # format 1, or no chunk column: compare the decoded values
+        if column is None:  # read through zarr, format 1, or no chunk column: compare the values
             self._match_record(index, name, data, view)
             return data
         for v, crc in zip(range(self.layout.views) if view is None else [view], crcs, strict=True):

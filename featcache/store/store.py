@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import zarr
-import zarr.storage
 from zarr.errors import ContainsGroupError, ZarrUserWarning
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
+from featcache.store.backends import Backend, open_backend, probe_backend
 from featcache.store.claims import DEFAULT_TTL_S, Claims
 from featcache.store.layout import EntryLayout, check_key, is_key
-from featcache.store.objects import ObjectStore
 from featcache.store.reader import EntryReader
 from featcache.store.writer import EntryWriter, disk_errors
 
@@ -28,37 +27,15 @@ def default_store_url() -> str:
     return os.environ.get("FEATCACHE_STORE", DEFAULT_STORE)
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
 def _require_store(url: str, storage_options: dict[str, Any] | None) -> None:
     """A store is a folder (prefix) with a zarr.json at its root; refuse anything else."""
     try:
-        found = ObjectStore(url, True, storage_options).get("zarr.json") is not None
+        found = probe_backend(url, storage_options).get("zarr.json") is not None
     except Exception as exc:  # fsspec raises many types for a bad URL or missing backend
         raise StoreError(f"cannot open store {url}: {exc}") from exc
     if not found:
         raise StoreError(f"{url} is not a featcache store (no zarr.json at its root); pass --store "
                          "with a store folder, as `featcache ls` shows")
-
-
-def _local_mode(path: Path, read_only: bool) -> str:
-    """'' when writable; otherwise why the store must be opened read-only."""
-    if read_only:
-        if not path.is_dir():
-            raise StoreError(f"store {path} does not exist; run `featcache extract` first or pass --store")
-        return "it was opened read-only"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        if path.is_dir():  # exists on a read-only filesystem: reading still works
-            return f"{path} is not writable: {exc.strerror}"
-        raise StoreError(f"store path {path} cannot be created ({exc.strerror}); "
-                         "pass --store with a folder you can write to") from None
-    if not os.access(path, os.W_OK):
-        return f"{path} is not writable"
-    return ""
 
 
 class FeatureStore:
@@ -74,21 +51,12 @@ class FeatureStore:
         """create=False: the store must exist already (gc, rm): never turn a folder into one."""
         self.url = str(url) if url is not None else default_store_url()
         self.claim_ttl_s = claim_ttl_s
-        reason = "it was opened read-only" if read_only else ""
         if not create:
             _require_store(self.url, storage_options)
-        if _is_local(self.url):
-            path = Path(self.url.removeprefix("file://")).expanduser()
-            reason = _local_mode(path, read_only)
-            self._zstore = zarr.storage.LocalStore(path, read_only=bool(reason))
-        else:
-            try:
-                self._zstore = zarr.storage.FsspecStore.from_url(
-                    self.url, read_only=read_only, storage_options=storage_options)
-            except Exception as exc:  # fsspec raises many types for a bad URL or missing backend
-                raise StoreError(f"cannot open store {self.url}: {exc}") from exc
-        self.read_only = bool(reason)
-        self.objects = ObjectStore(self.url, self.read_only, storage_options, reason)
+        # where the bytes live, chosen once from the URL (backends.py); zarr works through it
+        self.objects: Backend = open_backend(self.url, read_only, storage_options)
+        self.read_only = self.objects.read_only
+        self._zstore = self.objects.zarr_store()
         try:
             self._root = self._open_root()
         except FileNotFoundError:
@@ -163,7 +131,7 @@ class FeatureStore:
         check_key(key)
         if not self._present(key):
             raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
-        reader = EntryReader(self._group(key), key)
+        reader = EntryReader(self._group(key), key, self.objects)
         if not allow_incomplete and not reader.complete:
             raise IncompleteEntryError(self.incomplete_hint(reader))
         return reader

@@ -19,10 +19,10 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from featcache.errors import StoreError
+from featcache.store.backends import Backend, LocalBackend
 from featcache.store.claims import DEFAULT_TTL_S, Claims
 from featcache.store.integrity import CHUNK, FORMAT_VERSION, checksum_columns, chunk_crcs, crc_of, id_crc
 from featcache.store.layout import EntryLayout, check_compression
-from featcache.store.objects import ObjectStore
 from featcache.store.precision import Precision, decode, encode, error_stats, parse_precision, summarize
 
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -95,20 +95,20 @@ class ShardWritten:
 
 
 class EntryWriter:
-    def __init__(self, group: zarr.Group, layout: EntryLayout, objects: ObjectStore | None = None,
+    def __init__(self, group: zarr.Group, layout: EntryLayout, objects: Backend | None = None,
                  owner: str | None = None, ttl_s: float = DEFAULT_TTL_S) -> None:
         self.group = group
         self.layout = layout
         self.key = group.basename
         self.precision = parse_precision(layout.precision)
         if objects is None:  # a writer built directly on a local zarr group
-            objects = ObjectStore(str(group.store.root), read_only=False)
+            objects = LocalBackend(str(group.store.root))
         self.objects = objects
         self.claims = Claims(objects, group.path, owner=owner, ttl_s=ttl_s)
 
     @classmethod
     def create(cls, root: zarr.Group, key: str, layout: EntryLayout, attrs: dict[str, Any],
-               objects: ObjectStore | None = None, **options: Any) -> EntryWriter:
+               objects: Backend | None = None, **options: Any) -> EntryWriter:
         precision = parse_precision(layout.precision)
         _codecs(layout.compression, precision.dtype)  # refuse an unknown compression before writing
         meta = {**attrs, "layout": layout.to_dict(), "sample_ids": list(layout.sample_ids),
@@ -123,7 +123,7 @@ class EntryWriter:
         return cls(group, layout, objects, **options)
 
     @classmethod
-    def reopen(cls, group: zarr.Group, layout: EntryLayout, objects: ObjectStore | None = None,
+    def reopen(cls, group: zarr.Group, layout: EntryLayout, objects: Backend | None = None,
                **options: Any) -> EntryWriter:
         """Resume an entry. Compression is lossless and not part of the entry key, so an entry written
         with another compression (e.g. zstd, before blosc was the default) is resumed with its own:

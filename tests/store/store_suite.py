@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from featcache.errors import CorruptEntryError, IncompleteEntryError, ReadOnlyStoreError, StoreError
-from featcache.store import FeatureStore, entry_summary, gc, verify_entry
+from featcache.store import EntryReader, FeatureStore, entry_summary, gc, verify_entry
+from featcache.store.fastread import LevelFastPath
 from tests.store.storehelpers import (
     ATTRS,
     KEY,
@@ -38,6 +39,7 @@ HERE = Path(__file__).parent
 
 class StoreSuite:
     concurrency = "process"
+    direct_reads = False  # the backend reads a sample straight from its shard file (fastread.py)
 
     @pytest.fixture
     def target(self):
@@ -76,6 +78,20 @@ class StoreSuite:
         np.testing.assert_array_equal(many[1], reader.read(0, "coarse"))
         assert reader.dask("fine").shape == (6, 2, 4, 4, 4)
         np.testing.assert_allclose(np.asarray(reader.dask("fine")[3]), reader.read(3, "fine"), rtol=1e-6)
+
+    @pytest.mark.parametrize("compression", ["blosc", "zstd", "none"])
+    def test_backend_sample_reads_equal_zarr(self, target, compression):
+        fill(self.open(target), compression=compression)
+        reader = self.open(target, read_only=True).open(KEY)
+        via_zarr = EntryReader(reader.group, KEY, reader.backend, fast_path=False)
+        way = reader.backend.sample_reader(f"{KEY}/levels/fine", reader.group["levels/fine"])
+        assert isinstance(way, LevelFastPath) == self.direct_reads
+        for i in range(6):
+            for level in ("fine", "coarse"):
+                for view in (None, 1):
+                    got, want = reader.read(i, level, view), via_zarr.read(i, level, view)
+                    assert got.shape == want.shape
+                    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bitwise
 
     @pytest.mark.parametrize("precision", ["fp32", "fp16-br6", "int8"])
     def test_write_shard_hands_back_what_readers_decode(self, target, precision):

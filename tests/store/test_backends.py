@@ -8,12 +8,14 @@ from tests.store.store_suite import StoreSuite
 
 
 class TestLocal(StoreSuite):
+    direct_reads = True
     @pytest.fixture
     def target(self, tmp_path):
         return str(tmp_path / "store"), None
 
 
 class TestFileUrl(StoreSuite):
+    direct_reads = True
     @pytest.fixture
     def target(self, tmp_path):
         return f"file://{tmp_path}/store", None

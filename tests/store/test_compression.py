@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from featcache.cli import app
 from featcache.errors import CorruptEntryError, StoreError
 from featcache.store import EntryReader, FeatureStore, verify_entry
+from featcache.store.fastread import LevelFastPath
 from featcache.store.precision import decode
 from tests.extract.helpers import write_folder
 from tests.store.storehelpers import ATTRS, KEY, expected, fill, make_layout, shard_data, stats_for, write_all
@@ -30,7 +31,7 @@ def test_roundtrip_bitwise_on_both_paths(tmp_path, compression, precision):
     assert names == ["bytes", *([compression] if compression != "none" else []), "crc32c"]
     fast = store.open(KEY)
     slow = EntryReader(store.root[KEY], KEY, fast_path=False)
-    assert fast.layout.compression == compression and fast._fast_path("fine") is not None
+    assert fast.layout.compression == compression and isinstance(fast._sample_reader("fine"), LevelFastPath)
     lossless = precision == "fp32"
     for i in range(5):
         for level in ("fine", "coarse"):
@@ -88,7 +89,7 @@ def test_entries_without_compression_key_read_as_zstd(tmp_path):
     _drop_compression_key(store)
     fast = FeatureStore(tmp_path / "store", read_only=True).open(KEY)
     slow = EntryReader(fast.group, KEY, fast_path=False)
-    assert fast.layout.compression == "zstd" and fast._fast_path("fine").codec == "zstd"
+    assert fast.layout.compression == "zstd" and fast._sample_reader("fine").codec == "zstd"
     for i in range(6):
         np.testing.assert_array_equal(fast.read(i, "fine"), slow.read(i, "fine"))
         np.testing.assert_allclose(fast.read(i, "fine"), expected(fast.layout, i, "fine"), rtol=1e-3)
@@ -136,7 +137,7 @@ def test_cli_compression_option(tmp_path):
     (key,) = store.entries()
     reader = store.open(key)
     level = reader.layout.levels[0].name
-    assert reader.layout.compression == "none" and reader._fast_path(level).codec is None
+    assert reader.layout.compression == "none" and reader._sample_reader(level).codec is None
     # compression is lossless and not part of the key: another codec is the same cache entry
     again = CliRunner().invoke(app, _extract_args(tmp_path, "--compression", "zstd"), env=env)
     assert again.exit_code == 0 and "cache hit" in again.output and store.entries() == [key]
