@@ -43,6 +43,7 @@ from featcache.distill.loaders import make_loader
 from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.trainer import Trainer
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.manifest import manifest_from_dict
 from featcache.store import FeatureStore
 from featcache.teachers.base import Teacher, prepare_image
@@ -166,7 +167,7 @@ def run(tmp: Path) -> None:
     dataset = build_dataset("demo", None, num_slices=args.slices)
     teacher = build_teacher("litemedsam", None, None)
     t0 = time.perf_counter()
-    extract(dataset, teacher, store, levels=list(TAPS[args.taps]), views=1, split="train")
+    extract(dataset, teacher, store, ExtractSettings(split="train"), levels=list(TAPS[args.taps]))
     extract_s = time.perf_counter() - t0
     _log(f"extracted in {extract_s:.1f} s")
     n_train = len(dataset.split_indices("train"))

@@ -33,6 +33,7 @@ import torch
 from featcache.data.base import SegmentationDataset
 from featcache.data.registry import build_dataset
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 from featcache.teachers.base import Teacher
 from featcache.teachers.registry import build_teacher
@@ -87,6 +88,7 @@ def time_overhead(args) -> dict:
     xs = torch.stack([fast.prepared[id(img)][0] for img in images])
     batches = list(torch.split(xs, args.batch_size))
     fast.extract(batches[0], names)  # warm-up: first-call allocations are no one's overhead
+    settings = ExtractSettings(batch_size=args.batch_size, shard_size=args.shard_size, loader_workers=0)
     bare, full = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
@@ -96,8 +98,7 @@ def time_overhead(args) -> dict:
             bare.append(time.perf_counter() - start)
             store = FeatureStore(Path(tmp) / f"run{r}")
             start = time.perf_counter()
-            result = extract(data, fast, store, levels=names, batch_size=args.batch_size,
-                             shard_size=args.shard_size, loader_workers=0)
+            result = extract(data, fast, store, settings, levels=names)
             full.append(time.perf_counter() - start)
             assert result.status == "extracted"
             print(f"  repeat {r}: bare {bare[-1]:.2f} s, extract {full[-1]:.2f} s", flush=True)
@@ -113,6 +114,7 @@ def _rss_child(args, images: int) -> dict:
         "import json, resource, sys, tempfile\n"
         "from featcache.data.registry import build_dataset\n"
         "from featcache.extract.runner import extract\n"
+        "from featcache.extract.settings import ExtractSettings\n"
         "from featcache.store import FeatureStore\n"
         "from featcache.teachers.registry import build_teacher\n"
         "a = json.loads(sys.argv[1])\n"
@@ -120,8 +122,9 @@ def _rss_child(args, images: int) -> dict:
         "t = build_teacher(a['teacher'], None, a['arch'], **opts)\n"
         "d = build_dataset('demo', None, num_slices=a['images'])\n"
         "with tempfile.TemporaryDirectory() as tmp:\n"
-        "    extract(d, t, FeatureStore(tmp), levels=a['levels'], batch_size=a['batch_size'],\n"
-        "            shard_size=a['shard_size'], loader_workers=a['loader_workers'])\n"
+        "    s = ExtractSettings(batch_size=a['batch_size'], shard_size=a['shard_size'],\n"
+        "                        loader_workers=a['loader_workers'])\n"
+        "    extract(d, t, FeatureStore(tmp), s, levels=a['levels'])\n"
         "print(json.dumps({'self_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,\n"
         "                  'loader_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n")
     spec = {k: getattr(args, k) for k in ("teacher", "arch", "random_init", "levels", "batch_size",

@@ -11,6 +11,9 @@ import typer
 from featcache.cli.app import app, console
 from featcache.cli.common import progress_bar, table
 from featcache.errors import ConfigError
+from featcache.extract.settings import ExtractJob, ExtractSettings
+
+DEFAULTS = ExtractSettings()  # the option defaults below are these
 
 
 class _Reporter:
@@ -52,24 +55,29 @@ def extract(
                                                "teacher's default levels.")] = None,
     store: Annotated[str | None, typer.Option(help="Store path or URL; default $FEATCACHE_STORE or "
                                               "./featcache-store.")] = None,
-    split: Annotated[str, typer.Option(help="all, train, val or test.")] = "all",
-    views: Annotated[int, typer.Option(help="Views per image (view 0 = the image itself).")] = 1,
+    split: Annotated[str, typer.Option(help="all, train, val or test.")] = DEFAULTS.split,
+    views: Annotated[int, typer.Option(
+        help="Views per image (view 0 = the image itself).")] = DEFAULTS.views,
     precision: Annotated[str, typer.Option(help="Stored precision: fp32, fp16, int8 (per-channel "
                                            "scale/offset) or fp16-brN / fp32-brN (N mantissa bits "
-                                           "kept, e.g. fp16-br7); part of the entry key.")] = "fp16",
+                                           "kept, e.g. fp16-br7); part of the entry key."
+                                           )] = DEFAULTS.precision,
     compression: Annotated[str, typer.Option(help="Lossless codec of the stored features: blosc (lz4, "
                                              "bitshuffle; fastest reads), zstd or none; not part of "
-                                             "the entry key.")] = "blosc",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per teacher forward pass.")] = 8,
-    shard_size: Annotated[int, typer.Option(help="Samples per shard (the unit of commit).")] = 16,
-    loader_workers: Annotated[int, typer.Option(help="Decoding/preprocessing processes.")] = 0,
+                                             "the entry key.")] = DEFAULTS.compression,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
+    batch_size: Annotated[int, typer.Option(
+        help="Images per teacher forward pass.")] = DEFAULTS.batch_size,
+    shard_size: Annotated[int, typer.Option(
+        help="Samples per shard (the unit of commit).")] = DEFAULTS.shard_size,
+    loader_workers: Annotated[int, typer.Option(
+        help="Decoding/preprocessing processes.")] = DEFAULTS.loader_workers,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable samples and record "
                                            "them instead of stopping.")] = False,
     manifest: Annotated[Path | None, typer.Option(help="Extract every (teacher, dataset) a "
                                                   "distillation manifest needs.")] = None,
     view_seed: Annotated[int, typer.Option(help="Seed of the augmentation views (part of the entry "
-                                           "key).")] = 0,
+                                           "key).")] = DEFAULTS.view_seed,
     workers: Annotated[int | None, typer.Option(help="Run on a local dask cluster of N processes on "
                                                 "127.0.0.1 (one teacher each; one GPU each when "
                                                 "there are several).")] = None,
@@ -81,10 +89,13 @@ def extract(
     Resumable (re-run the same command after a crash), a cache hit when the entry is complete, and
     safe to run in several processes or on a dask cluster at once: shards are claimed, then committed.
     """
-    from featcache.extract.jobs import ExtractJob, jobs_from_manifest, run_job
+    from featcache.extract.jobs import jobs_from_manifest, run_job
 
     if workers is not None and scheduler is not None:
         raise ConfigError("use either --workers N or --scheduler ADDRESS, not both")
+    settings = ExtractSettings(split=split, views=views, view_seed=view_seed, precision=precision,
+                               compression=compression, shard_size=shard_size, batch_size=batch_size,
+                               device=device, loader_workers=loader_workers)
 
     if manifest is not None:
         if teacher or dataset:
@@ -103,10 +114,7 @@ def extract(
     rows = []
     for job in jobs:
         with progress_bar() as bar:
-            result = run_job(job, store_url=store, split=split, views=views, precision=precision,
-                             device=device, batch_size=batch_size, shard_size=shard_size,
-                             loader_workers=loader_workers, view_seed=view_seed, workers=workers,
-                             scheduler=scheduler, compression=compression,
+            result = run_job(job, settings, store_url=store, workers=workers, scheduler=scheduler,
                              progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
         if result.status == "cached":
             console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract")

@@ -1,7 +1,7 @@
 """Distributed extraction on dask: shards are the unit of work, one teacher per worker.
 
-The client never builds the teacher. It sends picklable recipes (`WorkerSpec`: an ExtractJob plus
-options) and each worker builds the dataset and teacher once, keeps them in a worker-local cache
+The client never builds the teacher. It sends picklable recipes (`WorkerSpec`: an ExtractJob and
+its ExtractSettings) and each worker builds the dataset and teacher once, keeps them in a worker-local cache
 keyed by the recipe, and extracts the shards it is given (one task per shard: claim, extract,
 commit, release). A worker that dies loses only its uncommitted shard: dask reruns the task
 elsewhere and the store's claim of a dead process expires. Statistics come back with each task
@@ -26,31 +26,32 @@ import torch
 from featcache.errors import ConfigError
 from featcache.extract.adopt import adopt_shards
 from featcache.extract.pipeline import ProgressFn, run_shards
-from featcache.extract.runner import EntryPlan, ExtractionResult, finalize_once, is_complete, plan_entry
+from featcache.extract.runner import (
+    EntryPlan,
+    ExtractionResult,
+    autocast_for,
+    finalize_once,
+    is_complete,
+    plan_entry,
+)
+from featcache.extract.settings import ExtractJob, ExtractSettings
 from featcache.extract.stats import ChannelStats
 from featcache.store import FeatureStore
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker needs to rebuild the job; `job` is a featcache.extract.jobs.ExtractJob."""
+    """Everything a worker needs to rebuild the job and fill its entry."""
 
-    job: Any
+    job: ExtractJob
     store_url: str
-    split: str = "all"
-    views: int = 1
-    view_seed: int = 0
-    precision: str = "fp16"
-    shard_size: int = 16
-    device: str = "auto"
-    batch_size: int = 8
-    loader_workers: int = 0
-    compression: str = "blosc"
+    settings: ExtractSettings
 
     def resources_key(self) -> str:
         j = self.job
         return repr((j.teacher, j.dataset, str(j.root), str(j.checkpoint), j.arch, j.levels,
-                     sorted(j.teacher_options.items()), sorted(j.dataset_options.items()), self.device))
+                     sorted(j.teacher_options.items()), sorted(j.dataset_options.items()),
+                     self.settings.device))
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _resources(spec: WorkerSpec) -> dict[str, Any]:
     if _CACHE.get("key") != key:
         _CACHE.clear()  # one teacher per worker: drop the previous job's model first
         job = spec.job
-        device = _worker_device(spec.device)
+        device = _worker_device(spec.settings.device)
         teacher = build_teacher(job.teacher, job.checkpoint, job.arch, **job.teacher_options).to(device)
         _CACHE.update(key=key, device=device, teacher=teacher, plans={},
                       dataset=build_dataset(job.dataset, job.root, **job.dataset_options))
@@ -99,13 +100,10 @@ def _resources(spec: WorkerSpec) -> dict[str, Any]:
 
 def _plan(spec: WorkerSpec) -> EntryPlan:
     res = _resources(spec)
-    recipe = (spec.split, spec.views, spec.view_seed, spec.precision, spec.shard_size, spec.compression)
-    if recipe not in res["plans"]:
-        res["plans"][recipe] = plan_entry(res["dataset"], res["teacher"], levels=spec.job.levels,
-                                          split=spec.split, views=spec.views, view_seed=spec.view_seed,
-                                          precision=spec.precision, shard_size=spec.shard_size,
-                                          compression=spec.compression)
-    return res["plans"][recipe]
+    if spec.settings not in res["plans"]:
+        res["plans"][spec.settings] = plan_entry(res["dataset"], res["teacher"], spec.settings,
+                                                 levels=spec.job.levels)
+    return res["plans"][spec.settings]
 
 
 def plan_task(spec: WorkerSpec) -> EntryPlan:
@@ -124,11 +122,10 @@ def shard_task(shard: int, spec: WorkerSpec, poll_s: float = 0.5) -> ShardOutcom
             return ShardOutcome(shard, 0, {}, time.perf_counter() - start, _worker_name())
         time.sleep(poll_s)  # held by a live writer elsewhere: wait for its commit or its expiry
     # DataLoader processes cannot start inside a daemonic dask worker process
-    loaders = 0 if multiprocessing.current_process().daemon else spec.loader_workers
+    loaders = 0 if multiprocessing.current_process().daemon else spec.settings.loader_workers
     run = run_shards(res["dataset"], res["teacher"], writer, plan.indices, plan.names,
-                     view_seed=plan.view_seed, batch_size=spec.batch_size, loader_workers=loaders,
-                     autocast_dtype=torch.bfloat16 if res["device"].type == "cuda" else None,
-                     shards=[shard])
+                     view_seed=plan.view_seed, batch_size=spec.settings.batch_size, loader_workers=loaders,
+                     autocast_dtype=autocast_for(res["device"]), shards=[shard])
     return ShardOutcome(shard, run.feature_bytes, run.stats, time.perf_counter() - start, _worker_name())
 
 
@@ -175,13 +172,14 @@ def extract_distributed(spec: WorkerSpec, *, workers: int | None = None, schedul
 
     start = time.perf_counter()
     store = FeatureStore(spec.store_url)
-    with dask_client(workers, scheduler, spec.loader_workers) as client:
+    views = spec.settings.views
+    with dask_client(workers, scheduler, spec.settings.loader_workers) as client:
         plan: EntryPlan = client.submit(plan_task, spec, pure=False).result()
         n = len(plan.indices)
         skipped = len(plan.attrs["dataset"]["skipped"])
         count = len(client.scheduler_info().get("workers", {}))
         if is_complete(store, plan.key):
-            return ExtractionResult(plan.key, "cached", n, spec.views, 0, 0.0, 0, skipped, count)
+            return ExtractionResult(plan.key, "cached", n, views, 0, 0.0, 0, skipped, count)
         writer = store.create_entry(plan.key, plan.layout, plan.attrs)
         status = "resumed" if writer.committed().any() else "extracted"
         adopted = adopt_shards(store, writer, plan.attrs)
@@ -189,20 +187,20 @@ def extract_distributed(spec: WorkerSpec, *, workers: int | None = None, schedul
         missing = writer.missing_shards()
         stats: dict[str, ChannelStats] = dict(adopted.stats)
         covered, written = set(adopted.shards), adopted.feature_bytes
-        done = (n - sum(len(range(*plan.layout.shard_range(k))) for k in missing)) * spec.views
+        done = (n - sum(len(range(*plan.layout.shard_range(k))) for k in missing)) * views
         futures = client.map(shard_task, missing, spec=spec, pure=False)
         for future in as_completed(futures):
             out: ShardOutcome = future.result()
-            done += len(range(*plan.layout.shard_range(out.shard))) * spec.views
+            done += len(range(*plan.layout.shard_range(out.shard))) * views
             if out.stats:
                 covered.add(out.shard)
                 written += out.feature_bytes
                 for name, acc in out.stats.items():
                     stats[name] = stats[name].merge(acc) if name in stats else acc
             if progress:
-                progress("images", done, n * spec.views)
+                progress("images", done, n * views)
                 progress("shards", plan.layout.num_shards - len(missing) + len(covered),
                          plan.layout.num_shards)
     finalize_once(store, writer, plan, stats, covered, time.perf_counter() - start, progress)
-    return ExtractionResult(plan.key, status, n, spec.views, len(covered), time.perf_counter() - start,
+    return ExtractionResult(plan.key, status, n, views, len(covered), time.perf_counter() - start,
                             written, skipped, count)

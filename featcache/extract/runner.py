@@ -21,15 +21,18 @@ import torch
 import featcache
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES
-from featcache.errors import DatasetError, StoreError
+from featcache.errors import DatasetError
 from featcache.extract.adopt import adopt_shards, shard_digests
 from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards
+from featcache.extract.settings import ExtractSettings
 from featcache.extract.stats import ChannelStats
-from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, check_compression, entry_key
+from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
 from featcache.teachers.base import Teacher
 
-__all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "extract", "extraction_key", "finalize_entry",
-           "plan_entry"]
+__all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "autocast_for", "extract", "extraction_key",
+           "finalize_entry", "plan_entry"]
+
+_DEFAULTS = ExtractSettings()
 
 
 @dataclass
@@ -62,35 +65,37 @@ class EntryPlan:
     view_seed: int
 
 
-def extraction_key(dataset: SegmentationDataset, teacher: Teacher, levels: list[str], split: str,
-                   views: int, view_seed: int, precision: str) -> tuple[str, str]:
+def extraction_key(dataset: SegmentationDataset, teacher: Teacher, levels: list[str],
+                   settings: ExtractSettings) -> tuple[str, str]:
     """(entry key, dataset fingerprint). Everything that changes stored bytes is in the key."""
     dataset_fp = dataset.fingerprint()
-    recipe = f"{teacher.fingerprint(levels)}:{split}:{views}:{view_seed}:{precision}"
+    s = settings
+    recipe = f"{teacher.fingerprint(levels)}:{s.split}:{s.views}:{s.view_seed}:{s.precision}"
     return entry_key(dataset.name, dataset_fp, teacher.name,
                      hashlib.sha256(recipe.encode()).hexdigest()), dataset_fp
 
 
-def plan_entry(dataset: SegmentationDataset, teacher: Teacher, *, levels: list[str] | None = None,
-               split: str = "all", views: int = 1, view_seed: int = 0, precision: str = "fp16",
-               shard_size: int = 16, compression: str = "blosc") -> EntryPlan:
+def autocast_for(device: torch.device) -> torch.dtype | None:
+    """bfloat16 autocast on CUDA; full precision elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def plan_entry(dataset: SegmentationDataset, teacher: Teacher, settings: ExtractSettings = _DEFAULTS, *,
+               levels: list[str] | None = None) -> EntryPlan:
     """Compression is not part of the entry key: it is lossless, so an entry of the same recipe
     written with another compression is the same cache entry."""
-    check_compression(compression)
-    if views < 1:
-        raise StoreError("--views must be at least 1 (view 0 is the image itself)")
-    if shard_size < 1:
-        raise StoreError("--shard-size must be at least 1")
+    split, views, view_seed = settings.split, settings.views, settings.view_seed
     specs = teacher.select_levels(levels)
     names = [s.name for s in specs]
     indices = dataset.split_indices(split)
     if not indices:
         raise DatasetError(f"{dataset.name}: split {split!r} has no samples")
-    key, dataset_fp = extraction_key(dataset, teacher, names, split, views, view_seed, precision)
+    key, dataset_fp = extraction_key(dataset, teacher, names, settings)
     layout = EntryLayout(
         sample_ids=tuple(dataset.samples[i].id for i in indices), views=views,
         levels=tuple(LevelLayout(s.name, s.channels, *s.grid) for s in specs),
-        shard_size=shard_size, precision=precision, view_param_names=PARAM_NAMES, compression=compression)
+        shard_size=settings.shard_size, precision=settings.precision, view_param_names=PARAM_NAMES,
+        compression=settings.compression)
     attrs = {
         "teacher": teacher.provenance(names),
         "dataset": {**dataset.describe(), "fingerprint": dataset_fp, "split": split,
@@ -110,21 +115,21 @@ def is_complete(store: FeatureStore, key: str) -> bool:
     return store.exists(key) and store.open(key, allow_incomplete=True).complete
 
 
-def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore, *,
-            levels: list[str] | None = None, split: str = "all", views: int = 1, view_seed: int = 0,
-            precision: str = "fp16", compression: str = "blosc", batch_size: int = 8, shard_size: int = 16,
-            loader_workers: int = 0, autocast_dtype: torch.dtype | None = None,
-            progress: ProgressFn | None = None, wait_poll_s: float = 1.0,
-            adopt: bool = True) -> ExtractionResult:
-    """Fill the entry for (dataset, teacher, recipe); safe to run in several processes at once.
+def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
+            settings: ExtractSettings = _DEFAULTS, *, levels: list[str] | None = None,
+            autocast_dtype: torch.dtype | None = None, progress: ProgressFn | None = None,
+            wait_poll_s: float = 1.0, adopt: bool = True) -> ExtractionResult:
+    """Fill the entry for (dataset, teacher, settings); safe to run in several processes at once.
+
+    The teacher runs where it is (settings.device is where run_job puts it).
 
     Shards held by other live writers are waited for (polling every `wait_poll_s`) and taken over
     if their claim expires, so every concurrent run returns with a complete entry. With `adopt`,
     committed shards of an unfinished entry of the same recipe whose samples are byte-identical are
     copied instead of extracted (a re-run after fixing one bad file; see adopt.py).
     """
-    plan = plan_entry(dataset, teacher, levels=levels, split=split, views=views, view_seed=view_seed,
-                      precision=precision, shard_size=shard_size, compression=compression)
+    plan = plan_entry(dataset, teacher, settings, levels=levels)
+    views = settings.views
     skipped = len(plan.attrs["dataset"]["skipped"])
     if is_complete(store, plan.key):
         return ExtractionResult(plan.key, "cached", len(plan.indices), views, 0, 0.0, 0, skipped)
@@ -135,8 +140,8 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
     if run.shards:
         status = "resumed"
     while True:
-        part = run_shards(dataset, teacher, writer, plan.indices, plan.names, view_seed=view_seed,
-                          batch_size=batch_size, loader_workers=loader_workers,
+        part = run_shards(dataset, teacher, writer, plan.indices, plan.names, view_seed=settings.view_seed,
+                          batch_size=settings.batch_size, loader_workers=settings.loader_workers,
                           autocast_dtype=autocast_dtype, progress=progress)
         run.merge(part)
         if not writer.missing_shards():

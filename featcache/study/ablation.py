@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from featcache.errors import ConfigError
+from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, manifest_from_dict
 from featcache.study.runner import CellResult, Progress, ensure_extracted, run_cell
 
@@ -293,7 +294,7 @@ def run_ablation(settings: AblationSettings, progress: Progress | None = None
     for num_slices in dict.fromkeys(c.num_slices for c in cells):  # cache hits when already there
         manifest = extraction_manifest(settings, num_slices)
         if manifest is not None:
-            ensure_extracted(manifest, settings.store, progress, device=settings.device)
+            ensure_extracted(manifest, settings.store, progress, ExtractSettings(device=settings.device))
     rows: list[dict[str, Any]] = []
     pretrained: dict[int, Path] = {}
     progress("cells_start", {"total": len(cells)})

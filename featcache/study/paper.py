@@ -128,9 +128,7 @@ def run_paper(config: StudyConfig, out: Path | None = None, progress: Progress |
     out = Path(out or config.out)
     store_url = config.store or default_store_url()
     manifest = study_manifest(config, out / "run").model_copy(update={"store": store_url})
-    ex = config.extraction
-    records = ensure_extracted(manifest, store_url, progress, precision=ex.precision, device=ex.device,
-                               batch_size=ex.batch_size, views=ex.views,
+    records = ensure_extracted(manifest, store_url, progress, config.extraction.settings(),
                                labels=[d.title for d in config.datasets])
     cell = run_cell(manifest, progress)
     cache, teacher_params = cache_rows(store_url, records)

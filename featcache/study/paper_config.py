@@ -1,8 +1,8 @@
 """The study file of `pipelines/paper.py`: local datasets, local teacher checkpoints, one student.
 
 Read with yaml.safe_load and validated with pydantic (unknown keys are rejected). `student`,
-`distill` and `training` are the manifest sections of the same names (see featcache/distill/
-manifest.py) and are validated by building the distillation manifest at load time.
+`distill` and `training` are the manifest sections of the same names (see featcache/manifest.py)
+and are validated by building the distillation manifest at load time.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from featcache.errors import ConfigError
+from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, manifest_from_dict
 from featcache.yamlconfig import read_yaml, validation_message
 
@@ -40,11 +41,20 @@ class StudyTeacher(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+_DEFAULT = ExtractSettings()
+
+
 class Extraction(_Strict):
-    views: int = Field(1, ge=1)
-    precision: Literal["fp32", "fp16", "int8"] = "fp16"
-    device: str = "auto"
-    batch_size: int = Field(8, ge=1)
+    """The study file's `extraction:` section: the ExtractSettings a study may change."""
+
+    views: int = Field(_DEFAULT.views, ge=1)
+    precision: Literal["fp32", "fp16", "int8"] = _DEFAULT.precision
+    device: str = _DEFAULT.device
+    batch_size: int = Field(_DEFAULT.batch_size, ge=1)
+
+    def settings(self) -> ExtractSettings:
+        return ExtractSettings(views=self.views, precision=self.precision, device=self.device,
+                               batch_size=self.batch_size)
 
 
 class StudyConfig(_Strict):

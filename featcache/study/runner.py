@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from featcache.errors import CheckpointError, ConfigError
+from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, same_settings
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -38,37 +39,32 @@ class ExtractionRecord:
 
 
 def ensure_extracted(manifest: Manifest, store_url: str | None, progress: Progress | None = None,
-                     *, precision: str = "fp16", device: str = "auto", batch_size: int = 8,
-                     views: int = 1, labels: list[str] | None = None) -> list[ExtractionRecord]:
+                     settings: ExtractSettings | None = None, *,
+                     labels: list[str] | None = None) -> list[ExtractionRecord]:
     """Run every (teacher, dataset) of the manifest into the store; complete entries are cache hits.
 
     Only when distillation is enabled: a supervised run needs no teacher at all. `labels` names
     the manifest's datasets in records and progress (default: their loader names)."""
-    from featcache.extract.jobs import ExtractJob, run_job
+    from featcache.extract.jobs import manifest_jobs, run_job
 
     progress = progress or _quiet
     if not manifest.distill.enabled:
         return []
+    settings = settings or ExtractSettings()
     records = []
-    labels = labels or [d.name for d in manifest.datasets]
-    for t in manifest.teachers:
-        for d, title in zip(manifest.datasets, labels, strict=True):
-            job = ExtractJob(teacher=t.name, dataset=d.name, root=Path(d.root) if d.root else None,
-                             checkpoint=Path(t.checkpoint) if t.checkpoint else None, arch=t.arch,
-                             levels=list(t.levels), teacher_options=dict(t.options),
-                             dataset_options=dict(d.options), store=store_url)
-            label = f"{t.name} × {title}"
-            progress("extract_start", {"label": label})
+    titles = labels or [d.name for d in manifest.datasets]
+    titles = [title for _ in manifest.teachers for title in titles]  # manifest_jobs is teacher-major
+    for job, title in zip(manifest_jobs(manifest, store_url), titles, strict=True):
+        label = f"{job.teacher} × {title}"
+        progress("extract_start", {"label": label})
 
-            def forward(event: str, done: int, total: int, label: str = label) -> None:
-                progress("extract_progress", {"label": label, "event": event, "done": done, "total": total})
+        def forward(event: str, done: int, total: int, label: str = label) -> None:
+            progress("extract_progress", {"label": label, "event": event, "done": done, "total": total})
 
-            result = run_job(job, store_url=store_url, split="all", views=views, precision=precision,
-                             device=device, batch_size=batch_size, shard_size=16, loader_workers=0,
-                             progress=forward)
-            record = ExtractionRecord(t.name, title, result.key, result.status, result.seconds)
-            progress("extract_done", asdict(record))
-            records.append(record)
+        result = run_job(job, settings, store_url=store_url, progress=forward)
+        record = ExtractionRecord(job.teacher, title, result.key, result.status, result.seconds)
+        progress("extract_done", asdict(record))
+        records.append(record)
     return records
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from featcache.data.registry import DATASETS
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
 
@@ -21,5 +22,5 @@ def api_store(tmp_path, blob_registry) -> FeatureStore:
     store = FeatureStore(tmp_path / "store")
     data = BlobDataset()
     for seed, name in [(0, "tiny"), (1, "tiny2")]:
-        extract(data, TinyTeacher(seed=seed, name=name), store, views=2, shard_size=4)
+        extract(data, TinyTeacher(seed=seed, name=name), store, ExtractSettings(views=2, shard_size=4))
     return store

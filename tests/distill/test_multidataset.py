@@ -6,6 +6,7 @@ import pytest
 from featcache.data.registry import DATASETS
 from featcache.distill.trainer import Trainer
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
 from tests.distill.conftest import make_manifest
@@ -24,7 +25,7 @@ def two_dataset_store(tmp_path, blob_registry, monkeypatch):
     store = FeatureStore(tmp_path / "store")
     for data in (BlobDataset(), BigBlobs(n=30, seed=3)):
         for seed, name in [(0, "tiny"), (1, "tiny2")]:
-            extract(data, TinyTeacher(seed=seed, name=name), store, views=1, shard_size=8)
+            extract(data, TinyTeacher(seed=seed, name=name), store, ExtractSettings(views=1, shard_size=8))
     return store
 
 

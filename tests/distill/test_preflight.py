@@ -6,6 +6,7 @@ import pytest
 from featcache.distill.trainer import Trainer
 from featcache.errors import ConfigError, DatasetError, FeatcacheError, StoreError
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.manifest import manifest_from_dict
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
@@ -33,7 +34,8 @@ def test_incomplete_entry(tmp_path, blob_registry):
         raise KeyboardInterrupt  # extraction killed after its first batch
 
     with pytest.raises(KeyboardInterrupt):
-        extract(BlobDataset(), TinyTeacher(), store, views=1, shard_size=4, batch_size=4, progress=die)
+        extract(BlobDataset(), TinyTeacher(), store, ExtractSettings(views=1, shard_size=4, batch_size=4),
+                progress=die)
     manifest = make_manifest(store, tmp_path / "run", teachers=[{"name": "tiny", "levels": {"fine": "dec3"}}])
     _fails(manifest, StoreError, "incomplete", "re-run the same `featcache extract`")
     explicit = make_manifest(store, tmp_path / "run", teachers=[
@@ -60,7 +62,7 @@ def test_entry_from_different_data(cached_store, tmp_path):
 
 def test_entry_lacking_validation_samples(tmp_path, blob_registry):
     store = FeatureStore(tmp_path / "store")
-    extract(BlobDataset(), TinyTeacher(), store, views=1, shard_size=4, split="train")
+    extract(BlobDataset(), TinyTeacher(), store, ExtractSettings(views=1, shard_size=4, split="train"))
     manifest = make_manifest(store, tmp_path / "run", teachers=[{"name": "tiny", "levels": {"fine": "dec3"}}])
     _fails(manifest, StoreError, "val sample", "--split all")
 

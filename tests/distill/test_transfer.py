@@ -117,11 +117,12 @@ def test_two_teachers_of_one_registry_name_work_under_aliases(cached_store, tmp_
     """E.g. DINOv2 and RETFound, both through `timm`: entries are told apart by architecture and
     every output uses the alias."""
     from featcache.extract.runner import extract
+    from featcache.extract.settings import ExtractSettings
     from tests.conftest import BlobDataset, TinyTeacher
 
     other = TinyTeacher(seed=5, name="tiny")
     other.arch = "tinyconv-b"  # another model under the same registry name
-    extract(BlobDataset(), other, cached_store, views=2, shard_size=4)
+    extract(BlobDataset(), other, cached_store, ExtractSettings(views=2, shard_size=4))
     teachers = [{"name": "tiny", "alias": "dino", "arch": "tinyconv", "levels": {"fine": "dec3"}},
                 {"name": "tiny", "alias": "retfound", "arch": "tinyconv-b", "levels": {"fine": "dec3"}}]
     result = train(make_manifest(cached_store, tmp_path / "run", teachers=teachers, training={"epochs": 1}))
@@ -137,6 +138,7 @@ def test_unlabelled_images_are_extracted_and_pretrained_on(cached_store, tmp_pat
 
     from featcache.data.registry import build_dataset
     from featcache.extract.runner import extract
+    from featcache.extract.settings import ExtractSettings
     from tests.conftest import TinyTeacher
 
     root = tmp_path / "unlabelled"
@@ -147,7 +149,7 @@ def test_unlabelled_images_are_extracted_and_pretrained_on(cached_store, tmp_pat
     pool = build_dataset("images", root)
     assert not pool.labelled and len(pool) == 6 and "ward2_a" in pool.ids and "a" in pool.ids
     for seed, name in [(0, "tiny"), (1, "tiny2")]:
-        extract(pool, TinyTeacher(seed=seed, name=name), cached_store, views=2, shard_size=4)
+        extract(pool, TinyTeacher(seed=seed, name=name), cached_store, ExtractSettings(views=2, shard_size=4))
     pretrain = {"datasets": [{"name": "images", "root": str(root)}], "steps": 2, "batch_size": 4}
     events = []
     train(make_manifest(cached_store, tmp_path / "run", pretrain=pretrain, training={"epochs": 1}),

@@ -7,8 +7,11 @@ import pytest
 from featcache.data.registry import build_dataset
 from featcache.errors import DatasetError
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 from tests.extract.helpers import count_forwards, truncate, write_folder
+
+SHARDS_OF_2 = ExtractSettings(shard_size=2, batch_size=2)
 
 
 @pytest.fixture
@@ -23,7 +26,7 @@ def test_bad_file_stops_then_fixed_rerun_reuses_committed_shards(tmp_path, folde
     original = truncate(bad)
     store = FeatureStore(tmp_path / "s")
     with pytest.raises(DatasetError, match="case05.png"):
-        extract(build_dataset("folder", folder), tiny_teacher, store, shard_size=2, batch_size=2)
+        extract(build_dataset("folder", folder), tiny_teacher, store, SHARDS_OF_2)
     (key,) = store.entries()
     partial = store.open(key, allow_incomplete=True)
     committed = np.asarray(partial.group["committed"][:]).astype(bool)
@@ -32,11 +35,11 @@ def test_bad_file_stops_then_fixed_rerun_reuses_committed_shards(tmp_path, folde
 
     bad.write_bytes(original)  # the fix: a new key (content changed), but shards 0-1 are reused
     calls = count_forwards(tiny_teacher)
-    fixed = extract(build_dataset("folder", folder), tiny_teacher, store, shard_size=2, batch_size=2)
+    fixed = extract(build_dataset("folder", folder), tiny_teacher, store, SHARDS_OF_2)
     assert fixed.key != key and fixed.status == "resumed" and sum(calls) == 4
     clean_store = FeatureStore(tmp_path / "clean")
     clean = clean_store.open(extract(build_dataset("folder", folder), tiny_teacher, clean_store,
-                                     shard_size=2, batch_size=2).key)
+                                     SHARDS_OF_2).key)
     got = store.open(fixed.key)
     for i in range(8):
         np.testing.assert_array_equal(got.read(i, "fine"), clean.read(i, "fine"))
@@ -46,7 +49,8 @@ def test_bad_file_stops_then_fixed_rerun_reuses_committed_shards(tmp_path, folde
 def test_skip_bad_records_the_file_in_provenance(tmp_path, folder, tiny_teacher):
     truncate(folder / "images" / "case03.png")
     store = FeatureStore(tmp_path / "s")
-    result = extract(build_dataset("folder", folder, skip_bad=True), tiny_teacher, store, shard_size=3)
+    result = extract(build_dataset("folder", folder, skip_bad=True), tiny_teacher, store,
+                     ExtractSettings(shard_size=3))
     assert result.status == "extracted" and result.samples == 7 and result.skipped == 1
     reader = store.open(result.key)
     assert "case03" not in reader.ids and len(reader.ids) == 7
@@ -58,4 +62,4 @@ def test_bad_file_error_crosses_loader_processes(tmp_path, folder, tiny_teacher)
     truncate(folder / "images" / "case02.png")
     with pytest.raises(DatasetError, match="case02.png"):
         extract(build_dataset("folder", folder), tiny_teacher, FeatureStore(tmp_path / "s"),
-                shard_size=2, batch_size=2, loader_workers=1)
+                ExtractSettings(shard_size=2, batch_size=2, loader_workers=1))

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 from tests.extract.helpers import count_forwards, write_folder
 
@@ -22,10 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_cache_hit_runs_no_forward(tmp_path, blobs, tiny_teacher):
     store = FeatureStore(tmp_path / "s")
     calls = count_forwards(tiny_teacher)
-    first = extract(blobs, tiny_teacher, store, shard_size=4, batch_size=4)
+    first = extract(blobs, tiny_teacher, store, ExtractSettings(shard_size=4, batch_size=4))
     assert sum(calls) == len(blobs)  # each image exactly once
     calls.clear()
-    again = extract(blobs, tiny_teacher, store, shard_size=4, batch_size=4)
+    again = extract(blobs, tiny_teacher, store, ExtractSettings(shard_size=4, batch_size=4))
     assert again.status == "cached" and again.key == first.key and calls == []
 
 
@@ -51,6 +52,7 @@ _CHILD = """
 import sys, time
 from tests.conftest import BlobDataset, TinyTeacher
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 
 class Slow(TinyTeacher):
@@ -58,7 +60,8 @@ class Slow(TinyTeacher):
         time.sleep(0.4)  # slow enough to be killed mid-run
         return super()._forward_levels(x, names)
 
-extract(BlobDataset(n=12), Slow(), FeatureStore(sys.argv[1]), shard_size=2, batch_size=2, views=2)
+extract(BlobDataset(n=12), Slow(), FeatureStore(sys.argv[1]),
+        ExtractSettings(shard_size=2, batch_size=2, views=2))
 """
 
 
@@ -85,12 +88,12 @@ def test_resume_after_sigkill_is_identical(tmp_path):
     done_before = int(np.asarray(store.root[key]["committed"][:]).sum())
     assert 2 <= done_before < 6, "the child must be killed mid-run"
     # the dead child's claim counts as expired at once: resume does only the missing shards
-    resumed = extract(BlobDataset(n=12), TinyTeacher(), store, shard_size=2, batch_size=2, views=2)
+    settings = ExtractSettings(shard_size=2, batch_size=2, views=2)  # the child's
+    resumed = extract(BlobDataset(n=12), TinyTeacher(), store, settings)
     assert resumed.status == "resumed" and resumed.key == key
     assert resumed.shards_written == 6 - done_before
     clean_store = FeatureStore(tmp_path / "clean")
-    clean = clean_store.open(extract(BlobDataset(n=12), TinyTeacher(), clean_store, shard_size=2,
-                                     batch_size=2, views=2).key)
+    clean = clean_store.open(extract(BlobDataset(n=12), TinyTeacher(), clean_store, settings).key)
     got = store.open(key)
     for i in range(12):
         for level in ("fine", "coarse"):

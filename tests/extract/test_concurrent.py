@@ -5,9 +5,12 @@ import threading
 import numpy as np
 
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
 from tests.extract.helpers import count_forwards
+
+SHARDS_OF_2 = ExtractSettings(shard_size=2, batch_size=2)
 
 
 def test_two_concurrent_runs_split_the_shards(tmp_path):
@@ -18,8 +21,8 @@ def test_two_concurrent_runs_split_the_shards(tmp_path):
         teacher = TinyTeacher()
         calls.append(count_forwards(teacher))
         try:
-            results.append(extract(BlobDataset(n=12), teacher, FeatureStore(url), shard_size=2,
-                                   batch_size=2, wait_poll_s=0.05))
+            results.append(extract(BlobDataset(n=12), teacher, FeatureStore(url), SHARDS_OF_2,
+                                   wait_poll_s=0.05))
         except Exception as exc:  # surfaced below with its message
             errors.append(exc)
 
@@ -34,7 +37,7 @@ def test_two_concurrent_runs_split_the_shards(tmp_path):
     assert sum(sum(c) for c in calls) == 12
     reader = FeatureStore(url).open(results[0].key)
     clean = FeatureStore(tmp_path / "clean")
-    ref = clean.open(extract(BlobDataset(n=12), TinyTeacher(), clean, shard_size=2, batch_size=2).key)
+    ref = clean.open(extract(BlobDataset(n=12), TinyTeacher(), clean, SHARDS_OF_2).key)
     for i in range(12):
         np.testing.assert_array_equal(reader.read(i, "coarse"), ref.read(i, "coarse"))
     np.testing.assert_allclose(reader.stats("coarse")["mean"], ref.stats("coarse")["mean"], rtol=1e-9)

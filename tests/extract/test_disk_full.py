@@ -8,6 +8,7 @@ import zarr.storage
 
 from featcache.errors import StoreError
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore, verify_entry
 from tests.conftest import BlobDataset
 
@@ -25,13 +26,13 @@ def test_enospc_is_one_line_and_the_rerun_resumes(tmp_path, tiny_teacher, monkey
     store = FeatureStore(tmp_path / "store")
     monkeypatch.setattr(zarr.storage.LocalStore, "set", filling_up)
     with pytest.raises(StoreError) as info:
-        extract(BlobDataset(), tiny_teacher, store, shard_size=2, batch_size=2)
+        extract(BlobDataset(), tiny_teacher, store, ExtractSettings(shard_size=2, batch_size=2))
     message = str(info.value)
     assert "\n" not in message and str(store.url) in message, message
     assert "out of disk space; free space and re-run the same extract to resume" in message
     (key,) = store.keys()
     assert 0 < store.open(key, allow_incomplete=True).committed_fraction < 1  # failed mid-way
     monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)
-    extract(BlobDataset(), tiny_teacher, store, shard_size=2, batch_size=2)
+    extract(BlobDataset(), tiny_teacher, store, ExtractSettings(shard_size=2, batch_size=2))
     assert store.entries() == [key]
     assert verify_entry(store.open(key), store.objects).ok

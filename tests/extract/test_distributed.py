@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from featcache.extract.jobs import ExtractJob, run_job
+from featcache.extract.jobs import run_job
+from featcache.extract.settings import ExtractJob, ExtractSettings
 from featcache.store import FeatureStore
 from tests.extract.helpers import TINY_VIT, TINY_VIT_ARCH, write_folder
 
@@ -11,8 +12,8 @@ pytest.importorskip("distributed")
 
 
 def _run(job, url, workers, progress=None):
-    return run_job(job, store_url=url, split="all", views=2, precision="fp16", device="cpu",
-                   batch_size=2, shard_size=2, loader_workers=0, workers=workers, progress=progress)
+    settings = ExtractSettings(views=2, device="cpu", batch_size=2, shard_size=2)
+    return run_job(job, settings, store_url=url, workers=workers, progress=progress)
 
 
 def test_two_workers_equal_one_worker(tmp_path, monkeypatch):

@@ -2,12 +2,13 @@ import numpy as np
 
 from featcache.data.views import ViewParams, apply_view
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 
 
 def test_extract_then_cache_hit(tmp_path, blobs, tiny_teacher):
     store = FeatureStore(tmp_path / "s")
-    first = extract(blobs, tiny_teacher, store, views=2, shard_size=4, batch_size=3)
+    first = extract(blobs, tiny_teacher, store, ExtractSettings(views=2, shard_size=4, batch_size=3))
     assert first.status == "extracted" and first.shards_written == 3
     reader = store.open(first.key)
     assert reader.ids == tuple(blobs.ids)
@@ -24,22 +25,22 @@ def test_extract_then_cache_hit(tmp_path, blobs, tiny_teacher):
     allf = np.stack([reader.read(k, "coarse") for k in range(len(reader.ids))])
     np.testing.assert_allclose(reader.stats("coarse")["mean"], allf.mean(axis=(0, 1, 3, 4)), rtol=1e-4,
                                atol=1e-5)
-    again = extract(blobs, tiny_teacher, store, views=2, shard_size=4, batch_size=3)
+    again = extract(blobs, tiny_teacher, store, ExtractSettings(views=2, shard_size=4, batch_size=3))
     assert again.status == "cached" and again.key == first.key and again.shards_written == 0
 
 
 def test_resume_after_crash_is_identical(tmp_path, blobs, tiny_teacher):
     clean = FeatureStore(tmp_path / "clean")
-    ref = clean.open(extract(blobs, tiny_teacher, clean, shard_size=4).key)
+    ref = clean.open(extract(blobs, tiny_teacher, clean, ExtractSettings(shard_size=4)).key)
     crashed = FeatureStore(tmp_path / "crashed")
-    result = extract(blobs, tiny_teacher, crashed, shard_size=4)
+    result = extract(blobs, tiny_teacher, crashed, ExtractSettings(shard_size=4))
     # Simulate a writer killed after shard 1's data but before its marker.
     group = crashed._root[result.key]
     group["committed"][1] = 0
     meta = dict(group.attrs["featcache"])
     meta["complete"] = False
     group.attrs["featcache"] = meta
-    resumed = extract(blobs, tiny_teacher, crashed, shard_size=4)
+    resumed = extract(blobs, tiny_teacher, crashed, ExtractSettings(shard_size=4))
     assert resumed.status == "resumed" and resumed.shards_written == 1
     got = crashed.open(result.key)
     for k in range(len(ref.ids)):

@@ -3,13 +3,14 @@
 import numpy as np
 
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.extract.stats import ChannelStats, phis_matrix
 from featcache.store import FeatureStore
 
 
 def test_stats_match_numpy_over_the_store(tmp_path, blobs, tiny_teacher):
     store = FeatureStore(tmp_path / "s")
-    reader = store.open(extract(blobs, tiny_teacher, store, views=2, shard_size=3).key)
+    reader = store.open(extract(blobs, tiny_teacher, store, ExtractSettings(views=2, shard_size=3)).key)
     for level, channels in (("fine", 8), ("coarse", 16)):
         feats = np.stack([reader.read(i, level) for i in range(len(blobs))]).astype(np.float64)
         x = np.moveaxis(feats, 2, -1).reshape(-1, channels)  # every (sample, view, y, x) one row

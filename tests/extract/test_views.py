@@ -4,6 +4,7 @@ import numpy as np
 
 from featcache.data.views import ViewParams, apply_view, sample_view
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 
 
@@ -16,7 +17,8 @@ def _replay(teacher, image, stored_params):
 
 def test_every_stored_view_replays(tmp_path, blobs, tiny_teacher):
     store = FeatureStore(tmp_path / "s")
-    reader = store.open(extract(blobs, tiny_teacher, store, views=3, shard_size=4, batch_size=1).key)
+    settings = ExtractSettings(views=3, shard_size=4, batch_size=1)
+    reader = store.open(extract(blobs, tiny_teacher, store, settings).key)
     for i in range(len(blobs)):
         sample = blobs.load(i)
         for view in range(3):
@@ -45,8 +47,8 @@ def test_replayed_mask_follows_the_image():
 
 def test_view0_is_the_plain_image(tmp_path, blobs, tiny_teacher):
     store = FeatureStore(tmp_path / "s")
-    aug = store.open(extract(blobs, tiny_teacher, store, views=2, batch_size=1).key)
-    plain = store.open(extract(blobs, tiny_teacher, store, views=1, batch_size=1).key)
+    aug = store.open(extract(blobs, tiny_teacher, store, ExtractSettings(views=2, batch_size=1)).key)
+    plain = store.open(extract(blobs, tiny_teacher, store, ExtractSettings(views=1, batch_size=1)).key)
     assert aug.key != plain.key
     for i in range(len(blobs)):
         np.testing.assert_array_equal(aug.read(i, "fine", 0), plain.read(i, "fine", 0))
@@ -57,12 +59,12 @@ def test_view0_is_the_plain_image(tmp_path, blobs, tiny_teacher):
 def test_views_differ_per_sample_and_repeat_per_seed(tmp_path, blobs, tiny_teacher):
     a = FeatureStore(tmp_path / "a")
     b = FeatureStore(tmp_path / "b")
-    ra = a.open(extract(blobs, tiny_teacher, a, views=2, view_seed=3).key)
-    rb = b.open(extract(blobs, tiny_teacher, b, views=2, view_seed=3).key)
+    ra = a.open(extract(blobs, tiny_teacher, a, ExtractSettings(views=2, view_seed=3)).key)
+    rb = b.open(extract(blobs, tiny_teacher, b, ExtractSettings(views=2, view_seed=3)).key)
     params = np.stack([ra.view_params(i)[1] for i in range(len(blobs))])
     assert len({tuple(p) for p in params}) == len(blobs)  # every sample its own view
     for i in range(len(blobs)):
         np.testing.assert_array_equal(ra.view_params(i), rb.view_params(i))
         np.testing.assert_array_equal(ra.read(i, "coarse"), rb.read(i, "coarse"))
-    other = a.open(extract(blobs, tiny_teacher, a, views=2, view_seed=4).key)
+    other = a.open(extract(blobs, tiny_teacher, a, ExtractSettings(views=2, view_seed=4)).key)
     assert other.key != ra.key and not np.array_equal(other.view_params(0), ra.view_params(0))

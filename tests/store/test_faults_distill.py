@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from featcache.cli import app
 from featcache.data.registry import DATASETS
 from featcache.extract.runner import extract
+from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
 from tests.conftest import BlobDataset, TinyTeacher
 from tests.store.test_faults import _flip
@@ -31,7 +32,8 @@ def two_entries(tmp_path, monkeypatch):
                         Entry("blobs", lambda root, **o: BlobDataset(**o), "blobs"))
     store = FeatureStore(tmp_path / "store")
     for seed, name in [(0, "tiny"), (1, "tiny2")]:
-        extract(BlobDataset(), TinyTeacher(seed=seed, name=name), store, views=1, shard_size=4)
+        extract(BlobDataset(), TinyTeacher(seed=seed, name=name), store,
+                ExtractSettings(views=1, shard_size=4))
     folders = {}
     for key in store.entries():
         folders[store.open(key).meta["teacher"]["name"]] = Path(store.url) / key
