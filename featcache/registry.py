@@ -1,54 +1,32 @@
-"""A generic name -> builder registry, used for datasets and teachers.
+"""Short names (`busi`, `litemedsam`) -> builders, for datasets and teachers.
 
-The CLI and manifests refer to things by short names (`busi`, `litemedsam`); an unknown name lists
-the known ones.
+Each registry is a plain dict written out in one place (data/registry.py, teachers/registry.py),
+like segment-anything's `sam_model_registry`, from each module's build function and description:
+nothing registers itself on import. An unknown name lists the known ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from featcache.errors import FeatcacheError
 
-T = TypeVar("T")
+B = TypeVar("B")
+E = TypeVar("E")
 
 
 @dataclass(frozen=True)
-class Entry(Generic[T]):
-    name: str
-    builder: T
-    summary: str
+class Entry(Generic[B]):
+    build: B
+    summary: str  # one line for listings
 
 
-class Registry(Generic[T]):
-    def __init__(self, kind: str, error: type[FeatcacheError] = FeatcacheError) -> None:
-        self.kind = kind
-        self._error = error
-        self._entries: dict[str, Entry[T]] = {}
-
-    def register(self, name: str, summary: str = "") -> Callable[[T], T]:
-        def decorate(builder: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, builder, summary)
-            return builder
-
-        return decorate
-
-    def get(self, name: str) -> T:
-        try:
-            return self._entries[name].builder
-        except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise self._error(f"unknown {self.kind} {name!r}; known: {known}") from None
-
-    def names(self) -> list[str]:
-        return sorted(self._entries)
-
-    def __iter__(self) -> Iterator[Entry[T]]:
-        return iter(sorted(self._entries.values(), key=lambda e: e.name))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
+def lookup(registry: Mapping[str, E], kind: str, name: str, error: type[FeatcacheError]) -> E:
+    """registry[name], or `error` naming the known names."""
+    try:
+        return registry[name]
+    except KeyError:
+        known = ", ".join(sorted(registry)) or "none"
+        raise error(f"unknown {kind} {name!r}; known: {known}") from None

@@ -21,13 +21,11 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("list")
 def list_datasets() -> None:
     """Show every registered dataset loader with its modality and expected layout."""
-    import featcache.data.loaders  # noqa: F401  (registers the loaders)
-
     table = Table(title="dataset loaders")
     for column in ("name", "modality", "layout"):
         table.add_column(column)
-    for entry in DATASETS:
-        table.add_row(entry.name, dataset_modality(entry.name) or "-", entry.summary)
+    for name, entry in sorted(DATASETS.items()):
+        table.add_row(name, dataset_modality(name) or "-", entry.summary)
     console.print(table)
 
 

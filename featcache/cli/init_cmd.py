@@ -42,7 +42,7 @@ def match_stage(grid: tuple[int, int], image_size: int, stages: dict[str, tuple[
 
 
 def _teacher_levels(name: str):
-    from featcache.teachers.catalog import describe_teachers
+    from featcache.teachers.registry import describe_teachers
 
     infos = {t.name: t for t in describe_teachers()}
     if name not in infos:

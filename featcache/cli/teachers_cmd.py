@@ -7,7 +7,7 @@ from rich.table import Table
 
 from featcache.cli.app import app, console
 from featcache.teachers.base import LevelSpec
-from featcache.teachers.catalog import describe_teachers
+from featcache.teachers.registry import describe_teachers
 
 teachers_app = typer.Typer(help="Inspect the available teachers.", no_args_is_help=True)
 app.add_typer(teachers_app, name="teachers")

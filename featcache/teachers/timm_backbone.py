@@ -24,8 +24,14 @@ from typing import Any
 import torch
 
 from featcache.errors import TeacherError
-from featcache.teachers.base import LevelSpec, Preprocess, Teacher, sha256_file, sha256_state_dict
-from featcache.teachers.registry import TEACHERS
+from featcache.teachers.base import (
+    LevelSpec,
+    Preprocess,
+    Teacher,
+    TeacherInfo,
+    sha256_file,
+    sha256_state_dict,
+)
 from featcache.teachers.weights import (
     freeze,
     load_strict,
@@ -114,8 +120,10 @@ class TimmTeacher(Teacher):
         return {n: by_index[self._index[n]] for n in names}
 
 
-@TEACHERS.register("timm", summary="any timm backbone (--arch), weights from a local file or "
-                                   "--random-init; ViT blocks or CNN stages")
+SUMMARY = ("any timm backbone (--arch), weights from a local file or "
+           "--random-init; ViT blocks or CNN stages")
+
+
 def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
                seed: int = 0, img_size: int | None = None, model_kwargs: dict[str, Any] | None = None,
                resize: str = "resize") -> TimmTeacher:
@@ -141,3 +149,9 @@ def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, rando
     heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
     load_strict(model, state, checkpoint, ignore=heads)  # the classifier is not a feature
     return TimmTeacher(arch, model, size, resize, sha256_file(checkpoint), str(checkpoint))
+
+
+def describe() -> TeacherInfo:
+    return TeacherInfo("timm", "any timm model (--arch)", (), ("block{i} (ViT) / stage{i} (CNN)",), None,
+                       "--checkpoint FILE (.pth/.safetensors), or --random-init",
+                       "default: last ViT block / last CNN stage; e.g. vit_tiny_patch16_224: 192x14x14")

@@ -13,8 +13,8 @@ from tests.conftest import BlobDataset, TinyTeacher
 def blob_registry(monkeypatch):
     from featcache.registry import Entry
 
-    monkeypatch.setitem(DATASETS._entries, "blobs",
-                        Entry("blobs", lambda root, **o: BlobDataset(**o), "test blobs"))
+    monkeypatch.setitem(DATASETS, "blobs",
+                        Entry(lambda root, **o: BlobDataset(**o), "test blobs"))
 
 
 @pytest.fixture

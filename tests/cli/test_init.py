@@ -11,7 +11,7 @@ from featcache.cli import app
 from featcache.cli.init_cmd import match_stage, student_stages
 from featcache.data.registry import build_dataset
 from featcache.manifest import load_manifest, manifest_from_dict
-from featcache.teachers.catalog import describe_teachers
+from featcache.teachers.registry import describe_teachers
 from tests.data import synth_layouts as layouts
 
 runner = CliRunner()

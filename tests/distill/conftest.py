@@ -15,8 +15,8 @@ TINY_STUDENT = {"encoder": "mobilenetv3_small_050", "encoder_weights": None,
 def blob_registry(monkeypatch):
     from featcache.registry import Entry
 
-    monkeypatch.setitem(DATASETS._entries, "blobs",
-                        Entry("blobs", lambda root, **o: BlobDataset(**o), "test blobs"))
+    monkeypatch.setitem(DATASETS, "blobs",
+                        Entry(lambda root, **o: BlobDataset(**o), "test blobs"))
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def run(rank: int, world: int, port: int, store_url: str, run_dir: str, out_dir:
     from tests.conftest import BlobDataset
     from tests.distill.conftest import make_manifest
 
-    DATASETS._entries["blobs"] = Entry("blobs", lambda root, **o: BlobDataset(**o), "test blobs")
+    DATASETS["blobs"] = Entry(lambda root, **o: BlobDataset(**o), "test blobs")
     events: list[str] = []
     manifest = make_manifest(SimpleNamespace(url=store_url), run_dir,
                              training={"epochs": 2, "num_workers": 0, "device": "cpu"})

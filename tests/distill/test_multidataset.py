@@ -20,8 +20,8 @@ class BigBlobs(BlobDataset):
 def two_dataset_store(tmp_path, blob_registry, monkeypatch):
     from featcache.registry import Entry
 
-    monkeypatch.setitem(DATASETS._entries, "bigblobs",
-                        Entry("bigblobs", lambda root, **o: BigBlobs(**o), "test blobs, 3x as many"))
+    monkeypatch.setitem(DATASETS, "bigblobs",
+                        Entry(lambda root, **o: BigBlobs(**o), "test blobs, 3x as many"))
     store = FeatureStore(tmp_path / "store")
     for data in (BlobDataset(), BigBlobs(n=30, seed=3)):
         for seed, name in [(0, "tiny"), (1, "tiny2")]:

@@ -28,8 +28,8 @@ def two_entries(tmp_path, monkeypatch):
     """Store with entries of teachers tiny and tiny2 on the blob dataset: {teacher: entry folder}."""
     from featcache.registry import Entry
 
-    monkeypatch.setitem(DATASETS._entries, "blobs",
-                        Entry("blobs", lambda root, **o: BlobDataset(**o), "blobs"))
+    monkeypatch.setitem(DATASETS, "blobs",
+                        Entry(lambda root, **o: BlobDataset(**o), "blobs"))
     store = FeatureStore(tmp_path / "store")
     for seed, name in [(0, "tiny"), (1, "tiny2")]:
         extract(BlobDataset(), TinyTeacher(seed=seed, name=name), store,

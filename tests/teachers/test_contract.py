@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import featcache.teachers.zoo  # noqa: F401
 from featcache.teachers.registry import TEACHERS
 from tests.teachers.teacher_cases import CASES
 
@@ -14,7 +13,7 @@ torch.set_num_threads(1)
 
 
 def test_every_registered_teacher_has_a_contract_case():
-    assert set(TEACHERS.names()) <= {c.name for c in CASES.values()}
+    assert set(TEACHERS) <= {c.name for c in CASES.values()}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))

@@ -1,3 +1,2 @@
-"""Importing this package registers every built-in dataset loader."""
-
-from featcache.data.loaders import busi, cvc, demo, drive, folder, images, kvasir, msd  # noqa: F401
+"""The built-in dataset loaders, one module each: a dataset class, its build function and a one-line
+SUMMARY. featcache/data/registry.py names them."""

@@ -17,7 +17,6 @@ from featcache.data.base import SampleInfo, assign_splits_by_stratum, safe_id
 from featcache.data.files import FileProblem, list_images
 from featcache.data.options import locate, require_root, resolve_options
 from featcache.data.paired import Pair, PairedDataset
-from featcache.data.registry import DATASETS
 
 CLASSES = ("benign", "malignant", "normal")
 _MASK = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<k>\d+))?$")
@@ -52,8 +51,10 @@ def _class_pairs(folder: Path, label: str) -> tuple[list[tuple[str, Pair]], list
     return pairs, problems
 
 
-@DATASETS.register("busi", summary="BUSI breast ultrasound: benign|malignant|normal/'x (n).png' + "
-                                   "'x (n)_mask[_k].png' (union); split by seed within class")
+SUMMARY = ("BUSI breast ultrasound: benign|malignant|normal/'x (n).png' + "
+           "'x (n)_mask[_k].png' (union); split by seed within class")
+
+
 def build_busi(root: Path | None, **options: Any) -> BUSI:
     opts = resolve_options("busi", options)
     root = locate("busi", require_root("busi", root, EXPECTED), ("benign", "malignant"), EXPECTED)

@@ -16,7 +16,6 @@ from featcache.data.base import safe_id
 from featcache.data.files import MASK_MODES
 from featcache.data.options import locate, require_root, resolve_options
 from featcache.data.paired import PairedDataset, match_stems, seeded_entries
-from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
 EXPECTED = "CVC-ClinicDB (Original/ and 'Ground Truth'/ holding .tif or .png frames with the same names)"
@@ -28,8 +27,10 @@ class CVCClinicDB(PairedDataset):
     channels = 3
 
 
-@DATASETS.register("cvc-clinicdb", summary="CVC-ClinicDB polyps: Original/ + 'Ground Truth'/ (.tif or "
-                                           ".png, same names); split by seed")
+SUMMARY = ("CVC-ClinicDB polyps: Original/ + 'Ground Truth'/ (.tif or "
+           ".png, same names); split by seed")
+
+
 def build_cvc(root: Path | None, **options: Any) -> CVCClinicDB:
     opts = resolve_options("cvc-clinicdb", options, {"mask_mode": "auto"})
     if opts["mask_mode"] not in MASK_MODES:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from featcache.data.base import Sample, SampleInfo, SegmentationDataset, assign_splits
-from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
 TARGETS = ("gm", "wm", "brain")
@@ -105,8 +104,10 @@ class MNI152Slices(SegmentationDataset):
         return hashlib.sha256(image.tobytes() + mask.tobytes()).hexdigest()
 
 
-@DATASETS.register("demo", summary="MNI152 T1 template axial slices with grey-matter masks "
-                                   "(embedded via nilearn; no root needed)")
+SUMMARY = ("MNI152 T1 template axial slices with grey-matter masks "
+           "(embedded via nilearn; no root needed)")
+
+
 def build_demo(root: Path | None = None, **options) -> MNI152Slices:
     if root is not None:
         raise DatasetError("demo: the demo dataset is embedded; do not pass --root")

@@ -23,7 +23,6 @@ from featcache.data.base import SampleInfo, assign_splits
 from featcache.data.files import FileProblem, check_same_size, list_images, read_mask
 from featcache.data.options import locate, require_root, resolve_options
 from featcache.data.paired import Pair, PairedDataset
-from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
 EXPECTED = "DRIVE (training/ and test/ with images/*.tif, 1st_manual/*.gif, mask/*.gif)"
@@ -87,8 +86,10 @@ def _entry(root: Path, part: str, n: str, pair: Pair, fov: Path | None, split: s
     return SampleInfo(sid, split, sid, meta), pair
 
 
-@DATASETS.register("drive", summary="DRIVE retinal vessels: training|test/images/*.tif + 1st_manual/*.gif "
-                                    "(+ mask/*.gif FOV); official split, val carved from training")
+SUMMARY = ("DRIVE retinal vessels: training|test/images/*.tif + 1st_manual/*.gif "
+           "(+ mask/*.gif FOV); official split, val carved from training")
+
+
 def build_drive(root: Path | None, **options: Any) -> DRIVE:
     opts = resolve_options("drive", options, {"val_fraction": 0.2})
     vf = opts["val_fraction"]

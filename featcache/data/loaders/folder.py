@@ -19,7 +19,6 @@ from featcache.data.base import SPLITS, SampleInfo, assign_splits, safe_id
 from featcache.data.files import MASK_MODES
 from featcache.data.options import locate, require_root, resolve_options
 from featcache.data.paired import PairedDataset, match_stems
-from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label", "_gt")  # ISIC uses _segmentation
@@ -66,8 +65,10 @@ def _groups(stems: list[str], pattern: str | None) -> list[str]:
     return groups
 
 
-@DATASETS.register("folder", summary="generic: images/ + masks/ with matching stems (png, jpg, tif, bmp, "
-                                     "gif); optional splits.csv; else split by seed")
+SUMMARY = ("generic: images/ + masks/ with matching stems (png, jpg, tif, bmp, "
+           "gif); optional splits.csv; else split by seed")
+
+
 def build_folder(root: Path | None, **options: Any) -> ImageFolder:
     opts = resolve_options("folder", options, {"mask_mode": "auto", "channels": 3, "group_regex": None})
     if opts["mask_mode"] not in MASK_MODES:

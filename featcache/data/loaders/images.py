@@ -17,7 +17,6 @@ from featcache.data.base import SampleInfo, safe_id
 from featcache.data.files import IMAGE_EXTS
 from featcache.data.options import require_root, resolve_options
 from featcache.data.paired import Pair, PairedDataset
-from featcache.data.registry import DATASETS
 from featcache.errors import DatasetError
 
 EXPECTED = "a folder of images (png, jpg, tif, bmp, gif; subfolders included), no masks needed"
@@ -39,8 +38,10 @@ def _image_files(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-@DATASETS.register("images", summary="unlabelled: every image under a folder (no masks), for "
-                                     "feature pretraining (pretrain.datasets)")
+SUMMARY = ("unlabelled: every image under a folder (no masks), for "
+           "feature pretraining (pretrain.datasets)")
+
+
 def build_images(root: Path | None, **options: Any) -> UnlabelledImages:
     opts = resolve_options("images", options, {"channels": 3})
     if opts["channels"] not in (1, 3):

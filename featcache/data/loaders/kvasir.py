@@ -13,7 +13,6 @@ from typing import Any
 from featcache.data.base import safe_id
 from featcache.data.options import locate, require_root, resolve_options
 from featcache.data.paired import PairedDataset, match_stems, seeded_entries
-from featcache.data.registry import DATASETS
 
 EXPECTED = "Kvasir-SEG (images/*.jpg and masks/*.jpg with the same names)"
 
@@ -24,8 +23,10 @@ class KvasirSEG(PairedDataset):
     channels = 3
 
 
-@DATASETS.register("kvasir-seg", summary="Kvasir-SEG polyps: images/*.jpg + masks/*.jpg (same names; "
-                                         "JPEG masks thresholded at 128); split by seed")
+SUMMARY = ("Kvasir-SEG polyps: images/*.jpg + masks/*.jpg (same names; "
+           "JPEG masks thresholded at 128); split by seed")
+
+
 def build_kvasir(root: Path | None, **options: Any) -> KvasirSEG:
     opts = resolve_options("kvasir-seg", options)
     root = locate("kvasir-seg", require_root("kvasir-seg", root, EXPECTED), ("images", "masks"), EXPECTED)

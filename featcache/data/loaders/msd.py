@@ -32,7 +32,6 @@ from featcache.data.digest import digest_files
 from featcache.data.files import FileProblem
 from featcache.data.loaders.msd_config import MSDConfig, Volume, discover, read_config
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
-from featcache.data.registry import DATASETS
 from featcache.data.screen import raise_first, screen
 from featcache.data.volumes import (
     check_labels,
@@ -138,8 +137,10 @@ def _slices(vol: Volume, split: str, config: MSDConfig, seed: int) -> list[Sampl
             for k in _keep(fg, config.empty_slices, rng)]
 
 
-@DATASETS.register("msd", summary="Medical Segmentation Decathlon task: dataset.json + imagesTr/ + "
-                                  "labelsTr/ (*.nii.gz), 2D slices, split by volume")
+SUMMARY = ("Medical Segmentation Decathlon task: dataset.json + imagesTr/ + "
+           "labelsTr/ (*.nii.gz), 2D slices, split by volume")
+
+
 def build_msd(root: Path | None, **options: Any) -> MSDSlices:
     opts = resolve_options("msd", options, DEFAULTS)
     root = locate("msd", require_root("msd", root, EXPECTED), ("dataset.json", "imagesTr"), EXPECTED)
