@@ -125,7 +125,8 @@ def shard_task(shard: int, spec: WorkerSpec, poll_s: float = 0.5) -> ShardOutcom
     loaders = 0 if multiprocessing.current_process().daemon else spec.settings.loader_workers
     run = run_shards(res["dataset"], res["teacher"], writer, plan.indices, plan.names,
                      view_seed=plan.view_seed, batch_size=spec.settings.batch_size, loader_workers=loaders,
-                     autocast_dtype=autocast_for(res["device"]), shards=[shard])
+                     autocast_dtype=autocast_for(res["device"]), shards=[shard],
+                     writer_threads=spec.settings.writer_threads)
     return ShardOutcome(shard, run.feature_bytes, run.stats, time.perf_counter() - start, _worker_name())
 
 

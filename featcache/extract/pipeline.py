@@ -1,10 +1,12 @@
 """The shard engine: claimed shards in, committed shards (and their statistics) out.
 
 Pipelining, all bounded: DataLoader workers decode, augment and preprocess the next batches while
-the teacher runs the current one; a writer thread compresses and commits a finished shard while
-the teacher already works on the next. At most `MAX_PENDING_COMMITS` finished shards wait for the
-writer and at most two shards are being filled, so peak memory depends on batch and shard sizes,
-never on the dataset size.
+the teacher runs the current one; writer threads (one per core by default) encode, compress,
+checksum and commit finished shards, and compute their statistics, while the teacher already works
+on the next. At most one more finished shard than there are writer threads waits, and at most two
+shards are being filled, so peak memory depends on batch and shard sizes and the thread count,
+never on the dataset size. Shards are separate objects, so writer threads never touch the same
+object; claims are thread-safe (claims.py).
 
 Shards are claimed one at a time from the store (EntryWriter.next_shard), so any number of
 processes may run this engine on the same entry. A batch never spans two shards: a shard's bytes
@@ -13,7 +15,7 @@ depend only on its own samples, whoever extracts it (the claims protocol relies 
 
 from __future__ import annotations
 
-import threading
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +34,12 @@ from featcache.store import EntryLayout, EntryWriter
 from featcache.teachers.base import Teacher
 
 ProgressFn = Callable[[str, int, int], None]  # (event, done, total)
-MAX_PENDING_COMMITS = 2
+
+
+def default_writer_threads() -> int:
+    """One writer thread per core this process may run on: at accelerator speed the commit path
+    (statistics, fp16 encoding, compression, crc32c) is what limits extraction, and it scales."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -126,11 +133,12 @@ class _ShardBatches:
 def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWriter, indices: list[int],
                names: list[str], *, view_seed: int = 0, batch_size: int = 8, loader_workers: int = 0,
                autocast_dtype: torch.dtype | None = None, shards: list[int] | None = None,
-               progress: ProgressFn | None = None) -> ShardRun:
+               progress: ProgressFn | None = None, writer_threads: int = 0) -> ShardRun:
     """Extract and commit shards until none is left to claim (or exactly `shards`, already claimed).
 
     indices[pos] is the dataset index of entry position pos. Claims still held when this returns or
     raises (an interrupted shard) are released, so the shard is free for the next run at once.
+    writer_threads 0: one per core (default_writer_threads).
     """
     layout = writer.layout
     loader = DataLoader(_ViewItems(dataset, teacher, view_seed), num_workers=loader_workers,
@@ -138,7 +146,7 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
                         collate_fn=_collate, persistent_workers=False)
     position = {index: pos for pos, index in enumerate(indices)}
     run, pending, futures = ShardRun(), {}, []
-    lock = threading.Lock()
+    threads = writer_threads or default_writer_threads()
     total = layout.num_samples * layout.views
     done = sum(len(range(*layout.shard_range(k))) for k in np.flatnonzero(writer.committed()))
     done *= layout.views
@@ -146,7 +154,7 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
     renewed = time.monotonic()
     base = int(writer.committed().sum())
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featcache-writer") as pool:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featcache-writer") as pool:
             for batch in loader:
                 if "error" in batch:
                     raise DatasetError(batch["error"])
@@ -164,19 +172,18 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
                     buf["params"][row, view] = batch["params"][j].numpy()
                     buf["left"] -= 1
                     if buf["left"] == 0:
-                        futures.append((shard, pool.submit(_commit, writer, shard, pending.pop(shard), lock)))
+                        futures.append((shard, pool.submit(_commit, writer, shard, pending.pop(shard))))
                 done += len(batch["index"])
                 if progress:
                     progress("images", done, total)
-                while len(futures) > MAX_PENDING_COMMITS:
+                while len(futures) > threads:  # one more waits: every thread stays busy
                     _collect(run, *futures.pop(0), progress, base, layout)
-                renewed = _renew(writer, lock, renewed)
+                renewed = _renew(writer, renewed)
             for shard, future in futures:
                 _collect(run, shard, future, progress, base, layout)
-    finally:
-        with lock:  # an interrupted shard must not stay claimed by a live process
-            for shard in list(writer.claims.held):
-                writer.release(shard)
+    finally:  # an interrupted shard must not stay claimed by a live process
+        for shard in list(writer.claims.held):
+            writer.release(shard)
     run.items = done - first  # items extracted by this call
     return run
 
@@ -189,14 +196,13 @@ def _collect(run: ShardRun, shard: int, future: Future, progress: ProgressFn | N
         progress("shards", min(base + len(run.shards), layout.num_shards), layout.num_shards)
 
 
-def _renew(writer: EntryWriter, lock: threading.Lock, last: float) -> float:
+def _renew(writer: EntryWriter, last: float) -> float:
     """Renew held claims every third of their TTL, so a slow shard is not taken over."""
     now = time.monotonic()
     if now - last < writer.claims.ttl_s / 3:
         return last
-    with lock:
-        for shard in list(writer.claims.held):
-            writer.renew(shard)
+    for shard in list(writer.claims.held):
+        writer.renew(shard)
     return now
 
 
@@ -213,11 +219,9 @@ def _new_buffer(layout: EntryLayout, shard: int, names: list[str]) -> dict[str, 
     }
 
 
-def _commit(writer: EntryWriter, shard: int, buf: dict[str, Any],
-            lock: threading.Lock) -> tuple[int, dict[str, ChannelStats]]:
+def _commit(writer: EntryWriter, shard: int, buf: dict[str, Any]) -> tuple[int, dict[str, ChannelStats]]:
     """Write the shard (data, then its commit marker); statistics of the values as stored."""
-    with lock:
-        written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
+    written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
     return written.nbytes, shard_stats(written.values)
 
 

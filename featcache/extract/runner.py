@@ -142,7 +142,8 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
     while True:
         part = run_shards(dataset, teacher, writer, plan.indices, plan.names, view_seed=settings.view_seed,
                           batch_size=settings.batch_size, loader_workers=settings.loader_workers,
-                          autocast_dtype=autocast_dtype, progress=progress)
+                          autocast_dtype=autocast_dtype, progress=progress,
+                          writer_threads=settings.writer_threads)
         run.merge(part)
         if not writer.missing_shards():
             break

@@ -46,6 +46,9 @@ class ExtractSettings:
     batch_size: int = 8  # images per teacher forward pass
     device: str = "auto"  # where run_job puts the teacher: auto, cpu, cuda or cuda:N
     loader_workers: int = 0  # decoding/preprocessing processes
+    # threads encoding, compressing, checksumming and committing shards and computing their
+    # statistics; 0: one per core (what limits extraction once the teacher is fast)
+    writer_threads: int = 0
 
     def __post_init__(self) -> None:
         check_compression(self.compression)
@@ -56,3 +59,5 @@ class ExtractSettings:
         for name in ("shard_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise StoreError(f"{name} must be at least 1", fields=(name,))
+        if self.writer_threads < 0:
+            raise StoreError("writer_threads must be 0 (one per core) or more", fields=("writer_threads",))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Claims:
         self.owner = owner or new_owner()
         self.ttl_s = ttl_s
         self.held: dict[int, int] = {}  # shard -> generation this writer holds
+        # writer threads release the shards they commit while the main thread claims and renews
+        self._lock = threading.RLock()
 
     def _key(self, shard: int, generation: int) -> str:
         return f"{self.prefix}/{shard}.{generation}.json"
@@ -97,6 +100,10 @@ class Claims:
 
     def claim(self, shard: int) -> bool:
         """Take the shard if nobody holds a live claim on it; True when this writer holds it."""
+        with self._lock:
+            return self._claim(shard)
+
+    def _claim(self, shard: int) -> bool:
         live = self.current(shard)
         if live is not None and live.owner == self.owner and not live.expired:
             self.held[shard] = live.generation
@@ -115,17 +122,19 @@ class Claims:
 
     def renew(self, shard: int) -> bool:
         """Push the expiry of a held claim TTL seconds ahead; False if it was taken over."""
-        if shard not in self.held or not self.still_mine(shard):
-            self.held.pop(shard, None)
-            return False
-        generation = self.held[shard]
-        self.objects.put(self._key(shard, generation), self._body(shard, generation))
-        return True
+        with self._lock:  # never re-write a claim that a writer thread has just released
+            if shard not in self.held or not self.still_mine(shard):
+                self.held.pop(shard, None)
+                return False
+            generation = self.held[shard]
+            self.objects.put(self._key(shard, generation), self._body(shard, generation))
+            return True
 
     def release(self, shard: int) -> None:
-        generation = self.held.pop(shard, None)
-        if generation is not None:
-            self.objects.delete(self._key(shard, generation))
+        with self._lock:
+            generation = self.held.pop(shard, None)
+            if generation is not None:
+                self.objects.delete(self._key(shard, generation))
 
     def remove_expired(self) -> int:
         """Delete expired claim objects (gc); returns how many."""

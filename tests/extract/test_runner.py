@@ -45,3 +45,21 @@ def test_resume_after_crash_is_identical(tmp_path, blobs, tiny_teacher):
     got = crashed.open(result.key)
     for k in range(len(ref.ids)):
         np.testing.assert_array_equal(got.read(k, "fine"), ref.read(k, "fine"))
+
+
+def test_writer_threads_write_the_same_bytes(tmp_path, blobs, tiny_teacher):
+    """Shards committed by several writer threads are the bytes (and statistics) of one thread."""
+    keys = []
+    for threads in (1, 3):
+        settings = ExtractSettings(views=2, shard_size=2, batch_size=3, writer_threads=threads)
+        keys.append(extract(blobs, tiny_teacher, FeatureStore(tmp_path / str(threads)), settings).key)
+    assert keys[0] == keys[1]
+    one, three = (tmp_path / "1" / keys[0], tmp_path / "3" / keys[0])
+    shards = sorted(p.relative_to(one) for p in (one / "levels").rglob("c/*/0/0/0/0"))
+    assert len(shards) == 2 * 5  # two levels, five shards of the ten blobs each
+    for path in shards:
+        assert (one / path).read_bytes() == (three / path).read_bytes(), path
+    for level in ("fine", "coarse"):
+        a, b = FeatureStore(tmp_path / "1").open(keys[0]), FeatureStore(tmp_path / "3").open(keys[0])
+        for name, value in a.stats(level).items():
+            np.testing.assert_allclose(b.stats(level)[name], value, rtol=1e-12, atol=1e-15)
