@@ -19,6 +19,12 @@ teacher code; the trainer never does.
 
     python pipelines/bench_distill.py                   # about 3 minutes on 2 CPU cores
     python pipelines/bench_distill.py --image-size 256 --batch-size 16 --steps 20   # on a GPU
+
+--simulate-student MS instead (sim_distill.py): the real training loader (cache reads, checks,
+normalisation, resampling onto the heads' grids, image views) feeding a stand-in student step that
+sleeps MS, against reading the same features from raw .npy files, per loader worker count.
+
+    python pipelines/bench_distill.py --simulate-student 0 --image-size 256 --batch-size 16 --slices 100
 """
 
 from __future__ import annotations
@@ -160,7 +166,17 @@ def run(tmp: Path) -> None:
                    help="training.worker_priority for every mode (auto = normal; low = nice 19)")
     p.add_argument("--device", default="auto")
     p.add_argument("--store", default=None, help="store with the demo extraction (default: temporary)")
+    sim = p.add_argument_group("simulation (--simulate-student)")
+    sim.add_argument("--simulate-student", type=float, default=None, metavar="MS",
+                     help="ms of the stand-in student step; measures the loader alone")
+    sim.add_argument("--worker-sweep", type=int, nargs="*", default=[0, 1, 2])
+    sim.add_argument("--tmp", default=None, help="folder for the simulation's store (default: $TMPDIR)")
     args = p.parse_args()
+    if args.simulate_student is not None:
+        from sim_distill import simulate  # beside this script
+
+        simulate(args, _manifest, TAPS[args.taps])
+        return
     args.workers = args.workers if args.workers == "auto" else int(args.workers)
     torch.manual_seed(0)
     store = FeatureStore(args.store or tmp / "store")

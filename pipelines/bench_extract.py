@@ -14,6 +14,14 @@ resident set of the process and of its loader children. Bounded memory means 4x 
     python pipelines/bench_extract.py                       # litemedsam, 6 demo images
     python pipelines/bench_extract.py --images 24 --repeats 3 --batch-size 4 --shard-size 8
     python pipelines/bench_extract.py --teacher timm --arch vit_small_patch16_224 --random-init
+
+--simulate-teacher MS [MS ...]: extraction at accelerator speed instead (sim_extract.py): a
+stand-in teacher with the real one's preprocessing and level shapes sleeps MS per batch; the
+real pipeline around it; side by side with raw writes and in-memory compression of the same bytes.
+No MS value: a sweep from this CPU's real forward cost down to 0.
+
+    python pipelines/bench_extract.py --simulate-teacher --images 192 --batch-size 8 --shard-size 16
+    python pipelines/bench_extract.py --simulate-teacher 0 --teacher sam --images 64
 """
 
 from __future__ import annotations
@@ -146,7 +154,22 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=2)
     p.add_argument("--loader-workers", type=int, default=1, help="for the RSS runs")
     p.add_argument("--no-rss", action="store_true")
+    sim = p.add_argument_group("simulation (--simulate-teacher)")
+    sim.add_argument("--simulate-teacher", type=float, nargs="*", default=None, metavar="MS",
+                     help="ms per batch of the stand-in teacher (none given: real cost .. 0)")
+    sim.add_argument("--image-px", type=int, default=512, help="side of the generated PNG images")
+    sim.add_argument("--seconds", type=float, default=6.0, help="ideal duration of a non-zero MS point")
+    sim.add_argument("--also", nargs="*", default=["none"], help="compressions measured beside blosc")
+    sim.add_argument("--loader-sweep", type=int, nargs="*", default=[0, 1, 2])
+    sim.add_argument("--tmp", default=None, help="folder for images and stores (default: $TMPDIR)")
     args = p.parse_args()
+    if args.simulate_teacher is not None:
+        from sim_extract import simulate  # beside this script
+
+        if args.levels is None and args.teacher == "litemedsam":
+            args.levels = ["embedding", "stage2"]  # the demo manifest's taps
+        simulate(args)
+        return
     print(f"torch threads {torch.get_num_threads()}; teacher {args.teacher}; {args.images} images; "
           f"batch {args.batch_size}, shard {args.shard_size}; median of {args.repeats}", flush=True)
     t = time_overhead(args)
