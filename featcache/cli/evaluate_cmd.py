@@ -35,18 +35,15 @@ def eval_(
 
     Writes RUN/eval/per_image.csv, summary.json and overlays/.
     """
-    from featcache.evaluate.outputs import read_eval_summary
     from featcache.evaluate.run_eval import evaluate_run
 
     with progress_bar() as bar:
         task = bar.add_task(f"evaluating {split}", total=None, info="")
         result = evaluate_run(run, split, checkpoint, dataset, empty, threshold,
                               progress=lambda d, t: bar.update(task, completed=d, total=t))
-    epoch = result["payload"]["epoch"] + 1
-    console.print(summary_table(read_eval_summary(run),
-                                title=f"{run} · {checkpoint} checkpoint (epoch {epoch})"))
-    console.print(f"per-image results: {result['csv']}; overlays: {run / 'eval' / 'overlays'}; "
-                  f"run directory: {run}")
+    epoch = result.checkpoint.epoch + 1
+    console.print(summary_table(result.summary, title=f"{run} · {checkpoint} checkpoint (epoch {epoch})"))
+    console.print(f"per-image results: {result.csv}; overlays: {result.overlays}; run directory: {run}")
 
 
 @app.command()

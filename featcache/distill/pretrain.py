@@ -20,18 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
 from featcache.distill.data import training_items
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.loaders import EpochBatches, make_loader
+from featcache.distill.run import Pretrained
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.errors import DatasetError
 
 if TYPE_CHECKING:
     from featcache.distill.trainer import Trainer
-
-PRETRAINED = "pretrained.pt"
-
 
 def recipe(trainer: Trainer) -> str:
     """Everything the pretrained weights depend on (not the labelled data or its schedule)."""
@@ -50,14 +47,12 @@ def recipe(trainer: Trainer) -> str:
 
 def pretrain(trainer: Trainer) -> None:
     """Run (or reload) the feature-pretraining phase into trainer.model."""
-    path = trainer.run_dir / "checkpoints" / PRETRAINED
     wanted = recipe(trainer)
-    if path.is_file():
-        payload = load_checkpoint(path)
-        if payload.get("recipe") == wanted:
-            trainer.model.load_state_dict(payload["model"])
-            trainer.progress("pretrain_loaded", {"path": str(path)})
-            return
+    saved = trainer.run.load_pretrained()
+    if saved is not None and saved.recipe == wanted:
+        trainer.model.load_state_dict(saved.model)
+        trainer.progress("pretrain_loaded", {"path": str(trainer.run.pretrained_file)})
+        return
     m, tr = trainer.manifest, trainer.manifest.training
     spec = m.pretrain
     items = [it for s in trainer.pretrain_sources for it in training_items(
@@ -89,4 +84,4 @@ def pretrain(trainer: Trainer) -> None:
         trainer.progress("pretrain_step", {"step": step + 1, "steps": spec.steps,
                                            "loss": float(out["loss"].detach())})
     del batches, loader
-    save_checkpoint(path, {"recipe": wanted, "model": trainer.model.state_dict(), "steps": spec.steps})
+    trainer.run.save_pretrained(Pretrained(wanted, trainer.model.state_dict(), spec.steps))

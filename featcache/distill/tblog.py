@@ -31,13 +31,13 @@ def require_tensorboard() -> None:
         raise ConfigError(MISSING) from e
 
 
-def open_log(log: list[str], run_dir: Path, is_main: bool, student: torch.nn.Module,
+def open_log(log: list[str], log_dir: Path, is_main: bool, student: torch.nn.Module,
              val_set: Dataset, device: torch.device) -> TensorBoardLog | None:
     """The run's TensorBoard log when `log` asks for it; None when off and on ranks other than 0."""
     if "tensorboard" not in log:
         return None
     require_tensorboard()
-    return TensorBoardLog(Path(run_dir) / "tensorboard", student, val_set, device) if is_main else None
+    return TensorBoardLog(Path(log_dir), student, val_set, device) if is_main else None
 
 
 class TensorBoardLog:

@@ -26,13 +26,13 @@ from torch.utils.data import DataLoader
 from featcache.data.photometric import Photometric
 from featcache.data.registry import build_dataset
 from featcache.distill import distributed as dist
-from featcache.distill.checkpoint import load_checkpoint, save_checkpoint
 from featcache.distill.data import DistillItems, Source, build_targets, resolve_entry, training_items
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import EpochBatches, low_priority_workers, make_loader, resolve_workers
 from featcache.distill.model import DistillModel
 from featcache.distill.pretrain import pretrain
+from featcache.distill.run import Checkpoint, Run, TrainingState
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.student import Student, StudentConfig, count_params
 from featcache.distill.tblog import open_log
@@ -171,9 +171,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
             self.epochs * self.steps_per_epoch, tr.warmup_epochs * self.steps_per_epoch))
         self.run_dir = Path(manifest.run_dir)
+        self.run = Run(self.run_dir)
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
         self._last_saved = time.perf_counter()
-        self.tb = open_log(tr.log, self.run_dir, main, self.model.student, self.val_set, self.device)
+        self.tb = open_log(tr.log, self.run.tensorboard_dir, main, self.model.student, self.val_set,
+                           self.device)
 
     def items_dataset(self, sources: list[Source], items: list[tuple[int, int, int]], teachers: bool,
                       augment: bool) -> DistillItems:
@@ -239,34 +241,37 @@ class Trainer:
         return iter(self._train)
 
     # --- checkpoints ------------------------------------------------------------------------
-    def _payload(self, epoch: int) -> dict[str, Any]:
-        return {
-            "epoch": epoch, "student_config": self.student_config.to_dict(),
-            "student": self.model.student.state_dict(),
-            "distill": {k: v for k, v in self.model.state_dict().items() if not k.startswith("student.")},
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(), "best_val_dice": self.best_dice,
-            "best_epoch": self.best_epoch, "manifest": self.manifest.model_dump(mode="json"),
-            "image_size": self.manifest.student.image_size,
-            "store": self.store_url, "world_size": self.dist.world_size,
-            "entries": {f"{s.dataset.name}/{t}": r.key for s in self.sources for t, r in s.entries.items()},
-        }
+    def _checkpoint(self, epoch: int) -> Checkpoint:
+        state = TrainingState(
+            distill={k: v for k, v in self.model.state_dict().items() if not k.startswith("student.")},
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            rng=torch.get_rng_state())
+        return Checkpoint(
+            epoch=epoch, student_config=self.student_config, image_size=self.manifest.student.image_size,
+            student=self.model.student.state_dict(), saved_manifest=self.manifest.model_dump(mode="json"),
+            best_val_dice=self.best_dice, best_epoch=self.best_epoch,
+            entries={f"{s.dataset.name}/{t}": r.key for s in self.sources for t, r in s.entries.items()},
+            store=self.store_url, world_size=self.dist.world_size, training=state)
 
     def resume(self) -> None:
-        payload = load_checkpoint(self.run_dir / "checkpoints" / "last.pt")
-        if not same_settings(payload["manifest"], self.manifest):
+        checkpoint = self.run.load_checkpoint("last")
+        state = checkpoint.training
+        if state is None:
+            raise CheckpointError(f"{checkpoint.path} holds no training state to resume from; "
+                                  "use a new run_dir")
+        if not same_settings(checkpoint.saved_manifest, self.manifest):
             raise CheckpointError(f"{self.run_dir}: the checkpoint was trained with a different manifest; "
                                   "resume with the same manifest and --set options, or use a new run_dir")
-        self.model.load_state_dict({**{f"student.{k}": v for k, v in payload["student"].items()},
-                                    **payload["distill"]})
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["rng"])
-        self.start_epoch = payload["epoch"] + 1
-        self.best_dice, self.best_epoch = payload["best_val_dice"], payload["best_epoch"]
+        self.model.load_state_dict({**{f"student.{k}": v for k, v in checkpoint.student.items()},
+                                    **state.distill})
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.rng)
+        self.start_epoch = checkpoint.epoch + 1
+        self.best_dice, self.best_epoch = checkpoint.best_val_dice, checkpoint.best_epoch
         if self.dist.is_main:  # rows of epochs after the checkpoint (killed mid-way) are redone
-            for name in ("metrics.csv", "gates.csv"):
-                self._truncate_csv(name, self.start_epoch)
+            for path in (self.run.metrics_csv, self.run.gates_csv):
+                self._truncate_csv(path, self.start_epoch)
 
     # --- loop -------------------------------------------------------------------------------
     def step(self, batch: dict[str, Any], optimizer: torch.optim.Optimizer,
@@ -308,7 +313,7 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "manifest.yaml").write_text(
+            self.run.manifest_file.write_text(
                 yaml.safe_dump(self.manifest.model_dump(mode="json"), sort_keys=False))
         if self.start_epoch == 0 and self.pretrain_sources:
             pretrain(self)
@@ -353,8 +358,8 @@ class Trainer:
 
     def _write_epoch(self, epoch: int, row: dict[str, Any], val_dice: float,
                      gates: dict[str, dict[str, float]], improved: bool) -> None:
-        self._append_csv("metrics.csv", [row, {"epoch": epoch, "split": "val", "val_dice": val_dice}])
-        self._append_csv("gates.csv", [{"epoch": epoch, "dataset": k.split("/")[0],
+        self._append_csv(self.run.metrics_csv, [row, {"epoch": epoch, "split": "val", "val_dice": val_dice}])
+        self._append_csv(self.run.gates_csv, [{"epoch": epoch, "dataset": k.split("/")[0],
                                         "stage": k.split("/")[1], "teacher": t, "weight": w}
                                        for k, tw in gates.items() for t, w in tw.items()])
         if self.tb is not None:
@@ -363,15 +368,14 @@ class Trainer:
         # 100 one-step epochs (a few labelled images) would write its ~100 MB state 100 times.
         now = time.perf_counter()
         if epoch == self.epochs - 1 or now - self._last_saved >= LAST_CHECKPOINT_EVERY_S:
-            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._payload(epoch))
+            self.run.save_checkpoint("last", self._checkpoint(epoch))
             self._last_saved = now
         if improved:
-            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", self._payload(epoch))
+            self.run.save_checkpoint("best", self._checkpoint(epoch))
 
-    def _append_csv(self, name: str, rows: list[dict[str, Any]]) -> None:
+    def _append_csv(self, path: Path, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        path = self.run_dir / name
         new = not path.exists() or self.start_epoch == 0 and rows[0].get("epoch") == 0
         fields = list(dict.fromkeys(k for r in rows for k in r))
         with path.open("w" if new else "a", newline="") as f:
@@ -380,8 +384,7 @@ class Trainer:
                 writer.writeheader()
             writer.writerows(rows)
 
-    def _truncate_csv(self, name: str, start_epoch: int) -> None:
-        path = self.run_dir / name
+    def _truncate_csv(self, path: Path, start_epoch: int) -> None:
         if not path.exists():
             return
         with path.open(newline="") as f:
@@ -400,21 +403,20 @@ class Trainer:
         dist.teardown(self.dist)
 
 
-RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "gates.csv")
-
-
 def claim_run_dir(run_dir: Path, overwrite: bool, remove: bool = True) -> None:
     """A fresh run never writes over another: a run_dir holding one is reused only with --resume
     (the caller resumes) or --overwrite (its training files are removed here first, by the one
     process that `remove`s: every torchrun rank checks, rank 0 deletes)."""
-    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    run = Run(run_dir)
+    found = [path for path in run.training_files() if path.exists()]
     if not found:
         return
     if not overwrite:
-        raise ConfigError(f"{run_dir} already holds a run ({found[0]}); pass resume to continue it, "
+        held = found[0].relative_to(run.path)
+        raise ConfigError(f"{run_dir} already holds a run ({held}); pass resume to continue it, "
                           "overwrite to replace it, or set another run_dir", fields=("resume", "overwrite"))
-    for name in found if remove else ():
-        (run_dir / name).unlink(missing_ok=True)
+    for path in found if remove else ():
+        path.unlink(missing_ok=True)
 
 
 def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None,

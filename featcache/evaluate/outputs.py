@@ -1,4 +1,5 @@
-"""The files `featcache eval` leaves in a run directory, and how to read them back.
+"""The files `featcache eval` leaves in a run directory (in `Run.eval_dir`), and how to read them
+back; `predict --masks` writes the same two files into its output folder.
 
   RUN/eval/per_image.csv   one row per image: id, dataset, split, dice, iou, precision, recall, hd95,
                            hd95_unit, pred_pixels, gt_pixels (NaN written as an empty cell)
@@ -16,21 +17,19 @@ import math
 from pathlib import Path
 from typing import Any
 
+from featcache.distill.run import Run
 from featcache.errors import CheckpointError
 from featcache.evaluate.accumulator import POOLED_LABEL, MetricAccumulator
 from featcache.evaluate.metrics import CONVENTION_TEXT, METRICS
 
 EVAL_FORMAT = "featcache-eval/1"
+PER_IMAGE, SUMMARY = "per_image.csv", "summary.json"  # the two files of a scored folder
 PER_IMAGE_COLUMNS = ("id", "dataset", "split", *METRICS, "hd95_unit", "pred_pixels", "gt_pixels")
-
-
-def eval_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "eval"
 
 
 def eval_overlay_path(run_dir: Path, dataset: str, sample_id: str) -> Path:
     """Where eval writes (and report looks for) the overlay of one sample."""
-    return eval_dir(run_dir) / "overlays" / dataset / f"{sample_id}.png"
+    return Run(run_dir).eval_overlay(dataset, sample_id)
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -56,7 +55,7 @@ def write_metric_files(out: Path, accumulator: MetricAccumulator,
     use it); `info` (checkpoint, epoch, threshold, …) is stored as is in the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "per_image.csv", out / "summary.json"
+    csv_path, json_path = out / PER_IMAGE, out / SUMMARY
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=PER_IMAGE_COLUMNS)
         writer.writeheader()
@@ -69,12 +68,17 @@ def write_metric_files(out: Path, accumulator: MetricAccumulator,
 def write_eval_outputs(run_dir: Path, accumulator: MetricAccumulator,
                        info: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """per_image.csv and summary.json under RUN/eval. Returns both paths."""
-    return write_metric_files(eval_dir(run_dir), accumulator, info)
+    return write_metric_files(Run(run_dir).eval_dir, accumulator, info)
 
 
 def read_eval_summary(run_dir: Path) -> dict[str, Any] | None:
     """RUN/eval/summary.json as a dict (nulls stay None), or None when eval has not been run."""
-    path = eval_dir(run_dir) / "summary.json"
+    return read_summary(Run(run_dir).eval_dir)
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """The summary.json that `write_metric_files` wrote into `folder`, or None when absent."""
+    path = Path(folder) / SUMMARY
     if not path.is_file():
         return None
     try:
@@ -89,7 +93,7 @@ def read_eval_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def read_per_image(run_dir: Path) -> list[dict[str, Any]] | None:
     """RUN/eval/per_image.csv with metrics as floats (empty cells as NaN), or None when absent."""
-    path = eval_dir(run_dir) / "per_image.csv"
+    path = Run(run_dir).eval_dir / PER_IMAGE
     if not path.is_file():
         return None
     with path.open(newline="") as fh:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from featcache.data.base import to_float_image
-from featcache.distill.checkpoint import load_student
+from featcache.distill.run import Run
 from featcache.distill.student import Student, student_input
 from featcache.errors import ConfigError, DatasetError, FeatcacheError
 from featcache.evaluate import inputs as io
@@ -45,8 +45,8 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: Path, which: str = "best", threshold: float = 0.5) -> Predictor:
-        student, payload = load_student(Path(run_dir), which)
-        return cls(student, payload["image_size"], threshold)
+        student, checkpoint = Run(run_dir).load_student(which)
+        return cls(student, checkpoint.image_size, threshold)
 
     def _input(self, image: np.ndarray, source: str) -> torch.Tensor:
         try:

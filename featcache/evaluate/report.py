@@ -4,10 +4,7 @@ self-contained RUN/report/report.html (images embedded: it opens offline and can
 It gathers what the run already holds: the eval metrics (RUN/eval/summary.json), training curves
 (metrics.csv) and gate weights (gates.csv), the best and worst test cases with the overlays eval
 wrote (RUN/eval/overlays/DATASET/ID.png), the student's size, and the provenance of every feature
-store entry the run was trained from. Store entries are read from payload["entries"] (or the
-manifest's "entries"): a mapping "dataset/teacher" -> key, a list of keys, or of dicts with a
-"key"; the store from payload["store"] (or the manifest's "store"): a URL, or a dict with "url"
-or "path".
+store entry the run was trained from (the checkpoint's `entries`, read from its `store`).
 """
 
 from __future__ import annotations
@@ -19,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featcache.distill.checkpoint import load_student
+from featcache.distill.run import Checkpoint, Run
 from featcache.distill.student import count_params
 from featcache.errors import FeatcacheError
 from featcache.evaluate.document import Block, Bullets, Heading, Para, Picture, Table, to_html, to_markdown
 from featcache.evaluate.metrics import METRICS
-from featcache.evaluate.outputs import eval_overlay_path, read_eval_summary, read_per_image
+from featcache.evaluate.outputs import read_eval_summary, read_per_image
 from featcache.evaluate.plots import plot_gates, plot_metrics
 from featcache.evaluate.tables import fmt, mean_std
 
@@ -53,8 +50,8 @@ def _metrics_section(summary: dict[str, Any] | None, notes: list[str]) -> list[B
                  f"Pooled Dice = {summary.get('pooled_dice_label')}: 2ΣTP/(Σ|P|+Σ|G|).")]
 
 
-def _cases_section(run_dir: Path, out: Path, k: int, notes: list[str]) -> list[Block]:
-    rows = read_per_image(run_dir)
+def _cases_section(run: Run, out: Path, k: int, notes: list[str]) -> list[Block]:
+    rows = read_per_image(run.path)
     if not rows:
         notes.append("no eval/per_image.csv: no best and worst cases")
         return [Para("No per-image results: run `featcache eval`.", emphasis=True)]
@@ -69,7 +66,7 @@ def _cases_section(run_dir: Path, out: Path, k: int, notes: list[str]) -> list[B
     for label, r in picks:
         blocks.append(Bullets([f"**{label}** `{r['dataset']}/{r['id']}`: Dice {fmt(r['dice'])}, "
                                f"HD95 {fmt(r['hd95'], 2)} {r['hd95_unit']}"]))
-        source = eval_overlay_path(run_dir, r["dataset"], r["id"])
+        source = run.eval_overlay(r["dataset"], r["id"])
         if source.is_file():
             target = out / "cases" / f"{label}_{r['dataset']}_{r['id']}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,18 +77,6 @@ def _cases_section(run_dir: Path, out: Path, k: int, notes: list[str]) -> list[B
     if missing:
         notes.append(f"{missing} case overlays not found under eval/overlays/ (eval writes them)")
     return blocks
-
-
-def _entries(payload: dict[str, Any]) -> tuple[str | None, list[str]]:
-    manifest = payload.get("manifest") or {}
-    raw = payload.get("entries") or manifest.get("entries") or []
-    if isinstance(raw, dict):  # the trainer saves {"dataset/teacher": entry key}
-        raw = list(raw.values())
-    keys = [e.get("key", "") if isinstance(e, dict) else str(e) for e in raw]
-    store = payload.get("store") or manifest.get("store")
-    if isinstance(store, dict):
-        store = store.get("url") or store.get("path")
-    return (str(store) if store else None), [k for k in keys if k]
 
 
 def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -106,8 +91,8 @@ def _flatten(meta: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return items
 
 
-def _provenance_section(payload: dict[str, Any], notes: list[str]) -> list[Block]:
-    url, keys = _entries(payload)
+def _provenance_section(checkpoint: Checkpoint, notes: list[str]) -> list[Block]:
+    url, keys = checkpoint.store, list(dict.fromkeys(checkpoint.entries.values()))
     if not keys:
         notes.append("the checkpoint names no store entries")
         return [Para("The checkpoint names no feature store entries.", emphasis=True)]
@@ -131,28 +116,28 @@ def _provenance_section(payload: dict[str, Any], notes: list[str]) -> list[Block
     return blocks
 
 
-def _student_section(run_dir: Path, which: str) -> tuple[list[str], dict[str, Any]]:
-    student, payload = load_student(run_dir, which)
+def _student_section(run: Run, which: str) -> tuple[list[str], Checkpoint]:
+    student, checkpoint = run.load_student(which)
     config = student.config.to_dict()
-    lines = [f"checkpoint: `{which}` (epoch {payload.get('epoch', '?')}, best val Dice "
-             f"{fmt(payload.get('best_val_dice'))})",
-             f"parameters: {count_params(student):,}", f"input: {config['in_channels']} × "
-             f"{payload.get('image_size')} × {payload.get('image_size')}"]
+    size = checkpoint.image_size
+    lines = [f"checkpoint: `{which}` (epoch {checkpoint.epoch}, best val Dice "
+             f"{fmt(checkpoint.best_val_dice)})",
+             f"parameters: {count_params(student):,}", f"input: {config['in_channels']} × {size} × {size}"]
     lines += [f"{k}: `{v}`" for k, v in config.items() if k != "in_channels"]
-    return lines, payload
+    return lines, checkpoint
 
 
-def _curves_sections(run_dir: Path, out: Path, result: ReportResult) -> list[Block]:
+def _curves_sections(run: Run, out: Path, result: ReportResult) -> list[Block]:
     blocks: list[Block] = []
-    for title, csv_name, plot, png in (("Training curves", "metrics.csv", plot_metrics, "curves.png"),
-                                       ("Gate weights", "gates.csv", plot_gates, "gates.png")):
+    for title, csv_path, plot, png in (("Training curves", run.metrics_csv, plot_metrics, "curves.png"),
+                                       ("Gate weights", run.gates_csv, plot_gates, "gates.png")):
         blocks.append(Heading(2, title))
-        if (run_dir / csv_name).is_file():
-            result.plots.append(plot(run_dir / csv_name, out / png))
+        if csv_path.is_file():
+            result.plots.append(plot(csv_path, out / png))
             blocks.append(Picture(out / png, title))
         else:
-            result.notes.append(f"no {csv_name}: {title.lower()} left out")
-            blocks.append(Para(f"No {csv_name} in the run directory.", emphasis=True))
+            result.notes.append(f"no {csv_path.name}: {title.lower()} left out")
+            blocks.append(Para(f"No {csv_path.name} in the run directory.", emphasis=True))
     return blocks
 
 
@@ -160,8 +145,9 @@ def build_report(run_dir: Path, which: str = "best", cases: int = 3) -> ReportRe
     """Write RUN/report/report.md (+ curves.png, gates.png, cases/) and report.html (the same page,
     self-contained); returns what was written."""
     run_dir = Path(run_dir)
-    student_lines, payload = _student_section(run_dir, which)  # fails first on a bad run dir
-    out = run_dir / "report"
+    run = Run(run_dir)
+    student_lines, checkpoint = _student_section(run, which)  # fails first on a bad run dir
+    out = run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out / "report.md", html=out / "report.html")
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -169,10 +155,10 @@ def build_report(run_dir: Path, which: str = "best", cases: int = 3) -> ReportRe
     blocks: list[Block] = [
         Heading(1, title), Para(f"Run directory `{run_dir}`, written {now}."),
         Heading(2, "Metrics"), *_metrics_section(read_eval_summary(run_dir), result.notes),
-        *_curves_sections(run_dir, out, result),
-        Heading(2, "Best and worst cases"), *_cases_section(run_dir, out, cases, result.notes),
+        *_curves_sections(run, out, result),
+        Heading(2, "Best and worst cases"), *_cases_section(run, out, cases, result.notes),
         Heading(2, "Student"), Bullets(student_lines),
-        Heading(2, "Feature store entries (provenance)"), *_provenance_section(payload, result.notes)]
+        Heading(2, "Feature store entries (provenance)"), *_provenance_section(checkpoint, result.notes)]
     result.path.write_text(to_markdown(blocks, out))
     result.html.write_text(to_html(blocks, title), encoding="utf-8")
     return result

@@ -19,7 +19,6 @@ never saw a labelled slice of those planes). All runs of one seed share its spli
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 from collections.abc import Callable
@@ -27,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from featcache.distill.run import Run
 from featcache.errors import ConfigError
 from featcache.extract.settings import ExtractSettings
-from featcache.manifest import Manifest, manifest_from_dict
+from featcache.manifest import DatasetSpec, Manifest, manifest_from_dict
 from featcache.study.runner import CellResult, Progress, ensure_extracted, run_cell
 
 
@@ -68,7 +68,6 @@ DEFAULT_CONFIGS = (1, 2, 3, 4, 5, 6)
 BY_NUMBER = {c.number: c for c in CONFIGS}
 REGIMES = ("full", "low")
 TEST_SETS = ("axial", "orientation")
-ORIENTATION_EVAL = "eval-orientation"  # folder of a run holding its orientation-transfer scores
 
 # The demo's two teachers, as in manifests/demo.yaml.
 REAL_TEACHER = {"name": "litemedsam", "levels": {"stage2": "enc3", "embedding": ["enc4", "dec3"]}}
@@ -242,16 +241,19 @@ def orientation_scores(settings: AblationSettings, run_dir: Path) -> dict[str, A
     """The run's best checkpoint on the pool's test split (coronal + sagittal), written once to
     RUN/eval-orientation/summary.json and read back on a re-run."""
     from featcache.evaluate.accumulator import MetricAccumulator
-    from featcache.evaluate.outputs import write_metric_files
+    from featcache.evaluate.outputs import read_summary, write_metric_files
     from featcache.evaluate.predict import Predictor
     from featcache.evaluate.run_eval import score_dataset
 
-    summary = run_dir / ORIENTATION_EVAL / "summary.json"
-    if not summary.is_file():
+    folder = Run(run_dir).orientation_eval_dir
+    summary = read_summary(folder)
+    if summary is None:
         acc = MetricAccumulator()
-        score_dataset(Predictor.from_run(run_dir, "best"), _dataset(settings.pool), "test", acc)
-        write_metric_files(run_dir / ORIENTATION_EVAL, acc, {"checkpoint": "best", "split": "test"})
-    groups = json.loads(summary.read_text())["groups"]
+        pool = DatasetSpec.model_validate(_dataset(settings.pool))
+        score_dataset(Predictor.from_run(run_dir, "best"), pool, "test", acc)
+        write_metric_files(folder, acc, {"checkpoint": "best", "split": "test"})
+        summary = read_summary(folder)
+    groups = summary["groups"]
     return next((g for g in groups if g.get("dataset") == settings.pool["name"]), groups[0])
 
 
@@ -272,11 +274,9 @@ def extraction_manifest(settings: AblationSettings, num_slices: int) -> Manifest
 def _share_pretraining(cell: AblationCell, done: dict[int, Path]) -> None:
     """Regimes of one seed pretrain identically (masks are never read): copy the first regime's
     pretrained weights into the next run, where the trainer checks their recipe before use."""
-    from featcache.distill.pretrain import PRETRAINED
-
     if not cell.manifest.pretrain.steps:
         return
-    target = Path(cell.manifest.run_dir) / "checkpoints" / PRETRAINED
+    target = Run(cell.manifest.run_dir).pretrained_file
     source = done.get(cell.seed)
     if source is not None and source.is_file() and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

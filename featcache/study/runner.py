@@ -17,12 +17,13 @@ from typing import Any
 
 import yaml
 
+from featcache.distill.run import Run
 from featcache.errors import CheckpointError, ConfigError
+from featcache.evaluate.outputs import SUMMARY
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, same_settings
 
 Progress = Callable[[str, dict[str, Any]], None]
-TRAIN_INFO = "study_train.json"
 
 
 def _quiet(event: str, info: dict[str, Any]) -> None:
@@ -98,26 +99,26 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} cannot be read ({exc}); delete the run directory to redo it") from None
 
 
-def _finished(run_dir: Path) -> bool:
-    return (run_dir / TRAIN_INFO).is_file() and (run_dir / "eval" / "summary.json").is_file()
+def _finished(run: Run) -> bool:
+    return run.study_train_file.is_file() and (run.eval_dir / SUMMARY).is_file()
 
 
 def _train(manifest: Manifest, progress: Progress) -> dict[str, Any]:
     from featcache.distill.trainer import train
 
-    run_dir = Path(manifest.run_dir)
-    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    run = Run(manifest.run_dir)
+    resume = run.checkpoint_file("last").is_file()
     result = train(manifest, resume=resume, progress=lambda e, i: progress("train", {"event": e, **i}))
     info = {"params": result.student_params, "seconds": result.seconds, "epochs": result.epochs,
             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "gates": result.gates,
             "loss_weights": result.loss_weights, "resumed": resume}
-    (run_dir / TRAIN_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    run.study_train_file.write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
 def check_same_manifest(manifest: Manifest) -> None:
     """A run directory belongs to one manifest: reusing it with other settings would mix results."""
-    path = Path(manifest.run_dir) / "manifest.yaml"
+    path = Run(manifest.run_dir).manifest_file
     if path.is_file() and not same_settings(yaml.safe_load(path.read_text()), manifest):
         raise ConfigError(f"{manifest.run_dir} was trained with different settings (see {path}); "
                           "pick another output folder or delete that run to redo it")
@@ -128,17 +129,18 @@ def run_cell(manifest: Manifest, progress: Progress | None = None, split: str = 
     from featcache.evaluate.run_eval import evaluate_run
 
     progress = progress or _quiet
-    run_dir = Path(manifest.run_dir)
+    run = Run(manifest.run_dir)
+    run_dir = run.path
     check_same_manifest(manifest)
-    skipped = _finished(run_dir)
+    skipped = _finished(run)
     if not skipped:
-        info = (_read_json(run_dir / TRAIN_INFO) if (run_dir / TRAIN_INFO).is_file()
+        info = (_read_json(run.study_train_file) if run.study_train_file.is_file()
                 else _train(manifest, progress))
         progress("eval_start", {"run_dir": str(run_dir)})
         evaluate_run(run_dir, split=split, which="best", overlays=False,
                      progress=lambda done, total: progress("eval", {"done": done, "total": total}))
-    info = _read_json(run_dir / TRAIN_INFO)
-    summary = _read_json(run_dir / "eval" / "summary.json")
+    info = _read_json(run.study_train_file)
+    summary = _read_json(run.eval_dir / SUMMARY)
     groups = {g["dataset"]: g for g in summary.get("groups", []) if g.get("split") == split}
     return CellResult(run_dir, int(info["params"]), float(info["seconds"]), int(info["epochs"]),
                       float(info["best_val_dice"]), info.get("gates", {}), info.get("loss_weights", {}),

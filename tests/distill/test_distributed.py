@@ -6,8 +6,8 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import WeightedRandomSampler
 
-from featcache.distill.checkpoint import load_checkpoint
 from featcache.distill.distributed import BalancedShardSampler
+from featcache.distill.run import Run
 from tests.distill import ddp_worker
 
 
@@ -50,8 +50,8 @@ def test_two_process_ddp_training(cached_store, tmp_path):
     assert ranks[0]["steps_per_epoch"] == 1  # 12 items / 2 ranks / batch 4, last partial dropped
     assert ranks[0]["val_dice"] == ranks[1]["val_dice"]  # validation summed over both shards
     assert ranks[0]["events"] == ["epoch", "start", "step"] and ranks[1]["events"] == []
-    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert payload["epoch"] == 1 and payload["world_size"] == 2
+    checkpoint = Run(run_dir).load_checkpoint("last")
+    assert checkpoint.epoch == 1 and checkpoint.world_size == 2
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [(r["epoch"], r["split"]) for r in rows] == [("0", "train"), ("0", "val"), ("1", "train"),
                                                        ("1", "val")]

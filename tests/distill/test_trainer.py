@@ -3,7 +3,7 @@ import csv
 import pytest
 import torch
 
-from featcache.distill.checkpoint import load_student
+from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import StoreError
 from tests.distill.conftest import make_manifest
@@ -30,9 +30,9 @@ def test_train_writes_run_and_gates(cached_store, tmp_path):
     gates = list(csv.DictReader((tmp_path / "run" / "gates.csv").open()))
     assert {g["teacher"] for g in gates if g["stage"] == "dec3"} == {"tiny", "tiny2"}
     assert set(result.gates["blobs/dec3"]) == {"tiny", "tiny2"}
-    student, payload = load_student(tmp_path / "run", "best")
+    student, checkpoint = Run(tmp_path / "run").load_student("best")
     assert student(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
-    assert payload["entries"]["blobs/tiny"]
+    assert checkpoint.entries["blobs/tiny"] and checkpoint.manifest.run_dir == str(tmp_path / "run")
 
 
 def test_resume_equals_uninterrupted(cached_store, tmp_path, monkeypatch):
@@ -50,8 +50,8 @@ def test_resume_equals_uninterrupted(cached_store, tmp_path, monkeypatch):
     trainer2 = Trainer(make_manifest(cached_store, tmp_path / "part", training={"epochs": 2}))
     trainer2.resume()
     trainer2.train()
-    a, _ = load_student(tmp_path / "full", "last")
-    b, _ = load_student(tmp_path / "part", "last")
+    a, _ = Run(tmp_path / "full").load_student("last")
+    b, _ = Run(tmp_path / "part").load_student("last")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.allclose(va.float(), vb.float(), atol=1e-6), k
 
@@ -90,15 +90,13 @@ def test_a_run_dir_is_reused_only_with_resume_or_overwrite(cached_store, tmp_pat
 
 
 def test_the_resume_point_is_written_once_a_minute_and_last(cached_store, tmp_path, monkeypatch):
-    import featcache.distill.trainer as trainer_module
-
     saved = []
-    real = trainer_module.save_checkpoint
+    real = Run.save_checkpoint
 
-    def recording(path, payload):
-        saved.append((path.name, payload["epoch"]))
-        real(path, payload)
+    def recording(run, which, checkpoint):
+        saved.append((which, checkpoint.epoch))
+        real(run, which, checkpoint)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", recording)
+    monkeypatch.setattr(Run, "save_checkpoint", recording)
     train(make_manifest(cached_store, tmp_path / "run", training={"epochs": 3}))
-    assert [e for name, e in saved if name == "last.pt"] == [2]  # a short run: only after the last epoch
+    assert [e for which, e in saved if which == "last"] == [2]  # a short run: only after the last epoch

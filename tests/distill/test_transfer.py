@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from featcache.data.photometric import Photometric, augment
-from featcache.distill.pretrain import PRETRAINED
+from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import ConfigError
 from tests.distill.conftest import make_manifest
@@ -77,12 +77,11 @@ def test_feature_pretraining_runs_once_and_is_reused(cached_store, tmp_path):
     manifest = make_manifest(cached_store, tmp_path / "run", pretrain=pretrain, training={"epochs": 1})
     events = []
     train(manifest, progress=lambda e, i: events.append(e))
-    assert events.count("pretrain_step") == 3 and (tmp_path / "run" / "checkpoints" / PRETRAINED).is_file()
+    assert events.count("pretrain_step") == 3 and Run(tmp_path / "run").pretrained_file.is_file()
     # A second run directory holding the same pretrained weights loads them instead of pretraining.
     again = make_manifest(cached_store, tmp_path / "again", pretrain=pretrain, training={"epochs": 1})
-    (tmp_path / "again" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "again" / "checkpoints" / PRETRAINED).write_bytes(
-        (tmp_path / "run" / "checkpoints" / PRETRAINED).read_bytes())
+    Run(tmp_path / "again").pretrained_file.parent.mkdir(parents=True)
+    Run(tmp_path / "again").pretrained_file.write_bytes(Run(tmp_path / "run").pretrained_file.read_bytes())
     events.clear()
     train(again, progress=lambda e, i: events.append(e))
     assert "pretrain_loaded" in events and "pretrain_step" not in events

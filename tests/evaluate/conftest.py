@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from featcache.distill.checkpoint import save_checkpoint
+from featcache.distill.run import Checkpoint, Run
 from featcache.distill.student import Student, StudentConfig
 
 TINY = StudentConfig(encoder="test_efficientnet", in_channels=1, decoder_channels=(16, 8, 8, 8, 8))
@@ -18,15 +18,15 @@ IMAGE_SIZE = 64
 
 
 def make_run(run_dir: Path, config: StudentConfig = TINY, image_size: int = IMAGE_SIZE,
-             payload_extra: dict | None = None) -> Path:
+             **checkpoint_fields) -> Path:
     torch.manual_seed(0)
     student = Student(config).eval()
     # The built student's config: what the trainer saves (defaults such as the input normalisation resolved).
-    payload = {"epoch": 3, "student_config": student.config.to_dict(), "student": student.state_dict(),
-               "best_val_dice": 0.42, "image_size": image_size,
-               "manifest": {"name": "tiny", "datasets": ["demo"]}, **(payload_extra or {})}
+    checkpoint = Checkpoint(epoch=3, student_config=student.config, image_size=image_size,
+                            student=student.state_dict(), saved_manifest={"datasets": [{"name": "demo"}]},
+                            best_val_dice=0.42, **checkpoint_fields)
     for which in ("best", "last"):
-        save_checkpoint(run_dir / "checkpoints" / f"{which}.pt", payload)
+        Run(run_dir).save_checkpoint(which, checkpoint)
     with (run_dir / "metrics.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["epoch", "split", "loss_seg", "loss_distill", "val_dice"])

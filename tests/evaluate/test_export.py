@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.cli.app import console
-from featcache.distill.checkpoint import load_student
+from featcache.distill.run import Run
 from featcache.errors import CheckpointError, ConfigError
 from featcache.evaluate.export import TOLERANCE, check_parity, export_run, load_runtime
 
@@ -21,7 +21,7 @@ def test_export_matches_pytorch(tiny_run, tmp_path, fmt):
     assert result.max_abs_diff <= result.tolerance and result.tolerance >= TOLERANCE
     assert result.torch_ms > 0 and result.runtime_ms > 0 and result.params == 110_869
     # Independently: a fresh batch of 3 through the saved file, same logits as the checkpoint.
-    student, _ = load_student(tiny_run)
+    student, _ = Run(tiny_run).load_student()
     run, _ = load_runtime(result.path, fmt)
     x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
@@ -29,7 +29,7 @@ def test_export_matches_pytorch(tiny_run, tmp_path, fmt):
 
 
 def test_parity_check_catches_a_different_model(tiny_run):
-    student, _ = load_student(tiny_run)
+    student, _ = Run(tiny_run).load_student()
     diff, bound = check_parity(student, lambda x: np.zeros((x.shape[0], 1, 64, 64), np.float32), 64)
     assert diff > bound
 

@@ -57,12 +57,11 @@ def test_provenance_from_a_real_store_and_an_unreachable_one(tmp_path):
     store = FeatureStore(tmp_path / "store")
     layout = EntryLayout(sample_ids=("a",), views=1, levels=(LevelLayout("emb", 2, 2, 2),))
     store.create_entry("demo.tiny.0123", layout, {"teacher": {"name": "tiny", "sha256": "ab12"}})
-    run = make_run(tmp_path / "run", payload_extra={
-        "store": str(tmp_path / "store"), "entries": ["demo.tiny.0123"]})
+    run = make_run(tmp_path / "run", store=str(tmp_path / "store"), entries={"demo/tiny": "demo.tiny.0123"})
     text = build_report(run).path.read_text()
     assert "### `demo.tiny.0123`" in text and "teacher.sha256: `ab12`" in text
-    gone = make_run(tmp_path / "run2", payload_extra={
-        "store": str(tmp_path / "nowhere"), "entries": [{"key": "demo.tiny.0123"}]})
+    gone = make_run(tmp_path / "run2", store=str(tmp_path / "nowhere"),
+                    entries={"demo/tiny": "demo.tiny.0123"})
     result = build_report(gone)
     assert "store unreachable: key only" in result.path.read_text()
     assert any("does not exist" in n for n in result.notes)

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from featcache.distill.pretrain import PRETRAINED
+from featcache.distill.run import Run
 from featcache.errors import ConfigError
 from featcache.study import runner
 from featcache.study.ablation import AblationSettings, kept_training_slices, plan, regime_slices, run_ablation
@@ -85,7 +85,7 @@ def test_ablation_runs_writes_rows_and_resumes(tmp_path, monkeypatch):
     # One pretraining per seed: the low-label run reuses the full-label run's weights.
     runs = s.out / "runs"
     for seed in (0, 1):
-        full, low = (runs / f"c6-{regime}-s{seed}" / "checkpoints" / PRETRAINED for regime in ("full", "low"))
+        full, low = (Run(runs / f"c6-{regime}-s{seed}").pretrained_file for regime in ("full", "low"))
         assert full.read_bytes() == low.read_bytes()
     write_csv(tmp_path / "results.csv", rows)
     with (tmp_path / "results.csv").open() as fh:
