@@ -79,7 +79,7 @@ def encode(data: np.ndarray, precision: Precision) -> tuple[np.ndarray, np.ndarr
         scale[scale == 0] = 1.0  # constant channel: q = 0 decodes exactly to offset
         q = np.rint((data - lo[..., None, None]) / scale[..., None, None])
         return np.clip(q, 0, 255).astype(np.uint8), scale, lo.astype(np.float32)
-    stored = data.astype(precision.dtype)
+    stored = _to_float16(data) if precision.dtype == "float16" else data.astype(precision.dtype)
     if precision.keepbits is not None:
         stored = bitround(stored, precision.keepbits)
     return stored, None, None
@@ -90,6 +90,21 @@ def encode(data: np.ndarray, precision: Precision) -> tuple[np.ndarray, np.ndarr
 # (other processes, the reader's own threads) a 1M-element conversion then took 8 ms instead of
 # 0.07 ms while the pool waited for a descheduled thread. Blocks below it never fan out.
 _BLOCK = 32767
+
+
+def _to_float16(data: np.ndarray) -> np.ndarray:
+    """float32 -> float16 converted by torch: ~9x faster than numpy's astype, and bitwise equal to
+    it (both round to nearest, ties to even; checked on every tie between float16 values and on
+    128M other float32 values). At zero teacher cost this conversion was a visible share of the
+    commit path."""
+    import torch
+
+    out = np.empty(data.shape, np.float16)
+    src = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32).reshape(-1))
+    dst = torch.from_numpy(out.reshape(-1))
+    for d, s in zip(dst.split(_BLOCK), src.split(_BLOCK), strict=True):
+        d.copy_(s)
+    return out
 
 
 def _to_float32(stored: np.ndarray, out: np.ndarray) -> None:

@@ -174,3 +174,20 @@ def test_decode_is_bitwise_numpy_across_blocks():
     out = np.full(q.shape, np.nan, np.float32)
     assert decode(q, scale, offset, out=out) is out
     assert np.array_equal(out.view(np.uint32), want.view(np.uint32))
+
+
+def test_fp16_encoding_rounds_exactly_as_numpy():
+    """Stored bytes must not depend on how the conversion is computed: ties, subnormals and the
+    largest values round as numpy's astype rounds them."""
+    from featcache.store.precision import encode, parse_precision
+
+    halves = np.arange(0, 0x7BFF, 97, dtype=np.uint16).view(np.float16).astype(np.float64)
+    ties = ((halves[:-1] + halves[1:]) / 2).astype(np.float32)
+    rng = np.random.default_rng(0)
+    values = np.concatenate([ties, np.nextafter(ties, np.float32(0)), np.nextafter(ties, np.float32(1e9)),
+                             rng.standard_normal(5000).astype(np.float32) * 10.0 ** rng.integers(-8, 4, 5000),
+                             np.float32([65504, 65519.99, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 0.0, -0.0])])
+    values = np.concatenate([values, -values]).reshape(1, 1, 1, 1, -1)
+    stored, _, _ = encode(values, parse_precision("fp16"))
+    assert stored.dtype == np.float16
+    assert np.array_equal(stored.view(np.uint16), values.astype(np.float16).view(np.uint16))
