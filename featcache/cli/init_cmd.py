@@ -29,9 +29,7 @@ def student_stages(spec: Any) -> dict[str, tuple[int, int]]:
     """{stage: (channels, stride)} of the student a StudentSpec describes (random init: no weights read)."""
     from featcache.distill.student import Student, StudentConfig
 
-    config = StudentConfig(encoder=spec.encoder, in_channels=spec.in_channels,
-                           decoder_channels=tuple(spec.decoder_channels))
-    return dict(Student(config).stages)
+    return dict(Student(StudentConfig.from_spec(spec, with_weights=False)).stages)
 
 
 def match_stage(grid: tuple[int, int], image_size: int, stages: dict[str, tuple[int, int]]) -> str:

@@ -11,6 +11,7 @@ Distillation taps its intermediate stages by name through `forward_features`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import timm
@@ -21,9 +22,16 @@ import torch.nn.functional as F
 from featcache.distill.encoder_weights import load_encoder_weights, timm_architecture
 from featcache.errors import ConfigError
 
+if TYPE_CHECKING:
+    from featcache.manifest import StudentSpec
+
 
 @dataclass(frozen=True)
 class StudentConfig:
+    """What a Student is built from, as every checkpoint stores it. The manifest's `student:`
+    (StudentSpec: what a user writes, plus the input size) becomes one with `from_spec`; the
+    input normalisation is resolved when the student is built."""
+
     encoder: str = "efficientnet_lite0"  # a timm name; efficientnet_lite0 = timm's tf_efficientnet_lite0
     in_channels: int = 3
     decoder_channels: tuple[int, ...] = (464, 232, 116, 58, 29)  # 8.75M params with Lite0
@@ -35,6 +43,13 @@ class StudentConfig:
     # own (timm's pretrained config for the architecture), fixed when the student is built.
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: StudentSpec, with_weights: bool = True) -> StudentConfig:
+        """The manifest's student; with_weights=False builds it randomly initialised (nothing read)."""
+        return cls(encoder=spec.encoder, in_channels=spec.in_channels,
+                   decoder_channels=tuple(spec.decoder_channels),
+                   encoder_weights=spec.encoder_weights if with_weights else None)
 
     def to_dict(self) -> dict:
         d = asdict(self)

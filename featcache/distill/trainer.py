@@ -125,9 +125,7 @@ class Trainer:
                 raise ConfigError(f"dataset {spec.name} has images but no masks: list it under "
                                   "pretrain.datasets (feature pretraining), not datasets")
         self.store_url = (manifest.store or default_store_url()) if self.with_teachers else None
-        student = Student(StudentConfig(encoder=st.encoder, in_channels=st.in_channels,
-                                        decoder_channels=tuple(st.decoder_channels),
-                                        encoder_weights=st.encoder_weights))
+        student = Student(StudentConfig.from_spec(st))
         self.student_config = student.config  # with the input normalisation resolved
         stride = max(r for _, r in student.stages.values())
         if st.image_size % stride:

@@ -63,3 +63,13 @@ def test_bad_checkpoints_are_one_line(tmp_path):
     torch.save({"format": FORMAT, "epoch": 0}, tmp_path / "checkpoints" / "best.pt")
     with pytest.raises(CheckpointError, match="lacks student_config, student, image_size"):
         Run(tmp_path).load_checkpoint()
+
+
+def test_the_manifest_student_becomes_the_checkpoint_config():
+    from featcache.manifest import StudentSpec
+
+    spec = StudentSpec(encoder="test_efficientnet", in_channels=1, decoder_channels=[16, 8, 8, 8, 8],
+                       encoder_weights=None, image_size=64)
+    assert StudentConfig.from_spec(spec) == TINY
+    assert StudentConfig.from_spec(StudentSpec(), with_weights=False).encoder_weights is None
+    assert StudentConfig.from_spec(StudentSpec()).encoder_weights == "imagenet"
