@@ -195,6 +195,9 @@ class Manifest(_Strict):
         return v
 
 
+OVERRIDE = ("override",)  # the field errors about an override name (the CLI's --set)
+
+
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node: Any = data
@@ -204,14 +207,14 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         elif isinstance(node, dict):
             node = node.setdefault(part, {})
         else:
-            raise ConfigError(f"--set {dotted}: {part!r} does not lead to a mapping")
+            raise ConfigError(f"override {dotted}: {part!r} does not lead to a mapping", fields=OVERRIDE)
     last = parts[-1]
     if isinstance(node, list) and last.isdigit() and int(last) < len(node):
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ConfigError(f"--set {dotted}: cannot set {last!r} here")
+        raise ConfigError(f"override {dotted}: cannot set {last!r} here", fields=OVERRIDE)
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -219,11 +222,11 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
+            raise ConfigError(f"override {item!r}: expected key.path=value", fields=OVERRIDE)
         try:
             parsed.append((key.strip(), safe_load(raw)))
         except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+            raise ConfigError(f"override {item!r}: the value is not valid YAML", fields=OVERRIDE) from None
     return parsed
 
 

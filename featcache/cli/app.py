@@ -40,15 +40,21 @@ class _Group(TyperGroup):
             raise typer.Exit(1) from None
 
 
+# Library fields whose CLI parameter has another name (`featcache distill --set` gives overrides).
+FIELD_PARAMS = {"override": "set_"}
+
+
 def command_flags(group: click.Group, ctx: click.Context) -> dict[str, str]:
-    """{parameter name: its long flag} of the command that ran (of every subcommand of a group):
-    the library's field names are the CLI's parameter names, `image_size` -> `--image-size`."""
+    """{field: its long flag} for the command that ran (every subcommand of a group): a library
+    field is the CLI parameter of the same name (`image_size` -> `--image-size`) or the one
+    FIELD_PARAMS names."""
     command = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
     commands = [command] if command is not None else []
     if hasattr(command, "list_commands"):  # a group (typer's own click: no isinstance on click's types)
         commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
-    return {param.name: max(param.opts, key=len) for cmd in commands for param in cmd.params
-            if param.param_type_name == "option" and param.name}
+    flags = {param.name: max(param.opts, key=len) for cmd in commands for param in cmd.params
+             if param.param_type_name == "option" and param.name}
+    return {**flags, **{field: flags[name] for field, name in FIELD_PARAMS.items() if name in flags}}
 
 
 def as_flags(message: str, fields: tuple[str, ...], flags: dict[str, str]) -> str:

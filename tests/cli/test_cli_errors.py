@@ -102,6 +102,13 @@ def test_a_run_dir_holding_a_run_names_the_flags(tmp_path):
     assert "pass --resume to continue it, --overwrite to replace it, or set another run_dir" in result.output
 
 
+def test_a_bad_override_names_the_flag(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("datasets: [{name: demo}]\n")
+    result = _run("distill", "--manifest", str(path), "--set", "training.epochs")
+    assert result.exit_code == 1 and "--set 'training.epochs': expected key.path=value" in result.output
+
+
 def test_fields_become_flags_as_whole_words_only():
     flags = {"threshold": "--threshold", "image_size": "--image-size", "device": "--device",
              "checkpoint": "--checkpoint"}
