@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 
 from featcache.data.base import SegmentationDataset
@@ -154,7 +155,10 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
     renewed = time.monotonic()
     base = int(writer.committed().sum())
     try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featcache-writer") as pool:
+        # one BLAS thread per statistics product: the writer threads are the parallelism, and a
+        # multi-threaded BLAS beside them (or beside any busy process) ran the products 5x slower
+        with threadpool_limits(1, user_api="blas"), \
+                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featcache-writer") as pool:
             for batch in loader:
                 if "error" in batch:
                     raise DatasetError(batch["error"])
