@@ -159,7 +159,8 @@ def main() -> None:
                      help="ms per batch of the stand-in teacher (none given: real cost .. 0)")
     sim.add_argument("--image-px", type=int, default=512, help="side of the generated PNG images")
     sim.add_argument("--seconds", type=float, default=6.0, help="ideal duration of a non-zero MS point")
-    sim.add_argument("--also", nargs="*", default=["none"], help="compressions measured beside blosc")
+    sim.add_argument("--also", nargs="*", default=["none", "writer_threads=1"],
+                     help="settings measured beside the defaults: a compression or FIELD=N (ExtractSettings)")
     sim.add_argument("--loader-sweep", type=int, nargs="*", default=[0, 1, 2])
     sim.add_argument("--tmp", default=None, help="folder for images and stores (default: $TMPDIR)")
     args = p.parse_args()

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from numcodecs import Blosc
+from threadpoolctl import threadpool_limits
 
 from featcache.data.registry import build_dataset
 from featcache.extract.pipeline import _collate, _new_buffer, _ViewItems, shard_stats
@@ -173,9 +174,10 @@ def commit_profile(args, data, teacher: Teacher, root: Path, shards: int) -> tup
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
-    for shard, buf in bufs:
-        written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
-        shard_stats(written.values)
+    with threadpool_limits(1, user_api="blas"):  # as run_shards runs it
+        for shard, buf in bufs:
+            written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
+            shard_stats(written.values)
     profiler.disable()
     seconds = time.perf_counter() - start
     images = sum(len(range(*plan.layout.shard_range(s))) for s, _ in bufs)
@@ -186,6 +188,14 @@ def commit_profile(args, data, teacher: Teacher, root: Path, shards: int) -> tup
         r"_checksum_record|_written_chunk_crcs|setitem|set_block_selection|crc_of")
     lines = [ln for ln in out.getvalue().splitlines() if "/" in ln or "ncalls" in ln]
     return images / seconds, "\n".join(lines)
+
+
+def _setting(text: str) -> dict[str, Any]:
+    """"none" -> a compression; "writer_threads=1" -> that ExtractSettings field."""
+    if "=" not in text:
+        return {"compression": text}
+    name, value = text.split("=", 1)
+    return {name: int(value)}
 
 
 def simulate(args) -> None:
@@ -215,8 +225,8 @@ def _simulate(args, tmp: Path) -> None:
           f"blosc in memory {one:.0f} MB/s on 1 thread, {many:.0f} MB/s on {cores} "
           f"(ratio {ratio:.2f}x)", flush=True)
     sweep = args.simulate_teacher or [real_ms, real_ms / 8, real_ms / 64, 0.0]
-    configs = [("default", {})] + [(c, {"compression": c}) for c in args.also]
-    print(f"{'ms/batch':>9} {'settings':>14} {'images':>6} {'ideal img/s':>11} {'img/s':>7} {'MB/s':>7} "
+    configs = [("default", {})] + [(c, _setting(c)) for c in args.also]
+    print(f"{'ms/batch':>9} {'settings':>16} {'images':>6} {'ideal img/s':>11} {'img/s':>7} {'MB/s':>7} "
           f"{'of ideal':>8} {'of raw':>7}")
     for ms in sweep:
         # enough images for a few seconds of the ideal, whole batches
@@ -230,7 +240,7 @@ def _simulate(args, tmp: Path) -> None:
                     for _ in range(args.repeats)]
             rate = n / statistics.median(runs)
             mbs = rate * per_image / MB
-            print(f"{ms:9.0f} {label:>14} {n:6d} {ideal:11.1f} {rate:7.1f} {mbs:7.0f} "
+            print(f"{ms:9.0f} {label:>16} {n:6d} {ideal:11.1f} {rate:7.1f} {mbs:7.0f} "
                   f"{rate / ideal if ms else 0:8.2f} {mbs / raw:7.3f}", flush=True)
     zero = StandInTeacher(real, features, 0.0)
     print("stages alone: loader (PNG decode + preprocessing) "
