@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from featcache.cli.app import as_flags
 from featcache.cli.common import table
 from featcache.cli.study_display import StudyDisplay
 from featcache.errors import ConfigError, FeatcacheError
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         (out / "table.md").write_text(ablation_markdown(rows, names, notes, list(settings.teachers)))
         ablation_plot(rows, names, out / "ablation.png")
     except FeatcacheError as exc:
-        console.print(f"[red]{exc}")
+        # Settings are this script's options: argparse names low_data_fraction --low-data-fraction.
+        flags = {field: "--" + field.replace("_", "-") for field in exc.fields}
+        console.print(f"[red]{as_flags(str(exc), exc.fields, flags)}")
         return 1
     runs = [(r["config"], r["regime"], r["test"], r["seed"], fmt(r["dice_mean"]), fmt(r["hd95_mean"], 2),
              fmt(r["train_seconds"], 0), fmt(r["gate_real"], 3), fmt(r["gate_uninformative"], 3))

@@ -108,11 +108,13 @@ class AblationSettings:
         if bad:
             raise ConfigError(f"unknown regime(s) {bad}; use {', '.join(REGIMES)}")
         if not self.seeds:
-            raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+            raise ConfigError("seeds needs at least one seed, e.g. seeds 0,1,2", fields=("seeds",))
         if not 0 < self.low_data_fraction <= 1:
-            raise ConfigError(f"--low-data-fraction must lie in (0, 1]; got {self.low_data_fraction}")
+            raise ConfigError(f"low_data_fraction must lie in (0, 1]; got {self.low_data_fraction}",
+                              fields=("low_data_fraction",))
         if self.steps < 1 or self.pretrain_steps < 1:
-            raise ConfigError("--steps and --pretrain-steps must be at least 1")
+            raise ConfigError("steps and pretrain_steps must be at least 1",
+                              fields=("steps", "pretrain_steps"))
 
 
 def kept_training_slices(n_train: int, fraction: float) -> int:
@@ -137,8 +139,8 @@ def regime_slices(settings: AblationSettings, regime: str, count: Callable[[dict
     while kept_training_slices(count(settings.dataset, n), settings.low_data_fraction) < 2:
         n += 3  # the demo splits in blocks of 3 slices
         if n > 139:  # the demo has 139 slices with enough grey matter
-            raise ConfigError(f"--low-data-fraction {settings.low_data_fraction} leaves fewer than 2 "
-                              "training slices at any size; raise it")
+            raise ConfigError(f"low_data_fraction {settings.low_data_fraction} leaves fewer than 2 "
+                              "training slices at any size; raise it", fields=("low_data_fraction",))
     if n == settings.num_slices:
         return n, None
     return n, (f"low-data regime: num_slices raised from {settings.num_slices} to {n} so that "

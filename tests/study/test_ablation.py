@@ -106,3 +106,18 @@ def test_changed_settings_do_not_reuse_runs(tmp_path):
     s.steps = 3
     with pytest.raises(ConfigError, match="different settings"):
         run_ablation(s)
+
+
+def test_settings_errors_name_fields_and_the_script_names_flags(capsys, tmp_path):
+    with pytest.raises(ConfigError, match=r"low_data_fraction must lie in \(0, 1\]") as caught:
+        AblationSettings(low_data_fraction=2.0).validate()
+    assert caught.value.fields == ("low_data_fraction",)
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "pipelines" / "ablation.py"
+    spec = importlib.util.spec_from_file_location("ablation_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--steps", "0", "--out", str(tmp_path / "out")]) == 1  # refused first
+    assert "--steps and --pretrain-steps must be at least 1" in capsys.readouterr().out
