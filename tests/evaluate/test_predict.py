@@ -130,7 +130,7 @@ def test_cli_without_checkpoint_is_one_clean_error(tmp_path):
 def test_bad_threshold_is_rejected(tiny_run):
     result = runner.invoke(app, ["predict", "--run", str(tiny_run), "--input", ".", "--out", "x",
                                  "--threshold", "1.5"])
-    assert result.exit_code == 1 and "between 0 and 1" in result.output
+    assert result.exit_code == 1 and "--threshold 1.5 must lie strictly between 0 and 1" in result.output
 
 
 def test_volume_with_a_ground_truth_volume_is_scored(tiny_run, tmp_path):
