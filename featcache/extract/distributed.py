@@ -122,7 +122,8 @@ def shard_task(shard: int, spec: WorkerSpec, poll_s: float = 0.5) -> ShardOutcom
             return ShardOutcome(shard, 0, {}, time.perf_counter() - start, _worker_name())
         time.sleep(poll_s)  # held by a live writer elsewhere: wait for its commit or its expiry
     # DataLoader processes cannot start inside a daemonic dask worker process
-    loaders = 0 if multiprocessing.current_process().daemon else spec.settings.loader_workers
+    # automatic (-1) means none here: the dask workers are the parallelism
+    loaders = 0 if multiprocessing.current_process().daemon else max(0, spec.settings.loader_workers)
     run = run_shards(res["dataset"], res["teacher"], writer, plan.indices, plan.names,
                      view_seed=plan.view_seed, batch_size=spec.settings.batch_size, loader_workers=loaders,
                      autocast_dtype=autocast_for(res["device"]), shards=[shard],
@@ -174,7 +175,7 @@ def extract_distributed(spec: WorkerSpec, *, workers: int | None = None, schedul
     start = time.perf_counter()
     store = FeatureStore(spec.store_url)
     views = spec.settings.views
-    with dask_client(workers, scheduler, spec.settings.loader_workers) as client:
+    with dask_client(workers, scheduler, max(0, spec.settings.loader_workers)) as client:
         plan: EntryPlan = client.submit(plan_task, spec, pure=False).result()
         n = len(plan.indices)
         skipped = len(plan.attrs["dataset"]["skipped"])

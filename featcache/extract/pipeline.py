@@ -37,10 +37,21 @@ from featcache.teachers.base import Teacher
 ProgressFn = Callable[[str, int, int], None]  # (event, done, total)
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_writer_threads() -> int:
     """One writer thread per core this process may run on: at accelerator speed the commit path
     (statistics, fp16 encoding, compression, crc32c) is what limits extraction, and it scales."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _cores()
+
+
+def default_loader_workers() -> int:
+    """Half the cores beyond the main process's, at most 8 (the writer threads need the rest):
+    image decoding and resizing then leave the teacher's loop. 0 on two cores, where a worker
+    process was no faster than the main process (docs/measurements.md)."""
+    return min(8, (_cores() - 1) // 2)
 
 
 @dataclass
@@ -132,17 +143,18 @@ class _ShardBatches:
 
 
 def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWriter, indices: list[int],
-               names: list[str], *, view_seed: int = 0, batch_size: int = 8, loader_workers: int = 0,
+               names: list[str], *, view_seed: int = 0, batch_size: int = 8, loader_workers: int = -1,
                autocast_dtype: torch.dtype | None = None, shards: list[int] | None = None,
                progress: ProgressFn | None = None, writer_threads: int = 0) -> ShardRun:
     """Extract and commit shards until none is left to claim (or exactly `shards`, already claimed).
 
     indices[pos] is the dataset index of entry position pos. Claims still held when this returns or
     raises (an interrupted shard) are released, so the shard is free for the next run at once.
-    writer_threads 0: one per core (default_writer_threads).
+    loader_workers -1: default_loader_workers(); writer_threads 0: one per core.
     """
     layout = writer.layout
-    loader = DataLoader(_ViewItems(dataset, teacher, view_seed), num_workers=loader_workers,
+    workers = default_loader_workers() if loader_workers < 0 else loader_workers
+    loader = DataLoader(_ViewItems(dataset, teacher, view_seed), num_workers=workers,
                         batch_sampler=_ShardBatches(writer, indices, batch_size, shards),
                         collate_fn=_collate, persistent_workers=False)
     position = {index: pos for pos, index in enumerate(indices)}

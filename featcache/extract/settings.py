@@ -45,7 +45,9 @@ class ExtractSettings:
     shard_size: int = 16  # samples per shard: the unit of claim and commit
     batch_size: int = 8  # images per teacher forward pass
     device: str = "auto"  # where run_job puts the teacher: auto, cpu, cuda or cuda:N
-    loader_workers: int = 0  # decoding/preprocessing processes
+    # decoding/preprocessing processes; -1: automatic (pipeline.default_loader_workers: half the
+    # cores beyond the main process's, so 0 on two cores); 0: in the main process
+    loader_workers: int = -1
     # threads encoding, compressing, checksumming and committing shards and computing their
     # statistics; 0: one per core (what limits extraction once the teacher is fast)
     writer_threads: int = 0
@@ -59,5 +61,8 @@ class ExtractSettings:
         for name in ("shard_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise StoreError(f"{name} must be at least 1", fields=(name,))
+        if self.loader_workers < -1:
+            raise StoreError("loader_workers must be -1 (automatic), 0 (in the main process) or more",
+                             fields=("loader_workers",))
         if self.writer_threads < 0:
             raise StoreError("writer_threads must be 0 (one per core) or more", fields=("writer_threads",))

@@ -63,3 +63,19 @@ def test_writer_threads_write_the_same_bytes(tmp_path, blobs, tiny_teacher):
         a, b = FeatureStore(tmp_path / "1").open(keys[0]), FeatureStore(tmp_path / "3").open(keys[0])
         for name, value in a.stats(level).items():
             np.testing.assert_allclose(b.stats(level)[name], value, rtol=1e-12, atol=1e-15)
+
+
+def test_automatic_parallelism_scales_with_cores(monkeypatch):
+    import pytest
+
+    from featcache.errors import StoreError
+    from featcache.extract import pipeline
+
+    for cores, loaders in ((1, 0), (2, 0), (16, 7), (64, 8)):
+        monkeypatch.setattr(pipeline, "_cores", lambda n=cores: n)
+        assert (pipeline.default_loader_workers(), pipeline.default_writer_threads()) == (loaders, cores)
+    assert ExtractSettings().loader_workers == -1 and ExtractSettings().writer_threads == 0
+    with pytest.raises(StoreError, match="loader_workers"):
+        ExtractSettings(loader_workers=-2)
+    with pytest.raises(StoreError, match="writer_threads"):
+        ExtractSettings(writer_threads=-1)
