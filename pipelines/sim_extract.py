@@ -75,19 +75,23 @@ def write_images(folder: Path, count: int, size: int) -> None:
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
 
 
-def real_cost(args, folder: Path) -> tuple[Teacher, dict[str, torch.Tensor], float]:
-    """The real teacher, its features of one image (1, C, H, W) per level, and ms per batch of
-    the real forward pass on this CPU (one image, times the batch size)."""
+def real_cost(args, folder: Path) -> tuple[Teacher, dict[str, torch.Tensor], float | None]:
+    """The real teacher, features (1, C, H, W) per level, and ms per batch of its real forward
+    pass on this CPU (one image, times the batch size). LiteMedSAM: its own features of one image.
+    Others (random weights here): features of a normal spread, and the forward pass is timed only
+    when the sweep needs it (no MS given)."""
     options = {"random_init": True} if args.teacher != "litemedsam" else {}
     real = build_teacher(args.teacher, None, None, **options)
-    names = [s.name for s in real.select_levels(args.levels)]
-    data = build_dataset("images", folder)
-    x, _ = real.prepare(data.load(0).image)
+    specs = real.select_levels(args.levels)
+    if args.teacher != "litemedsam" and args.simulate_teacher:
+        return real, {s.name: torch.randn(1, s.channels, *s.grid) for s in specs}, None
+    x, _ = real.prepare(build_dataset("images", folder).load(0).image)
+    names = [s.name for s in specs]
     real.extract(x[None], names)  # warm-up
     start = time.perf_counter()
     feats = real.extract(x[None], names)
     ms = (time.perf_counter() - start) * 1000 * args.batch_size
-    if args.teacher != "litemedsam":  # random weights: features of a normal spread instead
+    if args.teacher != "litemedsam":
         feats = {n: torch.randn_like(f) for n, f in feats.items()}
     return real, {n: f.contiguous() for n, f in feats.items()}, ms
 
@@ -216,7 +220,8 @@ def _simulate(args, tmp: Path) -> None:
     shapes = ", ".join(f"{n} {tuple(f.shape[1:])}" for n, f in features.items())
     print(f"stand-in {args.teacher}: levels {shapes}; {per_image / MB:.2f} MB fp16 per image; "
           f"{args.images} PNG images {args.image_px}px; batch {args.batch_size}, shard {args.shard_size}; "
-          f"{os.cpu_count()} cores; real forward on this CPU: {real_ms:.0f} ms per batch", flush=True)
+          f"{os.cpu_count()} cores; real forward on this CPU: "
+          f"{'not timed' if real_ms is None else f'{real_ms:.0f} ms per batch'}", flush=True)
     raw = raw_write_rate(features, tmp / "raw", args.images)
     one, ratio = compress_rate(features, args.images, 1)
     cores = os.cpu_count() or 1
