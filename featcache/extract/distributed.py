@@ -148,18 +148,18 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     from distributed import Client, LocalCluster
 
     if (workers is None) == (scheduler is None):
-        raise ConfigError("pass either --workers N or --scheduler ADDRESS")
+        raise ConfigError("pass either workers N or scheduler ADDRESS", fields=("workers", "scheduler"))
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout="20s")
         except OSError as exc:
             raise ConfigError(f"cannot reach dask scheduler {scheduler} ({exc}); start one with "
-                              "`dask scheduler` or use --workers N") from None
+                              "`dask scheduler` or use workers N", fields=("workers",)) from None
         with client:
             yield client
         return
     if workers < 1:
-        raise ConfigError("--workers must be at least 1")
+        raise ConfigError("workers must be at least 1", fields=("workers",))
     # non-daemonic workers may start DataLoader processes of their own
     with dask.config.set({"distributed.worker.daemon": loader_workers == 0}), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",

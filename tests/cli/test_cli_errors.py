@@ -118,6 +118,12 @@ def test_a_bad_override_names_the_flag(tmp_path):
     assert result.exit_code == 1 and "--set 'training.epochs': expected key.path=value" in result.output
 
 
+def test_dask_settings_name_the_flags(tmp_path):
+    result = _run("extract", "--teacher", "litemedsam", "--dataset", "demo", "--workers", "0",
+                  "--store", str(tmp_path / "s"))
+    assert result.exit_code == 1 and "--workers must be at least 1" in result.output
+
+
 def test_fields_become_flags_as_whole_words_only():
     flags = {"threshold": "--threshold", "image_size": "--image-size", "device": "--device",
              "checkpoint": "--checkpoint"}
