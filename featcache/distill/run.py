@@ -53,8 +53,7 @@ class Checkpoint:
     """best.pt or last.pt: the student and what it was trained with."""
 
     epoch: int  # 0-based
-    student_config: StudentConfig  # encoder, channels, decoder, input normalisation
-    image_size: int  # the student's input size S
+    student_config: StudentConfig  # encoder, channels, decoder, input normalisation, image size
     student: dict[str, torch.Tensor]  # its state dict
     saved_manifest: dict[str, Any] = field(default_factory=dict)  # as dumped when saved
     best_val_dice: float | None = None
@@ -64,6 +63,11 @@ class Checkpoint:
     world_size: int = 1
     training: TrainingState | None = None
     path: Path | None = None  # the file it was read from
+
+    @property
+    def image_size(self) -> int:
+        """The input size S the student was trained at."""
+        return int(self.student_config.image_size)
 
     @property
     def manifest(self) -> Manifest:
@@ -82,8 +86,10 @@ class Checkpoint:
     def payload(self) -> dict[str, Any]:
         """What torch.save writes (plain containers only)."""
         state = self.training
+        # image_size is stored beside the config, as it always was: every version reads the file.
+        config = {k: v for k, v in self.student_config.to_dict().items() if k != "image_size"}
         return {
-            "format": FORMAT, "epoch": self.epoch, "student_config": self.student_config.to_dict(),
+            "format": FORMAT, "epoch": self.epoch, "student_config": config,
             "student": self.student, "best_val_dice": self.best_val_dice, "best_epoch": self.best_epoch,
             "manifest": self.saved_manifest, "image_size": self.image_size, "store": self.store,
             "world_size": self.world_size, "entries": self.entries,
@@ -101,9 +107,9 @@ class Checkpoint:
         if all(k in payload for k in ("distill", "optimizer", "scheduler", "rng")):
             training = TrainingState(payload["distill"], payload["optimizer"], payload["scheduler"],
                                      payload["rng"])
-        return cls(epoch=int(payload["epoch"]),
-                   student_config=StudentConfig.from_dict(payload["student_config"]),
-                   image_size=int(payload["image_size"]), student=payload["student"],
+        config = {**payload["student_config"], "image_size": int(payload["image_size"])}
+        return cls(epoch=int(payload["epoch"]), student_config=StudentConfig.from_dict(config),
+                   student=payload["student"],
                    saved_manifest=manifest, best_val_dice=payload.get("best_val_dice"),
                    best_epoch=payload.get("best_epoch"), entries=_entry_keys(payload.get("entries")),
                    store=_store_url(payload.get("store") or manifest.get("store")),

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """What a Student is built from, as every checkpoint stores it. The manifest's `student:`
-    (StudentSpec: what a user writes, plus the input size) becomes one with `from_spec`; the
-    input normalisation is resolved when the student is built."""
+    """The student as every checkpoint stores it: what it is built from and the input size it was
+    trained at. The manifest's `student:` (StudentSpec, what a user writes) becomes one with
+    `from_spec`; the input normalisation is resolved when the student is built."""
 
     encoder: str = "efficientnet_lite0"  # a timm name; efficientnet_lite0 = timm's tf_efficientnet_lite0
     in_channels: int = 3
@@ -43,13 +43,17 @@ class StudentConfig:
     # own (timm's pretrained config for the architecture), fixed when the student is built.
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
+    # The input size S it was trained at (images are resized to S x S); None where nothing fixed it.
+    # The network itself takes any multiple of its stride.
+    image_size: int | None = None
 
     @classmethod
     def from_spec(cls, spec: StudentSpec, with_weights: bool = True) -> StudentConfig:
         """The manifest's student; with_weights=False builds it randomly initialised (nothing read)."""
         return cls(encoder=spec.encoder, in_channels=spec.in_channels,
                    decoder_channels=tuple(spec.decoder_channels),
-                   encoder_weights=spec.encoder_weights if with_weights else None)
+                   encoder_weights=spec.encoder_weights if with_weights else None,
+                   image_size=spec.image_size)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -245,8 +245,8 @@ class Trainer:
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             rng=torch.get_rng_state())
         return Checkpoint(
-            epoch=epoch, student_config=self.student_config, image_size=self.manifest.student.image_size,
-            student=self.model.student.state_dict(), saved_manifest=self.manifest.model_dump(mode="json"),
+            epoch=epoch, student_config=self.student_config, student=self.model.student.state_dict(),
+            saved_manifest=self.manifest.model_dump(mode="json"),
             best_val_dice=self.best_dice, best_epoch=self.best_epoch,
             entries={f"{s.dataset.name}/{t}": r.key for s in self.sources for t, r in s.entries.items()},
             store=self.store_url, world_size=self.dist.world_size, training=state)

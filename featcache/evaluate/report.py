@@ -123,7 +123,7 @@ def _student_section(run: Run, which: str) -> tuple[list[str], Checkpoint]:
     lines = [f"checkpoint: `{which}` (epoch {checkpoint.epoch}, best val Dice "
              f"{fmt(checkpoint.best_val_dice)})",
              f"parameters: {count_params(student):,}", f"input: {config['in_channels']} × {size} × {size}"]
-    lines += [f"{k}: `{v}`" for k, v in config.items() if k != "in_channels"]
+    lines += [f"{k}: `{v}`" for k, v in config.items() if k not in ("in_channels", "image_size")]
     return lines, checkpoint
 
 

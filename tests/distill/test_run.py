@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -25,15 +27,17 @@ def test_the_run_names_its_files(tmp_path):
 
 def test_a_saved_checkpoint_loads_typed_and_with_weights_only(tmp_path):
     student = Student(TINY)
-    saved = Checkpoint(epoch=2, student_config=student.config, image_size=64, student=student.state_dict(),
+    config = replace(student.config, image_size=64)
+    saved = Checkpoint(epoch=2, student_config=config, student=student.state_dict(),
                        saved_manifest={"datasets": [{"name": "demo"}], "store": "s3://b/store"},
                        best_val_dice=0.5, best_epoch=1, entries={"demo/sam": "demo.sam.1"})
     Run(tmp_path).save_checkpoint("best", saved)
     raw = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)  # no pickled code
-    assert raw["format"] == FORMAT and raw["image_size"] == 64
+    assert raw["format"] == FORMAT and raw["image_size"] == 64  # beside the config, as always
+    assert "image_size" not in raw["student_config"]  # so older versions read the file too
     loaded, checkpoint = Run(tmp_path).load_student("best")
     assert checkpoint.epoch == 2 and checkpoint.image_size == 64 and checkpoint.best_epoch == 1
-    assert checkpoint.student_config == student.config  # input normalisation included
+    assert checkpoint.student_config == config  # input normalisation and image size included
     assert checkpoint.manifest.datasets[0].name == "demo" and checkpoint.store == "s3://b/store"
     assert checkpoint.entries == {"demo/sam": "demo.sam.1"} and checkpoint.training is None
     x = torch.rand(1, 1, 64, 64)
@@ -52,6 +56,7 @@ def test_an_old_checkpoint_still_loads(tmp_path):
                tmp_path / "checkpoints" / "last.pt")
     checkpoint = Run(tmp_path).load_checkpoint("last")
     assert checkpoint.student_config.input_mean == (0.0,)  # it fed [0, 1] images unchanged
+    assert checkpoint.image_size == checkpoint.student_config.image_size == 32
     assert checkpoint.store == "/data/store" and list(checkpoint.entries.values()) == ["demo.sam.1"]
     assert checkpoint.manifest.datasets[0].name == "demo" and checkpoint.best_val_dice is None
 
@@ -70,6 +75,6 @@ def test_the_manifest_student_becomes_the_checkpoint_config():
 
     spec = StudentSpec(encoder="test_efficientnet", in_channels=1, decoder_channels=[16, 8, 8, 8, 8],
                        encoder_weights=None, image_size=64)
-    assert StudentConfig.from_spec(spec) == TINY
+    assert StudentConfig.from_spec(spec) == replace(TINY, image_size=64)
     assert StudentConfig.from_spec(StudentSpec(), with_weights=False).encoder_weights is None
     assert StudentConfig.from_spec(StudentSpec()).encoder_weights == "imagenet"

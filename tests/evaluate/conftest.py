@@ -4,6 +4,7 @@ best/last checkpoints, metrics.csv and gates.csv."""
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ def make_run(run_dir: Path, config: StudentConfig = TINY, image_size: int = IMAG
     torch.manual_seed(0)
     student = Student(config).eval()
     # The built student's config: what the trainer saves (defaults such as the input normalisation resolved).
-    checkpoint = Checkpoint(epoch=3, student_config=student.config, image_size=image_size,
+    checkpoint = Checkpoint(epoch=3, student_config=replace(student.config, image_size=image_size),
                             student=student.state_dict(), saved_manifest={"datasets": [{"name": "demo"}]},
                             best_val_dice=0.42, **checkpoint_fields)
     for which in ("best", "last"):
