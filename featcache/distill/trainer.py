@@ -259,7 +259,8 @@ class Trainer:
                                   "use a new run_dir")
         if not same_settings(checkpoint.saved_manifest, self.manifest):
             raise CheckpointError(f"{self.run_dir}: the checkpoint was trained with a different manifest; "
-                                  "resume with the same manifest and --set options, or use a new run_dir")
+                                  "resume with the same manifest and override options, or use a new run_dir",
+                                  fields=("override",))
         self.model.load_state_dict({**{f"student.{k}": v for k, v in checkpoint.student.items()},
                                     **state.distill})
         self.optimizer.load_state_dict(state.optimizer)

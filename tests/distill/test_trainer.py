@@ -2,6 +2,7 @@ import csv
 
 import pytest
 import torch
+import yaml
 
 from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
@@ -87,6 +88,16 @@ def test_a_run_dir_is_reused_only_with_resume_or_overwrite(cached_store, tmp_pat
     train(manifest, overwrite=True)
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "0"]  # one run's rows, not two
+    # Resuming it with other settings is refused; the CLI names its flag for the overrides.
+    from typer.testing import CliRunner
+
+    from featcache.cli import app
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(manifest.model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["distill", "--manifest", str(path), "--resume",
+                                      "--set", "training.lr=0.1"])
+    assert result.exit_code == 1 and "resume with the same manifest and --set options" in result.output
 
 
 def test_the_resume_point_is_written_once_a_minute_and_last(cached_store, tmp_path, monkeypatch):
