@@ -166,7 +166,8 @@ class FeatureStore:
             live = [c for c in Claims(self.objects, key).all() if not c.expired]
             if live:
                 raise StoreError(f"entry {key} is being written (shard {live[0].shard} claimed by "
-                                 f"{live[0].owner}); wait for that extract to finish, or pass --force")
+                                 f"{live[0].owner}); wait for that extract to finish, or pass force",
+                                 fields=("force",))
         hidden = f"{TRASH}/{key}.{uuid.uuid4().hex[:8]}"
         if self.objects.rename_out_of_sight(key, hidden):
             self.objects.delete_prefix(hidden)

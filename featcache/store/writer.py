@@ -261,8 +261,9 @@ class EntryWriter:
             sample = ids[int(np.argwhere(bad)[0][0])]
             over = finite.all()
             what = f"values beyond float16 range ({limit:g})" if over else "inf/NaN"
-            hint = "; use --precision fp32" if over else ""
-            raise StoreError(f"sample {sample}, level {level}: teacher produced {what}{hint}")
+            hint = "; use precision fp32" if over else ""
+            raise StoreError(f"sample {sample}, level {level}: teacher produced {what}{hint}",
+                             fields=("precision",) if over else ())
 
     # -- finishing ---------------------------------------------------------------------------
     def precision_report(self) -> dict[str, dict[str, Any]]:

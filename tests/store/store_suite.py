@@ -115,8 +115,9 @@ class StoreSuite:
         with pytest.raises(StoreError, match="sample case03, level coarse: .*inf/NaN"):
             writer.write_shard(1, feats, frames, params)
         feats["coarse"][1, 0, 0, 0, 0] = 1e6
-        with pytest.raises(StoreError, match="case03.*float16 range"):
+        with pytest.raises(StoreError, match="case03.*float16 range.*; use precision fp32") as caught:
             writer.write_shard(1, feats, frames, params)
+        assert caught.value.fields == ("precision",)  # the CLI says --precision
         assert writer.missing_shards() == [0, 1, 2]
 
     # -- read-only ---------------------------------------------------------------------------
