@@ -21,8 +21,6 @@ from rich.progress import (
 from rich.table import Table
 
 from featcache.cli.app import console
-from featcache.evaluate.metrics import METRICS
-from featcache.evaluate.tables import fmt, mean_std
 
 
 @contextmanager
@@ -47,6 +45,9 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]],
 def summary_table(summary: dict[str, Any], title: str = "Evaluation") -> Table:
     """One row per (dataset, split) of a summary.json dict: mean ± std (median) of each metric and
     the pooled Dice. The caption states the empty-mask convention."""
+    from featcache.evaluate.metrics import METRICS
+    from featcache.evaluate.tables import fmt, mean_std
+
     caption = (f"Empty masks: {summary.get('empty_convention_text', summary.get('empty_convention'))}. "
                f"{summary.get('pooled_dice_label', 'pooled Dice')}: 2ΣTP/(Σ|P|+Σ|G|) over all pixels. "
                "mean ± std (median); std with ddof=0.")

@@ -14,7 +14,8 @@ file names and what its checkpoints hold.
   RUN/study_train.json            what training reported, for a study cell
 
 Checkpoints are plain tensors and containers, so loading needs no pickled code
-(torch.load(weights_only=True)); `Checkpoint` is their typed form.
+(torch.load(weights_only=True)); `Checkpoint` is their typed form. torch and the student load on
+first use: naming a run's files (eval, report, the CLI) stays light.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ValidationError
 
-from featcache.distill.student import Student, StudentConfig
 from featcache.errors import CheckpointError
 from featcache.manifest import Manifest
 from featcache.yamlconfig import validation_message
+
+if TYPE_CHECKING:
+    import torch
+
+    from featcache.distill.student import Student, StudentConfig
 
 FORMAT = "featcache-run/1"
 WHICH = ("best", "last")
@@ -99,6 +103,8 @@ class Checkpoint:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], path: Path) -> Checkpoint:
+        from featcache.distill.student import StudentConfig
+
         missing = [k for k in ("epoch", "student_config", "student", "image_size") if k not in payload]
         if missing:
             raise CheckpointError(f"{path} lacks {', '.join(missing)}; it is not a run checkpoint")
@@ -206,6 +212,8 @@ class Run:
 
     def load_student(self, which: str = "best") -> tuple[Student, Checkpoint]:
         """The trained student in eval mode, and the checkpoint it came from."""
+        from featcache.distill.student import Student
+
         checkpoint = self.load_checkpoint(which)
         student = Student(checkpoint.student_config)
         try:
@@ -231,6 +239,8 @@ class Run:
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"format": FORMAT, **payload}, tmp)
@@ -238,6 +248,8 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    import torch
+
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; train first with `featcache distill` "
                               "or pick checkpoint best|last", fields=("checkpoint",))

@@ -78,3 +78,14 @@ def test_the_manifest_student_becomes_the_checkpoint_config():
     assert StudentConfig.from_spec(spec) == replace(TINY, image_size=64)
     assert StudentConfig.from_spec(StudentSpec(), with_weights=False).encoder_weights is None
     assert StudentConfig.from_spec(StudentSpec()).encoder_weights == "imagenet"
+
+
+def test_naming_a_runs_files_stays_light():
+    """eval's output helpers and the CLI import Run; torch and timm load only with a checkpoint."""
+    import subprocess
+    import sys
+
+    code = ("import sys, featcache.distill.run, featcache.evaluate.outputs\n"
+            "print([m for m in ('torch', 'timm') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
