@@ -1,7 +1,8 @@
 """The typer app and the one place where library errors become a clean exit.
 
 User errors (FeatcacheError) print one red line and exit 1; usage errors exit 2 (click's own);
-`--debug` shows the traceback instead.
+`--debug` shows the traceback instead. The settings an error names as library fields (`threshold`)
+are printed as the flags of the command that ran (`--threshold`).
 """
 
 from __future__ import annotations
