@@ -71,8 +71,8 @@ def extract(
     shard_size: Annotated[int, typer.Option(
         help="Samples per shard (the unit of commit).")] = DEFAULTS.shard_size,
     loader_workers: Annotated[int, typer.Option(
-        help="Decoding/preprocessing processes; -1: automatic (half the cores beyond one, at most "
-             "8); 0: in the main process.")] = DEFAULTS.loader_workers,
+        help="Decoding/preprocessing processes; -1: automatic (half the cores beyond one, 1 to 8; "
+             "none for under 8 batches); 0: in the main process.")] = DEFAULTS.loader_workers,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable samples and record "
                                            "them instead of stopping.")] = False,
     manifest: Annotated[Path | None, typer.Option(help="Extract every (teacher, dataset) a "

@@ -46,7 +46,7 @@ class ExtractSettings:
     batch_size: int = 8  # images per teacher forward pass
     device: str = "auto"  # where run_job puts the teacher: auto, cpu, cuda or cuda:N
     # decoding/preprocessing processes; -1: automatic (pipeline.default_loader_workers: half the
-    # cores beyond the main process's, so 0 on two cores); 0: in the main process
+    # cores beyond the main process's, at least 1, none for under 8 batches); 0: in the main process
     loader_workers: int = -1
     # threads encoding, compressing, checksumming and committing shards and computing their
     # statistics; 0: one per core (what limits extraction once the teacher is fast)

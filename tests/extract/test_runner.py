@@ -71,9 +71,10 @@ def test_automatic_parallelism_scales_with_cores(monkeypatch):
     from featcache.errors import StoreError
     from featcache.extract import pipeline
 
-    for cores, loaders in ((1, 0), (2, 0), (16, 7), (64, 8)):
+    for cores, loaders in ((1, 1), (2, 1), (16, 7), (64, 8)):
         monkeypatch.setattr(pipeline, "_cores", lambda n=cores: n)
-        assert (pipeline.default_loader_workers(), pipeline.default_writer_threads()) == (loaders, cores)
+        assert (pipeline.default_loader_workers(100), pipeline.default_writer_threads()) == (loaders, cores)
+        assert pipeline.default_loader_workers(7) == 0  # a few batches: no process start-up
     assert ExtractSettings().loader_workers == -1 and ExtractSettings().writer_threads == 0
     with pytest.raises(StoreError, match="loader_workers"):
         ExtractSettings(loader_workers=-2)
