@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from featcache.errors import ConfigError
 from featcache.yamlconfig import read_yaml, safe_load, validation_message
@@ -61,14 +70,42 @@ class TeacherSpec(_Strict):
         return v
 
 
-class StudentSpec(_Strict):
-    # ImageNet-pretrained EfficientNet-Lite0 (weights shipped by a pip package) + U-Net decoder,
-    # 8.75M parameters. encoder_weights: imagenet, a local state-dict file, or null (random init).
-    encoder: str = "efficientnet_lite0"
+class StudentConfig(_Strict):
+    """The student: what a manifest's `student:` asks for and what every checkpoint stores (there
+    with the input normalisation resolved). ImageNet-pretrained EfficientNet-Lite0 (weights shipped
+    by a pip package) + U-Net decoder, 8.75M parameters."""
+
+    encoder: str = "efficientnet_lite0"  # a timm name; efficientnet_lite0 = timm's tf_efficientnet_lite0
     in_channels: int = Field(3, ge=1)
     decoder_channels: list[int] = Field(default_factory=lambda: [464, 232, 116, 58, 29])
+    # "imagenet" (weights a pip package ships), a local state-dict file, or null (random init).
+    # Never downloads.
     encoder_weights: str | None = "imagenet"
-    image_size: int = Field(256, gt=0)  # also a multiple of the encoder's stride (checked on build)
+    # The input size S (images are resized to S x S); a multiple of the encoder's stride (checked
+    # when the student is built). The network itself takes any multiple of its stride.
+    image_size: int = Field(256, gt=0)
+    # Per-channel input normalisation, (x - mean) / std on [0, 1] images; null = the encoder's own
+    # (timm's pretrained config for the architecture), fixed when the student is built.
+    input_mean: list[float] | None = None
+    input_std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _one_value_per_channel(self) -> StudentConfig:
+        for name in ("input_mean", "input_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.in_channels:
+                raise ValueError(f"{name} needs {self.in_channels} values (in_channels), got {len(value)}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _unresolved_normalisation_unwritten(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A manifest that leaves the normalisation to the encoder dumps as it did before the field
+        # existed, so saved manifests and feature-pretraining recipes still compare equal.
+        data = handler(self)
+        for name in ("input_mean", "input_std"):
+            if data.get(name, ...) is None:
+                del data[name]
+        return data
 
 
 class DistillSpec(_Strict):
@@ -179,7 +216,7 @@ class Manifest(_Strict):
     run_dir: str = "runs/run"
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)
-    student: StudentSpec = Field(default_factory=StudentSpec)
+    student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillSpec = Field(default_factory=DistillSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     pretrain: PretrainSpec = Field(default_factory=PretrainSpec)

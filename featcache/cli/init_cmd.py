@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -21,15 +21,18 @@ import yaml
 from featcache.cli.app import app
 from featcache.errors import ConfigError
 
+if TYPE_CHECKING:
+    from featcache.manifest import StudentConfig
+
 _MIN_STRIDE = 4
 _NEEDS_CHECKPOINT = ("sam", "medsam", "clip")
 
 
-def student_stages(spec: Any) -> dict[str, tuple[int, int]]:
-    """{stage: (channels, stride)} of the student a StudentSpec describes (random init: no weights read)."""
-    from featcache.distill.student import Student, StudentConfig
+def student_stages(student: StudentConfig) -> dict[str, tuple[int, int]]:
+    """{stage: (channels, stride)} of the student a StudentConfig describes (random init: no weights read)."""
+    from featcache.distill.student import Student
 
-    return dict(Student(StudentConfig.from_spec(spec, with_weights=False)).stages)
+    return dict(Student(student.model_copy(update={"encoder_weights": None})).stages)
 
 
 def match_stage(grid: tuple[int, int], image_size: int, stages: dict[str, tuple[int, int]]) -> str:
@@ -70,10 +73,10 @@ def build_manifest(dataset: str, root: Path | None, teachers: list[str], checkpo
                    image_size: int) -> tuple[Any, list[str]]:
     """(Manifest, comment lines about the choices made)."""
     from featcache.data.registry import build_dataset
-    from featcache.manifest import Manifest, StudentSpec
+    from featcache.manifest import Manifest, StudentConfig
 
     data = build_dataset(dataset, root)
-    student = StudentSpec(image_size=image_size)
+    student = StudentConfig(image_size=image_size)
     stages = student_stages(student)
     notes = [f"dataset {dataset}: {len(data)} samples, splits "
              + ", ".join(f"{s} {len(data.split_indices(s))}" for s in ("train", "val", "test"))]

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from featcache.errors import CheckpointError
-from featcache.manifest import Manifest
+from featcache.manifest import Manifest, StudentConfig
 from featcache.yamlconfig import validation_message
 
 if TYPE_CHECKING:
     import torch
 
-    from featcache.distill.student import Student, StudentConfig
+    from featcache.distill.student import Student
 
 FORMAT = "featcache-run/1"
 WHICH = ("best", "last")
@@ -91,7 +91,7 @@ class Checkpoint:
         """What torch.save writes (plain containers only)."""
         state = self.training
         # image_size is stored beside the config, as it always was: every version reads the file.
-        config = {k: v for k, v in self.student_config.to_dict().items() if k != "image_size"}
+        config = self.student_config.model_dump(mode="json", exclude={"image_size"})
         return {
             "format": FORMAT, "epoch": self.epoch, "student_config": config,
             "student": self.student, "best_val_dice": self.best_val_dice, "best_epoch": self.best_epoch,
@@ -103,8 +103,6 @@ class Checkpoint:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], path: Path) -> Checkpoint:
-        from featcache.distill.student import StudentConfig
-
         missing = [k for k in ("epoch", "student_config", "student", "image_size") if k not in payload]
         if missing:
             raise CheckpointError(f"{path} lacks {', '.join(missing)}; it is not a run checkpoint")
@@ -113,8 +111,7 @@ class Checkpoint:
         if all(k in payload for k in ("distill", "optimizer", "scheduler", "rng")):
             training = TrainingState(payload["distill"], payload["optimizer"], payload["scheduler"],
                                      payload["rng"])
-        config = {**payload["student_config"], "image_size": int(payload["image_size"])}
-        return cls(epoch=int(payload["epoch"]), student_config=StudentConfig.from_dict(config),
+        return cls(epoch=int(payload["epoch"]), student_config=_student_config(payload, path),
                    student=payload["student"],
                    saved_manifest=manifest, best_val_dice=payload.get("best_val_dice"),
                    best_epoch=payload.get("best_epoch"), entries=_entry_keys(payload.get("entries")),
@@ -129,6 +126,26 @@ class Pretrained:
     recipe: str
     model: dict[str, torch.Tensor]
     steps: int
+
+
+@dataclass(frozen=True)
+class ScoredFolder:
+    """A folder of scores in eval's format: RUN/eval, RUN/eval-orientation, or the output folder
+    of `featcache predict --masks` (the format itself is evaluate/outputs.py's)."""
+
+    path: Path
+
+    @property
+    def per_image_csv(self) -> Path:
+        return self.path / "per_image.csv"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def overlays_dir(self) -> Path:
+        return self.path / "overlays"
 
 
 class Run:
@@ -158,16 +175,27 @@ class Run:
         return self.path / "tensorboard"
 
     @property
-    def eval_dir(self) -> Path:
-        return self.path / "eval"
+    def eval(self) -> ScoredFolder:
+        """What `featcache eval` writes."""
+        return ScoredFolder(self.path / "eval")
 
     @property
-    def orientation_eval_dir(self) -> Path:
-        return self.path / "eval-orientation"
+    def orientation_eval(self) -> ScoredFolder:
+        """A study's scores on the orientations the run was not trained on."""
+        return ScoredFolder(self.path / "eval-orientation")
 
     @property
     def report_dir(self) -> Path:
         return self.path / "report"
+
+    @property
+    def report_page(self) -> Path:
+        return self.report_dir / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        """The same page with its pictures embedded."""
+        return self.report_dir / "report.html"
 
     @property
     def export_dir(self) -> Path:
@@ -187,13 +215,9 @@ class Run:
             raise CheckpointError(f"unknown checkpoint {which!r}; use best or last")
         return self.path / "checkpoints" / f"{which}.pt"
 
-    @property
-    def eval_overlays_dir(self) -> Path:
-        return self.eval_dir / "overlays"
-
     def eval_overlay(self, dataset: str, sample_id: str) -> Path:
         """Where eval writes (and the report looks for) the overlay of one sample."""
-        return self.eval_overlays_dir / dataset / f"{sample_id}.png"
+        return self.eval.overlays_dir / dataset / f"{sample_id}.png"
 
     def training_files(self) -> list[Path]:
         """The files whose presence means the directory holds a run (started or finished)."""
@@ -263,6 +287,20 @@ def _load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} has format {found!r}, expected {FORMAT!r}; "
                               "it was written by another featcache version or tool")
     return payload
+
+
+def _student_config(payload: dict[str, Any], path: Path) -> StudentConfig:
+    config = {**_known_keys(StudentConfig, payload["student_config"]),
+              "image_size": int(payload["image_size"])}
+    # Checkpoints from before the input normalisation existed fed [0, 1] images unchanged.
+    channels = config.get("in_channels", StudentConfig.model_fields["in_channels"].default)
+    config.setdefault("input_mean", [0.0] * channels)
+    config.setdefault("input_std", [1.0] * channels)
+    try:
+        return StudentConfig.model_validate(config)
+    except ValidationError as exc:
+        raise CheckpointError(f"{path}: its student config does not validate: "
+                              f"{validation_message(exc)}") from None
 
 
 def _entry_keys(raw: Any) -> dict[str, str]:

@@ -10,9 +10,6 @@ Distillation taps its intermediate stages by name through `forward_features`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
-
 import numpy as np
 import timm
 import torch
@@ -21,67 +18,21 @@ import torch.nn.functional as F
 
 from featcache.distill.encoder_weights import load_encoder_weights, timm_architecture
 from featcache.errors import ConfigError
-
-if TYPE_CHECKING:
-    from featcache.manifest import StudentSpec
+from featcache.manifest import StudentConfig
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    """The student as every checkpoint stores it: what it is built from and the input size it was
-    trained at. The manifest's `student:` (StudentSpec, what a user writes) becomes one with
-    `from_spec`; the input normalisation is resolved when the student is built."""
-
-    encoder: str = "efficientnet_lite0"  # a timm name; efficientnet_lite0 = timm's tf_efficientnet_lite0
-    in_channels: int = 3
-    decoder_channels: tuple[int, ...] = (464, 232, 116, 58, 29)  # 8.75M params with Lite0
-    # "imagenet" (weights a pip package ships, see encoder_weights.py), a local file, or None for
-    # random init. Never downloads.
-    encoder_weights: str | None = None
-    encoder_kwargs: dict = field(default_factory=dict)
-    # Per-channel input normalisation, (x - mean) / std on [0, 1] images; None = the encoder's
-    # own (timm's pretrained config for the architecture), fixed when the student is built.
-    input_mean: tuple[float, ...] | None = None
-    input_std: tuple[float, ...] | None = None
-    # The input size S it was trained at (images are resized to S x S); None where nothing fixed it.
-    # The network itself takes any multiple of its stride.
-    image_size: int | None = None
-
-    @classmethod
-    def from_spec(cls, spec: StudentSpec, with_weights: bool = True) -> StudentConfig:
-        """The manifest's student; with_weights=False builds it randomly initialised (nothing read)."""
-        return cls(encoder=spec.encoder, in_channels=spec.in_channels,
-                   decoder_channels=tuple(spec.decoder_channels),
-                   encoder_weights=spec.encoder_weights if with_weights else None,
-                   image_size=spec.image_size)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for key in ("decoder_channels", "input_mean", "input_std"):
-            d[key] = None if d[key] is None else list(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StudentConfig:
-        d = dict(d)
-        d["decoder_channels"] = tuple(d.get("decoder_channels", cls.decoder_channels))
-        # Checkpoints from before the normalisation existed fed [0, 1] images unchanged.
-        for key, identity in (("input_mean", 0.0), ("input_std", 1.0)):
-            value = d.get(key, [identity] * d.get("in_channels", cls.in_channels))
-            d[key] = tuple(float(v) for v in value)
-        return cls(**d)
-
-    def with_normalisation(self, encoder: nn.Module) -> StudentConfig:
-        """This config with input_mean/std fixed: given ones, else the encoder's pretrained config
-        (ImageNet or Inception statistics), averaged for a grey input."""
-        if self.input_mean is not None and self.input_std is not None:
-            return self
-        cfg = getattr(encoder, "pretrained_cfg", None) or {}
-        mean, std = tuple(cfg.get("mean", (0.0,) * 3)), tuple(cfg.get("std", (1.0,) * 3))
-        if self.in_channels != len(mean):
-            mean = (sum(mean) / len(mean),) * self.in_channels
-            std = (sum(std) / len(std),) * self.in_channels
-        return replace(self, input_mean=self.input_mean or mean, input_std=self.input_std or std)
+def resolve_normalisation(config: StudentConfig, encoder: nn.Module) -> StudentConfig:
+    """`config` with input_mean/std fixed: given ones, else the encoder's pretrained config
+    (ImageNet or Inception statistics), averaged for a grey input."""
+    if config.input_mean is not None and config.input_std is not None:
+        return config
+    cfg = getattr(encoder, "pretrained_cfg", None) or {}
+    mean, std = list(cfg.get("mean", (0.0,) * 3)), list(cfg.get("std", (1.0,) * 3))
+    if config.in_channels != len(mean):
+        mean = [sum(mean) / len(mean)] * config.in_channels
+        std = [sum(std) / len(std)] * config.in_channels
+    return config.model_copy(update={"input_mean": config.input_mean or mean,
+                                     "input_std": config.input_std or std})
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -109,13 +60,12 @@ class Student(nn.Module):
         super().__init__()
         try:
             self.encoder = timm.create_model(timm_architecture(config.encoder), pretrained=False,
-                                             features_only=True, in_chans=config.in_channels,
-                                             **config.encoder_kwargs)
+                                             features_only=True, in_chans=config.in_channels)
         except RuntimeError as exc:
             raise ConfigError(f"student.encoder {config.encoder!r}: {exc}") from None
         if config.encoder_weights:
             load_encoder_weights(self.encoder, config.encoder, config.encoder_weights)
-        self.config = config = config.with_normalisation(self.encoder)
+        self.config = config = resolve_normalisation(config, self.encoder)
         shape = (1, config.in_channels, 1, 1)
         # Not in the state dict: they follow from the config, which every checkpoint carries.
         self.register_buffer("input_mean", torch.tensor(config.input_mean).view(shape), persistent=False)

@@ -34,7 +34,7 @@ from featcache.distill.model import DistillModel
 from featcache.distill.pretrain import pretrain
 from featcache.distill.run import Checkpoint, Run, TrainingState
 from featcache.distill.schedule import adamw, warmup_cosine
-from featcache.distill.student import Student, StudentConfig, count_params
+from featcache.distill.student import Student, count_params
 from featcache.distill.tblog import open_log
 from featcache.errors import CheckpointError, ConfigError, DatasetError
 from featcache.manifest import DatasetSpec, Manifest, same_settings
@@ -125,7 +125,7 @@ class Trainer:
                 raise ConfigError(f"dataset {spec.name} has images but no masks: list it under "
                                   "pretrain.datasets (feature pretraining), not datasets")
         self.store_url = (manifest.store or default_store_url()) if self.with_teachers else None
-        student = Student(StudentConfig.from_spec(st))
+        student = Student(st)
         self.student_config = student.config  # with the input normalisation resolved
         stride = max(r for _, r in student.stages.values())
         if st.image_size % stride:

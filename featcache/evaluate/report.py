@@ -118,7 +118,7 @@ def _provenance_section(checkpoint: Checkpoint, notes: list[str]) -> list[Block]
 
 def _student_section(run: Run, which: str) -> tuple[list[str], Checkpoint]:
     student, checkpoint = run.load_student(which)
-    config = student.config.to_dict()
+    config = student.config.model_dump(mode="json")
     size = checkpoint.image_size
     lines = [f"checkpoint: `{which}` (epoch {checkpoint.epoch}, best val Dice "
              f"{fmt(checkpoint.best_val_dice)})",
@@ -149,7 +149,7 @@ def build_report(run_dir: Path, which: str = "best", cases: int = 3) -> ReportRe
     student_lines, checkpoint = _student_section(run, which)  # fails first on a bad run dir
     out = run.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    result = ReportResult(out / "report.md", html=out / "report.html")
+    result = ReportResult(run.report_page, html=run.report_html)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     title = f"Run report: {run_dir.name}"
     blocks: list[Block] = [

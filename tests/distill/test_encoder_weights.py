@@ -6,8 +6,9 @@ import timm
 import torch
 
 from featcache.distill.encoder_weights import bundled_weights_path, imagenet_state, lite_to_timm
-from featcache.distill.student import Student, StudentConfig, count_params
+from featcache.distill.student import Student, count_params
 from featcache.errors import CheckpointError, ConfigError
+from featcache.manifest import StudentConfig
 
 
 def test_every_tensor_is_mapped_and_none_left_over():
@@ -31,7 +32,7 @@ def test_converted_network_computes_what_the_reference_computes():
 
 def test_student_applies_the_weights_normalisation_itself():
     student = Student(StudentConfig(encoder_weights="imagenet")).eval()
-    assert student.config.input_mean == (0.5, 0.5, 0.5) and student.config.input_std == (0.5, 0.5, 0.5)
+    assert student.config.input_mean == [0.5, 0.5, 0.5] and student.config.input_std == [0.5, 0.5, 0.5]
     assert 8.6e6 < count_params(student) < 8.9e6  # the paper's ~8.8M student
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -41,13 +42,7 @@ def test_student_applies_the_weights_normalisation_itself():
     # The state dict stays what it was: normalisation travels in the config.
     assert not any("input_mean" in k for k in student.state_dict())
     grey = Student(StudentConfig(encoder_weights="imagenet", in_channels=1))
-    assert grey.config.input_mean == (0.5,) and grey.encoder.conv_stem.weight.shape[1] == 1
-
-
-def test_old_checkpoint_configs_keep_unnormalised_inputs():
-    config = StudentConfig.from_dict({"encoder": "efficientnet_b0", "in_channels": 1,
-                                      "decoder_channels": [8, 8, 8, 8, 8]})
-    assert config.input_mean == (0.0,) and config.input_std == (1.0,)
+    assert grey.config.input_mean == [0.5] and grey.encoder.conv_stem.weight.shape[1] == 1
 
 
 def test_weights_errors_name_the_setting(tmp_path):
@@ -62,10 +57,11 @@ def test_weights_errors_name_the_setting(tmp_path):
 
 
 def test_a_local_timm_checkpoint_still_loads(tmp_path):
-    source = Student(StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=(8, 8, 8, 8, 8)))
+    source = Student(StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=[8, 8, 8, 8, 8],
+                                   encoder_weights=None))
     path = tmp_path / "enc.pth"
     torch.save(source.encoder.state_dict(), path)
-    loaded = Student(StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=(8, 8, 8, 8, 8),
+    loaded = Student(StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=[8, 8, 8, 8, 8],
                                    encoder_weights=str(path)))
     for k, v in source.encoder.state_dict().items():
         assert torch.equal(v, loaded.encoder.state_dict()[k])

@@ -2,10 +2,11 @@ import torch
 import torch.nn.functional as F
 
 from featcache.distill.model import DistillModel, Target
-from featcache.distill.student import Student, StudentConfig
-from featcache.manifest import DistillSpec
+from featcache.distill.student import Student
+from featcache.manifest import DistillSpec, StudentConfig
 
-TINY = StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8))
+TINY = StudentConfig(encoder="mobilenetv3_small_050", encoder_weights=None,
+                     decoder_channels=[32, 16, 16, 8, 8])
 
 
 def test_gate_prefers_the_teacher_whose_features_explain_the_mask():

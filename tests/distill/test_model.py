@@ -3,10 +3,11 @@ import torch
 
 import featcache.distill.model as model_module
 from featcache.distill.model import DistillModel, Target, _mkey, _to_grid
-from featcache.distill.student import Student, StudentConfig
-from featcache.manifest import DistillSpec
+from featcache.distill.student import Student
+from featcache.manifest import DistillSpec, StudentConfig
 
-TINY = StudentConfig(encoder="mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8))
+TINY = StudentConfig(encoder="mobilenetv3_small_050", encoder_weights=None,
+                     decoder_channels=[32, 16, 16, 8, 8])
 TARGETS = [Target("a", "x", "dec3", 8, (8, 8)), Target("b", "x", "dec3", 4, (8, 8))]
 
 

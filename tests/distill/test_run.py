@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
 from featcache.distill.run import FORMAT, Checkpoint, Run
-from featcache.distill.student import Student, StudentConfig
+from featcache.distill.student import Student
 from featcache.errors import CheckpointError
+from featcache.manifest import StudentConfig
 
-TINY = StudentConfig(encoder="test_efficientnet", in_channels=1, decoder_channels=(16, 8, 8, 8, 8))
+TINY = StudentConfig(encoder="test_efficientnet", encoder_weights=None, in_channels=1,
+                     decoder_channels=[16, 8, 8, 8, 8])
 
 
 def test_the_run_names_its_files(tmp_path):
@@ -27,7 +27,7 @@ def test_the_run_names_its_files(tmp_path):
 
 def test_a_saved_checkpoint_loads_typed_and_with_weights_only(tmp_path):
     student = Student(TINY)
-    config = replace(student.config, image_size=64)
+    config = student.config.model_copy(update={"image_size": 64})
     saved = Checkpoint(epoch=2, student_config=config, student=student.state_dict(),
                        saved_manifest={"datasets": [{"name": "demo"}], "store": "s3://b/store"},
                        best_val_dice=0.5, best_epoch=1, entries={"demo/sam": "demo.sam.1"})
@@ -48,14 +48,15 @@ def test_an_old_checkpoint_still_loads(tmp_path):
     """Before input normalisation (no input_mean/std), with entries as a list, the store as a dict
     and a manifest setting that no longer exists."""
     student = Student(TINY)
-    config = {k: v for k, v in student.config.to_dict().items() if k not in ("input_mean", "input_std")}
+    config = student.config.model_dump(mode="json", exclude={"input_mean", "input_std", "image_size"})
+    config["encoder_kwargs"] = {}  # what the dataclass config of those versions also wrote
     (tmp_path / "checkpoints").mkdir()
     torch.save({"format": FORMAT, "epoch": 0, "student_config": config, "student": student.state_dict(),
                 "image_size": 32, "store": {"url": "/data/store"}, "entries": [{"key": "demo.sam.1"}],
                 "manifest": {"datasets": [{"name": "demo"}], "training": {"retired_setting": 1}}},
                tmp_path / "checkpoints" / "last.pt")
     checkpoint = Run(tmp_path).load_checkpoint("last")
-    assert checkpoint.student_config.input_mean == (0.0,)  # it fed [0, 1] images unchanged
+    assert checkpoint.student_config.input_mean == [0.0]  # it fed [0, 1] images unchanged
     assert checkpoint.image_size == checkpoint.student_config.image_size == 32
     assert checkpoint.store == "/data/store" and list(checkpoint.entries.values()) == ["demo.sam.1"]
     assert checkpoint.manifest.datasets[0].name == "demo" and checkpoint.best_val_dice is None
@@ -70,14 +71,27 @@ def test_bad_checkpoints_are_one_line(tmp_path):
         Run(tmp_path).load_checkpoint()
 
 
-def test_the_manifest_student_becomes_the_checkpoint_config():
-    from featcache.manifest import StudentSpec
+def test_the_manifest_student_is_the_checkpoint_config():
+    """One model: what the manifest asks for is what the checkpoint stores, resolved."""
+    from featcache.manifest import Manifest
 
-    spec = StudentSpec(encoder="test_efficientnet", in_channels=1, decoder_channels=[16, 8, 8, 8, 8],
-                       encoder_weights=None, image_size=64)
-    assert StudentConfig.from_spec(spec) == replace(TINY, image_size=64)
-    assert StudentConfig.from_spec(StudentSpec(), with_weights=False).encoder_weights is None
-    assert StudentConfig.from_spec(StudentSpec()).encoder_weights == "imagenet"
+    manifest = Manifest.model_validate({"datasets": [{"name": "demo"}], "student": TINY.model_dump()})
+    built = Student(manifest.student).config
+    assert len(built.input_mean) == len(built.input_std) == 1  # resolved from the encoder
+    assert built.model_copy(update={"input_mean": None, "input_std": None}) == TINY
+    # Left to the encoder, the normalisation is not written: manifests saved before the field
+    # existed (manifest.yaml, checkpoints, pretraining recipes) dump the same.
+    assert "input_mean" not in manifest.model_dump(mode="json")["student"]
+    assert built.model_dump(mode="json")["input_std"] == built.input_std
+
+
+def test_a_checkpoint_whose_config_does_not_validate_is_one_line(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"format": FORMAT, "epoch": 0, "student": {}, "image_size": 32,
+                "student_config": {"in_channels": 1, "input_mean": [0.5, 0.5]}},
+               tmp_path / "checkpoints" / "best.pt")
+    with pytest.raises(CheckpointError, match="student config does not validate: .*input_mean needs 1"):
+        Run(tmp_path).load_checkpoint()
 
 
 def test_naming_a_runs_files_stays_light():

@@ -4,7 +4,6 @@ best/last checkpoints, metrics.csv and gates.csv."""
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,11 @@ import pytest
 import torch
 
 from featcache.distill.run import Checkpoint, Run
-from featcache.distill.student import Student, StudentConfig
+from featcache.distill.student import Student
+from featcache.manifest import StudentConfig
 
-TINY = StudentConfig(encoder="test_efficientnet", in_channels=1, decoder_channels=(16, 8, 8, 8, 8))
+TINY = StudentConfig(encoder="test_efficientnet", encoder_weights=None, in_channels=1,
+                     decoder_channels=[16, 8, 8, 8, 8])
 IMAGE_SIZE = 64
 
 
@@ -23,7 +24,8 @@ def make_run(run_dir: Path, config: StudentConfig = TINY, image_size: int = IMAG
     torch.manual_seed(0)
     student = Student(config).eval()
     # The built student's config: what the trainer saves (defaults such as the input normalisation resolved).
-    checkpoint = Checkpoint(epoch=3, student_config=replace(student.config, image_size=image_size),
+    checkpoint = Checkpoint(epoch=3, student_config=student.config.model_copy(
+                                update={"image_size": image_size}),
                             student=student.state_dict(), saved_manifest={"datasets": [{"name": "demo"}]},
                             best_val_dice=0.42, **checkpoint_fields)
     for which in ("best", "last"):
