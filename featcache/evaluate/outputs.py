@@ -1,5 +1,6 @@
-"""The files `featcache eval` leaves in a run directory (in `Run.eval_dir`), and how to read them
-back; `predict --masks` writes the same two files into its output folder.
+"""The format of the files `featcache eval` leaves in a run directory (`Run.eval`, a
+`ScoredFolder`), and how to read them back; `predict --masks` writes the same two files into its
+output folder. Their names are run.py's.
 
   RUN/eval/per_image.csv   one row per image: id, dataset, split, dice, iou, precision, recall, hd95,
                            hd95_unit, pred_pixels, gt_pixels (NaN written as an empty cell)
@@ -17,13 +18,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from featcache.distill.run import Run
+from featcache.distill.run import Run, ScoredFolder
 from featcache.errors import CheckpointError
 from featcache.evaluate.accumulator import POOLED_LABEL, MetricAccumulator
 from featcache.evaluate.metrics import CONVENTION_TEXT, METRICS
 
 EVAL_FORMAT = "featcache-eval/1"
-PER_IMAGE, SUMMARY = "per_image.csv", "summary.json"  # the two files of a scored folder
 PER_IMAGE_COLUMNS = ("id", "dataset", "split", *METRICS, "hd95_unit", "pred_pixels", "gt_pixels")
 
 
@@ -53,9 +53,9 @@ def write_metric_files(out: Path, accumulator: MetricAccumulator,
                        info: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write per_image.csv and summary.json into the folder `out` (eval and predict --masks both
     use it); `info` (checkpoint, epoch, threshold, …) is stored as is in the summary."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / PER_IMAGE, out / SUMMARY
+    folder = ScoredFolder(Path(out))
+    folder.path.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = folder.per_image_csv, folder.summary_json
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=PER_IMAGE_COLUMNS)
         writer.writeheader()
@@ -68,17 +68,17 @@ def write_metric_files(out: Path, accumulator: MetricAccumulator,
 def write_eval_outputs(run_dir: Path, accumulator: MetricAccumulator,
                        info: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """per_image.csv and summary.json under RUN/eval. Returns both paths."""
-    return write_metric_files(Run(run_dir).eval_dir, accumulator, info)
+    return write_metric_files(Run(run_dir).eval.path, accumulator, info)
 
 
 def read_eval_summary(run_dir: Path) -> dict[str, Any] | None:
     """RUN/eval/summary.json as a dict (nulls stay None), or None when eval has not been run."""
-    return read_summary(Run(run_dir).eval_dir)
+    return read_summary(Run(run_dir).eval.path)
 
 
 def read_summary(folder: Path) -> dict[str, Any] | None:
     """The summary.json that `write_metric_files` wrote into `folder`, or None when absent."""
-    path = Path(folder) / SUMMARY
+    path = ScoredFolder(Path(folder)).summary_json
     if not path.is_file():
         return None
     try:
@@ -93,7 +93,7 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
 
 def read_per_image(run_dir: Path) -> list[dict[str, Any]] | None:
     """RUN/eval/per_image.csv with metrics as floats (empty cells as NaN), or None when absent."""
-    path = Run(run_dir).eval_dir / PER_IMAGE
+    path = Run(run_dir).eval.per_image_csv
     if not path.is_file():
         return None
     with path.open(newline="") as fh:

@@ -68,4 +68,4 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str = "best", datase
     info = {"checkpoint": which, "epoch": checkpoint.epoch, "threshold": threshold}
     csv_path, json_path = write_eval_outputs(run.path, acc, info)
     return EvalResult(acc, summary_dict(acc, info), checkpoint, csv_path, json_path,
-                      run.eval_overlays_dir if overlays else None)
+                      run.eval.overlays_dir if overlays else None)

@@ -247,7 +247,7 @@ def orientation_scores(settings: AblationSettings, run_dir: Path) -> dict[str, A
     from featcache.evaluate.predict import Predictor
     from featcache.evaluate.run_eval import score_dataset
 
-    folder = Run(run_dir).orientation_eval_dir
+    folder = Run(run_dir).orientation_eval.path
     summary = read_summary(folder)
     if summary is None:
         acc = MetricAccumulator()

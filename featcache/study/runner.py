@@ -19,7 +19,6 @@ import yaml
 
 from featcache.distill.run import Run
 from featcache.errors import CheckpointError, ConfigError
-from featcache.evaluate.outputs import SUMMARY
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, same_settings
 
@@ -100,7 +99,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _finished(run: Run) -> bool:
-    return run.study_train_file.is_file() and (run.eval_dir / SUMMARY).is_file()
+    return run.study_train_file.is_file() and run.eval.summary_json.is_file()
 
 
 def _train(manifest: Manifest, progress: Progress) -> dict[str, Any]:
@@ -140,7 +139,7 @@ def run_cell(manifest: Manifest, progress: Progress | None = None, split: str = 
         evaluate_run(run_dir, split=split, which="best", overlays=False,
                      progress=lambda done, total: progress("eval", {"done": done, "total": total}))
     info = _read_json(run.study_train_file)
-    summary = _read_json(run.eval_dir / SUMMARY)
+    summary = _read_json(run.eval.summary_json)
     groups = {g["dataset"]: g for g in summary.get("groups", []) if g.get("split") == split}
     return CellResult(run_dir, int(info["params"]), float(info["seconds"]), int(info["epochs"]),
                       float(info["best_val_dice"]), info.get("gates", {}), info.get("loss_weights", {}),
