@@ -28,7 +28,8 @@ class FileProblem(DatasetError):
     def __init__(self, path: Path | str, reason: str, hint: str = "") -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{path}: {reason}; {hint}" if hint else f"{path}: {reason}")
+        message = f"{path}: {reason}; {hint}" if hint else f"{path}: {reason}"
+        super().__init__(message, fields=("skip_bad",) if "skip_bad" in message else ())
 
     def record(self) -> dict[str, str]:
         return {"path": self.path, "reason": self.reason}
@@ -50,7 +51,7 @@ def _decode(path: Path) -> Image.Image:
         raise FileProblem(path, "file not found") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
         raise FileProblem(path, f"unreadable or truncated image ({exc})",
-                          "replace the file, or pass --skip-bad to leave bad files out") from None
+                          "replace the file, or use skip_bad to leave bad files out") from None
     return im
 
 

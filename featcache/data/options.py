@@ -57,7 +57,8 @@ def fingerprint_options(opts: dict[str, Any]) -> dict[str, Any]:
 def require_root(dataset: str, root: Path | None, expected: str) -> Path:
     """The dataset root must exist, be a folder and not be empty."""
     if root is None:
-        raise DatasetError(f"{dataset}: a dataset root is required; pass --root PATH to {expected}")
+        raise DatasetError(f"{dataset}: no dataset folder given; set root to {expected}",
+                           fields=("root",))
     root = Path(root).expanduser()
     if not root.exists():
         raise DatasetError(f"{dataset}: root {root} does not exist; pass the folder holding {expected}")
@@ -83,5 +84,5 @@ def locate(dataset: str, root: Path, markers: tuple[str, ...], expected: str) ->
     if len(found) > 1:
         names = ", ".join(d.name for d in found)
         raise DatasetError(f"{dataset}: several folders under {root} look like the dataset ({names}); "
-                           "pass one of them as --root")
+                           "set root to one of them", fields=("root",))
     raise DatasetError(f"{dataset}: {root} does not have the expected layout; expected {expected}")

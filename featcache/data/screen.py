@@ -30,7 +30,7 @@ def raise_first(problems: Sequence[FileProblem]) -> None:
     more = len(problems) - 1
     if more:
         raise FileProblem(first.path, f"{first.reason} (and {more} more problem(s); run `featcache "
-                                      "datasets check` to list them all, or pass --skip-bad to leave "
+                                      "datasets check` to list them all, or use skip_bad to leave "
                                       "them out)")
     raise first
 

@@ -36,7 +36,8 @@ def require_one_source(who: str, checkpoint: Path | None, random_init: bool, wan
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Read a .pth/.pt/.bin pickle (weights only) or a .safetensors file into a dict."""
     if not path.is_file():
-        raise TeacherError(f"checkpoint {path} does not exist; pass --checkpoint with a local weights file")
+        raise TeacherError(f"{path} does not exist; set checkpoint to a local weights file",
+                           fields=("checkpoint",))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

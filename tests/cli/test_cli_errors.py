@@ -137,3 +137,16 @@ def test_fields_become_flags_as_whole_words_only():
     assert as_flags(text, ("checkpoint",), flags) == \
         "run/checkpoints/best.pt and run/checkpoint/x.pt do not exist; pick --checkpoint best|last"
     assert as_flags("device 'x': not a device", (), flags) == "device 'x': not a device"
+
+
+def test_dataset_and_weights_errors_name_the_flags(tmp_path):
+    """The library names its settings (root, checkpoint); the CLI prints them as this command's flags."""
+    store = ("--store", str(tmp_path / "s"))
+    result = _run("extract", "--teacher", "litemedsam", "--dataset", "kvasir-seg", *store)
+    assert result.exit_code == 1 and "no dataset folder given; set --root to" in result.output
+    result = _run("extract", "--teacher", "litemedsam", "--dataset", "demo", "--root", str(tmp_path), *store)
+    assert result.exit_code == 1 and "the demo dataset is embedded; leave --root unset" in result.output
+    missing = tmp_path / "sam.pth"
+    result = _run("extract", "--teacher", "sam", "--dataset", "demo", "--checkpoint", str(missing), *store)
+    assert result.exit_code == 1
+    assert f"{missing} does not exist; set --checkpoint to a local weights file" in result.output

@@ -110,5 +110,5 @@ SUMMARY = ("MNI152 T1 template axial slices with grey-matter masks "
 
 def build_demo(root: Path | None = None, **options) -> MNI152Slices:
     if root is not None:
-        raise DatasetError("demo: the demo dataset is embedded; do not pass --root")
+        raise DatasetError("demo: the demo dataset is embedded; leave root unset", fields=("root",))
     return MNI152Slices(**options)
