@@ -201,6 +201,10 @@ class Run:
     def export_dir(self) -> Path:
         return self.path / "export"
 
+    def export_file(self, which: str, image_size: int, suffix: str) -> Path:
+        """Where `featcache export` writes a student (suffix .onnx or .pt) when no --out is given."""
+        return self.export_dir / f"student_{which}_{image_size}{suffix}"
+
     @property
     def study_train_file(self) -> Path:
         return self.path / "study_train.json"

@@ -114,14 +114,15 @@ def check_parity(student: Student, run: Callable[[np.ndarray], np.ndarray], imag
 def export_run(run_dir: Path, fmt: str, out: Path | None = None, image_size: int | None = None,
                which: str = "best", runs: int = 20) -> ExportResult:
     """Export a run's student, check parity (CheckpointError when it fails) and time both runtimes."""
-    student, checkpoint = Run(run_dir).load_student(which)
+    run_files = Run(run_dir)
+    student, checkpoint = run_files.load_student(which)
     size = int(image_size or checkpoint.image_size)
     if size < 32 or size % 32:
         raise ConfigError(f"image_size {size} must be a positive multiple of 32 (the encoder's stride)",
                           fields=("image_size",))
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")
-    path = Path(out) if out else Run(run_dir).export_dir / f"student_{which}_{size}{SUFFIX[fmt]}"
+    path = Path(out) if out else run_files.export_file(which, size, SUFFIX[fmt])
     export_student(student, size, fmt, path)
     run, runtime = load_runtime(path, fmt)
     diff, bound = check_parity(student, run, size)

@@ -103,3 +103,23 @@ def test_naming_a_runs_files_stays_light():
             "print([m for m in ('torch', 'timm') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_only_the_run_module_spells_the_run_directorys_files():
+    """A run file renamed in run.py is renamed everywhere: no other module joins these names."""
+    import ast
+    from pathlib import Path
+
+    import featcache
+
+    names = {"manifest.yaml", "best.pt", "last.pt", "pretrained.pt", "metrics.csv", "gates.csv",
+             "study_train.json", "per_image.csv", "summary.json", "report.md", "report.html"}
+    root = Path(featcache.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        if path == root / "distill" / "run.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.value}")
+    assert not found, found
