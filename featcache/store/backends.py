@@ -339,15 +339,16 @@ def _local_mode(path: Path, read_only: bool) -> str:
     """'' when writable; otherwise why the store must be opened read-only."""
     if read_only:
         if not path.is_dir():
-            raise StoreError(f"store {path} does not exist; run `featcache extract` first or pass --store")
+            raise StoreError(f"{path} does not exist; run `featcache extract` first or set store to the "
+                             "folder it wrote", fields=("store",))
         return "it was opened read-only"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         if path.is_dir():  # exists on a read-only filesystem: reading still works
             return f"{path} is not writable: {exc.strerror}"
-        raise StoreError(f"store path {path} cannot be created ({exc.strerror}); "
-                         "pass --store with a folder you can write to") from None
+        raise StoreError(f"{path} cannot be created ({exc.strerror}); "
+                         "set store to a folder you can write to", fields=("store",)) from None
     if not os.access(path, os.W_OK):
         return f"{path} is not writable"
     return ""

@@ -34,8 +34,8 @@ def _require_store(url: str, storage_options: dict[str, Any] | None) -> None:
     except Exception as exc:  # fsspec raises many types for a bad URL or missing backend
         raise StoreError(f"cannot open store {url}: {exc}") from exc
     if not found:
-        raise StoreError(f"{url} is not a featcache store (no zarr.json at its root); pass --store "
-                         "with a store folder, as `featcache ls` shows")
+        raise StoreError(f"{url} has no zarr.json at its root, so featcache wrote nothing there; set "
+                         "store to the folder `featcache extract` wrote", fields=("store",))
 
 
 class FeatureStore:

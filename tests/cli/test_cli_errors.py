@@ -87,7 +87,7 @@ def test_store_not_writable(tmp_path):
     blocker.write_text("not a folder")
     result = _run("extract", "--teacher", "litemedsam", "--dataset", "demo",
                   "--store", str(blocker / "store"))
-    assert result.exit_code == 1 and "pass --store with a folder you can write to" in result.output
+    assert result.exit_code == 1 and "set --store to a folder you can write to" in result.output
 
 
 def test_usage_error_exits_2():

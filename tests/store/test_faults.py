@@ -223,8 +223,15 @@ def test_gc_refuses_a_folder_that_is_not_a_store(tmp_path):
     (folder / "cat.png").write_bytes(b"x")
     for args in (["gc"], ["rm", KEY, "--yes"]):
         res = _run(*args, "--store", str(folder))
-        assert res.exit_code == 1 and "not a featcache store" in res.output, res.output
+        assert res.exit_code == 1, res.output
+        assert "featcache wrote nothing there; set --store to" in res.output, res.output
     assert sorted(p.name for p in folder.iterdir()) == ["cat.png"]
+
+
+def test_a_missing_store_names_the_flag(tmp_path):
+    res = _run("ls", "--store", str(tmp_path / "nowhere"))
+    assert res.exit_code == 1, res.output
+    assert "does not exist; run `featcache extract` first or set --store to the" in res.output, res.output
 
 
 def test_gc_removes_abandoned_partial_entries_after_their_lease(tmp_path):
