@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import click
 import typer
 from rich.table import Table
 
-from featcache.cli.app import app, console
+from featcache.cli.app import app, as_flags, console
 from featcache.teachers.base import LevelSpec
 from featcache.teachers.registry import describe_teachers
 
@@ -17,9 +18,20 @@ def _shape(level: LevelSpec) -> str:
     return f"{level.name} {level.channels}x{level.grid[0]}x{level.grid[1]} (/{level.stride})"
 
 
+# The settings a teacher description names, printed as the flags `featcache extract` takes them as.
+_SETTINGS = ("arch", "checkpoint", "random_init")
+
+
+def _extract_flags(ctx: click.Context) -> dict[str, str]:
+    root = ctx.find_root()
+    extract = root.command.get_command(root, "extract")
+    return {p.name: max(p.opts, key=len) for p in extract.params if p.param_type_name == "option" and p.name}
+
+
 @teachers_app.command("list")
-def list_teachers() -> None:
+def list_teachers(ctx: typer.Context) -> None:
     """List the built-in teachers with default levels, input size and weight sources (loads no weights)."""
+    flags = _extract_flags(ctx)
     table = Table(title="featcache teachers", show_lines=True)
     for column in ("name", "architectures", "default levels", "other levels", "input", "weights"):
         table.add_column(column, overflow="fold")
@@ -30,5 +42,6 @@ def list_teachers() -> None:
         p = info.preprocess
         size = f"{p.size} px, {p.resize}" if p else "model's own size"
         others = ", ".join(info.other_levels)
-        table.add_row(info.name, info.architectures, default, others, size, info.weights)
+        table.add_row(info.name, as_flags(info.architectures, _SETTINGS, flags), default, others, size,
+                      as_flags(info.weights, _SETTINGS, flags))
     console.print(table)

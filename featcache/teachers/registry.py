@@ -1,5 +1,5 @@
-"""The teacher registry: name -> builder(checkpoint=None, arch=None, **options) -> Teacher, its
-summary, and its description for `teachers list`. Written out here from each teacher module."""
+"""The teacher registry: name -> builder(checkpoint=None, arch=None, **options) -> Teacher and its
+description for `teachers list`. Written out here from each teacher module."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from featcache.errors import TeacherError
-from featcache.registry import Entry, lookup
+from featcache.registry import lookup
 from featcache.teachers import clip, litemedsam, sam, timm_backbone
 from featcache.teachers.base import Teacher, TeacherInfo
 
@@ -17,16 +17,17 @@ TeacherBuilder = Callable[..., Teacher]
 
 
 @dataclass(frozen=True)
-class TeacherEntry(Entry[TeacherBuilder]):
+class TeacherEntry:
+    build: TeacherBuilder
     describe: Callable[[], TeacherInfo]  # reads no weights
 
 
 TEACHERS: dict[str, TeacherEntry] = {
-    "clip": TeacherEntry(clip.build_clip, clip.SUMMARY, clip.describe),
-    "litemedsam": TeacherEntry(litemedsam.build_litemedsam, litemedsam.SUMMARY, litemedsam.describe),
-    "medsam": TeacherEntry(sam.build_medsam, sam.MEDSAM_SUMMARY, sam.describe_medsam),
-    "sam": TeacherEntry(sam.build_sam, sam.SAM_SUMMARY, sam.describe_sam),
-    "timm": TeacherEntry(timm_backbone.build_timm, timm_backbone.SUMMARY, timm_backbone.describe),
+    "clip": TeacherEntry(clip.build_clip, clip.describe),
+    "litemedsam": TeacherEntry(litemedsam.build_litemedsam, litemedsam.describe),
+    "medsam": TeacherEntry(sam.build_medsam, sam.describe_medsam),
+    "sam": TeacherEntry(sam.build_sam, sam.describe_sam),
+    "timm": TeacherEntry(timm_backbone.build_timm, timm_backbone.describe),
 }
 
 

@@ -147,17 +147,9 @@ def _build(name: str, arch: str, preprocess: Preprocess, checkpoint: Path | None
     return SamTeacher(name, arch, cfg, encoder, preprocess, sha256_file(checkpoint), str(checkpoint))
 
 
-SAM_SUMMARY = ("Segment Anything image encoder (--arch vit_b|vit_l|vit_h), "
-               "local checkpoint; 1024 px, 256x64x64 neck")
-
-
 def build_sam(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
               seed: int = 0, **overrides: Any) -> SamTeacher:
     return _build("sam", arch or "vit_b", SAM_PREPROCESS, checkpoint, random_init, seed, overrides)
-
-
-MEDSAM_SUMMARY = ("MedSAM (SAM ViT-B fine-tuned on medical images), local "
-                  "checkpoint; 1024 px stretched, [0, 1] input")
 
 
 def build_medsam(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
@@ -173,7 +165,7 @@ def _describe(name: str) -> TeacherInfo:
     preprocess = SAM_PREPROCESS if name == "sam" else MEDSAM_PREPROCESS
     note = "shapes for vit_b; vit_l/vit_h: 1024/1280 ch blocks" if name == "sam" else ""
     return TeacherInfo(name, archs, (levels["neck"],), tuple(n for n in levels if n != "neck"), preprocess,
-                       "--checkpoint FILE (official .pth), or --random-init", note)
+                       "checkpoint FILE (official .pth), or random_init", note)
 
 
 def describe_sam() -> TeacherInfo:

@@ -120,10 +120,6 @@ class TimmTeacher(Teacher):
         return {n: by_index[self._index[n]] for n in names}
 
 
-SUMMARY = ("any timm backbone (--arch), weights from a local file or "
-           "--random-init; ViT blocks or CNN stages")
-
-
 def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
                seed: int = 0, img_size: int | None = None, model_kwargs: dict[str, Any] | None = None,
                resize: str = "resize") -> TimmTeacher:
@@ -153,6 +149,6 @@ def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, rando
 
 
 def describe() -> TeacherInfo:
-    return TeacherInfo("timm", "any timm model (--arch)", (), ("block{i} (ViT) / stage{i} (CNN)",), None,
-                       "--checkpoint FILE (.pth/.safetensors), or --random-init",
+    return TeacherInfo("timm", "any timm model (arch)", (), ("block{i} (ViT) / stage{i} (CNN)",), None,
+                       "checkpoint FILE (.pth/.safetensors), or random_init",
                        "default: last ViT block / last CNN stage; e.g. vit_tiny_patch16_224: 192x14x14")

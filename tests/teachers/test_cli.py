@@ -16,3 +16,6 @@ def test_teachers_list_shows_every_teacher_with_shapes():
     assert "embedding 256x64x64" in result.output  # litemedsam default level
     assert "neck 256x64x64" in result.output  # sam / medsam
     assert "block11 768x14x14" in result.output  # clip ViT-B-16
+    # The descriptions name settings; the listing prints them as extract's flags.
+    assert "--random-init" in result.output and "--checkpoint FILE" in result.output
+    assert "random_init" not in result.output
