@@ -243,7 +243,10 @@ class Run:
         from featcache.distill.student import Student
 
         checkpoint = self.load_checkpoint(which)
-        student = Student(checkpoint.student_config)
+        # The state dict holds the encoder's weights: the file they once came from (a path on
+        # another machine, say) is not read again.
+        student = Student(checkpoint.student_config.model_copy(update={"encoder_weights": None}))
+        student.config = checkpoint.student_config
         try:
             student.load_state_dict(checkpoint.student)
         except RuntimeError as exc:

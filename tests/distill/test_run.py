@@ -62,6 +62,18 @@ def test_an_old_checkpoint_still_loads(tmp_path):
     assert checkpoint.manifest.datasets[0].name == "demo" and checkpoint.best_val_dice is None
 
 
+def test_a_checkpoint_loads_without_its_encoder_weights_file(tmp_path):
+    """A run trained from a local encoder file, moved to a machine without that file."""
+    student = Student(TINY)
+    config = student.config.model_copy(update={"image_size": 64, "encoder_weights": "/gone/enc.pth"})
+    Run(tmp_path).save_checkpoint("best", Checkpoint(epoch=0, student_config=config,
+                                                     student=student.state_dict()))
+    loaded, _ = Run(tmp_path).load_student("best")
+    assert loaded.config == config  # as trained, for the report
+    x = torch.rand(1, 1, 64, 64)
+    torch.testing.assert_close(loaded(x), student.eval()(x))
+
+
 def test_bad_checkpoints_are_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="run directory .* does not exist"):
         Run(tmp_path / "nowhere").load_checkpoint()
