@@ -29,9 +29,10 @@ def default_store_url() -> str:
 
 def _require_store(url: str, storage_options: dict[str, Any] | None) -> None:
     """A store is a folder (prefix) with a zarr.json at its root; refuse anything else."""
+    backend = probe_backend(url, storage_options)  # a bad URL is already one StoreError there
     try:
-        found = probe_backend(url, storage_options).get("zarr.json") is not None
-    except Exception as exc:  # fsspec raises many types for a bad URL or missing backend
+        found = backend.get("zarr.json") is not None
+    except Exception as exc:  # fsspec raises many types for an unreachable store
         raise StoreError(f"cannot open store {url}: {exc}") from exc
     if not found:
         raise StoreError(f"{url} has no zarr.json at its root, so featcache wrote nothing there; set "

@@ -228,6 +228,12 @@ def test_gc_refuses_a_folder_that_is_not_a_store(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["cat.png"]
 
 
+def test_a_bad_store_url_is_said_once():
+    res = _run("gc", "--store", "nosuchproto://bucket/store")
+    assert res.exit_code == 1, res.output
+    assert res.output.count("cannot open store") == 1 and "nosuchproto" in res.output, res.output
+
+
 def test_a_missing_store_names_the_flag(tmp_path):
     res = _run("ls", "--store", str(tmp_path / "nowhere"))
     assert res.exit_code == 1, res.output
