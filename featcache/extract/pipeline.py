@@ -157,7 +157,8 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
     loader_workers -1: default_loader_workers(batches to do); writer_threads 0: one per core.
     """
     layout = writer.layout
-    todo = len(shards) if shards is not None else len(writer.missing_shards())
+    committed = writer.committed()  # read once: on an object store each read is a request
+    todo = len(shards) if shards is not None else int((~committed).sum())
     batches = todo * layout.shard_size * layout.views // batch_size
     workers = default_loader_workers(batches) if loader_workers < 0 else loader_workers
     loader = DataLoader(_ViewItems(dataset, teacher, view_seed), num_workers=workers,
@@ -167,11 +168,11 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
     run, pending, futures = ShardRun(), {}, []
     threads = writer_threads or default_writer_threads()
     total = layout.num_samples * layout.views
-    done = sum(len(range(*layout.shard_range(k))) for k in np.flatnonzero(writer.committed()))
+    done = sum(len(range(*layout.shard_range(k))) for k in np.flatnonzero(committed))
     done *= layout.views
     first = done
     renewed = time.monotonic()
-    base = int(writer.committed().sum())
+    base = int(committed.sum())
     try:
         # one BLAS thread per statistics product: the writer threads are the parallelism, and a
         # multi-threaded BLAS beside them (or beside any busy process) ran the products 5x slower
