@@ -53,9 +53,14 @@ def command_flags(group: click.Group, ctx: click.Context) -> dict[str, str]:
     commands = [command] if command is not None else []
     if hasattr(command, "list_commands"):  # a group (typer's own click: no isinstance on click's types)
         commands += [command.get_command(ctx, name) for name in command.list_commands(ctx)]
-    flags = {param.name: max(param.opts, key=len) for cmd in commands for param in cmd.params
-             if param.param_type_name == "option" and param.name}
+    flags = option_flags(*commands)
     return {**flags, **{field: flags[name] for field, name in FIELD_PARAMS.items() if name in flags}}
+
+
+def option_flags(*commands: click.Command) -> dict[str, str]:
+    """{parameter name: its long flag} of the commands' options (`image_size` -> `--image-size`)."""
+    return {param.name: max(param.opts, key=len) for cmd in commands for param in cmd.params
+            if param.param_type_name == "option" and param.name}
 
 
 def as_flags(message: str, fields: tuple[str, ...], flags: dict[str, str]) -> str:

@@ -6,7 +6,7 @@ import click
 import typer
 from rich.table import Table
 
-from featcache.cli.app import app, as_flags, console
+from featcache.cli.app import app, as_flags, console, option_flags
 from featcache.teachers.base import LevelSpec
 from featcache.teachers.registry import describe_teachers
 
@@ -24,8 +24,7 @@ _SETTINGS = ("arch", "checkpoint", "random_init")
 
 def _extract_flags(ctx: click.Context) -> dict[str, str]:
     root = ctx.find_root()
-    extract = root.command.get_command(root, "extract")
-    return {p.name: max(p.opts, key=len) for p in extract.params if p.param_type_name == "option" and p.name}
+    return option_flags(root.command.get_command(root, "extract"))
 
 
 @teachers_app.command("list")
