@@ -168,8 +168,7 @@ class Trainer:
         self.optimizer = adamw(self._param_groups(), tr.lr, tr.weight_decay, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
             self.epochs * self.steps_per_epoch, tr.warmup_epochs * self.steps_per_epoch))
-        self.run_dir = Path(manifest.run_dir)
-        self.run = Run(self.run_dir)
+        self.run = Run(manifest.run_dir)
         self.start_epoch, self.best_dice, self.best_epoch = 0, -1.0, -1
         self._last_saved = time.perf_counter()
         self.tb = open_log(tr.log, self.run.tensorboard_dir, main, self.model.student, self.val_set,
@@ -258,7 +257,7 @@ class Trainer:
             raise CheckpointError(f"{checkpoint.path} holds no training state to resume from; "
                                   "use a new run_dir")
         if not same_settings(checkpoint.saved_manifest, self.manifest):
-            raise CheckpointError(f"{self.run_dir}: the checkpoint was trained with a different manifest; "
+            raise CheckpointError(f"{self.run.path}: the checkpoint was trained with a different manifest; "
                                   "resume with the same manifest and override options, or use a new run_dir",
                                   fields=("override",))
         self.model.load_state_dict({**{f"student.{k}": v for k, v in checkpoint.student.items()},
@@ -311,7 +310,7 @@ class Trainer:
         tr = self.manifest.training
         main = self.dist.is_main
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run.path.mkdir(parents=True, exist_ok=True)
             self.run.manifest_file.write_text(
                 yaml.safe_dump(self.manifest.model_dump(mode="json"), sort_keys=False))
         if self.start_epoch == 0 and self.pretrain_sources:
@@ -351,7 +350,7 @@ class Trainer:
             row["val_dice"] = val_dice
             self.progress("epoch", {**row, "best": self.best_dice, "gates": gates})
         seconds = time.perf_counter() - t0
-        return TrainResult(self.run_dir, self.epochs, self.best_dice, self.best_epoch,
+        return TrainResult(self.run.path, self.epochs, self.best_dice, self.best_epoch,
                            count_params(self.model.student), seconds, steps / max(seconds, 1e-9),
                            gates, self.model.loss_weights(), self.dist.world_size)
 
