@@ -22,10 +22,12 @@ import numpy as np
 from featcache.data.base import SegmentationDataset
 from featcache.data.registry import build_dataset
 from featcache.distill.data import DistillItems, Source, training_items
-from featcache.distill.model import Target
+from featcache.distill.targets import Target
 from featcache.errors import ConfigError, StoreError
 from featcache.evaluate.predict import Predictor
 from featcache.store import EntryReader, FeatureStore
+
+__all__ = ["CachedFeatures", "Entry", "Store", "load_student", "open_store"]
 
 _HIDDEN_META = ("layout", "sample_ids")  # bulky and already exposed as attributes
 
@@ -215,6 +217,6 @@ def _targets(entry: Entry, levels: Sequence[str] | None, grid: tuple[int, int] |
         if level not in entry.levels:
             raise StoreError(f"entry {entry.key} has no level {level!r}; it has {', '.join(entry.levels)}")
         c, h, w = entry.levels[level]
-        out.append(Target(teacher=entry.teacher, level=level, stage="", channels=c, grid=(h, w),
+        out.append(Target(teacher=entry.teacher, level=level, channels=c, grid=(h, w),
                           loss_grid=tuple(grid) if grid else (h, w)))
     return out

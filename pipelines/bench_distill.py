@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 
 from featcache.data.registry import build_dataset
 from featcache.data.views import ViewParams, apply_view
+from featcache.distill.build import epoch_batches
 from featcache.distill.data import DistillItems
 from featcache.distill.loaders import make_loader
 from featcache.distill.resample import normaliser, teacher_target
@@ -95,19 +96,20 @@ class OnlineItems(Dataset):
 
 def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterator[dict[str, Any]]:
     """Batches in the same order as (b), with teacher features computed now, on the batch."""
-    reader = trainer.sources[0].entries[trainer.targets[0].teacher]
-    levels = list(dict.fromkeys(t.level for t in trainer.targets))
+    reader = trainer.data.sources[0].entries[trainer.model.targets[0].teacher]
+    levels = list(dict.fromkeys(t.level for t in trainer.model.targets))
     norms = {level: normaliser(reader, level, "standardize") for level in levels}
     st = trainer.manifest.student
-    plain = DistillItems(trainer.sources, trainer.train_items, [], st.image_size, st.in_channels,
-                         "none", False, trainer.train_set.augment, trainer.manifest.training.seed)
+    plain = DistillItems(trainer.data.sources, trainer.data.train_items, [], st.image_size, st.in_channels,
+                         "none", False, trainer.data.train_set.augment, trainer.manifest.training.seed)
     online = OnlineItems(plain, teacher)
     tr = trainer.manifest.training
     for batch in make_loader(online, tr.batch_size, workers, tr.prefetch_factor, trainer.device,
-                             batches=trainer.epoch_batches(0), low_priority=trainer.low_priority_workers):
+                             batches=epoch_batches(trainer.data, tr.batch_size, 0),
+                             low_priority=trainer.data.low_priority_workers):
         feats = teacher.extract(batch.pop("teacher_input"), levels)  # level -> (B, C, h, w)
         boxes = batch.pop("box")
-        for t in trainer.targets:
+        for t in trainer.model.targets:
             pairs = [teacher_target(f.numpy(), norms[t.level], box.numpy(), t.loss_grid)
                      for f, box in zip(feats[t.level], boxes, strict=True)]
             batch[f"t:{t.key}"] = torch.stack([f for f, _ in pairs])

@@ -29,6 +29,7 @@ from sim_extract import StandInTeacher
 from torch.utils.data import DataLoader, Dataset
 
 from featcache.data.registry import build_dataset
+from featcache.distill.build import epoch_batches
 from featcache.distill.data import DistillItems, Source
 from featcache.distill.loaders import make_loader
 from featcache.distill.trainer import Trainer
@@ -160,10 +161,11 @@ def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
         trainer = Trainer(manifest_for(args, store.url, tmp / f"run{workers}", {}, 1.0))
         ms, size = args.simulate_student, args.batch_size
         cached = _rate(trainer._train_batches(0), ms, args.warmup, args.steps, size)
-        raw_items = NpyItems.like(trainer.train_set, files, list(taps))
+        raw_items = NpyItems.like(trainer.data.train_set, files, list(taps))
         tr = trainer.manifest.training
-        raw_loader = make_loader(raw_items, size, trainer.workers, tr.prefetch_factor, trainer.device,
-                                 batches=trainer.epoch_batches(0), low_priority=trainer.low_priority_workers)
+        raw_loader = make_loader(raw_items, size, trainer.data.workers, tr.prefetch_factor, trainer.device,
+                                 batches=epoch_batches(trainer.data, tr.batch_size, 0),
+                             low_priority=trainer.data.low_priority_workers)
         raw = _rate(iter(raw_loader), ms, args.warmup, args.steps, size)
         del raw_loader  # its persistent workers end here
         trainer.close()

@@ -12,6 +12,7 @@ import typer
 
 from featcache.cli.app import app, console
 from featcache.cli.common import progress_bar, table
+from featcache.cli.events import TrainingDisplay
 
 
 @app.command()
@@ -35,31 +36,13 @@ def distill(
     if env_rank() != 0:  # other torchrun ranks train silently
         train(m, resume=resume, overwrite=overwrite)
         return
-    with progress_bar() as bar:
-        state: dict = {}
-
-        def report(event: str, info: dict) -> None:
-            if event == "pretrain_start":
-                state["pretrain"] = bar.add_task("feature pretraining", total=info["steps"],
-                                                 info=f"{info['images']} unlabelled images")
-            elif event == "pretrain_step":
-                bar.update(state["pretrain"], advance=1, info=f"loss {info['loss']:.3f}")
-            elif event == "pretrain_loaded":
-                console.print(f"feature pretraining: reusing {info['path']} (same recipe)")
-            elif event == "start":
-                console.print(f"student: {info['params'] / 1e6:.2f}M parameters, device {info['device']}, "
-                              f"{info['steps']} steps/epoch, {info['world_size']} process(es), "
-                              f"{info['workers']} loader worker(s) each")
-                state["task"] = bar.add_task("training", total=info["epochs"] * info["steps"],
-                                             completed=info["start_epoch"] * info["steps"], info="")
-            elif event == "step":
-                bar.update(state["task"], advance=1,
-                           info=f"epoch {info['epoch'] + 1} loss {info['loss']:.3f}")
-            elif event == "epoch":
-                bar.update(state["task"], info=f"epoch {info['epoch'] + 1} val Dice {info['val_dice']:.3f} "
-                                               f"(best {info['best']:.3f})")
-
-        result = train(m, resume=resume, overwrite=overwrite, progress=report)
+    try:
+        with progress_bar() as bar:
+            result = train(m, resume=resume, overwrite=overwrite, progress=TrainingDisplay(bar))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: the resume point is in {m.run_dir}/checkpoints/last.pt; "
+                      f"continue with featcache distill --manifest {manifest} --resume[/yellow]")
+        raise typer.Exit(130) from None
     rows = [(key, teacher, f"{w:.3f}") for key, tw in sorted(result.gates.items())
             for teacher, w in sorted(tw.items())]
     if rows:

@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from featcache.events import EpochDone, TrainingStarted, TrainingStep
+
 
 class StudyDisplay:
     """Context manager; call the instance with (event, info) from the study runners."""
@@ -66,16 +68,16 @@ class StudyDisplay:
             self.progress.update(self.tasks["cells"], info=info["label"])
 
     def _on_train(self, info: dict[str, Any]) -> None:
-        event = info["event"]
-        if event == "start":
-            self._task("train", "  training", info["epochs"] * info["steps"])
-            self.progress.update(self.tasks["train"], completed=info["start_epoch"] * info["steps"])
-        elif event == "step" and "train" in self.tasks:
+        event = info["event"]  # a featcache.events training event
+        if isinstance(event, TrainingStarted):
+            self._task("train", "  training", event.epochs * event.steps_per_epoch)
+            self.progress.update(self.tasks["train"], completed=event.start_epoch * event.steps_per_epoch)
+        elif isinstance(event, TrainingStep) and "train" in self.tasks:
             self.progress.update(self.tasks["train"], advance=1,
-                                 info=f"epoch {info['epoch'] + 1} loss {info['loss']:.3f}")
-        elif event == "epoch" and "train" in self.tasks:
-            self.progress.update(self.tasks["train"], info=f"epoch {info['epoch'] + 1} val Dice "
-                                                           f"{info['val_dice']:.3f}")
+                                 info=f"epoch {event.epoch + 1} loss {event.loss:.3f}")
+        elif isinstance(event, EpochDone) and "train" in self.tasks:
+            self.progress.update(self.tasks["train"], info=f"epoch {event.epoch + 1} val Dice "
+                                                           f"{event.val_score:.3f}")
 
     def _on_eval_start(self, info: dict[str, Any]) -> None:
         self._task("eval", "  evaluating", None)

@@ -24,9 +24,9 @@ from torch.utils.data import Dataset
 from featcache.data.base import SegmentationDataset
 from featcache.data.photometric import Photometric, augment
 from featcache.data.views import ViewParams, apply_view, sample_view
-from featcache.distill.model import Target, loss_grid
 from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.student import student_input
+from featcache.distill.targets import Target, loss_grid
 from featcache.errors import ConfigError, DatasetError, StoreError
 from featcache.manifest import Manifest, TeacherSpec
 from featcache.store import EntryReader, FeatureStore
@@ -140,7 +140,7 @@ def build_targets(manifest: Manifest, sources: list[Source], stages: dict[str, t
             c, h, w = grids.pop()
             grid = loss_grid((h, w), manifest.student.image_size, stages[stage][1],
                              manifest.distill.feature_grid)
-            targets.append(Target(spec.label, level, stage, c, (h, w), grid))
+            targets.append(Target(spec.label, level, c, (h, w), stage, grid))
     return targets
 
 

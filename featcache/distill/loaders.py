@@ -46,21 +46,23 @@ class EpochBatches(Sampler[list[int]]):
     CPU cores."""
 
     def __init__(self, draw: Callable[[int], list[int]], batch_size: int, drop_last: bool,
-                 start: int, stop: int, per_epoch: int) -> None:
+                 start: int, stop: int, per_epoch: int, skip: int = 0) -> None:
+        """skip: batches of epoch `start` already trained on (a run interrupted mid-epoch)."""
         self.draw, self.batch_size, self.drop_last = draw, batch_size, drop_last
-        self.start, self.stop, self.per_epoch = start, stop, per_epoch
+        self.start, self.stop, self.per_epoch, self.skip = start, stop, per_epoch, skip
 
     def __iter__(self) -> Iterator[list[int]]:
         for epoch in range(self.start, self.stop):
             indices = self.draw(epoch)
-            for k in range(0, len(indices), self.batch_size):
+            first = self.skip * self.batch_size if epoch == self.start else 0
+            for k in range(first, len(indices), self.batch_size):
                 batch = indices[k:k + self.batch_size]
                 if len(batch) < self.batch_size and self.drop_last:
                     break
                 yield batch
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start) * self.per_epoch
+        return max(0, max(0, self.stop - self.start) * self.per_epoch - self.skip)
 
 
 def low_priority_workers(setting: str, device: torch.device) -> bool:

@@ -22,7 +22,6 @@ within [1/max, max] (default [0.25, 4]) while staying smooth and trainable.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -32,23 +31,8 @@ from featcache.distill.heads import Projector, ReturnDecoder, pointwise
 from featcache.distill.losses import feature_loss, relative_reconstruction_loss, seg_loss
 from featcache.distill.resample import area_pool
 from featcache.distill.student import Student
+from featcache.distill.targets import Target
 from featcache.manifest import DistillSpec
-
-
-@dataclass(frozen=True)
-class Target:
-    teacher: str
-    level: str
-    stage: str  # student stage it is matched from
-    channels: int
-    grid: tuple[int, int]  # the teacher's
-    # The grid the loss is computed on, when known before the student runs (see `loss_grid`):
-    # the loader then resamples the teacher straight onto it. None: the teacher's grid.
-    loss_grid: tuple[int, int] | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.teacher}/{self.level}@{self.stage}"
 
 
 def _masked_pool(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -70,18 +54,6 @@ def _to_grid(target: torch.Tensor, valid: torch.Tensor,
     pooled_valid = F.adaptive_avg_pool2d(valid, grid)
     pooled = F.adaptive_avg_pool2d(target * valid, grid) / pooled_valid.clamp_min(1e-6)
     return pooled, pooled_valid
-
-
-def loss_grid(teacher_grid: tuple[int, int], image_size: int, stride: int,
-              feature_grid: str) -> tuple[int, int]:
-    """Where `_project` meets a teacher matched from a student stage of this stride: the stage's
-    grid if it is coarser than the teacher's and feature_grid is "coarser", else the teacher's.
-    The stage grid is image_size / stride; an image size it does not divide leaves the teacher's
-    grid here (the model then pools the batch itself, see _to_grid)."""
-    if feature_grid != "coarser" or image_size % stride:
-        return teacher_grid
-    stage = (image_size // stride,) * 2
-    return stage if stage[0] * stage[1] < teacher_grid[0] * teacher_grid[1] else teacher_grid
 
 
 def _mkey(key: str) -> str:

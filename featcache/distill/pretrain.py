@@ -16,23 +16,25 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from featcache.distill.data import training_items
+from featcache.distill.build import Training, build_optimizer, items_dataset
+from featcache.distill.data import Source, training_items
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.loaders import EpochBatches, make_loader
-from featcache.distill.run import Pretrained
-from featcache.distill.schedule import adamw, warmup_cosine
+from featcache.distill.loop import StepSettings, optimizer_step
+from featcache.distill.model import DistillModel
+from featcache.distill.run import Pretrained, Run
 from featcache.errors import DatasetError
+from featcache.events import PretrainReused, PretrainStarted, PretrainStep, ProgressFn
+from featcache.manifest import Manifest
 
-if TYPE_CHECKING:
-    from featcache.distill.trainer import Trainer
 
-def recipe(trainer: Trainer) -> str:
+def recipe(manifest: Manifest, num_datasets: int) -> str:
     """Everything the pretrained weights depend on (not the labelled data or its schedule)."""
-    m = trainer.manifest
+    m = manifest
     parts: dict[str, Any] = {
         "pretrain": m.pretrain.model_dump(mode="json"),
         "teachers": [t.model_dump(mode="json") for t in m.teachers],
@@ -40,48 +42,54 @@ def recipe(trainer: Trainer) -> str:
         "seed": m.training.seed, "augment": m.training.augment.model_dump(mode="json"),
         "batch_size": m.training.batch_size, "lr": m.training.lr, "views": m.training.views,
         "weight_decay": m.training.weight_decay, "grad_clip": m.training.grad_clip,
-        "num_datasets": len(trainer.sources),
+        "num_datasets": num_datasets,
     }
     return json.dumps(parts, sort_keys=True)
 
 
-def pretrain(trainer: Trainer) -> None:
-    """Run (or reload) the feature-pretraining phase into trainer.model."""
-    wanted = recipe(trainer)
-    saved = trainer.run.load_pretrained()
-    if saved is not None and saved.recipe == wanted:
-        trainer.model.load_state_dict(saved.model)
-        trainer.progress("pretrain_loaded", {"path": str(trainer.run.pretrained_file)})
-        return
-    m, tr = trainer.manifest, trainer.manifest.training
-    spec = m.pretrain
-    items = [it for s in trainer.pretrain_sources for it in training_items(
+def _loader(manifest: Manifest, sources: list[Source], model: DistillModel, workers: int,
+            low_priority: bool, device: torch.device) -> tuple[torch.utils.data.DataLoader, int]:
+    """Batches of the unlabelled images for pretrain.steps steps, and how many images there are."""
+    tr, spec = manifest.training, manifest.pretrain
+    items = [it for s in sources for it in training_items(
         s, spec.datasets[s.index].train_split, tr.views, 1.0, tr.seed)]
     batch_size = spec.batch_size or tr.batch_size
     if len(items) < batch_size:
         raise DatasetError(f"pretrain.datasets hold {len(items)} images, fewer than one batch of "
                            f"{batch_size}; add unlabelled images or lower pretrain.batch_size")
-    data = trainer.items_dataset(trainer.pretrain_sources, items, True, augment=True)
+    data = items_dataset(manifest, sources, items, model.targets, True, augment=True)
     sampler = BalancedShardSampler(torch.ones(len(items), dtype=torch.double), len(items), tr.seed + 1)
     per_epoch = len(items) // batch_size
-    epochs = math.ceil(spec.steps / per_epoch)
 
     def draw(epoch: int) -> list[int]:
         return [epoch * len(items) + i for i in sampler.draw(epoch)]
 
-    loader = make_loader(data, batch_size, trainer.workers, tr.prefetch_factor, trainer.device,
-                         batches=EpochBatches(draw, batch_size, True, 0, epochs, per_epoch),
-                         low_priority=trainer.low_priority_workers)
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-    optimizer = adamw(params, spec.lr or tr.lr, tr.weight_decay, trainer.device)
-    warmup = max(1, spec.steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(spec.steps, warmup))
-    trainer.progress("pretrain_start", {"steps": spec.steps, "images": len(items)})
-    trainer.model.train()
+    batches = EpochBatches(draw, batch_size, True, 0, math.ceil(spec.steps / per_epoch), per_epoch)
+    return make_loader(data, batch_size, workers, tr.prefetch_factor, device, batches=batches,
+                       low_priority=low_priority), len(items)
+
+
+def pretrain(manifest: Manifest, built: Training, run: Run, settings: StepSettings,
+             progress: ProgressFn) -> None:
+    """Run (or reload) the feature-pretraining phase into built.model (one process: no DDP)."""
+    model, data = built.model, built.data
+    wanted = recipe(manifest, len(data.sources))
+    saved = run.load_pretrained()
+    if saved is not None and saved.recipe == wanted:
+        model.load_state_dict(saved.model)
+        progress(PretrainReused(str(run.pretrained_file)))
+        return
+    tr, spec = manifest.training, manifest.pretrain
+    loader, images = _loader(manifest, built.pretrain_sources, model, data.workers, data.low_priority_workers,
+                             settings.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, spec.lr or tr.lr, tr.weight_decay, spec.steps,
+                                           max(1, spec.steps // 20), settings.device)
+    progress(PretrainStarted(spec.steps, images))
+    model.train()
     batches = iter(loader)
     for step in range(spec.steps):
-        out = trainer.step(next(batches), optimizer, scheduler, labelled=False)
-        trainer.progress("pretrain_step", {"step": step + 1, "steps": spec.steps,
-                                           "loss": float(out["loss"].detach())})
+        out = optimizer_step(model, next(batches), optimizer, scheduler, settings, labelled=False)
+        progress(PretrainStep(step + 1, spec.steps, float(out["loss"].detach())))
     del batches, loader
-    trainer.run.save_pretrained(Pretrained(wanted, trainer.model.state_dict(), spec.steps))
+    run.save_pretrained(Pretrained(wanted, model.state_dict(), spec.steps))

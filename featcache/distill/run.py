@@ -13,13 +13,15 @@ file names and what its checkpoints hold.
   RUN/export/                     `featcache export`: the exported students
   RUN/study_train.json            what training reported, for a study cell
 
-Checkpoints are plain tensors and containers, so loading needs no pickled code
+It writes them all: checkpoints, the saved manifest and the per-epoch logs (the trainer hands
+it rows). Checkpoints are plain tensors and containers, so loading needs no pickled code
 (torch.load(weights_only=True)); `Checkpoint` is their typed form. torch and the student load on
 first use: naming a run's files (eval, report, the CLI) stays light.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import typing
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from featcache.errors import CheckpointError
+from featcache.errors import CheckpointError, ConfigError
 from featcache.manifest import Manifest, StudentConfig
 from featcache.yamlconfig import validation_message
 
@@ -56,7 +58,7 @@ class TrainingState:
 class Checkpoint:
     """best.pt or last.pt: the student and what it was trained with."""
 
-    epoch: int  # 0-based
+    epoch: int  # the last epoch done, 0-based (-1: interrupted in the first)
     student_config: StudentConfig  # encoder, channels, decoder, input normalisation, image size
     student: dict[str, torch.Tensor]  # its state dict
     saved_manifest: dict[str, Any] = field(default_factory=dict)  # as dumped when saved
@@ -66,6 +68,7 @@ class Checkpoint:
     store: str | None = None  # the store URL the entries are in
     world_size: int = 1
     training: TrainingState | None = None
+    steps_into_next: int = 0  # optimizer steps already taken in epoch `epoch + 1` (an interrupt)
     path: Path | None = None  # the file it was read from
 
     @property
@@ -96,7 +99,7 @@ class Checkpoint:
             "format": FORMAT, "epoch": self.epoch, "student_config": config,
             "student": self.student, "best_val_dice": self.best_val_dice, "best_epoch": self.best_epoch,
             "manifest": self.saved_manifest, "image_size": self.image_size, "store": self.store,
-            "world_size": self.world_size, "entries": self.entries,
+            "world_size": self.world_size, "entries": self.entries, "steps_into_next": self.steps_into_next,
             **({"distill": state.distill, "optimizer": state.optimizer, "scheduler": state.scheduler,
                 "rng": state.rng} if state is not None else {}),
         }
@@ -116,7 +119,8 @@ class Checkpoint:
                    saved_manifest=manifest, best_val_dice=payload.get("best_val_dice"),
                    best_epoch=payload.get("best_epoch"), entries=_entry_keys(payload.get("entries")),
                    store=_store_url(payload.get("store") or manifest.get("store")),
-                   world_size=int(payload.get("world_size", 1)), training=training, path=path)
+                   world_size=int(payload.get("world_size", 1)), training=training,
+                   steps_into_next=int(payload.get("steps_into_next", 0)), path=path)
 
 
 @dataclass
@@ -228,6 +232,45 @@ class Run:
         return [self.checkpoint_file("last"), self.checkpoint_file("best"), self.metrics_csv,
                 self.gates_csv]
 
+    # --- claiming and logs ------------------------------------------------------------------
+    def claim(self, overwrite: bool, remove: bool = True) -> None:
+        """A fresh run never writes over another: a directory holding one is reused only with
+        --resume (the caller resumes) or --overwrite (its training files are removed here first,
+        by the one process that `remove`s: every torchrun rank checks, rank 0 deletes)."""
+        found = [path for path in self.training_files() if path.exists()]
+        if not found:
+            return
+        if not overwrite:
+            held = found[0].relative_to(self.path)
+            raise ConfigError(f"{self.path} already holds a run ({held}); pass resume to continue it, "
+                              "overwrite to replace it, or set another run_dir",
+                              fields=("resume", "overwrite"))
+        for path in found if remove else ():
+            path.unlink(missing_ok=True)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """The resolved manifest (as dumped) beside the run's files."""
+        import yaml
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.manifest_file.write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+    def log_epoch(self, epoch: int, train_row: dict[str, Any], val_row: dict[str, Any],
+                  gates: dict[str, dict[str, float]], fresh: bool) -> None:
+        """One epoch's rows of metrics.csv (train, val) and gates.csv ("dataset/stage" -> teacher
+        -> weight). fresh: the run started at epoch 0, so epoch 0 rewrites the files."""
+        _append_csv(self.metrics_csv, [train_row, val_row], fresh and epoch == 0)
+        _append_csv(self.gates_csv, [{"epoch": epoch, "dataset": k.split("/")[0], "stage": k.split("/")[1],
+                                      "teacher": t, "weight": w}
+                                     for k, tw in gates.items() for t, w in tw.items()],
+                    fresh and epoch == 0)
+
+    def truncate_logs(self, start_epoch: int) -> None:
+        """Drop the log rows of epochs from start_epoch on (a run killed after its checkpoint
+        redoes them when resumed)."""
+        for path in (self.metrics_csv, self.gates_csv):
+            _truncate_csv(path, start_epoch)
+
     # --- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, which: str, checkpoint: Checkpoint) -> None:
         _save(self.checkpoint_file(which), checkpoint.payload())
@@ -237,6 +280,22 @@ class Run:
         if not self.path.is_dir():
             raise CheckpointError(f"run directory {self.path} does not exist")
         return Checkpoint.from_payload(_load(path), path)
+
+    def load_resume_point(self) -> Checkpoint:
+        """last.pt with the training state to resume from, or one line saying what the directory
+        holds instead and what to run."""
+        path = self.checkpoint_file("last")
+        if not path.is_file():
+            held = [p.relative_to(self.path).as_posix() for p in self.training_files() if p.exists()]
+            what = f"it holds {', '.join(held)}" if held else "it holds no run"
+            raise CheckpointError(f"{self.path} has no resume point (checkpoints/last.pt); {what}: "
+                                  "train it again with overwrite, or set another run_dir",
+                                  fields=("overwrite",))
+        checkpoint = self.load_checkpoint("last")
+        if checkpoint.training is None:
+            raise CheckpointError(f"{path} holds no training state to resume from; train again with "
+                                  "overwrite, or set another run_dir", fields=("overwrite",))
+        return checkpoint
 
     def load_student(self, which: str = "best") -> tuple[Student, Checkpoint]:
         """The trained student in eval mode, and the checkpoint it came from."""
@@ -266,6 +325,30 @@ class Run:
         payload = _load(path)
         return Pretrained(str(payload.get("recipe", "")), payload.get("model", {}),
                           int(payload.get("steps", 0)))
+
+
+def _append_csv(path: Path, rows: list[dict[str, Any]], new: bool) -> None:
+    if not rows:
+        return
+    new = new or not path.exists()
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w" if new else "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _truncate_csv(path: Path, start_epoch: int) -> None:
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], [r for r in reader if int(r["epoch"]) < start_epoch]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:

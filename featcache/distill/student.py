@@ -91,6 +91,11 @@ class Student(nn.Module):
             stride //= 2
             self.stages[f"dec{i + 1}"] = (cout, max(stride, 1))
 
+    @property
+    def stride(self) -> int:
+        """The encoder's total stride: the input size must be a multiple of it."""
+        return max(r for _, r in self.stages.values())
+
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (B, C, S, S) in [0, 1] -> logits (B, 1, S, S) and {stage: (B, C_s, S/stride, S/stride)}."""
         feats = self.encoder((x - self.input_mean) / self.input_std)

@@ -117,8 +117,9 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, image_size: int
     run_files = Run(run_dir)
     student, checkpoint = run_files.load_student(which)
     size = int(image_size or checkpoint.image_size)
-    if size < 32 or size % 32:
-        raise ConfigError(f"image_size {size} must be a positive multiple of 32 (the encoder's stride)",
+    stride = student.stride
+    if size < stride or size % stride:
+        raise ConfigError(f"image_size {size} must be a positive multiple of {stride} (the encoder's stride)",
                           fields=("image_size",))
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")

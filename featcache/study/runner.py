@@ -107,7 +107,7 @@ def _train(manifest: Manifest, progress: Progress) -> dict[str, Any]:
 
     run = Run(manifest.run_dir)
     resume = run.checkpoint_file("last").is_file()
-    result = train(manifest, resume=resume, progress=lambda e, i: progress("train", {"event": e, **i}))
+    result = train(manifest, resume=resume, progress=lambda event: progress("train", {"event": event}))
     info = {"params": result.student_params, "seconds": result.seconds, "epochs": result.epochs,
             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "gates": result.gates,
             "loss_weights": result.loss_weights, "resumed": resume}

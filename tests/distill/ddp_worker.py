@@ -24,13 +24,13 @@ def run(rank: int, world: int, port: int, store_url: str, run_dir: str, out_dir:
     events: list[str] = []
     manifest = make_manifest(SimpleNamespace(url=store_url), run_dir,
                              training={"epochs": 2, "num_workers": 0, "device": "cpu"})
-    trainer = Trainer(manifest, lambda event, info: events.append(event))
+    trainer = Trainer(manifest, lambda event: events.append(type(event).__name__))
     try:
         result = trainer.train()
         params = {k: float(v.double().sum()) for k, v in trainer.model.student.state_dict().items()
                   if v.is_floating_point()}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps({
             "world_size": result.world_size, "events": sorted(set(events)), "params": params,
-            "steps_per_epoch": trainer.steps_per_epoch, "val_dice": result.best_val_dice}))
+            "steps_per_epoch": trainer.data.steps_per_epoch, "val_dice": result.best_val_dice}))
     finally:
         trainer.close()

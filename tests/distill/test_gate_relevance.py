@@ -1,8 +1,9 @@
 import torch
 import torch.nn.functional as F
 
-from featcache.distill.model import DistillModel, Target
+from featcache.distill.model import DistillModel
 from featcache.distill.student import Student
+from featcache.distill.targets import Target
 from featcache.manifest import DistillSpec, StudentConfig
 
 TINY = StudentConfig(encoder="mobilenetv3_small_050", encoder_weights=None,
@@ -13,7 +14,7 @@ def test_gate_prefers_the_teacher_whose_features_explain_the_mask():
     """Teacher `good` carries the mask in its features, teacher `noise` is random: the gate must
     learn to weight `good` higher (the demo's real-vs-uninformative question, in miniature)."""
     torch.manual_seed(0)
-    targets = [Target("good", "f", "dec3", 4, (8, 8)), Target("noise", "f", "dec3", 4, (8, 8))]
+    targets = [Target("good", "f", 4, (8, 8), "dec3"), Target("noise", "f", 4, (8, 8), "dec3")]
     model = DistillModel(Student(TINY), targets, DistillSpec(), num_datasets=1)
     heads = [p for n, p in model.named_parameters() if n.startswith(("probes.", "gates."))]
     others = [p for n, p in model.named_parameters() if not n.startswith(("probes.", "gates."))]

@@ -20,7 +20,7 @@ def test_items_pickle_into_spawned_workers(cached_store, tmp_path):
     """Readers hold locks and caches: DistillItems must still travel to spawn/forkserver workers
     (macOS's default) and read the same features there."""
     trainer = Trainer(make_manifest(cached_store, tmp_path / "run", training={"num_workers": 0}))
-    items = trainer.train_set
+    items = trainer.data.train_set
     items[0]  # warm the readers' fast-path caches (the unpicklable part)
     clone = pickle.loads(pickle.dumps(items))
     assert any(k.startswith("t:") for k in clone[3])
@@ -35,15 +35,15 @@ def test_prefetching_loader_matches_in_process_reads(cached_store, tmp_path):
     """Worker processes deliver exactly the batches an in-process loop would, epoch after epoch
     from one iterator: each epoch's seeded draw, cut into steps_per_epoch batches."""
     trainer = Trainer(make_manifest(cached_store, tmp_path / "run", training={"num_workers": 2}))
-    assert trainer.workers == 2
+    assert trainer.data.workers == 2
     batches = trainer._train_batches(0)
     assert trainer._train.prefetch_factor == 4
-    steps = trainer.steps_per_epoch
+    steps = trainer.data.steps_per_epoch
     with_workers = [next(batches)["index"].tolist() for _ in range(2 * steps)]
-    epochs = EpochBatches(trainer.sampler.draw, 4, trainer.drop_last, 0, 2, steps)
-    plain = make_loader(trainer.train_set, 4, 0, 4, torch.device("cpu"), batches=epochs)
+    epochs = EpochBatches(trainer.data.sampler.draw, 4, trainer.data.drop_last, 0, 2, steps)
+    plain = make_loader(trainer.data.train_set, 4, 0, 4, torch.device("cpu"), batches=epochs)
     assert [b["index"].tolist() for b in plain] == with_workers
-    items = [trainer.train_items[i][1] for i in trainer.sampler.draw(1)]
+    items = [trainer.data.train_items[i][1] for i in trainer.data.sampler.draw(1)]
     assert sum(with_workers[steps:], []) == items[:4 * steps]  # the second epoch is epoch 1's draw
 
 

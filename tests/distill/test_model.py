@@ -2,13 +2,14 @@ import pytest
 import torch
 
 import featcache.distill.model as model_module
-from featcache.distill.model import DistillModel, Target, _mkey, _to_grid
+from featcache.distill.model import DistillModel, _mkey, _to_grid
 from featcache.distill.student import Student
+from featcache.distill.targets import Target
 from featcache.manifest import DistillSpec, StudentConfig
 
 TINY = StudentConfig(encoder="mobilenetv3_small_050", encoder_weights=None,
                      decoder_channels=[32, 16, 16, 8, 8])
-TARGETS = [Target("a", "x", "dec3", 8, (8, 8)), Target("b", "x", "dec3", 4, (8, 8))]
+TARGETS = [Target("a", "x", 8, (8, 8), "dec3"), Target("b", "x", 4, (8, 8), "dec3")]
 
 
 def _batch(b=4):
@@ -113,7 +114,7 @@ def test_finer_teacher_grid_is_projected_at_the_student_grid():
     """A teacher grid finer than the stage (LiteMedSAM 64x64 from a 32x32 stage) is reached by
     upsampling the projection: the projector convolutions run on the small grid."""
     torch.manual_seed(0)
-    model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))], DistillSpec(), 1)
+    model = DistillModel(Student(TINY), [Target("c", "y", 4, (16, 16), "dec3")], DistillSpec(), 1)
     seen = []
     projector = model.projectors["c__y@dec3"]  # returns (projection, hidden)
     projector.register_forward_hook(lambda m, i, o: seen.append(tuple(o[0].shape[-2:])))
@@ -137,7 +138,7 @@ def test_feature_grid_sets_where_student_and_teacher_are_compared(monkeypatch, f
 
     monkeypatch.setattr(model_module, "feature_loss", recording_loss)
     torch.manual_seed(0)
-    model = DistillModel(Student(TINY), [Target("c", "y", "dec3", 4, (16, 16))],
+    model = DistillModel(Student(TINY), [Target("c", "y", 4, (16, 16), "dec3")],
                          DistillSpec(feature_grid=feature_grid), 1)
     image, mask, ds, _, _ = _batch()
     model(image, mask, ds, {"c/y@dec3": torch.randn(4, 4, 16, 16)}, {"c/y@dec3": torch.ones(4, 1, 16, 16)})

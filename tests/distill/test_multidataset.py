@@ -34,12 +34,12 @@ def test_two_datasets_are_sampled_evenly_and_gated_separately(two_dataset_store,
     manifest = make_manifest(two_dataset_store, tmp_path / "run", datasets=datasets,
                              training={"epochs": 1, "num_workers": 0})
     trainer = Trainer(manifest)
-    sizes = Counter(s for s, _, _ in trainer.train_items)
+    sizes = Counter(s for s, _, _ in trainer.data.train_items)
     assert sizes[1] >= 2.5 * sizes[0]  # bigblobs has ~3x the training images ...
     drawn = Counter()
     for epoch in range(30):
-        trainer.sampler.set_epoch(epoch)
-        drawn.update(trainer.train_items[i][0] for i in trainer.sampler)
+        trainer.data.sampler.set_epoch(epoch)
+        drawn.update(trainer.data.train_items[i][0] for i in trainer.data.sampler)
     share = drawn[0] / (drawn[0] + drawn[1])
     assert 0.44 < share < 0.56, drawn  # ... but each dataset gets half of every epoch
     result = trainer.train()

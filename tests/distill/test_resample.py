@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featcache.distill.model import _to_grid, loss_grid
+from featcache.distill.model import _to_grid
 from featcache.distill.resample import area_to_student_frame, teacher_target, warp_to_student_frame
+from featcache.distill.targets import loss_grid
 
 
 def _feature(c=3, h=8, w=8, seed=0):

@@ -7,6 +7,7 @@ import yaml
 from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import StoreError
+from featcache.events import EpochDone
 from tests.distill.conftest import make_manifest
 
 
@@ -42,8 +43,8 @@ def test_resume_equals_uninterrupted(cached_store, tmp_path, monkeypatch):
     train(full)
     part = make_manifest(cached_store, tmp_path / "part", training={"epochs": 2})
 
-    def kill_after_first_epoch(event, info):
-        if event == "epoch":
+    def kill_after_first_epoch(event):
+        if isinstance(event, EpochDone):
             raise KeyboardInterrupt  # as if the job were killed after epoch 0's checkpoint
 
     with pytest.raises(KeyboardInterrupt):

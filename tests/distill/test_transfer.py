@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from featcache.data.photometric import Photometric, augment
+from featcache.distill.build import epoch_batches
 from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import ConfigError
+from featcache.events import PretrainStarted, ignore
 from tests.distill.conftest import make_manifest
 
 TAPS = [{"name": "tiny", "levels": {"fine": ["enc3", "dec3", "dec4"]}},
@@ -17,11 +19,11 @@ TAPS = [{"name": "tiny", "levels": {"fine": ["enc3", "dec3", "dec4"]}},
 
 def test_a_level_tapped_at_several_stages(cached_store, tmp_path):
     trainer = Trainer(make_manifest(cached_store, tmp_path / "run", teachers=TAPS))
-    grids = {t.key: t.loss_grid for t in trainer.targets}
+    grids = {t.key: t.loss_grid for t in trainer.model.targets}
     # 32 px student: enc3 4x4, dec3 8x8 (both coarser than fine's 16x16), dec4 16x16.
     assert grids == {"tiny/fine@enc3": (4, 4), "tiny/fine@dec3": (8, 8), "tiny/fine@dec4": (16, 16),
                      "tiny2/coarse@enc3": (4, 4)}
-    item = trainer.train_set[0]
+    item = trainer.data.train_set[0]
     assert item["t:tiny/fine@enc3"].shape == (8, 4, 4) and item["t:tiny/fine@dec4"].shape == (8, 16, 16)
     # One stored map, averaged onto each grid: the coarse tap is the mean of the fine one.
     fine = item["t:tiny/fine@dec3"].float()
@@ -35,17 +37,17 @@ def test_a_level_tapped_at_several_stages(cached_store, tmp_path):
 def test_photometric_augmentation_changes_intensities_only(cached_store, tmp_path):
     plain = Trainer(make_manifest(cached_store, tmp_path / "a", training={"augment": {"enabled": False}}))
     augmented = Trainer(make_manifest(cached_store, tmp_path / "b", training={"augment": {"p": 1.0}}))
-    n = len(plain.train_set)
+    n = len(plain.data.train_set)
     for k in (0, n + 1):  # epoch 0 and epoch 1
-        a, b = plain.train_set[k], augmented.train_set[k]
+        a, b = plain.data.train_set[k], augmented.data.train_set[k]
         assert not torch.equal(a["image"], b["image"]) and a["image"].shape == b["image"].shape
         assert torch.equal(a["mask"], b["mask"])
         for key in a:
             if key.startswith(("t:", "v:")):
                 assert torch.equal(a[key], b[key]), key  # the cached features are untouched
     # Reproducible per (seed, epoch, item), different across epochs.
-    assert torch.equal(augmented.train_set[3]["image"], augmented.train_set[3]["image"])
-    assert not torch.equal(augmented.train_set[3]["image"], augmented.train_set[n + 3]["image"])
+    assert torch.equal(augmented.data.train_set[3]["image"], augmented.data.train_set[3]["image"])
+    assert not torch.equal(augmented.data.train_set[3]["image"], augmented.data.train_set[n + 3]["image"])
     # No geometry change: a vertical edge stays where it was under every operation.
     x = torch.zeros(1, 16, 16)
     x[:, :, 8:] = 1.0
@@ -60,14 +62,16 @@ def test_the_baseline_gets_the_same_steps_views_and_batches(cached_store, tmp_pa
     sections = {"training": {"steps": 7, "views": 2}}
     distilled = Trainer(make_manifest(cached_store, tmp_path / "d", **sections))
     alone = Trainer(make_manifest(cached_store, tmp_path / "s", distill={"enabled": False}, **sections))
-    assert not alone.with_teachers and alone.sources[0].views == distilled.sources[0].views == 2
-    assert alone.train_items == distilled.train_items
-    assert (alone.epochs, alone.steps_per_epoch) == (distilled.epochs, distilled.steps_per_epoch)
-    assert alone.epochs * alone.steps_per_epoch >= 7
-    assert list(alone.epoch_batches(0)) == list(distilled.epoch_batches(0))
+    assert not alone.built.with_teachers
+    assert alone.data.sources[0].views == distilled.data.sources[0].views == 2
+    assert alone.data.train_items == distilled.data.train_items
+    assert (alone.data.epochs, alone.data.steps_per_epoch) == (distilled.data.epochs,
+                                                               distilled.data.steps_per_epoch)
+    assert alone.data.epochs * alone.data.steps_per_epoch >= 7
+    assert list(epoch_batches(alone.data, 4, 0)) == list(epoch_batches(distilled.data, 4, 0))
     # The stored view 1 and the view the baseline replays are the same picture.
-    k = next(i for i, (_, _, v) in enumerate(alone.train_items) if v == 1)
-    assert torch.equal(alone.train_set[k]["mask"], distilled.train_set[k]["mask"])
+    k = next(i for i, (_, _, v) in enumerate(alone.data.train_items) if v == 1)
+    assert torch.equal(alone.data.train_set[k]["mask"], distilled.data.train_set[k]["mask"])
     alone.close()
     distilled.close()
 
@@ -76,21 +80,21 @@ def test_feature_pretraining_runs_once_and_is_reused(cached_store, tmp_path):
     pretrain = {"datasets": [{"name": "blobs", "train_split": "all"}], "steps": 3, "batch_size": 4}
     manifest = make_manifest(cached_store, tmp_path / "run", pretrain=pretrain, training={"epochs": 1})
     events = []
-    train(manifest, progress=lambda e, i: events.append(e))
-    assert events.count("pretrain_step") == 3 and Run(tmp_path / "run").pretrained_file.is_file()
+    train(manifest, progress=lambda e: events.append(type(e).__name__))
+    assert events.count("PretrainStep") == 3 and Run(tmp_path / "run").pretrained_file.is_file()
     # A second run directory holding the same pretrained weights loads them instead of pretraining.
     again = make_manifest(cached_store, tmp_path / "again", pretrain=pretrain, training={"epochs": 1})
     Run(tmp_path / "again").pretrained_file.parent.mkdir(parents=True)
     Run(tmp_path / "again").pretrained_file.write_bytes(Run(tmp_path / "run").pretrained_file.read_bytes())
     events.clear()
-    train(again, progress=lambda e, i: events.append(e))
-    assert "pretrain_loaded" in events and "pretrain_step" not in events
+    train(again, progress=lambda e: events.append(type(e).__name__))
+    assert "PretrainReused" in events and "PretrainStep" not in events
     # Other pretraining settings: the file does not fit and is replaced.
     changed = make_manifest(cached_store, tmp_path / "again", pretrain={**pretrain, "steps": 2},
                             training={"epochs": 1})
     events.clear()
-    train(changed, progress=lambda e, i: events.append(e), overwrite=True)
-    assert events.count("pretrain_step") == 2
+    train(changed, progress=lambda e: events.append(type(e).__name__), overwrite=True)
+    assert events.count("PretrainStep") == 2
 
 
 def test_pretraining_changes_the_student(cached_store, tmp_path):
@@ -99,7 +103,7 @@ def test_pretraining_changes_the_student(cached_store, tmp_path):
         trainer = Trainer(make_manifest(cached_store, tmp_path / f"p{pretrain_steps}", pretrain=pretrain))
         if pretrain_steps:
             from featcache.distill.pretrain import pretrain as run_pretraining
-            run_pretraining(trainer)
+            run_pretraining(trainer.manifest, trainer.built, trainer.run, trainer.settings, ignore)
         weights = trainer.model.student.encoder.conv_stem.weight.detach().clone()
         trainer.close()
         return weights
@@ -152,8 +156,8 @@ def test_unlabelled_images_are_extracted_and_pretrained_on(cached_store, tmp_pat
     pretrain = {"datasets": [{"name": "images", "root": str(root)}], "steps": 2, "batch_size": 4}
     events = []
     train(make_manifest(cached_store, tmp_path / "run", pretrain=pretrain, training={"epochs": 1}),
-          progress=lambda e, i: events.append((e, i)))
-    assert [i["images"] for e, i in events if e == "pretrain_start"] == [12]  # 6 images x 2 views
+          progress=events.append)
+    assert [e.images for e in events if isinstance(e, PretrainStarted)] == [12]  # 6 images x 2 views
     with pytest.raises(ConfigError, match="no masks: list it under pretrain.datasets"):
         Trainer(make_manifest(cached_store, tmp_path / "bad",
                               datasets=[{"name": "images", "root": str(root)}]))

@@ -1,0 +1,222 @@
+"""Plain functions that build what the training loop runs on: the data (sources, items, datasets,
+the balanced sampler and the run's length), the model (student, projectors, gates) and the
+optimizer with its schedule. Each takes the manifest and what earlier ones built; nothing here
+trains. trainer.py calls them in order; feature pretraining (pretrain.py) reuses them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from featcache.data.photometric import Photometric
+from featcache.data.registry import build_dataset
+from featcache.distill.data import DistillItems, Source, build_targets, resolve_entry, training_items
+from featcache.distill.distributed import BalancedShardSampler, DistContext
+from featcache.distill.loaders import EpochBatches, low_priority_workers, resolve_workers
+from featcache.distill.model import DistillModel
+from featcache.distill.schedule import adamw, warmup_cosine
+from featcache.distill.student import Student
+from featcache.distill.targets import Target
+from featcache.errors import ConfigError, DatasetError
+from featcache.manifest import DatasetSpec, Manifest
+from featcache.store import FeatureStore, default_store_url
+
+Item = tuple[int, int, int]  # (source index, sample index, view)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_sources(manifest: Manifest, with_teachers: bool,
+                  datasets: list[DatasetSpec] | None = None) -> list[Source]:
+    """The manifest's datasets (or `datasets`), each with its teachers' store entries.
+
+    Without teachers (the supervised baseline) a dataset has as many views as training.views
+    asks for (1 for "all"), replayed as extraction stores them, so both arms see the same views."""
+    store = FeatureStore(manifest.store, read_only=True) if with_teachers else None
+    sources = []
+    for i, spec in enumerate(manifest.datasets if datasets is None else datasets):
+        dataset = build_dataset(spec.name, spec.root, **spec.options)
+        entries = {}
+        if store is not None:
+            fingerprint = dataset.fingerprint()
+            entries = {t.label: resolve_entry(store, t, dataset, fingerprint) for t in manifest.teachers}
+        asked = manifest.training.views
+        views = min((e.layout.views for e in entries.values()),
+                    default=asked if isinstance(asked, int) else 1)
+        sources.append(Source(i, dataset, entries, views))
+    return sources
+
+
+def labelled_sources(manifest: Manifest, with_teachers: bool) -> list[Source]:
+    """build_sources for the labelled datasets, refusing one without masks."""
+    sources = build_sources(manifest, with_teachers)
+    for spec, source in zip(manifest.datasets, sources, strict=True):
+        if not source.dataset.labelled:
+            raise ConfigError(f"dataset {spec.name} has images but no masks: list it under "
+                              "pretrain.datasets (feature pretraining), not datasets")
+    return sources
+
+
+def items_dataset(manifest: Manifest, sources: list[Source], items: list[Item], targets: list[Target],
+                  teachers: bool, augment: bool) -> DistillItems:
+    """Training or validation items as a torch Dataset (photometric augmentation if `augment`)."""
+    aug = manifest.training.augment
+    photometric = Photometric(**aug.model_dump(exclude={"enabled"})) if augment and aug.enabled else None
+    return DistillItems(sources, items, targets, manifest.student.image_size, manifest.student.in_channels,
+                        manifest.distill.normalisation, teachers, photometric, manifest.training.seed)
+
+
+@dataclass
+class TrainingData:
+    """The labelled data of one run: items, datasets, the dataset-balanced sampler, and the run's
+    length (epochs of steps_per_epoch optimizer steps)."""
+
+    sources: list[Source]
+    train_items: list[Item]
+    val_items: list[Item]
+    train_set: DistillItems
+    val_set: DistillItems  # this rank's shard; scored by the student alone, never augmented
+    sampler: BalancedShardSampler
+    drop_last: bool
+    steps_per_epoch: int
+    epochs: int
+    workers: int  # loader processes per rank
+    low_priority_workers: bool
+
+
+def _balance_weights(items: list[Item]) -> torch.Tensor:
+    """Each dataset gets the same share of every epoch, whatever its size."""
+    counts: dict[int, int] = {}
+    for s, _, _ in items:
+        counts[s] = counts.get(s, 0) + 1
+    return torch.tensor([1.0 / counts[s] for s, _, _ in items], dtype=torch.double)
+
+
+def build_data(manifest: Manifest, sources: list[Source], targets: list[Target], with_teachers: bool,
+               ctx: DistContext, device: torch.device) -> TrainingData:
+    tr = manifest.training
+    train_items = [it for s in sources for it in training_items(
+        s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed)]
+    val_items = [it for s in sources for it in training_items(
+        s, manifest.datasets[s.index].val_split, 1, 1.0, tr.seed)]
+    if len(train_items) < 2 or not val_items:
+        raise DatasetError(f"too few samples: {len(train_items)} training items and "
+                           f"{len(val_items)} validation items; use more data or splits")
+    sampler = BalancedShardSampler(_balance_weights(train_items), len(train_items), tr.seed,
+                                   ctx.rank, ctx.world_size)
+    drop_last = sampler.per_rank > tr.batch_size
+    steps_per_epoch = sampler.per_rank // tr.batch_size if drop_last else 1
+    # training.steps fixes the run's length in optimizer steps whatever the data size.
+    epochs = math.ceil(tr.steps / steps_per_epoch) if tr.steps else tr.epochs
+    return TrainingData(
+        sources, train_items, val_items,
+        items_dataset(manifest, sources, train_items, targets, with_teachers, augment=True),
+        items_dataset(manifest, sources, val_items[ctx.rank::ctx.world_size], targets, False, augment=False),
+        sampler, drop_last, steps_per_epoch, epochs, resolve_workers(tr.num_workers, ctx.world_size),
+        low_priority_workers(tr.worker_priority, device))
+
+
+def epoch_batches(data: TrainingData, batch_size: int, start_epoch: int, skip: int = 0) -> EpochBatches:
+    """The indices of epochs start_epoch.. in batches, the first `skip` batches left out. Each
+    epoch's draw is seeded by the epoch, so a resumed run sees the same batches; indices carry
+    the epoch (epoch * n + item, see DistillItems), which seeds the item's augmentation."""
+    n = len(data.train_items)
+
+    def draw(epoch: int) -> list[int]:
+        return [epoch * n + i for i in data.sampler.draw(epoch)]
+
+    return EpochBatches(draw, batch_size, data.drop_last, start_epoch, data.epochs, data.steps_per_epoch,
+                        skip)
+
+
+def build_student(manifest: Manifest) -> Student:
+    """The student the manifest asks for, its image size checked against the encoder's stride."""
+    student = Student(manifest.student)
+    size = manifest.student.image_size
+    if size % student.stride:
+        nearest = max(1, round(size / student.stride)) * student.stride
+        raise ConfigError(f"student.image_size {size} must be a multiple of {student.stride}, "
+                          f"the stride of encoder {manifest.student.encoder}; e.g. {nearest}")
+    return student
+
+
+def build_model(manifest: Manifest, student: Student, targets: list[Target], num_datasets: int,
+                ctx: DistContext, device: torch.device) -> tuple[DistillModel, torch.nn.Module]:
+    """The model (student + projectors, gates, return decoder) on `device`, and what the loop
+    calls: the model itself, or its DistributedDataParallel wrapper under torchrun."""
+    model = DistillModel(student, targets, manifest.distill, num_datasets).to(device)
+    if not ctx.active:
+        return model, model
+    return model, DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def param_groups(model: DistillModel, lr: float) -> list[dict[str, Any]]:
+    """The small auxiliary heads (teacher-relevance probes, teacher gates, loss-gate
+    log-variances) get a 10x learning rate and no weight decay: they must track the student
+    within a short run, and decay would pull every loss weight to 1 regardless of its loss."""
+    fast, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            is_head = name == "log_vars" or name.startswith(("probes.", "gates."))
+            (fast if is_head else rest).append(p)
+    groups: list[dict[str, Any]] = [{"params": rest}]
+    if fast:
+        groups.append({"params": fast, "weight_decay": 0.0, "lr": 10 * lr})
+    return groups
+
+
+def build_optimizer(params: Any, lr: float, weight_decay: float, total_steps: int, warmup_steps: int,
+                    device: torch.device) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and its warm-up + cosine schedule over total_steps optimizer steps."""
+    optimizer = adamw(params, lr, weight_decay, device)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
+
+
+def store_url(manifest: Manifest, with_teachers: bool) -> str | None:
+    """The store a run reads (recorded in its checkpoints); None for the supervised baseline."""
+    return (manifest.store or default_store_url()) if with_teachers else None
+
+
+@dataclass
+class Training:
+    """Everything a labelled training run steps over, built in the order that fixes the initial
+    weights (seed, student, then projectors and gates)."""
+
+    with_teachers: bool
+    pretrain_sources: list[Source]  # feature pretraining's unlabelled datasets ([] when off)
+    model: DistillModel
+    ddp: torch.nn.Module  # what the loop calls: the model, or its DDP wrapper
+    data: TrainingData
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+def build_training(manifest: Manifest, ctx: DistContext, device: torch.device) -> Training:
+    tr = manifest.training
+    seed_everything(tr.seed)  # identical initial weights on every rank
+    with_teachers = manifest.distill.enabled and bool(manifest.teachers)
+    sources = labelled_sources(manifest, with_teachers)
+    student = build_student(manifest)
+    if manifest.pretrain.steps and ctx.active:
+        raise ConfigError("feature pretraining runs in one process: run it without torchrun first "
+                          "(its checkpoints/pretrained.pt is then reused), or set pretrain.steps: 0")
+    pretrain_sources = (build_sources(manifest, True, manifest.pretrain.datasets)
+                        if with_teachers and manifest.pretrain.steps else [])
+    targets = build_targets(manifest, sources + pretrain_sources, student.stages) if with_teachers else []
+    model, ddp = build_model(manifest, student, targets, len(sources), ctx, device)
+    data = build_data(manifest, sources, targets, with_teachers, ctx, device)
+    steps = data.epochs * data.steps_per_epoch
+    optimizer, scheduler = build_optimizer(param_groups(model, tr.lr), tr.lr, tr.weight_decay, steps,
+                                           tr.warmup_epochs * data.steps_per_epoch, device)
+    return Training(with_teachers, pretrain_sources, model, ddp, data, optimizer, scheduler)

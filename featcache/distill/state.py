@@ -1,0 +1,41 @@
+"""A run's training state: what a checkpoint holds of a `Training` (build.py), and putting it back.
+
+The student goes in the checkpoint as its own state dict (eval, predict and export need only
+that); projectors, gates, return decoder, optimizer, schedule and RNG go in its TrainingState, so
+--resume continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from featcache.distill.build import Training, store_url
+from featcache.distill.run import Checkpoint, TrainingState
+from featcache.manifest import Manifest
+
+
+def snapshot(built: Training, manifest: Manifest, epoch: int, best: float, best_epoch: int,
+             world_size: int, steps_into_next: int = 0) -> Checkpoint:
+    """The checkpoint after `epoch` (and steps_into_next steps of the next one)."""
+    model = built.model
+    state = TrainingState(
+        distill={k: v for k, v in model.state_dict().items() if not k.startswith("student.")},
+        optimizer=built.optimizer.state_dict(), scheduler=built.scheduler.state_dict(),
+        rng=torch.get_rng_state())
+    entries = {f"{s.dataset.name}/{t}": r.key for s in built.data.sources for t, r in s.entries.items()}
+    return Checkpoint(
+        epoch=epoch, student_config=model.student.config, student=model.student.state_dict(),
+        saved_manifest=manifest.model_dump(mode="json"), best_val_dice=best, best_epoch=best_epoch,
+        store=store_url(manifest, built.with_teachers), entries=entries, world_size=world_size,
+        training=state, steps_into_next=steps_into_next)
+
+
+def restore(built: Training, checkpoint: Checkpoint) -> None:
+    """Put a checkpoint's weights, optimizer, schedule and RNG back into `built`."""
+    state = checkpoint.training
+    assert state is not None  # Run.load_resume_point refuses a checkpoint without one
+    built.model.load_state_dict({**{f"student.{k}": v for k, v in checkpoint.student.items()},
+                                 **state.distill})
+    built.optimizer.load_state_dict(state.optimizer)
+    built.scheduler.load_state_dict(state.scheduler)
+    torch.set_rng_state(state.rng)

@@ -1,0 +1,70 @@
+"""Typed progress events: what long jobs (extraction, distillation, studies) report as they go.
+
+The library emits these; only the CLI renders them (one renderer per event type, looked up by
+type: tests/cli/test_events.py fails when an event has none). A callback takes one event:
+`progress(event)`. Fields are plain values, so an event can be logged or forwarded as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every progress event."""
+
+
+ProgressFn = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The callback of a job nobody watches."""
+
+
+# --- distillation --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PretrainStarted(Event):
+    steps: int
+    images: int  # unlabelled training images
+
+
+@dataclass(frozen=True)
+class PretrainStep(Event):
+    step: int  # 1-based
+    steps: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class PretrainReused(Event):
+    path: str  # the saved pretraining with the same recipe
+
+
+@dataclass(frozen=True)
+class TrainingStarted(Event):
+    epochs: int
+    steps_per_epoch: int
+    params: int  # the student's, every head included
+    workers: int  # loader workers per process
+    start_epoch: int  # > 0 when resumed
+    device: str
+    world_size: int
+
+
+@dataclass(frozen=True)
+class TrainingStep(Event):
+    epoch: int  # 0-based
+    step: int  # 1-based within the epoch
+    loss: float
+
+
+@dataclass(frozen=True)
+class EpochDone(Event):
+    epoch: int  # 0-based
+    val_score: float  # the validation score training selects on (mean over datasets)
+    best: float
+    terms: dict[str, Any] = field(default_factory=dict)  # metrics.csv's train row
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # "dataset/stage" -> weights
