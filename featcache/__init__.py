@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-# Bumped whenever the meaning of stored features changes (preprocessing, level extraction, layout),
-# so entries made by an older featcache get a different key instead of silently mixing.
-FEATURE_FORMAT_VERSION = 1
+from featcache.version import FEATURE_FORMAT_VERSION, __version__
 
 # The Python API (featcache/api.py) imports torch and zarr: loaded on first use, so that
 # `import featcache` (and the CLI's start-up) stays fast.

@@ -1,6 +1,9 @@
-"""The package's import graph, read from the source: every import statement, top-level or inside a
-function (a lazy import is still a dependency), except under `if TYPE_CHECKING:` (never run).
-Extraction and distillation are siblings, and no featcache modules import each other in a ring."""
+"""The package's import graph, read from the source: every import statement, top-level, inside a
+function (a lazy import is still a dependency) or under `if TYPE_CHECKING:` (a type a module
+names is a dependency a reader follows). No featcache modules import each other in a ring, and
+no module imports a higher layer: the foundations, then data, teachers, store and the manifest,
+then the two sibling stages (extract and distill, which never import each other), then
+evaluation and studies, then the CLI and the Python API on top."""
 
 from __future__ import annotations
 
@@ -21,9 +24,7 @@ def _module_name(path: Path, root: Path) -> str:
 def _imports(nodes: Iterable[ast.AST]) -> list[ast.Import | ast.ImportFrom]:
     found = []
     for node in nodes:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            found += _imports(node.orelse)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
             found.append(node)
         else:
             found += _imports(ast.iter_child_nodes(node))
@@ -98,7 +99,42 @@ def test_no_import_cycles():
     assert cycles(import_graph(PACKAGE)) == []
 
 
-def test_the_scan_sees_lazy_and_relative_imports_but_not_type_checking_ones(tmp_path):
+LAYERS = [  # lowest first; a module may import its own layer and those below
+    ("featcache.errors", "featcache.registry", "featcache.yamlconfig", "featcache.devices",
+     "featcache.events", "featcache.version"),
+    ("featcache.data", "featcache.teachers", "featcache.store", "featcache.manifest"),
+    ("featcache.extract", "featcache.distill"),
+    ("featcache.evaluate", "featcache.study", "featcache.starter"),
+    ("featcache.cli", "featcache.api", "featcache.__main__", "featcache"),
+]
+
+
+def layer(module: str) -> int:
+    """The layer of a module: that of the longest prefix listed in LAYERS."""
+    best, found = -1, None
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), rank
+    assert found is not None, f"{module} has no layer: add it to LAYERS"
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} imports {t}" for m, targets in graph.items() for t in targets
+                  if layer(t) > layer(m))
+
+
+def test_no_module_imports_a_higher_layer():
+    assert upward_imports(import_graph(PACKAGE)) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = {"featcache.store.reader": {"featcache.distill.run"}, "featcache.distill.run": set()}
+    assert upward_imports(graph) == ["featcache.store.reader imports featcache.distill.run"]
+
+
+def test_the_scan_sees_lazy_relative_and_type_checking_imports(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
@@ -109,5 +145,5 @@ def test_the_scan_sees_lazy_and_relative_imports_but_not_type_checking_ones(tmp_
                                       "    import pkg.a\nelse:\n    import os\nimport pkg.sub.b\n")
     graph = import_graph(pkg)
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.sub.c"}
-    assert graph["pkg.sub.c"] == {"pkg.sub.b"}
-    assert cycles(graph) == [["pkg.sub.b", "pkg.sub.c"]]
+    assert graph["pkg.sub.c"] == {"pkg.a", "pkg.sub.b"}
+    assert cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.sub.c"]]

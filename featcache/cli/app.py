@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-import featcache
 from featcache.errors import FeatcacheError
+from featcache.version import __version__
 
 # Teacher packages import timm's deprecated module paths; users cannot act on that warning.
 warnings.filterwarnings("ignore", message="Importing from timm", category=FutureWarning)
@@ -99,7 +99,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"featcache {featcache.__version__}")
+        console.print(f"featcache {__version__}")
         raise typer.Exit()
 
 

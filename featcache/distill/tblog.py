@@ -76,7 +76,7 @@ class TensorBoardLog:
 
     def _overlays(self) -> list[np.ndarray]:
         """The student's current prediction on the fixed validation samples, as RGB overlays."""
-        from featcache.evaluate.overlay import overlay_rgb
+        from featcache.data.overlay import overlay_rgb
 
         if not self.samples:
             return []

@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from featcache.data.base import to_float_image
+from featcache.data.overlay import overlay_png
 from featcache.distill.run import Run
 from featcache.distill.student import Student, student_input
 from featcache.errors import ConfigError, DatasetError, FeatcacheError
 from featcache.evaluate import inputs as io
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.outputs import write_metric_files
-from featcache.evaluate.overlay import overlay_png
 
 
 class Predictor:

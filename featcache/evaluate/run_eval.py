@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from featcache.data.overlay import overlay_png
 from featcache.data.registry import build_dataset
 from featcache.distill.run import Checkpoint, Run
 from featcache.errors import ConfigError
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.outputs import summary_dict, write_eval_outputs
-from featcache.evaluate.overlay import overlay_png
 from featcache.evaluate.predict import Predictor
 from featcache.manifest import DatasetSpec
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-import featcache
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES
 from featcache.errors import DatasetError
@@ -28,6 +27,7 @@ from featcache.extract.settings import ExtractSettings
 from featcache.extract.stats import ChannelStats
 from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
 from featcache.teachers.base import Teacher
+from featcache.version import FEATURE_FORMAT_VERSION, __version__
 
 __all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "autocast_for", "extract", "extraction_key",
            "finalize_entry", "plan_entry"]
@@ -103,8 +103,8 @@ def plan_entry(dataset: SegmentationDataset, teacher: Teacher, settings: Extract
                     "split_of": {s.id: s.split for s in dataset.samples},
                     "skipped": list(getattr(dataset, "skipped", []))},
         "views": {"count": views, "seed": view_seed, "policy": "featcache.data.views.sample_view"},
-        "versions": {"featcache": featcache.__version__, "torch": torch.__version__,
-                     "feature_format": featcache.FEATURE_FORMAT_VERSION},
+        "versions": {"featcache": __version__, "torch": torch.__version__,
+                     "feature_format": FEATURE_FORMAT_VERSION},
         "host": platform.node(), "user": getpass.getuser(),
     }
     attrs["dataset"]["shard_digests"] = shard_digests(dataset, indices, layout)

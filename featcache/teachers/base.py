@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import featcache
 from featcache.errors import TeacherError
 from featcache.teachers.weights import describe_source
+from featcache.version import FEATURE_FORMAT_VERSION
 
 ResizePolicy = Literal["longest_side_pad", "resize", "resize_center_crop"]
 
@@ -203,7 +203,7 @@ class Teacher(ABC):
             "weights_sha256": self.weights_sha256,
             "preprocess": self.preprocess.to_dict(),
             "levels": [lv.to_dict() for lv in self.select_levels(level_names)],
-            "feature_format": featcache.FEATURE_FORMAT_VERSION,
+            "feature_format": FEATURE_FORMAT_VERSION,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

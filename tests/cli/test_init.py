@@ -8,9 +8,9 @@ import yaml
 from typer.testing import CliRunner
 
 from featcache.cli import app
-from featcache.cli.init_cmd import match_stage, student_stages
 from featcache.data.registry import build_dataset
 from featcache.manifest import load_manifest, manifest_from_dict
+from featcache.starter import match_stage, student_stages
 from featcache.teachers.registry import describe_teachers
 from tests.data import synth_layouts as layouts
 
@@ -25,7 +25,7 @@ def _check(manifest, root: Path) -> None:
     data = build_dataset(spec.name, root, **spec.options)
     assert data.split_indices(spec.train_split)
     stages = student_stages(manifest.student)
-    levels = {t.name: {lv.name for lv in t.default_levels} for t in describe_teachers()}
+    levels = {t.name: {lv.name for lv in t.default_levels} | set(t.other_levels) for t in describe_teachers()}
     for teacher in manifest.teachers:
         for level, stage in teacher.taps():
             assert level in levels[teacher.name] and stage in stages
@@ -50,7 +50,9 @@ def test_init_prints_a_commented_valid_manifest_with_a_checkpoint(tmp_path):
     manifest = manifest_from_dict(yaml.safe_load(text), "init output")
     assert [t.name for t in manifest.teachers] == ["litemedsam", "sam"]
     assert manifest.teachers[1].checkpoint == "/w/sam_vit_b.pth" and manifest.teachers[0].checkpoint is None
-    assert manifest.teachers[0].levels == {"embedding": "dec3"}  # 64x64 teacher, 32x32 stage at 128 px
+    # LiteMedSAM gets the demo's three taps; SAM its neck at the closest grid (64x64 vs 32x32 dec3).
+    assert manifest.teachers[0].levels == {"stage2": "enc3", "embedding": ["enc4", "dec3"]}
+    assert manifest.teachers[1].levels == {"neck": "dec3"}
     assert manifest.datasets[0].options["seed"] == 0 and manifest.student.image_size == 128
     _check(manifest, root)
 

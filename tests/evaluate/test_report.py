@@ -5,9 +5,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from featcache.cli import app
+from featcache.data.overlay import overlay_png
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.outputs import eval_overlay_path, write_eval_outputs
-from featcache.evaluate.overlay import overlay_png
 from featcache.evaluate.report import build_report
 from featcache.store import EntryLayout, FeatureStore, LevelLayout
 from tests.evaluate.conftest import make_run

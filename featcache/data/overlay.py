@@ -110,21 +110,27 @@ def _corner_label(picture: Image.Image, text: str, size: int) -> None:
     draw.text((pad, pad + h // 2), text, fill=_TEXT_RGB, font=font, anchor="lm")
 
 
+def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice of two binary masks, empty vs empty 1: evaluate.metrics.dice's default convention
+    (this module sits below evaluation, which draws with it; tests check the two agree)."""
+    p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
+    total = int(p.sum()) + int(g.sum())
+    return 1.0 if total == 0 else 2 * int((p & g).sum()) / total
+
+
 def overlay_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None,
                   caption: str | None = None) -> Image.Image:
     """The overlay picture: fills, Dice (with a ground truth) and `caption` in the corner, legend below.
 
     Its width is the image's times an integer factor (1 unless the image is under MIN_SIDE pixels).
     """
-    from featcache.evaluate.metrics import dice
-
     filled = fill_rgb(image, pred, gt)
     scale = max(1, math.ceil(MIN_SIDE / max(1, min(filled.shape[:2]))))
     if scale > 1:
         filled = np.repeat(np.repeat(filled, scale, axis=0), scale, axis=1)
     picture = Image.fromarray(filled)
     size = max(11, round(picture.width / 22))
-    parts = [] if gt is None else [f"Dice {dice(pred, gt):.3f}"]
+    parts = [] if gt is None else [f"Dice {_dice(pred, gt):.3f}"]
     if caption:
         parts.append(caption)
     if parts:

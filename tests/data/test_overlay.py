@@ -1,8 +1,9 @@
 """Overlays: translucent fills per outcome, the Dice in the corner, a legend strip below."""
 
 import numpy as np
+import pytest
 
-from featcache.evaluate.overlay import (
+from featcache.data.overlay import (
     AGREE_RGB,
     ALPHA,
     FN_RGB,
@@ -64,3 +65,15 @@ def test_large_images_keep_their_size(tmp_path):
 
     with Image.open(path) as im:
         assert im.width == 320 and im.height > 300
+
+
+def test_the_corner_dice_is_evaluations_dice():
+    from featcache.data.overlay import _dice
+    from featcache.evaluate.metrics import dice
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pred, gt = rng.random((9, 9)) > 0.5, rng.random((9, 9)) > 0.6
+        assert _dice(pred, gt) == pytest.approx(dice(pred, gt))
+    empty = np.zeros((4, 4), bool)
+    assert _dice(empty, empty) == dice(empty, empty) == 1.0
