@@ -134,10 +134,65 @@ def make_images(tmp: Path) -> Path:
     return root
 
 
+def make_aptos(tmp: Path, n: int = 15) -> Path:
+    """n fundus images, grades 0-4 in turn (3 per grade), listed in train.csv; a test.csv without
+    grades, as the release has."""
+    root = tmp / "aptos2019-blindness-detection"
+    rows = ["id_code,diagnosis"]
+    for i in range(n):
+        code = f"{i:04x}ab{i:02d}"
+        save_rgb(100 + i, root / "train_images" / f"{code}.png")
+        rows.append(f"{code},{i % 5}")
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    (root / "test.csv").write_text("id_code\nffff0000\n")
+    return tmp  # the loader finds the folder one level down
+
+
+ISIC_PARTS = (("Training", 9), ("Validation", 3), ("Test_v2", 3))
+
+
+def make_isic(tmp: Path, parts: tuple[tuple[str, int], ...] = ISIC_PARTS) -> Path:
+    """Each part: its Part3 ground-truth CSV (0.0/1.0 flags, the release's form) and _Data folder
+    with ISIC_<n>.jpg and the _superpixels.png files the release ships beside them. Classes cycle
+    melanoma, seborrheic_keratosis, nevus."""
+    root = tmp / "ISIC2017"
+    flags = ("1.0,0.0", "0.0,1.0", "0.0,0.0")
+    k = 0
+    for part, n in parts:
+        rows = ["image_id,melanoma,seborrheic_keratosis"]
+        for _ in range(n):
+            stem = f"ISIC_{k:07d}"
+            save_rgb(200 + k, root / f"ISIC-2017_{part}_Data" / f"{stem}.jpg", quality=90)
+            save_mask(box_mask(0, 4, 0, 4), root / f"ISIC-2017_{part}_Data" / f"{stem}_superpixels.png")
+            rows.append(f"{stem},{flags[k % 3]}")
+            k += 1
+        (root / f"ISIC-2017_{part}_Part3_GroundTruth.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def make_classes(tmp: Path, splits: bool = False) -> Path:
+    """ImageFolder: cat/ (4 images), dog/ (4), zebra/ (3), mixed formats, a hidden folder; with
+    splits=True the same under train/ and a smaller val/ and test/."""
+    root = tmp / "pets"
+    counts = {"cat": 4, "dog": 4, "zebra": 3}
+    parts = (("train", counts), ("val", {"cat": 1, "dog": 1}), ("test", {"cat": 1, "zebra": 1})) \
+        if splits else ((".", counts),)
+    seed = 300
+    for part, sizes in parts:
+        for name, n in sizes.items():
+            for i in range(n):
+                seed += 1
+                ext = (".png", ".jpg", ".bmp")[i % 3]
+                save_rgb(seed, root / part / name / f"{i:03d}{ext}")
+    (root / ".ipynb_checkpoints").mkdir()
+    return root
+
+
 def _mk(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 MAKERS = {"busi": make_busi, "kvasir-seg": make_kvasir, "cvc-clinicdb": make_cvc, "drive": make_drive,
-          "msd": make_msd, "folder": make_folder, "images": make_images}
+          "msd": make_msd, "folder": make_folder, "images": make_images, "aptos2019": make_aptos,
+          "isic2017": make_isic, "classes": make_classes}

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from featcache.data.base import SPLITS, check_sample_id
+from featcache.data.base import SPLITS, TASKS, check_sample_id
 from featcache.data.registry import DATASETS, build_dataset
 from tests.data.synth_layouts import MAKERS
 
@@ -37,10 +37,17 @@ def test_dataset_contract(name, tmp_path):
         assert sample.image.shape[2] == ds.channels
         assert 0.0 <= sample.image.min() and sample.image.max() <= 1.0
         assert sample.mask.dtype == np.uint8 and sample.mask.shape == sample.image.shape[:2]
-        assert set(np.unique(sample.mask)) <= {0, 1}
+        assert set(np.unique(sample.mask)) <= set(range(len(ds.classes) + 1))
+        if ds.task == "classification":
+            assert not sample.mask.any()  # classification samples carry an all-zero mask
+            assert 0 <= sample.label < len(ds.classes) and sample.label == ds.samples[i].meta["label"]
+        else:
+            assert sample.label == -1
         assert len(ds.content_digest(i)) == 64
     fp = ds.fingerprint()
     assert len(fp) == 64 and build_dataset(name, root).fingerprint() == fp
     described = ds.describe()
     assert sum(described["splits"].values()) == len(ds)
+    assert described["task"] == ds.task in TASKS and described["classes"] == list(ds.classes)
+    assert ds.classes and all(isinstance(c, str) for c in ds.classes)
     json.dumps(described)
