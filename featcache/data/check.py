@@ -25,9 +25,12 @@ class SplitSummary:
     max_hw: tuple[int, int] | None = None
     foreground: list[float] = field(default_factory=list)  # per-sample foreground fraction
     empty_masks: int = 0
+    labels: dict[int, int] = field(default_factory=dict)  # classification: samples per class index
 
-    def add(self, height: int, width: int, fg_fraction: float) -> None:
+    def add(self, height: int, width: int, fg_fraction: float, label: int = -1) -> None:
         self.samples += 1
+        if label >= 0:
+            self.labels[label] = self.labels.get(label, 0) + 1
         lo, hi = self.min_hw or (height, width), self.max_hw or (height, width)
         self.min_hw = (min(lo[0], height), min(lo[1], width))
         self.max_hw = (max(hi[0], height), max(hi[1], width))
@@ -47,6 +50,8 @@ class CheckReport:
     splits: dict[str, SplitSummary]  # train, val, test and "all"
     problems: list[dict[str, str]]  # {"path", "reason"}: skipped files and load failures
     notes: list[str]
+    task: str = "segmentation"
+    classes: tuple[str, ...] = ("foreground",)
 
     @property
     def ok(self) -> bool:
@@ -81,7 +86,7 @@ def check_dataset(name: str, root: str | Path | None, **options: Any) -> CheckRe
             continue
         h, w = sample.mask.shape
         fg = float(sample.mask.mean())
-        splits[info.split].add(h, w, fg)
-        splits["all"].add(h, w, fg)
+        splits[info.split].add(h, w, fg, sample.label)
+        splits["all"].add(h, w, fg, sample.label)
     return CheckReport(dataset.name or name, dataset.modality, dataset.channels, splits, problems,
-                       list(getattr(dataset, "notes", [])))
+                       list(getattr(dataset, "notes", [])), dataset.task, tuple(dataset.classes))

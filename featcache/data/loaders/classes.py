@@ -90,11 +90,13 @@ def build_classes(root: Path | None, **options: Any) -> ClassFolders:
     parts = _split_roots(root)
     found = sorted({name for _, folder in parts for name in _subfolders(folder)})
     if not found:
-        raise DatasetError(f"classes: no class sub-folders in {root}; expected {EXPECTED}")
+        raise DatasetError(f"classes: {root} does not have the expected layout (no class "
+                           f"sub-folders); expected {EXPECTED}")
     classes = _class_order(found, opts["classes"], parts[0][1] if len(parts) == 1 else root)
     items, splits = _collect(parts, classes)
     if not items:
-        raise DatasetError(f"classes: no images in the class folders under {root}")
+        raise DatasetError(f"classes: {root} does not have the expected layout (no images in its "
+                           f"class folders {', '.join(classes)}); expected {EXPECTED}")
     # Ids from the path below root ('train/cat/0001.png' -> 'train_cat_0001'): names repeat
     # across class folders.
     ids = [safe_id(str(it.image.relative_to(root).with_suffix(""))) for it in items]

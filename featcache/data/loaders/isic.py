@@ -77,7 +77,8 @@ def _parts(root: Path) -> list[tuple[str, Path, Path]]:
             raise DatasetError(f"{csv_path}: its image folder {folder} is missing")
         found.append((split, csv_path, folder))
     if not found:
-        raise DatasetError(f"isic2017: no *_Part3_GroundTruth.csv in {root}; expected {EXPECTED}")
+        raise DatasetError(f"isic2017: {root} does not have the expected layout (no "
+                           f"*_Part3_GroundTruth.csv); expected {EXPECTED}")
     splits = [s for s, _, _ in found]
     duplicate = next((s for s in splits if splits.count(s) > 1), None)
     if duplicate:
