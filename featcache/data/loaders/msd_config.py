@@ -18,6 +18,10 @@ from featcache.data.volumes import DEFAULT_CT_WINDOW, nifti_stem, read_header
 from featcache.errors import DatasetError
 
 EMPTY_POLICIES = ("balanced", "all", "none")
+Classes = tuple[tuple[int, ...], ...] | None  # label values of each foreground class; None = any
+LABELS_HELP = ("labels: a label (value or dataset.json name) keeps that structure as the one "
+               "foreground class; a list keeps several as classes 1..K in its order; a list inside "
+               "the list merges labels into one class ([[1, 2]]: 1 and 2 as one foreground)")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class MSDConfig:
     declared_labels: dict[int, str]
     axis: int
     channel: int
-    labels: tuple[int, ...] | None  # None = any foreground
+    classes: Classes  # mask value k + 1 = the labels in classes[k]; None = binary, any foreground
     window: tuple[float, float] | None  # None = percentile scaling
     percentiles: tuple[float, float]
     empty_slices: str | float
@@ -43,6 +47,15 @@ class MSDConfig:
     @property
     def modality(self) -> str:
         return self.modalities[self.channel] if self.channel < len(self.modalities) else "unknown"
+
+    @property
+    def foreground(self) -> tuple[int, ...] | None:
+        """Every label value of a class, sorted (None: any label > 0): what counts as foreground."""
+        return None if self.classes is None else tuple(sorted(v for c in self.classes for v in c))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return class_names(self.classes, self.declared_labels)
 
     @property
     def is_ct(self) -> bool:
@@ -69,24 +82,58 @@ def _declared(data: dict[str, Any], path: Path) -> dict[int, str]:
         raise DatasetError(f"{path}: 'labels' must map label values to names") from None
 
 
-def _resolve_labels(given: Any, declared: dict[int, str]) -> tuple[int, ...] | None:
+def _label_value(item: Any, declared: dict[int, str], loader: str) -> int:
+    """A label given as its value (2, '2') or its dataset.json name ('tumour') -> its value."""
+    by_name = {name.lower(): value for value, name in declared.items()}
+    if isinstance(item, str) and item.lower() in by_name:
+        return by_name[item.lower()]
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item
+    if isinstance(item, str) and item.isdigit():
+        return int(item)
+    known = ", ".join(f"{v}={n}" for v, n in sorted(declared.items()))
+    raise DatasetError(f"{loader}: unknown label {item!r}; known: {known}")
+
+
+def resolve_classes(given: Any, declared: dict[int, str], loader: str = "msd") -> Classes:
+    """The `labels` option -> the label values of each class (see LABELS_HELP); None = binary,
+    any foreground. A label in two classes, background or an empty group is an error."""
     if given is None:
         return None
-    by_name = {name.lower(): value for value, name in declared.items()}
-    values = []
-    for item in given if isinstance(given, (list, tuple)) else [given]:
-        if isinstance(item, str) and item.lower() in by_name:
-            values.append(by_name[item.lower()])
-        elif isinstance(item, int) and not isinstance(item, bool):
-            values.append(item)
-        elif isinstance(item, str) and item.isdigit():
-            values.append(int(item))
-        else:
-            known = ", ".join(f"{v}={n}" for v, n in sorted(declared.items()))
-            raise DatasetError(f"msd: unknown label {item!r}; known: {known}")
-    if 0 in values or not values:
-        raise DatasetError("msd: labels must name foreground classes (not 0 / background)")
-    return tuple(sorted(set(values)))
+    items = list(given) if isinstance(given, (list, tuple)) else [given]
+    classes = []
+    for item in items:
+        group = item if isinstance(item, (list, tuple)) else [item]
+        classes.append(tuple(sorted({_label_value(v, declared, loader) for v in group})))
+    values = [v for c in classes for v in c]
+    if not classes or not all(classes) or 0 in values:
+        raise DatasetError(f"{loader}: labels must name foreground classes (not 0 / background)",
+                           fields=("labels",))
+    if len(set(values)) != len(values):
+        twice = next(v for v in values if values.count(v) > 1)
+        raise DatasetError(f"{loader}: label {twice} is in two classes of labels {given!r}; a pixel "
+                           "has one class")
+    return tuple(classes)
+
+
+def stored_labels(classes: Classes) -> Any:
+    """How `labels` is stored in the dataset options (and so hashed by the fingerprint).
+
+    One class keeps the form binary datasets always had (the sorted values: [1], [1, 2]), so their
+    fingerprints and feature caches stay; several classes are a list of lists, which no binary
+    dataset ever stored, so a multi-class dataset never shares a fingerprint with a binary one."""
+    if classes is None:
+        return None
+    if len(classes) == 1:
+        return list(classes[0])
+    return [list(c) for c in classes]
+
+
+def class_names(classes: Classes, declared: dict[int, str]) -> tuple[str, ...]:
+    """The foreground class names: dataset.json's names ('organ', 'organ+tumour' for a group)."""
+    if classes is None:
+        return ("foreground",)
+    return tuple("+".join(declared.get(v, str(v)) for v in c) for c in classes)
 
 
 def _pair_of_numbers(name: str, value: Any) -> tuple[float, float]:
@@ -126,7 +173,7 @@ def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
     if lo < 0 or hi > 100:
         raise DatasetError(f"msd: percentiles must lie in [0, 100], got {opts['percentiles']!r}")
     config = MSDConfig(str(data.get("name", root.name)), modalities, declared, opts["axis"], channel,
-                       _resolve_labels(opts["labels"], declared), window, (lo, hi),
+                       resolve_classes(opts["labels"], declared), window, (lo, hi),
                        _empty_policy(opts["empty_slices"]))
     if config.window is None and config.is_ct:
         config = MSDConfig(**{**config.__dict__, "window": DEFAULT_CT_WINDOW})
