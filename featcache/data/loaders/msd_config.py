@@ -107,8 +107,7 @@ def resolve_classes(given: Any, declared: dict[int, str], loader: str = "msd") -
         classes.append(tuple(sorted({_label_value(v, declared, loader) for v in group})))
     values = [v for c in classes for v in c]
     if not classes or not all(classes) or 0 in values:
-        raise DatasetError(f"{loader}: labels must name foreground classes (not 0 / background)",
-                           fields=("labels",))
+        raise DatasetError(f"{loader}: labels must name foreground classes (not 0 / background)")
     if len(set(values)) != len(values):
         twice = next(v for v in values if values.count(v) > 1)
         raise DatasetError(f"{loader}: label {twice} is in two classes of labels {given!r}; a pixel "
