@@ -21,6 +21,7 @@ from featcache.data.loaders import (
     isic,
     kvasir,
     msd,
+    nnunet,
 )
 from featcache.errors import DatasetError
 from featcache.registry import Entry, lookup
@@ -39,6 +40,7 @@ DATASETS: dict[str, Entry[DatasetBuilder]] = {
     "isic2017": Entry(isic.build_isic, isic.SUMMARY),
     "kvasir-seg": Entry(kvasir.build_kvasir, kvasir.SUMMARY),
     "msd": Entry(msd.build_msd, msd.SUMMARY),
+    "nnunet": Entry(nnunet.build_nnunet, nnunet.SUMMARY),
 }
 
 
@@ -56,4 +58,7 @@ def dataset_modality(name: str) -> str:
         cls = typing.get_type_hints(build).get("return")
     except Exception:  # an annotation that cannot be resolved is not worth failing a listing for
         return ""
-    return str(getattr(cls, "modality", "") or "")
+    # A builder returning one of several classes (nnunet: slices or images) says what they agree on.
+    members = typing.get_args(cls) or (cls,)
+    said = {str(getattr(m, "modality", "") or "") for m in members}
+    return said.pop() if len(said) == 1 else ""

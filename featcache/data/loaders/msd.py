@@ -136,7 +136,8 @@ def _keep(fg: list[bool], policy: str | float, rng: np.random.Generator) -> list
     return sorted(full + [empty[i] for i in chosen])
 
 
-def _slices(vol: Volume, split: str, config: MSDConfig, seed: int) -> list[SampleInfo]:
+def volume_slices(vol: Volume, split: str, config: MSDConfig, seed: int) -> list[SampleInfo]:
+    """The kept slices of one volume (see the empty_slices policy), ids `<case>_s<k>`."""
     fg = foreground_slices(vol.label, config.axis, config.foreground)
     rng = np.random.default_rng([seed, zlib.crc32(vol.id.encode())])
     spacing = [round(s, 6) for a, s in enumerate(vol.spacing[:3]) if a != config.axis]
@@ -154,21 +155,28 @@ def build_msd(root: Path | None, **options: Any) -> MSDSlices:
     opts = resolve_options("msd", options, DEFAULTS)
     root = locate("msd", require_root("msd", root, EXPECTED), ("dataset.json", "imagesTr"), EXPECTED)
     config = read_config(root, opts)
-    volumes, problems, split_of = discover(root, config, opts)
+    return slice_dataset(MSDSlices, root, config, discover(root, config, opts), opts)
+
+
+def slice_dataset(cls: type[MSDSlices], root: Path, config: MSDConfig,
+                  found: tuple[list[Volume], list[FileProblem], dict[str, str]],
+                  opts: dict[str, Any]) -> MSDSlices:
+    """Apply the bad-input policy to discovered (volumes, problems, split of each) and slice them."""
+    volumes, problems, split_of = found
     if not opts["skip_bad"]:
         raise_first(problems)
         skipped: list[dict[str, str]] = []
     else:
         skipped = [p.record() for p in problems]
         kept, bad = screen(volumes, lambda v: (v.image, v.label), lambda v: load_volume(v, config),
-                           salt=f"msd:{config.channel}")
+                           salt=f"{cls.name}:{config.channel}")
         volumes, skipped = kept, skipped + bad
-    samples = [s for v in volumes for s in _slices(v, split_of[v.id], config, opts["seed"])]
+    samples = [s for v in volumes for s in volume_slices(v, split_of[v.id], config, opts["seed"])]
     if not samples:
-        raise DatasetError(f"msd: no slices to use in {root}" + (f"; {len(skipped)} file(s) skipped"
-                                                                 if skipped else ""))
+        raise DatasetError(f"{cls.name}: no slices to use in {root}"
+                           + (f"; {len(skipped)} file(s) skipped" if skipped else ""))
     stored = fingerprint_options({**opts, "window": config.window,
                                   "labels": stored_labels(config.classes)})
-    dataset = MSDSlices(samples, {v.id: v for v in volumes}, config, stored)
+    dataset = cls(samples, {v.id: v for v in volumes}, config, stored)
     dataset.skipped = skipped
     return dataset

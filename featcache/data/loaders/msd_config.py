@@ -135,22 +135,22 @@ def class_names(classes: Classes, declared: dict[int, str]) -> tuple[str, ...]:
     return tuple("+".join(declared.get(v, str(v)) for v in c) for c in classes)
 
 
-def _pair_of_numbers(name: str, value: Any) -> tuple[float, float]:
+def _pair_of_numbers(name: str, value: Any, loader: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise DatasetError(f"msd: {name} must be two numbers [low, high], got {value!r}") from None
+        raise DatasetError(f"{loader}: {name} must be two numbers [low, high], got {value!r}") from None
     if not lo < hi:
-        raise DatasetError(f"msd: {name} needs low < high, got {value!r}")
+        raise DatasetError(f"{loader}: {name} needs low < high, got {value!r}")
     return lo, hi
 
 
-def _empty_policy(value: Any) -> str | float:
+def _empty_policy(value: Any, loader: str) -> str | float:
     if value in EMPTY_POLICIES:
         return str(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
-    raise DatasetError(f"msd: empty_slices must be one of {', '.join(EMPTY_POLICIES)} or a fraction in "
+    raise DatasetError(f"{loader}: empty_slices must be one of {', '.join(EMPTY_POLICIES)} or a fraction in "
                        f"[0, 1], got {value!r}")
 
 
@@ -161,19 +161,26 @@ def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
     raw_mod = data.get("modality") or data.get("channel_names") or {"0": "unknown"}
     modalities = tuple(str(raw_mod[k]) for k in sorted(raw_mod, key=lambda k: int(k)))
     declared = _declared(data, path)
+    return slice_config("msd", str(data.get("name", root.name)), modalities, declared, opts,
+                        resolve_classes(opts["labels"], declared))
+
+
+def slice_config(loader: str, task: str, modalities: tuple[str, ...], declared: dict[int, str],
+                 opts: dict[str, Any], classes: Classes) -> MSDConfig:
+    """Check the slicing options (axis, channel, window, percentiles, empty_slices) -> MSDConfig;
+    CT without a window gets the default one."""
     if opts["axis"] not in (0, 1, 2):
-        raise DatasetError(f"msd: axis must be 0, 1 or 2, got {opts['axis']!r}")
+        raise DatasetError(f"{loader}: axis must be 0, 1 or 2, got {opts['axis']!r}")
     channel = opts["channel"]
     if not isinstance(channel, int) or not 0 <= channel < len(modalities):
-        raise DatasetError(f"msd: channel must be 0..{len(modalities) - 1} "
+        raise DatasetError(f"{loader}: channel must be 0..{len(modalities) - 1} "
                            f"({', '.join(modalities)}), got {channel!r}")
-    window = None if opts["window"] is None else _pair_of_numbers("window", opts["window"])
-    lo, hi = _pair_of_numbers("percentiles", opts["percentiles"])
+    window = None if opts["window"] is None else _pair_of_numbers("window", opts["window"], loader)
+    lo, hi = _pair_of_numbers("percentiles", opts["percentiles"], loader)
     if lo < 0 or hi > 100:
-        raise DatasetError(f"msd: percentiles must lie in [0, 100], got {opts['percentiles']!r}")
-    config = MSDConfig(str(data.get("name", root.name)), modalities, declared, opts["axis"], channel,
-                       resolve_classes(opts["labels"], declared), window, (lo, hi),
-                       _empty_policy(opts["empty_slices"]))
+        raise DatasetError(f"{loader}: percentiles must lie in [0, 100], got {opts['percentiles']!r}")
+    config = MSDConfig(task, modalities, declared, opts["axis"], channel, classes, window, (lo, hi),
+                       _empty_policy(opts["empty_slices"], loader))
     if config.window is None and config.is_ct:
         config = MSDConfig(**{**config.__dict__, "window": DEFAULT_CT_WINDOW})
     return config
