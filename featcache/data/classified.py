@@ -30,7 +30,6 @@ class Labelled:
 
     image: Path
     label: int  # index into the dataset's classes
-    source: str = ""  # where the label came from ('train.csv:12', 'cats/'), for error messages
 
 
 class ClassificationDataset(SegmentationDataset):
@@ -120,6 +119,16 @@ def image_index(folder: Path) -> dict[str, list[Path]]:
     for path in list_images(folder):
         index.setdefault(path.stem, []).append(path)
     return index
+
+
+def unlisted_note(index: dict[str, list[Path]], listed: set[str], folder: Path, csv_name: str
+                  ) -> list[str]:
+    """A note for images in `folder` that the CSV does not list (left out, never silently)."""
+    extra = sorted(set(index) - listed)
+    if not extra:
+        return []
+    return [f"{len(extra)} image(s) in {folder.name}/ are not listed in {csv_name} and are left "
+            f"out, e.g. {extra[0]!r}"]
 
 
 def find_image(index: dict[str, list[Path]], stem: str, folder: Path, where: str

@@ -85,6 +85,15 @@ def test_aptos_missing_column_and_missing_image(tmp_path):
         build_dataset("aptos2019", root)
 
 
+def test_aptos_images_not_in_the_csv_are_left_out_with_a_note(tmp_path):
+    root = make_aptos(tmp_path)
+    save_rgb(9, root / "aptos2019-blindness-detection" / "train_images" / "stray.png")
+    ds = build_dataset("aptos2019", root)
+    assert len(ds) == 15 and "stray" not in ds.ids
+    assert ds.notes == ["1 image(s) in train_images/ are not listed in train.csv and are left out, "
+                        "e.g. 'stray'"]
+
+
 def test_aptos_truncated_image_is_named_at_load_and_left_out_under_skip_bad(tmp_path):
     root = make_aptos(tmp_path)
     truncate(root / "aptos2019-blindness-detection" / "train_images" / "0002ab02.png")

@@ -20,6 +20,7 @@ from featcache.data.classified import (
     find_image,
     image_index,
     stratified_entries,
+    unlisted_note,
 )
 from featcache.data.files import FileProblem
 from featcache.data.options import locate, require_root, resolve_options
@@ -49,7 +50,8 @@ def _grade(value: str, where: str) -> int:
     return grade
 
 
-def _read_labels(root: Path) -> tuple[list[Labelled], list[FileProblem]]:
+def _read_labels(root: Path) -> tuple[list[Labelled], list[FileProblem], list[str]]:
+    """(labelled images, missing or ambiguous images, notes) from train.csv."""
     csv_path, folder = root / "train.csv", root / "train_images"
     index = image_index(folder)
     items: list[Labelled] = []
@@ -69,8 +71,8 @@ def _read_labels(root: Path) -> tuple[list[Labelled], list[FileProblem]]:
         if isinstance(image, FileProblem):
             problems.append(image)
         else:
-            items.append(Labelled(image, grade, where))
-    return items, problems
+            items.append(Labelled(image, grade))
+    return items, problems, unlisted_note(index, set(seen), folder, csv_path.name)
 
 
 SUMMARY = ("APTOS 2019 fundus, DR grades 0-4: train.csv (id_code,diagnosis) + "
@@ -81,7 +83,9 @@ def build_aptos(root: Path | None, **options: Any) -> APTOS2019:
     opts = resolve_options("aptos2019", options)
     root = locate("aptos2019", require_root("aptos2019", root, EXPECTED),
                   ("train.csv", "train_images"), EXPECTED)
-    items, problems = _read_labels(root)
+    items, problems, notes = _read_labels(root)
     ids = [safe_id(it.image.stem) for it in items]
     entries = stratified_entries(ids, items, CLASSES, root, opts)
-    return APTOS2019.build(entries, problems, opts)  # type: ignore[return-value]
+    dataset = APTOS2019.build(entries, problems, opts)
+    dataset.notes += notes
+    return dataset  # type: ignore[return-value]

@@ -73,7 +73,7 @@ def _collect(parts: list[tuple[str | None, Path]], classes: tuple[str, ...]
             if not (folder / name).is_dir():
                 continue  # a class may be absent from one split (e.g. rare in a small test set)
             for image in list_images(folder / name):
-                items.append(Labelled(image, label, f"{folder / name}/"))
+                items.append(Labelled(image, label))
                 splits.append(split)
     return items, splits
 

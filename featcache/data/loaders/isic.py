@@ -23,6 +23,7 @@ from featcache.data.classified import (
     find_image,
     image_index,
     stratified_entries,
+    unlisted_note,
 )
 from featcache.data.files import FileProblem
 from featcache.data.options import require_root, resolve_options
@@ -87,20 +88,23 @@ def _parts(root: Path) -> list[tuple[str, Path, Path]]:
     return sorted(found, key=lambda p: ("train", "val", "test").index(p[0]))
 
 
-def _read_part(csv_path: Path, folder: Path) -> tuple[list[Labelled], list[FileProblem]]:
-    index = image_index(folder)
-    items, problems = [], []
+def _read_part(csv_path: Path, folder: Path) -> tuple[list[Labelled], list[FileProblem], list[str]]:
+    """(labelled images, missing or ambiguous images, notes) of one part."""
+    index = {stem: paths for stem, paths in image_index(folder).items()
+             if not stem.endswith("_superpixels")}  # the release's superpixel maps are no images
+    items, problems, listed = [], [], set()
     for line, row in csv_rows(csv_path, COLUMNS):
         where = f"{csv_path}:{line}"
         if not row["image_id"]:
             raise DatasetError(f"{where}: empty image_id")
+        listed.add(row["image_id"])
         image = find_image(index, row["image_id"], folder, f"{csv_path.name}:{line}")
         label = _label(row, where)
         if isinstance(image, FileProblem):
             problems.append(image)
         else:
-            items.append(Labelled(image, label, where))
-    return items, problems
+            items.append(Labelled(image, label))
+    return items, problems, unlisted_note(index, listed, folder, csv_path.name)
 
 
 def _locate(root: Path) -> Path:
@@ -122,8 +126,10 @@ def build_isic(root: Path | None, **options: Any) -> ISIC2017:
     items: list[Labelled] = []
     problems: list[FileProblem] = []
     splits: list[str] = []
+    notes: list[str] = []
     for split, csv_path, folder in parts:
-        part_items, part_problems = _read_part(csv_path, folder)
+        part_items, part_problems, part_notes = _read_part(csv_path, folder)
+        notes += part_notes
         items += part_items
         problems += part_problems
         splits += [split] * len(part_items)
@@ -131,6 +137,7 @@ def build_isic(root: Path | None, **options: Any) -> ISIC2017:
     official = splits if len(parts) > 1 else None
     entries = stratified_entries(ids, items, CLASSES, root, opts, official)
     dataset = ISIC2017.build(entries, problems, opts)
+    dataset.notes += notes
     if official is None:
         dataset.notes.append(f"only {parts[0][1].name} is present: splits drawn by seed within class")
     else:

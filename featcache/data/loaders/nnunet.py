@@ -103,7 +103,7 @@ def _volumes(root: Path, meta: NnunetJson, opts: dict[str, Any]
     """-> (3D cases in case order, pairing/header problems, {volume id: split})."""
     found, problems = find_cases(root, meta, opts["channel"])
     volumes = []
-    for _, image, label in found:
+    for case, image, label in found:
         try:
             ishape, zooms = read_header(image)
             lshape, _ = read_header(label)
@@ -114,8 +114,7 @@ def _volumes(root: Path, meta: NnunetJson, opts: dict[str, Any]
             problems.append(FileProblem(label, f"expected a 3D label the shape of its image, got "
                                                f"{lshape} and {image.name} {ishape}"))
             continue
-        volumes.append(Volume(safe_id(label.name[: -len(meta.file_ending)]), image, label,
-                              tuple(zooms[:3])))
+        volumes.append(Volume(safe_id(case), image, label, tuple(zooms[:3])))
     split_of = assign_splits([v.id for v in volumes], opts["seed"], opts["fractions"])
     return volumes, problems, split_of
 
