@@ -51,20 +51,20 @@ def _size(summary: SplitSummary) -> str:
 
 
 def _split_table(report: CheckReport) -> Table:
-    """Per split: samples and sizes, then foreground (segmentation) or samples per class."""
+    """Per split: samples and sizes, then foreground (segmentation) and samples per class
+    (classification; segmentation with several classes: samples showing each)."""
     title = f"{report.dataset} ({report.modality}, {report.channels} channel(s), {report.task})"
     table = Table(title=title)
     classify = report.task == "classification"
-    extra = list(report.classes) if classify else ["mean foreground", "empty masks"]
+    per_class = list(report.classes) if classify or len(report.classes) > 1 else []
+    extra = ([] if classify else ["mean foreground", "empty masks"]) + per_class
     for column in ("split", "samples", "size HxW (min - max)", *extra):
         table.add_column(column, justify="left" if column in ("split", "size HxW (min - max)")
                          else "right")
     for split, s in report.splits.items():
-        if classify:
-            cells = [str(s.labels.get(k, 0)) for k in range(len(report.classes))]
-        else:
-            cells = ["-" if s.mean_foreground is None else f"{s.mean_foreground:.4f}",
-                     str(s.empty_masks)]
+        cells = [] if classify else ["-" if s.mean_foreground is None else f"{s.mean_foreground:.4f}",
+                                     str(s.empty_masks)]
+        cells += [str(s.labels.get(k, 0)) for k in range(len(per_class))]
         table.add_row(split, str(s.samples), _size(s), *cells)
     return table
 

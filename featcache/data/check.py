@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.data.base import SPLITS, SegmentationDataset
+from featcache.data.base import SPLITS, Sample, SegmentationDataset
 from featcache.data.files import FileProblem
 from featcache.data.registry import build_dataset
 from featcache.errors import DatasetError
@@ -25,11 +25,12 @@ class SplitSummary:
     max_hw: tuple[int, int] | None = None
     foreground: list[float] = field(default_factory=list)  # per-sample foreground fraction
     empty_masks: int = 0
-    labels: dict[int, int] = field(default_factory=dict)  # classification: samples per class index
+    # Samples per class index: of that class (classification), or showing it (segmentation).
+    labels: dict[int, int] = field(default_factory=dict)
 
-    def add(self, height: int, width: int, fg_fraction: float, label: int = -1) -> None:
+    def add(self, height: int, width: int, fg_fraction: float, labels: tuple[int, ...] = ()) -> None:
         self.samples += 1
-        if label >= 0:
+        for label in labels:
             self.labels[label] = self.labels.get(label, 0) + 1
         lo, hi = self.min_hw or (height, width), self.max_hw or (height, width)
         self.min_hw = (min(lo[0], height), min(lo[1], width))
@@ -68,6 +69,13 @@ def _build(name: str, root: str | Path | None, options: dict[str, Any]) -> Segme
         return build_dataset(name, root, **options)
 
 
+def _classes_in(sample: Sample) -> tuple[int, ...]:
+    """Class indices a sample has: its label (classification), the mask's classes (segmentation)."""
+    if sample.label >= 0:
+        return (sample.label,)
+    return tuple(int(v) - 1 for v in np.unique(sample.mask) if v > 0)
+
+
 def check_dataset(name: str, root: str | Path | None, **options: Any) -> CheckReport:
     """Build `name` at `root`, load every sample, and report counts, sizes, foreground, problems."""
     options.pop("skip_bad", None)
@@ -85,8 +93,9 @@ def check_dataset(name: str, root: str | Path | None, **options: Any) -> CheckRe
             problems.append({"path": info.id, "reason": str(exc)})
             continue
         h, w = sample.mask.shape
-        fg = float(sample.mask.mean())
-        splits[info.split].add(h, w, fg, sample.label)
-        splits["all"].add(h, w, fg, sample.label)
+        fg = float(np.count_nonzero(sample.mask)) / sample.mask.size  # any class: label maps too
+        labels = _classes_in(sample)
+        splits[info.split].add(h, w, fg, labels)
+        splits["all"].add(h, w, fg, labels)
     return CheckReport(dataset.name or name, dataset.modality, dataset.channels, splits, problems,
                        list(getattr(dataset, "notes", [])), dataset.task, tuple(dataset.classes))

@@ -12,7 +12,8 @@ runner = CliRunner()
 def test_list_shows_every_loader_with_modality():
     result = runner.invoke(app, ["datasets", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for name in ("busi", "kvasir-seg", "cvc-clinicdb", "drive", "msd", "folder"):
+    for name in ("busi", "kvasir-seg", "cvc-clinicdb", "drive", "msd", "folder", "nnunet", "aptos2019",
+                 "isic2017", "classes"):
         assert name in result.output
     assert "ultrasound" in result.output and "dataset.json" in result.output
 

@@ -123,3 +123,11 @@ def test_datasets_check_on_nnunet(tmp_path):
     result = CliRunner().invoke(app, ["datasets", "check", "-d", "nnunet", "-r", str(make_nnunet(tmp_path))],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "ok: 24 sample(s) load cleanly" in result.output, result.output
+    assert "left" in result.output and "right" in result.output  # samples showing each class
+
+
+def test_check_counts_foreground_of_any_class_and_samples_per_class(tmp_path):
+    report = check_dataset("nnunet", make_nnunet_png(tmp_path))
+    whole = report.splits["all"]
+    assert whole.mean_foreground == pytest.approx((6 * W + 16) / (H * W))  # not the mean label value
+    assert whole.labels == {0: 5, 1: 5} and report.classes == ("road", "car")
