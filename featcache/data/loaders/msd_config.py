@@ -19,9 +19,6 @@ from featcache.errors import DatasetError
 
 EMPTY_POLICIES = ("balanced", "all", "none")
 Classes = tuple[tuple[int, ...], ...] | None  # label values of each foreground class; None = any
-LABELS_HELP = ("labels: a label (value or dataset.json name) keeps that structure as the one "
-               "foreground class; a list keeps several as classes 1..K in its order; a list inside "
-               "the list merges labels into one class ([[1, 2]]: 1 and 2 as one foreground)")
 
 
 @dataclass(frozen=True)
@@ -96,8 +93,11 @@ def _label_value(item: Any, declared: dict[int, str], loader: str) -> int:
 
 
 def resolve_classes(given: Any, declared: dict[int, str], loader: str = "msd") -> Classes:
-    """The `labels` option -> the label values of each class (see LABELS_HELP); None = binary,
-    any foreground. A label in two classes, background or an empty group is an error."""
+    """The `labels` option -> the label values of each class; None = binary, any foreground.
+
+    A label (value or dataset.json name) is one class; a list, classes 1..K in its order; a list
+    inside the list, labels merged into one class ([[1, 2]]). A label in two classes, background or
+    an empty group is an error."""
     if given is None:
         return None
     items = list(given) if isinstance(given, (list, tuple)) else [given]
