@@ -50,14 +50,27 @@ def _size(summary: SplitSummary) -> str:
     return f"{lo[0]}x{lo[1]}" if lo == hi else f"{lo[0]}x{lo[1]} - {hi[0]}x{hi[1]}"
 
 
-def _print_report(report: CheckReport) -> None:
-    table = Table(title=f"{report.dataset} ({report.modality}, {report.channels} channel(s))")
-    for column in ("split", "samples", "size HxW (min - max)", "mean foreground", "empty masks"):
-        table.add_column(column, justify="left" if column.startswith(("split", "size")) else "right")
+def _split_table(report: CheckReport) -> Table:
+    """Per split: samples and sizes, then foreground (segmentation) and samples per class
+    (classification; segmentation with several classes: samples showing each)."""
+    title = f"{report.dataset} ({report.modality}, {report.channels} channel(s), {report.task})"
+    table = Table(title=title)
+    classify = report.task == "classification"
+    per_class = list(report.classes) if classify or len(report.classes) > 1 else []
+    extra = ([] if classify else ["mean foreground", "empty masks"]) + per_class
+    for column in ("split", "samples", "size HxW (min - max)", *extra):
+        table.add_column(column, justify="left" if column in ("split", "size HxW (min - max)")
+                         else "right")
     for split, s in report.splits.items():
-        fg = "-" if s.mean_foreground is None else f"{s.mean_foreground:.4f}"
-        table.add_row(split, str(s.samples), _size(s), fg, str(s.empty_masks))
-    console.print(table)
+        cells = [] if classify else ["-" if s.mean_foreground is None else f"{s.mean_foreground:.4f}",
+                                     str(s.empty_masks)]
+        cells += [str(s.labels.get(k, 0)) for k in range(len(per_class))]
+        table.add_row(split, str(s.samples), _size(s), *cells)
+    return table
+
+
+def _print_report(report: CheckReport) -> None:
+    console.print(_split_table(report))
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     if report.problems:

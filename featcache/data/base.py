@@ -2,7 +2,14 @@
 
 A dataset is a list of `SampleInfo` (id, split, metadata; cheap, known up front) plus `load(index)`
 that decodes one sample. Images are float32 (H, W, C) in [0, 1] with C in {1, 3}; masks are uint8
-(H, W) in {0, 1}. Ids are unique and path-safe: they become keys in the feature store.
+(H, W) label maps: 0 is background, 1..len(classes) the dataset's foreground classes ({0, 1} for
+the binary datasets, the default). Ids are unique and path-safe: they become keys in the feature
+store.
+
+A dataset's `task` is "segmentation" or "classification". For classification, `classes` names the
+image classes (label index = position), each sample carries its class index in `Sample.label` and
+in `SampleInfo.meta["label"]` (known without decoding, for stratified splits and probes), and its
+mask is all zeros, so that extraction and the cache treat both kinds alike.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 from featcache.errors import DatasetError
 
 SPLITS = ("train", "val", "test")
+TASKS = ("segmentation", "classification")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -71,8 +79,9 @@ class SampleInfo:
 class Sample:
     id: str
     image: np.ndarray  # float32 (H, W, C) in [0, 1]
-    mask: np.ndarray  # uint8 (H, W) in {0, 1}
+    mask: np.ndarray  # uint8 (H, W) label map, 0..len(classes); all zeros for classification
     meta: dict[str, Any] = field(default_factory=dict)
+    label: int = -1  # class index for classification samples; -1 for segmentation ones
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] not in (1, 3):
@@ -90,6 +99,12 @@ class SegmentationDataset(ABC):
     modality: str = ""
     channels: int = 1
     labelled: bool = True  # False: images only (all-zero masks), for feature pretraining
+    task: str = "segmentation"  # or "classification" (see the module docstring)
+    # Segmentation: the foreground classes, mask value k + 1 for classes[k]. Classification: the
+    # image classes, label k for classes[k]. Loaders whose classes depend on options set it per
+    # instance.
+    classes: tuple[str, ...] = ("foreground",)
+    graded: bool = False  # classification labels are ordered grades (kappa is the metric to use)
 
     def __init__(self, samples: list[SampleInfo], options: dict[str, Any] | None = None) -> None:
         for s in samples:
@@ -155,6 +170,7 @@ class SegmentationDataset(ABC):
     def describe(self) -> dict[str, Any]:
         counts = {sp: len(self.split_indices(sp)) for sp in SPLITS}
         return {"name": self.name, "modality": self.modality, "channels": self.channels,
+                "task": self.task, "classes": list(self.classes), "graded": self.graded,
                 "samples": len(self), "splits": counts, "options": self.options,
                 "skipped": len(self.skipped), "notes": list(self.notes)}
 

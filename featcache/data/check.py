@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.data.base import SPLITS, SegmentationDataset
+from featcache.data.base import SPLITS, Sample, SegmentationDataset
 from featcache.data.files import FileProblem
 from featcache.data.registry import build_dataset
 from featcache.errors import DatasetError
@@ -25,9 +25,13 @@ class SplitSummary:
     max_hw: tuple[int, int] | None = None
     foreground: list[float] = field(default_factory=list)  # per-sample foreground fraction
     empty_masks: int = 0
+    # Samples per class index: of that class (classification), or showing it (segmentation).
+    labels: dict[int, int] = field(default_factory=dict)
 
-    def add(self, height: int, width: int, fg_fraction: float) -> None:
+    def add(self, height: int, width: int, fg_fraction: float, labels: tuple[int, ...] = ()) -> None:
         self.samples += 1
+        for label in labels:
+            self.labels[label] = self.labels.get(label, 0) + 1
         lo, hi = self.min_hw or (height, width), self.max_hw or (height, width)
         self.min_hw = (min(lo[0], height), min(lo[1], width))
         self.max_hw = (max(hi[0], height), max(hi[1], width))
@@ -47,6 +51,8 @@ class CheckReport:
     splits: dict[str, SplitSummary]  # train, val, test and "all"
     problems: list[dict[str, str]]  # {"path", "reason"}: skipped files and load failures
     notes: list[str]
+    task: str = "segmentation"
+    classes: tuple[str, ...] = ("foreground",)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +67,13 @@ def _build(name: str, root: str | Path | None, options: dict[str, Any]) -> Segme
         if "skip_bad" not in str(exc):
             raise
         return build_dataset(name, root, **options)
+
+
+def _classes_in(sample: Sample) -> tuple[int, ...]:
+    """Class indices a sample has: its label (classification), the mask's classes (segmentation)."""
+    if sample.label >= 0:
+        return (sample.label,)
+    return tuple(int(v) - 1 for v in np.unique(sample.mask) if v > 0)
 
 
 def check_dataset(name: str, root: str | Path | None, **options: Any) -> CheckReport:
@@ -80,8 +93,9 @@ def check_dataset(name: str, root: str | Path | None, **options: Any) -> CheckRe
             problems.append({"path": info.id, "reason": str(exc)})
             continue
         h, w = sample.mask.shape
-        fg = float(sample.mask.mean())
-        splits[info.split].add(h, w, fg)
-        splits["all"].add(h, w, fg)
+        fg = float(np.count_nonzero(sample.mask)) / sample.mask.size  # any class: label maps too
+        labels = _classes_in(sample)
+        splits[info.split].add(h, w, fg, labels)
+        splits["all"].add(h, w, fg, labels)
     return CheckReport(dataset.name or name, dataset.modality, dataset.channels, splits, problems,
-                       list(getattr(dataset, "notes", [])))
+                       list(getattr(dataset, "notes", [])), dataset.task, tuple(dataset.classes))

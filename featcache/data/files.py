@@ -102,3 +102,15 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_
     if mask.shape != image.shape[:2]:
         raise FileProblem(mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image "
                                      f"{image_path.name} is {image.shape[1]}x{image.shape[0]}")
+
+
+def read_label_image(path: Path) -> np.ndarray:
+    """Decode a label map file (nnU-Net 2D: one channel of label values 0..K) -> integer (H, W).
+
+    Values are kept as stored (no binarising, no palette colours: a 'P' image gives its indices);
+    a colour image is refused, since its values are not labels."""
+    im = _decode(path)
+    if im.mode not in ("L", "P", "1", *_WIDE_MODES):
+        raise FileProblem(path, f"label image has mode {im.mode} (colour); expected one channel of "
+                                "label values 0, 1, 2, ...")
+    return np.asarray(im).astype(np.int64)

@@ -9,21 +9,38 @@ from pathlib import Path
 from typing import Any
 
 from featcache.data.base import SegmentationDataset
-from featcache.data.loaders import busi, cvc, demo, drive, folder, images, kvasir, msd
+from featcache.data.loaders import (
+    aptos,
+    busi,
+    classes,
+    cvc,
+    demo,
+    drive,
+    folder,
+    images,
+    isic,
+    kvasir,
+    msd,
+    nnunet,
+)
 from featcache.errors import DatasetError
 from featcache.registry import Entry, lookup
 
 DatasetBuilder = Callable[..., SegmentationDataset]
 
 DATASETS: dict[str, Entry[DatasetBuilder]] = {
+    "aptos2019": Entry(aptos.build_aptos, aptos.SUMMARY),
     "busi": Entry(busi.build_busi, busi.SUMMARY),
+    "classes": Entry(classes.build_classes, classes.SUMMARY),
     "cvc-clinicdb": Entry(cvc.build_cvc, cvc.SUMMARY),
     "demo": Entry(demo.build_demo, demo.SUMMARY),
     "drive": Entry(drive.build_drive, drive.SUMMARY),
     "folder": Entry(folder.build_folder, folder.SUMMARY),
     "images": Entry(images.build_images, images.SUMMARY),
+    "isic2017": Entry(isic.build_isic, isic.SUMMARY),
     "kvasir-seg": Entry(kvasir.build_kvasir, kvasir.SUMMARY),
     "msd": Entry(msd.build_msd, msd.SUMMARY),
+    "nnunet": Entry(nnunet.build_nnunet, nnunet.SUMMARY),
 }
 
 
@@ -41,4 +58,7 @@ def dataset_modality(name: str) -> str:
         cls = typing.get_type_hints(build).get("return")
     except Exception:  # an annotation that cannot be resolved is not worth failing a listing for
         return ""
-    return str(getattr(cls, "modality", "") or "")
+    # A builder returning one of several classes (nnunet: slices or images) says what they agree on.
+    members = typing.get_args(cls) or (cls,)
+    said = {str(getattr(m, "modality", "") or "") for m in members}
+    return said.pop() if len(said) == 1 else ""

@@ -80,6 +80,17 @@ def select(label: np.ndarray, labels: tuple[int, ...] | None) -> np.ndarray:
     return hit.astype(np.uint8)
 
 
+def label_map(label: np.ndarray, classes: tuple[tuple[int, ...], ...] | None) -> np.ndarray:
+    """Label volume/slice -> uint8 label map: value k + 1 where the label is one of classes[k],
+    0 elsewhere; classes None = binary, any label > 0 is 1."""
+    if classes is None:
+        return select(label, None)
+    out = np.zeros(label.shape, np.uint8)
+    for k, values in enumerate(classes):
+        out[np.isin(label, values)] = k + 1
+    return out
+
+
 def foreground_slices(path: Path, axis: int, labels: tuple[int, ...] | None) -> list[bool]:
     """Per slice along `axis`: does it hold foreground? Cached per label-file version (decoding a
     large label volume takes seconds, the answer is a few hundred booleans)."""

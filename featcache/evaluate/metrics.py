@@ -1,5 +1,10 @@
 """Segmentation metrics on binary masks: pure functions plus a per-image accumulator.
 
+Multi-class label maps (0 = background, 1..K the classes) are scored one class at a time:
+`dice_per_class` and `per_class_metrics` turn class k into the binary masks (pred == k, gt == k)
+and apply the functions below, so the empty-mask conventions hold per class (a class absent from
+both prediction and ground truth of an image scores 1.0, or NaN under ``empty_excluded``).
+
 Every function takes `pred` and `gt` as (H, W) images or (X, Y, Z) volumes (bool or {0, 1} integers)
 of the same shape; a volume is scored as one 3D object (3D surfaces, spacing per axis).
 
@@ -129,3 +134,31 @@ def all_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None,
     out = {name: fn(pred, gt, empty) for name, fn in overlap.items()}
     out["hd95"] = hd95(pred, gt, spacing, empty)
     return out
+
+
+def _label_maps(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check (H, W) or (X, Y, Z) integer label maps with values 0..num_classes."""
+    p, g = np.asarray(pred), np.asarray(gt)
+    if p.shape != g.shape or p.ndim not in (2, 3):
+        raise ConfigError(f"prediction {p.shape} and ground truth {g.shape} must be equal (H, W) or "
+                          "(X, Y, Z) label maps")
+    for name, a in (("prediction", p), ("ground truth", g)):
+        if a.size and (a.min() < 0 or a.max() > num_classes or not np.all(np.mod(a, 1) == 0)):
+            raise ConfigError(f"{name} label map must hold class values 0..{num_classes} "
+                              f"(0 = background)")
+    return p, g
+
+
+def dice_per_class(pred: np.ndarray, gt: np.ndarray, num_classes: int,
+                   empty: str = EMPTY_AS_ONE) -> np.ndarray:
+    """float64 (K,): Dice of class k + 1 at index k, from (H, W) / (X, Y, Z) label maps with values
+    0..K. A class in neither map scores 1.0 (NaN under empty_excluded); in one map only, 0.0."""
+    p, g = _label_maps(pred, gt, num_classes)
+    return np.array([dice(p == k, g == k, empty) for k in range(1, num_classes + 1)], np.float64)
+
+
+def per_class_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, spacing: Spacing = None,
+                      empty: str = EMPTY_AS_ONE) -> list[dict[str, float]]:
+    """all_metrics of each class 1..K (index k holds class k + 1), from label maps as above."""
+    p, g = _label_maps(pred, gt, num_classes)
+    return [all_metrics(p == k, g == k, spacing, empty) for k in range(1, num_classes + 1)]

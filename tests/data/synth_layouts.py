@@ -134,10 +134,115 @@ def make_images(tmp: Path) -> Path:
     return root
 
 
+def make_aptos(tmp: Path, n: int = 15) -> Path:
+    """n fundus images, grades 0-4 in turn (3 per grade), listed in train.csv; a test.csv without
+    grades, as the release has."""
+    root = tmp / "aptos2019-blindness-detection"
+    rows = ["id_code,diagnosis"]
+    for i in range(n):
+        code = f"{i:04x}ab{i:02d}"
+        save_rgb(100 + i, root / "train_images" / f"{code}.png")
+        rows.append(f"{code},{i % 5}")
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    (root / "test.csv").write_text("id_code\nffff0000\n")
+    return tmp  # the loader finds the folder one level down
+
+
+ISIC_PARTS = (("Training", 9), ("Validation", 3), ("Test_v2", 3))
+
+
+def make_isic(tmp: Path, parts: tuple[tuple[str, int], ...] = ISIC_PARTS) -> Path:
+    """Each part: its Part3 ground-truth CSV (0.0/1.0 flags, the release's form) and _Data folder
+    with ISIC_<n>.jpg and the _superpixels.png files the release ships beside them. Classes cycle
+    melanoma, seborrheic_keratosis, nevus."""
+    root = tmp / "ISIC2017"
+    flags = ("1.0,0.0", "0.0,1.0", "0.0,0.0")
+    k = 0
+    for part, n in parts:
+        rows = ["image_id,melanoma,seborrheic_keratosis"]
+        for _ in range(n):
+            stem = f"ISIC_{k:07d}"
+            save_rgb(200 + k, root / f"ISIC-2017_{part}_Data" / f"{stem}.jpg", quality=90)
+            save_mask(box_mask(0, 4, 0, 4), root / f"ISIC-2017_{part}_Data" / f"{stem}_superpixels.png")
+            rows.append(f"{stem},{flags[k % 3]}")
+            k += 1
+        (root / f"ISIC-2017_{part}_Part3_GroundTruth.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def make_classes(tmp: Path, splits: bool = False) -> Path:
+    """ImageFolder: cat/ (4 images), dog/ (4), zebra/ (3), mixed formats, a hidden folder; with
+    splits=True the same under train/ and a smaller val/ and test/."""
+    root = tmp / "pets"
+    counts = {"cat": 4, "dog": 4, "zebra": 3}
+    parts = (("train", counts), ("val", {"cat": 1, "dog": 1}), ("test", {"cat": 1, "zebra": 1})) \
+        if splits else ((".", counts),)
+    seed = 300
+    for part, sizes in parts:
+        for name, n in sizes.items():
+            for i in range(n):
+                seed += 1
+                ext = (".png", ".jpg", ".bmp")[i % 3]
+                save_rgb(seed, root / part / name / f"{i:03d}{ext}")
+    (root / ".ipynb_checkpoints").mkdir()
+    return root
+
+
+def make_nnunet(tmp: Path, n: int = 4, depth: int = 6) -> Path:
+    """nnU-Net v2, 3D MRI: n cases (12, 14, depth); 'left' (1) in slices 1-3, 'right' (2) in
+    slices 2-4, side by side; imagesTs/ without labels as the release has."""
+    import nibabel as nib
+
+    root = tmp / "Dataset501_Tiny"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / sub).mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2"}, "labels": {"background": 0, "left": 1, "right": 2},
+        "numTraining": n, "file_ending": ".nii.gz", "name": "Tiny"}))
+    rng = np.random.default_rng(1)
+    affine = np.diag([1.2, 1.1, 3.0, 1.0])
+    for i in range(n):
+        image = rng.integers(0, 1000, (12, 14, depth)).astype(np.int16)
+        label = np.zeros((12, 14, depth), np.uint8)
+        label[2:6, 2:6, 1:4] = 1
+        label[2:6, 8:12, 2:5] = 2
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"tiny_{i:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"tiny_{i:03d}.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((12, 14, depth), np.int16), affine),
+             root / "imagesTs" / "tiny_900_0000.nii.gz")
+    return tmp  # found one level down
+
+
+def make_nnunet_png(tmp: Path, n: int = 5) -> Path:
+    """nnU-Net v2, 2D natural images: RGB in <case>_0000.png (channel_names R, G, B), label PNGs
+    with values 0 (background), 1 (road) in rows 0-5, 2 (car) in a 4x4 box."""
+    root = tmp / "Dataset502_Road"
+    (root / "dataset.json").parent.mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "R", "1": "G", "2": "B"},
+        "labels": {"background": 0, "road": 1, "car": 2}, "numTraining": n, "file_ending": ".png"}))
+    for i in range(n):
+        save_rgb(400 + i, root / "imagesTr" / f"road_{i:02d}_0000.png")
+        label = box_mask(0, 6, 0, W, value=1)
+        label[10:14, 4 + i:8 + i] = 2
+        save_mask(label, root / "labelsTr" / f"road_{i:02d}.png")
+    return root
+
+
 def _mk(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 MAKERS = {"busi": make_busi, "kvasir-seg": make_kvasir, "cvc-clinicdb": make_cvc, "drive": make_drive,
-          "msd": make_msd, "folder": make_folder, "images": make_images}
+          "msd": make_msd, "folder": make_folder, "images": make_images, "aptos2019": make_aptos,
+          "isic2017": make_isic, "classes": make_classes, "nnunet": make_nnunet}
+
+# Other forms of a loader that the dataset contract covers too: variant -> (loader, maker, options).
+VARIANTS = {
+    "msd[labels=tumour,organ]": ("msd", make_msd, {"labels": ["tumour", "organ"]}),
+    "nnunet[png]": ("nnunet", make_nnunet_png, {}),
+    "nnunet[labels=right]": ("nnunet", make_nnunet, {"labels": "right"}),
+    "classes[split folders]": ("classes", lambda tmp: make_classes(tmp, splits=True), {}),
+    "isic2017[one part]": ("isic2017", lambda tmp: make_isic(tmp, (("Training", 9),)), {}),
+}

@@ -2,6 +2,7 @@
 
 Loaders with a root are built on their synthetic miniature layout; a loader without an entry in
 MAKERS must build with root=None (like the embedded `demo`), or this test fails: add a maker.
+VARIANTS adds other forms of a loader (multi-class masks, 2D nnU-Net, official splits).
 """
 
 import json
@@ -9,19 +10,22 @@ import json
 import numpy as np
 import pytest
 
-from featcache.data.base import SPLITS, check_sample_id
+from featcache.data.base import SPLITS, TASKS, check_sample_id
 from featcache.data.registry import DATASETS, build_dataset
-from tests.data.synth_layouts import MAKERS
+from tests.data.synth_layouts import MAKERS, VARIANTS
 
 
-def _build(name, tmp_path):
-    root = MAKERS[name](tmp_path) if name in MAKERS else None
-    return build_dataset(name, root), root
+def _build(case, tmp_path):
+    if case in VARIANTS:
+        name, make, options = VARIANTS[case]
+        return name, make(tmp_path), options
+    return case, (MAKERS[case](tmp_path) if case in MAKERS else None), {}
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
-def test_dataset_contract(name, tmp_path):
-    ds, root = _build(name, tmp_path)
+@pytest.mark.parametrize("case", sorted(DATASETS) + sorted(VARIANTS))
+def test_dataset_contract(case, tmp_path):
+    name, root, options = _build(case, tmp_path)
+    ds = build_dataset(name, root, **options)
     assert len(ds) > 0 and ds.name == name
     assert len(set(ds.ids)) == len(ds.ids) and all(check_sample_id(i) for i in ds.ids)
     assert {s.split for s in ds.samples} <= set(SPLITS)
@@ -37,10 +41,17 @@ def test_dataset_contract(name, tmp_path):
         assert sample.image.shape[2] == ds.channels
         assert 0.0 <= sample.image.min() and sample.image.max() <= 1.0
         assert sample.mask.dtype == np.uint8 and sample.mask.shape == sample.image.shape[:2]
-        assert set(np.unique(sample.mask)) <= {0, 1}
+        assert set(np.unique(sample.mask)) <= set(range(len(ds.classes) + 1))
+        if ds.task == "classification":
+            assert not sample.mask.any()  # classification samples carry an all-zero mask
+            assert 0 <= sample.label < len(ds.classes) and sample.label == ds.samples[i].meta["label"]
+        else:
+            assert sample.label == -1
         assert len(ds.content_digest(i)) == 64
     fp = ds.fingerprint()
-    assert len(fp) == 64 and build_dataset(name, root).fingerprint() == fp
+    assert len(fp) == 64 and build_dataset(name, root, **options).fingerprint() == fp
     described = ds.describe()
     assert sum(described["splits"].values()) == len(ds)
+    assert described["task"] == ds.task in TASKS and described["classes"] == list(ds.classes)
+    assert ds.classes and all(isinstance(c, str) for c in ds.classes)
     json.dumps(described)

@@ -12,7 +12,8 @@ runner = CliRunner()
 def test_list_shows_every_loader_with_modality():
     result = runner.invoke(app, ["datasets", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for name in ("busi", "kvasir-seg", "cvc-clinicdb", "drive", "msd", "folder"):
+    for name in ("busi", "kvasir-seg", "cvc-clinicdb", "drive", "msd", "folder", "nnunet", "aptos2019",
+                 "isic2017", "classes"):
         assert name in result.output
     assert "ultrasound" in result.output and "dataset.json" in result.output
 
@@ -81,3 +82,19 @@ def test_check_validates_drive_fov_masks_too(tmp_path):
     report = check_dataset("drive", root)
     assert [p["path"].split("/")[-1] for p in report.problems] == ["22_training_mask.gif"]
     assert "mask is 8x8" in report.problems[0]["reason"]
+
+
+def test_check_a_classification_dataset_counts_samples_per_class(tmp_path):
+    from tests.data.synth_layouts import make_aptos, make_classes, make_isic
+
+    for name, root in (("aptos2019", make_aptos(tmp_path / "a")), ("isic2017", make_isic(tmp_path / "i")),
+                       ("classes", make_classes(tmp_path / "c"))):
+        result = runner.invoke(app, ["datasets", "check", "-d", name, "-r", str(root)],
+                               env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        assert "classification" in result.output and "load cleanly" in result.output
+    report = check_dataset("isic2017", make_isic(tmp_path / "i2"))
+    assert report.task == "classification" and report.splits["all"].labels == {0: 5, 1: 5, 2: 5}
+    assert report.splits["val"].labels == {0: 1, 1: 1, 2: 1}
+    header = [ln for ln in result.output.splitlines() if "cat" in ln and "zebra" in ln]
+    assert header, result.output  # one column per class of the `classes` dataset

@@ -59,8 +59,10 @@ def test_label_selection_by_value_name_and_list(tmp_path):
     organ = build_dataset("msd", root, labels=1, empty_slices="none")
     i = organ.index_of("case_0_s0003")
     assert organ.load(i).mask.sum() == 6 * 7 - 4  # label 2 punched out of label 1
-    both = build_dataset("msd", root, labels=[1, "tumour"], empty_slices="none")
+    both = build_dataset("msd", root, labels=[[1, "tumour"]], empty_slices="none")  # one class
     assert both.load(both.index_of("case_0_s0003")).mask.sum() == 6 * 7
+    assert both.classes == ("organ+tumour",) and both.options["labels"] == [1, 2]
+    assert organ.classes == ("organ",) and build_dataset("msd", root).classes == ("foreground",)
     with pytest.raises(DatasetError, match="unknown label 'liver'; known: 0=background, 1=organ"):
         build_dataset("msd", root, labels="liver")
 
@@ -123,3 +125,26 @@ def test_pickles_for_worker_processes_and_caches_volumes(tmp_path, monkeypatch):
     assert len(decoded) == 5  # case_2 still cached; case_1, case_0 decoded again, then all kept
     copy = pickle.loads(pickle.dumps(ds))
     assert np.array_equal(copy.load(0).mask, ds.load(0).mask)
+
+
+def test_a_list_of_labels_keeps_them_as_classes_in_its_order(tmp_path):
+    root = make_msd(tmp_path)
+    ds = build_dataset("msd", root, labels=["tumour", "organ"], empty_slices="none")
+    assert ds.classes == ("tumour", "organ") and ds.options["labels"] == [[2], [1]]
+    mask = ds.load(ds.index_of("case_0_s0003")).mask
+    assert mask.dtype == np.uint8 and sorted(np.unique(mask)) == [0, 1, 2]
+    assert (mask == 1).sum() == 4 and (mask == 2).sum() == 6 * 7 - 4  # tumour = 1, organ = 2
+    assert ds.describe()["classes"] == ["tumour", "organ"]
+    # Same slices as the binary union (foreground = any class), other masks, other fingerprint.
+    union = build_dataset("msd", root, labels=[[1, 2]], empty_slices="none")
+    assert union.ids == ds.ids and union.fingerprint() != ds.fingerprint()
+
+
+def test_bad_label_lists_are_one_line(tmp_path):
+    root = make_msd(tmp_path)
+    with pytest.raises(DatasetError, match=r"label 1 is in two classes"):
+        build_dataset("msd", root, labels=["organ", [1, 2]])
+    with pytest.raises(DatasetError, match=r"labels must name foreground classes"):
+        build_dataset("msd", root, labels=["background", "organ"])
+    with pytest.raises(DatasetError, match=r"labels must name foreground classes"):
+        build_dataset("msd", root, labels=[[], "organ"])

@@ -7,7 +7,9 @@ Options (besides seed, fractions, skip_bad):
 - axis (2): slice k is volume[..., k] for axis 2 (volumes.slice_at), in stored voxel order (no
   reorientation).
 - channel (0): for 4D multi-modal tasks (BrainTumour, Prostate), which modality to use.
-- labels (None): None = any foreground; an int, a name from dataset.json, or a list of them.
+- labels (None): None = binary, any foreground. A label (value or dataset.json name) = binary, that
+  structure; a list of them = multi-class, mask value k + 1 for the k-th (`classes` holds their
+  names); a list inside the list merges labels into one class ([[1, 2]], the old union of 1 and 2).
 - window (None): CT tasks default to (-160, 240) HU; an explicit [lo, hi] applies to any modality.
   MRI (no window) is scaled by the volume's percentiles (default 1, 99) of its non-zero voxels.
 - empty_slices ("balanced"): which slices without foreground to keep. "balanced" keeps every
@@ -30,16 +32,22 @@ import numpy as np
 from featcache.data.base import Sample, SampleInfo, SegmentationDataset
 from featcache.data.digest import digest_files
 from featcache.data.files import FileProblem
-from featcache.data.loaders.msd_config import MSDConfig, Volume, discover, read_config
+from featcache.data.loaders.msd_config import (
+    MSDConfig,
+    Volume,
+    discover,
+    read_config,
+    stored_labels,
+)
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
 from featcache.data.screen import raise_first, screen
 from featcache.data.volumes import (
     check_labels,
     foreground_slices,
     intensity_range,
+    label_map,
     normalise,
     read_volume,
-    select,
     slice_at,
 )
 from featcache.errors import DatasetError
@@ -60,6 +68,7 @@ class MSDSlices(SegmentationDataset):
         self.volumes = volumes
         self.config = config
         self.modality = config.modality
+        self.classes = config.class_names
         # Decoded cases kept in memory (least recently used first out). A .nii.gz cannot be read
         # slice by slice, and samples are ordered by case, so 1 suffices for a pass in order; random
         # access (training) wants more: raise `max_cached_volumes` if memory allows.
@@ -94,7 +103,7 @@ class MSDSlices(SegmentationDataset):
         info = self.samples[index]
         image, label, (lo, hi) = self._volume(info.meta["volume"])
         at = slice_at(info.meta["slice"], self.config.axis)
-        return Sample(info.id, normalise(image[at], lo, hi), select(label[at], self.config.labels))
+        return Sample(info.id, normalise(image[at], lo, hi), label_map(label[at], self.config.classes))
 
     def content_digest(self, index: int) -> str:
         info = self.samples[index]
@@ -127,8 +136,9 @@ def _keep(fg: list[bool], policy: str | float, rng: np.random.Generator) -> list
     return sorted(full + [empty[i] for i in chosen])
 
 
-def _slices(vol: Volume, split: str, config: MSDConfig, seed: int) -> list[SampleInfo]:
-    fg = foreground_slices(vol.label, config.axis, config.labels)
+def volume_slices(vol: Volume, split: str, config: MSDConfig, seed: int) -> list[SampleInfo]:
+    """The kept slices of one volume (see the empty_slices policy), ids `<case>_s<k>`."""
+    fg = foreground_slices(vol.label, config.axis, config.foreground)
     rng = np.random.default_rng([seed, zlib.crc32(vol.id.encode())])
     spacing = [round(s, 6) for a, s in enumerate(vol.spacing[:3]) if a != config.axis]
     return [SampleInfo(f"{vol.id}_s{k:04d}", split, vol.id,
@@ -145,20 +155,28 @@ def build_msd(root: Path | None, **options: Any) -> MSDSlices:
     opts = resolve_options("msd", options, DEFAULTS)
     root = locate("msd", require_root("msd", root, EXPECTED), ("dataset.json", "imagesTr"), EXPECTED)
     config = read_config(root, opts)
-    volumes, problems, split_of = discover(root, config, opts)
+    return slice_dataset(MSDSlices, root, config, discover(root, config, opts), opts)
+
+
+def slice_dataset(cls: type[MSDSlices], root: Path, config: MSDConfig,
+                  found: tuple[list[Volume], list[FileProblem], dict[str, str]],
+                  opts: dict[str, Any]) -> MSDSlices:
+    """Apply the bad-input policy to discovered (volumes, problems, split of each) and slice them."""
+    volumes, problems, split_of = found
     if not opts["skip_bad"]:
         raise_first(problems)
         skipped: list[dict[str, str]] = []
     else:
         skipped = [p.record() for p in problems]
         kept, bad = screen(volumes, lambda v: (v.image, v.label), lambda v: load_volume(v, config),
-                           salt=f"msd:{config.channel}")
+                           salt=f"{cls.name}:{config.channel}")
         volumes, skipped = kept, skipped + bad
-    samples = [s for v in volumes for s in _slices(v, split_of[v.id], config, opts["seed"])]
+    samples = [s for v in volumes for s in volume_slices(v, split_of[v.id], config, opts["seed"])]
     if not samples:
-        raise DatasetError(f"msd: no slices to use in {root}" + (f"; {len(skipped)} file(s) skipped"
-                                                                 if skipped else ""))
-    stored = fingerprint_options({**opts, "window": config.window, "labels": config.labels})
-    dataset = MSDSlices(samples, {v.id: v for v in volumes}, config, stored)
+        raise DatasetError(f"{cls.name}: no slices to use in {root}"
+                           + (f"; {len(skipped)} file(s) skipped" if skipped else ""))
+    stored = fingerprint_options({**opts, "window": config.window,
+                                  "labels": stored_labels(config.classes)})
+    dataset = cls(samples, {v.id: v for v in volumes}, config, stored)
     dataset.skipped = skipped
     return dataset

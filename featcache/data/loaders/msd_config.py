@@ -18,6 +18,7 @@ from featcache.data.volumes import DEFAULT_CT_WINDOW, nifti_stem, read_header
 from featcache.errors import DatasetError
 
 EMPTY_POLICIES = ("balanced", "all", "none")
+Classes = tuple[tuple[int, ...], ...] | None  # label values of each foreground class; None = any
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class MSDConfig:
     declared_labels: dict[int, str]
     axis: int
     channel: int
-    labels: tuple[int, ...] | None  # None = any foreground
+    classes: Classes  # mask value k + 1 = the labels in classes[k]; None = binary, any foreground
     window: tuple[float, float] | None  # None = percentile scaling
     percentiles: tuple[float, float]
     empty_slices: str | float
@@ -43,6 +44,15 @@ class MSDConfig:
     @property
     def modality(self) -> str:
         return self.modalities[self.channel] if self.channel < len(self.modalities) else "unknown"
+
+    @property
+    def foreground(self) -> tuple[int, ...] | None:
+        """Every label value of a class, sorted (None: any label > 0): what counts as foreground."""
+        return None if self.classes is None else tuple(sorted(v for c in self.classes for v in c))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return class_names(self.classes, self.declared_labels)
 
     @property
     def is_ct(self) -> bool:
@@ -69,42 +79,78 @@ def _declared(data: dict[str, Any], path: Path) -> dict[int, str]:
         raise DatasetError(f"{path}: 'labels' must map label values to names") from None
 
 
-def _resolve_labels(given: Any, declared: dict[int, str]) -> tuple[int, ...] | None:
+def _label_value(item: Any, declared: dict[int, str], loader: str) -> int:
+    """A label given as its value (2, '2') or its dataset.json name ('tumour') -> its value."""
+    by_name = {name.lower(): value for value, name in declared.items()}
+    if isinstance(item, str) and item.lower() in by_name:
+        return by_name[item.lower()]
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item
+    if isinstance(item, str) and item.isdigit():
+        return int(item)
+    known = ", ".join(f"{v}={n}" for v, n in sorted(declared.items()))
+    raise DatasetError(f"{loader}: unknown label {item!r}; known: {known}")
+
+
+def resolve_classes(given: Any, declared: dict[int, str], loader: str = "msd") -> Classes:
+    """The `labels` option -> the label values of each class; None = binary, any foreground.
+
+    A label (value or dataset.json name) is one class; a list, classes 1..K in its order; a list
+    inside the list, labels merged into one class ([[1, 2]]). A label in two classes, background or
+    an empty group is an error."""
     if given is None:
         return None
-    by_name = {name.lower(): value for value, name in declared.items()}
-    values = []
-    for item in given if isinstance(given, (list, tuple)) else [given]:
-        if isinstance(item, str) and item.lower() in by_name:
-            values.append(by_name[item.lower()])
-        elif isinstance(item, int) and not isinstance(item, bool):
-            values.append(item)
-        elif isinstance(item, str) and item.isdigit():
-            values.append(int(item))
-        else:
-            known = ", ".join(f"{v}={n}" for v, n in sorted(declared.items()))
-            raise DatasetError(f"msd: unknown label {item!r}; known: {known}")
-    if 0 in values or not values:
-        raise DatasetError("msd: labels must name foreground classes (not 0 / background)")
-    return tuple(sorted(set(values)))
+    items = list(given) if isinstance(given, (list, tuple)) else [given]
+    classes = []
+    for item in items:
+        group = item if isinstance(item, (list, tuple)) else [item]
+        classes.append(tuple(sorted({_label_value(v, declared, loader) for v in group})))
+    values = [v for c in classes for v in c]
+    if not classes or not all(classes) or 0 in values:
+        raise DatasetError(f"{loader}: labels must name foreground classes (not 0 / background)")
+    if len(set(values)) != len(values):
+        twice = next(v for v in values if values.count(v) > 1)
+        raise DatasetError(f"{loader}: label {twice} is in two classes of labels {given!r}; a pixel "
+                           "has one class")
+    return tuple(classes)
 
 
-def _pair_of_numbers(name: str, value: Any) -> tuple[float, float]:
+def stored_labels(classes: Classes) -> Any:
+    """How `labels` is stored in the dataset options (and so hashed by the fingerprint).
+
+    One class keeps the form binary datasets always had (the sorted values: [1], [1, 2]), so their
+    fingerprints and feature caches stay; several classes are a list of lists, which no binary
+    dataset ever stored, so a multi-class dataset never shares a fingerprint with a binary one."""
+    if classes is None:
+        return None
+    if len(classes) == 1:
+        return list(classes[0])
+    return [list(c) for c in classes]
+
+
+def class_names(classes: Classes, declared: dict[int, str]) -> tuple[str, ...]:
+    """The foreground class names: dataset.json's names ('organ', 'organ+tumour' for a group)."""
+    if classes is None:
+        return ("foreground",)
+    return tuple("+".join(declared.get(v, str(v)) for v in c) for c in classes)
+
+
+def _pair_of_numbers(name: str, value: Any, loader: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise DatasetError(f"msd: {name} must be two numbers [low, high], got {value!r}") from None
+        raise DatasetError(f"{loader}: {name} must be two numbers [low, high], got {value!r}") from None
     if not lo < hi:
-        raise DatasetError(f"msd: {name} needs low < high, got {value!r}")
+        raise DatasetError(f"{loader}: {name} needs low < high, got {value!r}")
     return lo, hi
 
 
-def _empty_policy(value: Any) -> str | float:
+def _empty_policy(value: Any, loader: str) -> str | float:
     if value in EMPTY_POLICIES:
         return str(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
-    raise DatasetError(f"msd: empty_slices must be one of {', '.join(EMPTY_POLICIES)} or a fraction in "
+    raise DatasetError(f"{loader}: empty_slices must be one of {', '.join(EMPTY_POLICIES)} or a fraction in "
                        f"[0, 1], got {value!r}")
 
 
@@ -115,19 +161,26 @@ def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
     raw_mod = data.get("modality") or data.get("channel_names") or {"0": "unknown"}
     modalities = tuple(str(raw_mod[k]) for k in sorted(raw_mod, key=lambda k: int(k)))
     declared = _declared(data, path)
+    return slice_config("msd", str(data.get("name", root.name)), modalities, declared, opts,
+                        resolve_classes(opts["labels"], declared))
+
+
+def slice_config(loader: str, task: str, modalities: tuple[str, ...], declared: dict[int, str],
+                 opts: dict[str, Any], classes: Classes) -> MSDConfig:
+    """Check the slicing options (axis, channel, window, percentiles, empty_slices) -> MSDConfig;
+    CT without a window gets the default one."""
     if opts["axis"] not in (0, 1, 2):
-        raise DatasetError(f"msd: axis must be 0, 1 or 2, got {opts['axis']!r}")
+        raise DatasetError(f"{loader}: axis must be 0, 1 or 2, got {opts['axis']!r}")
     channel = opts["channel"]
     if not isinstance(channel, int) or not 0 <= channel < len(modalities):
-        raise DatasetError(f"msd: channel must be 0..{len(modalities) - 1} "
+        raise DatasetError(f"{loader}: channel must be 0..{len(modalities) - 1} "
                            f"({', '.join(modalities)}), got {channel!r}")
-    window = None if opts["window"] is None else _pair_of_numbers("window", opts["window"])
-    lo, hi = _pair_of_numbers("percentiles", opts["percentiles"])
+    window = None if opts["window"] is None else _pair_of_numbers("window", opts["window"], loader)
+    lo, hi = _pair_of_numbers("percentiles", opts["percentiles"], loader)
     if lo < 0 or hi > 100:
-        raise DatasetError(f"msd: percentiles must lie in [0, 100], got {opts['percentiles']!r}")
-    config = MSDConfig(str(data.get("name", root.name)), modalities, declared, opts["axis"], channel,
-                       _resolve_labels(opts["labels"], declared), window, (lo, hi),
-                       _empty_policy(opts["empty_slices"]))
+        raise DatasetError(f"{loader}: percentiles must lie in [0, 100], got {opts['percentiles']!r}")
+    config = MSDConfig(task, modalities, declared, opts["axis"], channel, classes, window, (lo, hi),
+                       _empty_policy(opts["empty_slices"], loader))
     if config.window is None and config.is_ct:
         config = MSDConfig(**{**config.__dict__, "window": DEFAULT_CT_WINDOW})
     return config
