@@ -34,8 +34,8 @@ from featcache.teachers.base import (
     Preprocess,
     Teacher,
     TeacherInfo,
-    sha256_file,
     global_level,
+    sha256_file,
     sha256_state_dict,
 )
 from featcache.teachers.weights import (
