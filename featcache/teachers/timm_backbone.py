@@ -24,7 +24,8 @@ naming (MAE was built on timm), beside MAE's pretraining decoder ("decoder_*", "
 no encoder has and which loading drops, as RETFound's own fine-tuning does. The `.mae` tag gives
 the ImageNet mean/std RETFound was trained with (plain `vit_large_patch16_224` says 0.5/0.5) and
 the same architecture (class-token pooling after `norm`: the MAE checkpoint's final norm). A
-fine-tuned RETFound file (fc_norm, no norm) takes `model_kwargs: {global_pool: avg}`. A file that
+fine-tuned RETFound file (fc_norm, no norm) takes the manifest teacher option `model_kwargs:
+{global_pool: avg}` (average pooling, as RETFound fine-tunes). A file that
 pickles more than tensors (an argparse Namespace of training arguments) is refused by
 weights_only loading; re-save its "model" entry with torch.save from a copy you trust.
 """
