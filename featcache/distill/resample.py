@@ -133,6 +133,10 @@ def teacher_target(feature: np.ndarray, norm: Norm, box: np.ndarray,
     by area averaging when it is coarser than the teacher's, else bilinearly on the teacher's."""
     x = torch.from_numpy(feature)
     h, w = x.shape[-2:]
+    if h == w == 1:
+        # An image-level vector (a teacher's `global` level): it describes the whole image, so
+        # it is not resampled by the box; warping its one cell would blend it with the padding.
+        return normalise(x, norm), torch.ones(1, 1, 1)
     if grid is None or grid[0] * grid[1] >= h * w:
         return warp_to_student_frame(normalise(x, norm), box)
     # Normalising is affine per channel (or linear for PHI-S) and each row of weights sums to 1,

@@ -23,10 +23,16 @@ class ChannelStats:
         self.outer = np.zeros((channels, channels))  # upper triangle of sum x x^T (result() mirrors it)
 
     def update(self, features: np.ndarray) -> None:
-        """features: (..., C, H, W) -> every spatial position of every sample is one observation."""
+        """features: (..., C, H, W) -> every spatial position of every sample is one observation.
+        A (C, 1, 1) level (a teacher's `global` vector) has one position per sample: its statistics
+        are over samples (and views), and a shard's samples go into one product, not one each."""
         c = features.shape[-3]
-        for plane in features.reshape(-1, c, features.shape[-2] * features.shape[-1]):
-            x = plane.astype(np.float64)  # (C, positions): one contiguous copy, no transpose
+        if features.shape[-2] * features.shape[-1] == 1:
+            planes = [features.reshape(-1, c).T]  # (C, samples): the same sums, one syrk
+        else:
+            planes = features.reshape(-1, c, features.shape[-2] * features.shape[-1])
+        for plane in planes:
+            x = plane.astype(np.float64, order="C")  # (C, positions): one contiguous copy
             self.n += x.shape[1]
             self.sum += x.sum(1)
             # the Gram matrix is symmetric: BLAS syrk computes its upper triangle, half a matmul's work

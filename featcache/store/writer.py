@@ -196,15 +196,22 @@ class EntryWriter:
             stop - start, self.layout.views, -1)
         with disk_errors(self.objects.url), self._vanished():
             for name, data in arrays.items():
-                self.group[name][start:stop] = data
+                self._array(name)[start:stop] = data
             for name, (*_, report, _) in encoded.items():
-                self.group[f"report/{name}"][shard] = report
+                self._array(f"report/{name}")[shard] = report
             if "checksums" in self.group:  # written last before the commit marker, like the data
-                self.group["checksums"][start:stop] = self._checksum_record(shard, ids, arrays)
-            self.group["committed"][shard] = 1  # after the data: this is the commit
+                self._array("checksums")[start:stop] = self._checksum_record(shard, ids, arrays)
+            self._array("committed")[shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
         return ShardWritten(sum(stored.nbytes for stored, *_ in encoded.values()),
                             {name: values for name, (*_, values) in encoded.items()})
+
+    def _array(self, name: str) -> zarr.Array:
+        """An array of the entry, opened to write every chunk. write_empty_chunks is a runtime
+        setting that an array opened from the store does not keep: without it zarr drops a
+        sample that equals the fill value (an int8 `global` level is all zeros: each value is its
+        own offset), and the reader would then find lost data where there was none."""
+        return self.group[name].with_config({"write_empty_chunks": True})
 
     @contextmanager
     def _vanished(self) -> Iterator[None]:

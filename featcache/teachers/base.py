@@ -5,6 +5,14 @@ A teacher turns a dataset image (float32 (H, W, C) in [0, 1]) into a fixed-size 
 requested levels as NCHW tensors. `prepare` also returns where the image lies on the teacher's
 feature grid (`box`), so distillation can resample teacher features onto the student's frame
 whatever the teacher's resize policy was (pad, crop or stretch).
+
+Every teacher also offers the level `global`: its image-level vector (SAM, MedSAM, LiteMedSAM: the
+neck embedding averaged over every position of the input, padding included, as the encoder saw
+it; CLIP: open_clip's projected image embedding; timm: pre-logits), stored like any other level
+as (C, 1, 1): one cell spanning the whole teacher input, so its stride is the input size. It is
+for classification heads and for gating teachers per image. It is opt-in (`--levels
+global,...`), never a default level: the defaults, and so the entry keys of existing stores
+(the demo's included), stay what they were, and segmentation-only users store nothing extra.
 """
 
 from __future__ import annotations
@@ -59,6 +67,14 @@ class LevelSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "channels": self.channels, "stride": self.stride,
                 "grid": list(self.grid)}
+
+
+GLOBAL = "global"
+
+
+def global_level(channels: int, size: int) -> LevelSpec:
+    """The teacher's image-level vector as a level: (C, 1, 1) for a teacher input of side `size`."""
+    return LevelSpec(GLOBAL, channels, size, (1, 1))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ open_clip never loads or downloads anything itself here (`load_weights=False`): 
 with weights_only=True and load the image tower strictly.
 
 Levels: the residual blocks ending 1/4, 1/2, 3/4 of the depth and the last block, "block{i}"
-(0-based), each (B, width, S/p, S/p) without the class token; default: the last block.
+(0-based), each (B, width, S/p, S/p) without the class token; default: the last block. "global"
+(B, embed_dim, 1, 1), opt-in: open_clip's image embedding, the pooled token after ln_post and the
+projection (what `encode_image` returns, not L2-normalised): the vector CLIP was trained to align
+with text, for classification heads (why it is opt-in: teachers/base.py).
 Preprocessing: the model's own mean/std and input size, shortest side resized then centre crop, as
 CLIP was trained (option `resize` picks another policy).
 """
@@ -25,10 +28,12 @@ import torch
 
 from featcache.errors import TeacherError
 from featcache.teachers.base import (
+    GLOBAL,
     LevelSpec,
     Preprocess,
     Teacher,
     TeacherInfo,
+    global_level,
     sha256_file,
     sha256_state_dict,
 )
@@ -85,8 +90,12 @@ def clip_levels(visual: torch.nn.Module) -> dict[str, LevelSpec]:
     size, patch = visual.image_size, visual.patch_size
     grid = (size[0] // patch[0], size[1] // patch[1])
     width = visual.transformer.width
-    return {f"block{i}": LevelSpec(f"block{i}", width, patch[0], grid)
-            for i in vit_block_indices(len(visual.transformer.resblocks))}
+    levels = {f"block{i}": LevelSpec(f"block{i}", width, patch[0], grid)
+              for i in vit_block_indices(len(visual.transformer.resblocks))}
+    # the pooled token is projected to output_dim, unless the tower has no projection
+    pooled = int(visual.output_dim) if getattr(visual, "proj", None) is not None else width
+    levels[GLOBAL] = global_level(pooled, size[0])
+    return levels
 
 
 class ClipTeacher(Teacher):
@@ -102,17 +111,24 @@ class ClipTeacher(Teacher):
             mean=tuple(float(v) for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
             std=tuple(float(v) for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711))))
         self.available_levels = clip_levels(visual)
-        self.default_levels = (list(self.available_levels)[-1],)
+        blocks = [n for n in self.available_levels if n != GLOBAL]
+        self.default_levels = (blocks[-1],)  # the last block, as before `global` existed
         self.weights_sha256 = weights_sha256
         self.weights_source = weights_source
 
     def _forward_levels(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        """x: (B, 3, S, S) -> {block{i}: (B, width, S/p, S/p)} (class token dropped)."""
-        wanted = sorted({int(n[5:]) for n in names})
-        out = self.model.forward_intermediates(x, indices=wanted, stop_early=True, output_fmt="NCHW",
-                                               intermediates_only=True)["image_intermediates"]
-        by_index = dict(zip(wanted, out, strict=True))
-        return {n: by_index[int(n[5:])] for n in names}
+        """x: (B, 3, S, S) -> {block{i}: (B, width, S/p, S/p)} (class token dropped), and
+        {global: (B, embed_dim, 1, 1)}."""
+        wanted = sorted({int(n[5:]) for n in names if n != GLOBAL})
+        pooled = GLOBAL in names
+        # the embedding needs every block; without it, stop after the last block asked for
+        out = self.model.forward_intermediates(
+            x, indices=wanted or [len(self.model.transformer.resblocks) - 1], stop_early=not pooled,
+            output_fmt="NCHW", intermediates_only=not pooled)
+        levels = {f"block{i}": m for i, m in zip(wanted, out["image_intermediates"], strict=False)}
+        if pooled:
+            levels[GLOBAL] = out["image_features"][:, :, None, None]  # B D -> B D 1 1
+        return levels
 
 
 def _resolve(checkpoint: Path, arch: str | None) -> tuple[str, Path]:
@@ -170,6 +186,6 @@ def describe() -> TeacherInfo:
     last = LevelSpec(blocks[-1], vision["width"], vision["patch_size"], (grid, grid))
     preprocess = Preprocess("resize_center_crop", vision["image_size"], open_clip.OPENAI_DATASET_MEAN,
                             open_clip.OPENAI_DATASET_STD)
-    return TeacherInfo("clip", "open_clip ViT models (arch, e.g. ViT-B-16)", (last,), tuple(blocks[:-1]),
+    return TeacherInfo("clip", "open_clip ViT models (arch, e.g. ViT-B-16)", (last,), (*blocks[:-1], GLOBAL),
                        preprocess, "checkpoint FILE or open_clip model DIR, or random_init",
                        "shapes for ViT-B-16")

@@ -9,6 +9,9 @@ output is taken after its downsampling (PatchMerging), which is what the next st
     stage1  128 ch  128x128  stride 2      stage3  320 ch  64x64  stride 4
     stage2  160 ch   64x64   stride 4      stage4  320 ch  64x64  stride 4
     embedding (neck) 256 ch 64x64 stride 4   <- default
+    global   256 ch  1x1  stride 256   (opt-in) the embedding averaged over its 64x64 positions
+
+"global" is the image-level vector for classification heads; why it is opt-in: teachers/base.py.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from typing import Any
 import torch
 
 from featcache.errors import TeacherError
-from featcache.teachers.base import LevelSpec, Preprocess, Teacher, TeacherInfo, sha256_file
+from featcache.teachers.base import (
+    GLOBAL,
+    LevelSpec,
+    Preprocess,
+    Teacher,
+    TeacherInfo,
+    global_level,
+    sha256_file,
+)
 from featcache.teachers.weights import freeze, load_strict, read_checkpoint, select_prefix, unwrap_state_dict
 
 INPUT_SIZE = 256
@@ -46,6 +57,7 @@ def encoder_levels(encoder: torch.nn.Module, size: int = INPUT_SIZE) -> dict[str
         levels[f"stage{i + 1}"] = LevelSpec(f"stage{i + 1}", channels, size // grid[0], tuple(grid))
     last = levels[f"stage{len(encoder.layers)}"]
     levels["embedding"] = LevelSpec("embedding", encoder.neck[2].out_channels, last.stride, last.grid)
+    levels[GLOBAL] = global_level(encoder.neck[2].out_channels, size)
     return levels
 
 
@@ -71,9 +83,10 @@ class LiteMedSAMTeacher(Teacher):
             name = f"stage{i + 1}"
             if name in names:
                 out[name] = self._tokens_to_map(h, self.available_levels[name])
-        if "embedding" in names:
+        if "embedding" in names or GLOBAL in names:
             # Same reshape and neck as TinyViT.forward_features: B (64*64) C -> B C 64 64.
             out["embedding"] = enc.neck(self._tokens_to_map(h, self.available_levels["stage4"]))
+            out[GLOBAL] = out["embedding"].mean(dim=(2, 3), keepdim=True)  # B C 64 64 -> B C 1 1
         return out
 
     @staticmethod

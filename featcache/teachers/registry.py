@@ -1,5 +1,20 @@
 """The teacher registry: name -> builder(checkpoint=None, arch=None, **options) -> Teacher and its
-description for `teachers list`. Written out here from each teacher module."""
+description for `teachers list`. Written out here from each teacher module.
+
+The paper's (MultiMedDistill's) teachers, and which of them load here (weights always local files):
+- MedSAM: yes, `medsam --checkpoint medsam_vit_b.pth` (the official full-model file).
+- RETFound-MAE: yes, through timm's ViT-L: `timm --arch vit_large_patch16_224.mae --checkpoint
+  RETFound_cfp_weights.pth` (keys under "model", MAE naming; the MAE decoder is dropped; see
+  timm_backbone.py, tested on a checkpoint of that layout, not on the released file itself).
+- USFM: no. Its encoder is a BEiT-style ViT-B/16 (relative position bias, layer scale) from its
+  own code, which timm's `beit_base_patch16_224` resembles, but its checkpoint (USFM_latest.pth,
+  distributed outside any registry) was not at hand to check its key names or a conversion, so
+  featcache does not claim it. Trying `timm --arch beit_base_patch16_224 --checkpoint FILE` is
+  safe: strict loading names the missing and unexpected keys instead of loading wrong weights.
+- BiomedParse: no. It is a text-prompted SEEM/X-Decoder model (v2: BoltzFormer) built by its own
+  detectron2-based code; its image encoder exists only inside that code, under that code's names,
+  and no featcache teacher builds it.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 Both read a square input of side S = 1024 and expose, from the ViT trunk, the blocks ending 1/4, 1/2,
 3/4 of the depth and the last block ("block{i}", 0-based, (B, D, S/16, S/16)) and the encoder's
-output "neck" ((B, 256, S/16, S/16); default), the embedding SAM's mask decoder reads.
+output "neck" ((B, 256, S/16, S/16); default), the embedding SAM's mask decoder reads, and
+"global" ((B, 256, 1, 1), opt-in): the neck averaged over all S/16 x S/16 positions, the image-level
+vector for classification heads (see teachers/base.py for why it is not a default level).
 
 Preprocessing follows each model's own code:
 - SAM (`Sam.preprocess` + `ResizeLongestSide`): longest side to 1024, zero pad bottom/right, pixel
@@ -27,10 +29,12 @@ import torch
 
 from featcache.errors import TeacherError
 from featcache.teachers.base import (
+    GLOBAL,
     LevelSpec,
     Preprocess,
     Teacher,
     TeacherInfo,
+    global_level,
     sha256_file,
     sha256_state_dict,
 )
@@ -80,6 +84,7 @@ def encoder_levels(cfg: dict[str, Any]) -> dict[str, LevelSpec]:
     levels = {f"block{i}": LevelSpec(f"block{i}", cfg["embed_dim"], PATCH, grid)
               for i in vit_block_indices(cfg["depth"])}
     levels["neck"] = LevelSpec("neck", NECK_CHANNELS, PATCH, grid)
+    levels[GLOBAL] = global_level(NECK_CHANNELS, cfg["img_size"])
     return levels
 
 
@@ -108,20 +113,23 @@ class SamTeacher(Teacher):
         self.weights_source = weights_source
 
     def _forward_levels(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        """x: (B, 3, S, S) -> {level: (B, C, S/16, S/16)}; mirrors ImageEncoderViT.forward."""
+        """x: (B, 3, S, S) -> {level: (B, C, S/16, S/16), global: (B, 256, 1, 1)}; mirrors
+        ImageEncoderViT.forward."""
         enc = self.model
         out: dict[str, torch.Tensor] = {}
         h = enc.patch_embed(x)  # B S/16 S/16 D (channels last)
         if enc.pos_embed is not None:
             h = h + enc.pos_embed
         wanted = [int(n[5:]) for n in names if n.startswith("block")]
-        last = len(enc.blocks) - 1 if "neck" in names else max(wanted)
+        neck = "neck" in names or GLOBAL in names
+        last = len(enc.blocks) - 1 if neck else max(wanted)
         for i, blk in enumerate(enc.blocks[:last + 1]):  # stop early when only early blocks are asked
             h = blk(h)
             if i in wanted:
                 out[f"block{i}"] = h.permute(0, 3, 1, 2)  # B H W D -> B D H W
-        if "neck" in names:
+        if neck:
             out["neck"] = enc.neck(h.permute(0, 3, 1, 2))
+            out[GLOBAL] = out["neck"].mean(dim=(2, 3), keepdim=True)  # B 256 H W -> B 256 1 1
         return out
 
 

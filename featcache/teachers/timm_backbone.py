@@ -10,10 +10,24 @@ Levels, declared from timm's `feature_info` before any image is seen:
 - hierarchical models (CNNs, Swin, ...): "stage{i}" for each `feature_info` entry (i from 0),
   (B, C_i, S/r_i, S/r_i); default: the last stage. The input size must be a multiple of the largest
   reduction so every grid is exact.
+- "global" (B, D, 1, 1), opt-in: pre-logits, `forward_head(features, pre_logits=True)`, the model's
+  own pooling (class token or average, with fc_norm where the model has one) before the
+  classifier; D is `head_hidden_size` (why it is opt-in: teachers/base.py).
 
 Preprocessing: mean/std and input size from the model's pretrained_cfg; the image is stretched to
 S x S ("resize") by default so a segmentation teacher sees every pixel (timm's centre crop would
 drop image borders); option `resize` picks another policy.
+
+RETFound-MAE (the paper's fundus teacher) loads as `--arch vit_large_patch16_224.mae --checkpoint
+RETFound_cfp_weights.pth`: its weights sit under "model" in MAE's naming, which is timm's ViT-L
+naming (MAE was built on timm), beside MAE's pretraining decoder ("decoder_*", "mask_token"), which
+no encoder has and which loading drops, as RETFound's own fine-tuning does. The `.mae` tag gives
+the ImageNet mean/std RETFound was trained with (plain `vit_large_patch16_224` says 0.5/0.5) and
+the same architecture (class-token pooling after `norm`: the MAE checkpoint's final norm). A
+fine-tuned RETFound file (fc_norm, no norm) takes the manifest teacher option `model_kwargs:
+{global_pool: avg}` (average pooling, as RETFound fine-tunes). A file that
+pickles more than tensors (an argparse Namespace of training arguments) is refused by
+weights_only loading; re-save its "model" entry with torch.save from a copy you trust.
 """
 
 from __future__ import annotations
@@ -25,10 +39,12 @@ import torch
 
 from featcache.errors import TeacherError
 from featcache.teachers.base import (
+    GLOBAL,
     LevelSpec,
     Preprocess,
     Teacher,
     TeacherInfo,
+    global_level,
     sha256_file,
     sha256_state_dict,
 )
@@ -43,6 +59,8 @@ from featcache.teachers.weights import (
 )
 
 RESIZE_POLICIES = ("resize", "longest_side_pad", "resize_center_crop")
+# Keys of MAE's pretraining decoder (RETFound-MAE files keep them): no timm encoder has them.
+MAE_DECODER = ("decoder_", "mask_token")
 
 
 def create_backbone(arch: str, img_size: int | None, model_kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -87,6 +105,8 @@ def backbone_levels(model: torch.nn.Module, size: int, arch: str) -> tuple[dict[
                            f"pass img_size={max(step, size // step * step)}")
     levels = {n: LevelSpec(n, infos[i]["num_chs"], infos[i]["reduction"],
                            (size // infos[i]["reduction"],) * 2) for n, i in zip(names, indices, strict=True)}
+    # pre-logits width: head_hidden_size where the head has a hidden layer, else num_features
+    levels[GLOBAL] = global_level(int(getattr(model, "head_hidden_size", None) or model.num_features), size)
     return levels, indices
 
 
@@ -106,18 +126,27 @@ class TimmTeacher(Teacher):
         self.model = freeze(model)
         self.preprocess = backbone_preprocess(model, size, resize)
         self.available_levels, indices = backbone_levels(model, size, arch)
-        self._index = dict(zip(self.available_levels, indices, strict=True))
-        self.default_levels = (list(self.available_levels)[-1],)
+        spatial = [n for n in self.available_levels if n != GLOBAL]
+        self._index = dict(zip(spatial, indices, strict=True))
+        self.default_levels = (spatial[-1],)  # the last block/stage, as before `global` existed
         self.weights_sha256 = weights_sha256
         self.weights_source = weights_source
 
     def _forward_levels(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        """x: (B, 3, S, S) -> {level: (B, C, S/r, S/r)} through timm's forward_intermediates."""
-        wanted = sorted({self._index[n] for n in names})
-        maps = self.model.forward_intermediates(x, indices=wanted, output_fmt="NCHW",
-                                                intermediates_only=True)
-        by_index = dict(zip(wanted, maps, strict=True))
-        return {n: by_index[self._index[n]] for n in names}
+        """x: (B, 3, S, S) -> {level: (B, C, S/r, S/r)} through timm's forward_intermediates, and
+        {global: (B, D, 1, 1)} from its final features through forward_head(pre_logits=True)."""
+        wanted = sorted({self._index[n] for n in names if n != GLOBAL})
+        if GLOBAL not in names:
+            maps = self.model.forward_intermediates(x, indices=wanted, output_fmt="NCHW",
+                                                    intermediates_only=True)
+            final = None
+        else:  # timm's final output here is forward_features' (after the last norm)
+            final, maps = self.model.forward_intermediates(
+                x, indices=wanted or [max(self._index.values())], output_fmt="NCHW")
+        out = {n: maps[wanted.index(self._index[n])] for n in names if n != GLOBAL}
+        if final is not None:
+            out[GLOBAL] = self.model.forward_head(final, pre_logits=True)[:, :, None, None]
+        return out
 
 
 def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, random_init: bool = False,
@@ -144,11 +173,12 @@ def build_timm(checkpoint: Path | None = None, arch: str | None = None, *, rando
     state = match_keys(state, model.state_dict().keys())
     head = model.pretrained_cfg.get("classifier") or "head"
     heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
-    load_strict(model, state, checkpoint, ignore=heads)  # the classifier is not a feature
+    # the classifier is not a feature; MAE's decoder is not part of the encoder (module docstring)
+    load_strict(model, state, checkpoint, ignore=heads + MAE_DECODER)
     return TimmTeacher(arch, model, size, resize, sha256_file(checkpoint), str(checkpoint))
 
 
 def describe() -> TeacherInfo:
-    return TeacherInfo("timm", "any timm model (arch)", (), ("block{i} (ViT) / stage{i} (CNN)",), None,
+    return TeacherInfo("timm", "any timm model (arch)", (), ("block{i} (ViT) / stage{i} (CNN)", GLOBAL), None,
                        "checkpoint FILE (.pth/.safetensors), or random_init",
                        "default: last ViT block / last CNN stage; e.g. vit_tiny_patch16_224: 192x14x14")

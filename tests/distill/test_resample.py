@@ -105,3 +105,16 @@ def test_student_stages_finer_than_the_teacher_are_exact_cell_means(size, grid):
     fine = x.repeat_interleave(grid[0], 2).repeat_interleave(grid[1], 3)
     expected = fine.unflatten(2, (grid[0], size[0])).unflatten(4, (grid[1], size[1])).mean((3, 5))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("box", [[0, 0, 1, 1.0], [0, 0, 0.4, 1.0], [-0.1, 0, 1.1, 1.0]])
+@pytest.mark.parametrize("grid", [None, (1, 1), (4, 4)])
+def test_a_one_cell_level_is_the_image_vector_whatever_the_box(box, grid):
+    """A (C, 1, 1) level (a teacher's `global` vector) describes the whole image: no box warps it
+    (bilinear warping of a padded image's one cell blended it with the padding: 0.7x the vector
+    for a box of height 0.4), and it is valid everywhere; normalisation still applies."""
+    f = _feature(c=4, h=1, w=1)
+    norm = (np.full(4, 0.5, np.float32), np.full(4, 2.0, np.float32))
+    target, valid = teacher_target(f, norm, np.array(box), grid)
+    torch.testing.assert_close(target, (torch.from_numpy(f) - 0.5) * 2.0)
+    assert torch.equal(valid, torch.ones(1, 1, 1))

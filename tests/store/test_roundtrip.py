@@ -50,3 +50,23 @@ def test_rejects_nan_and_bad_key(tmp_path):
         writer.write_shard(0, {"emb": feats}, frames, vp)
     with pytest.raises(StoreError, match="invalid entry key"):
         store.open("../escape")
+
+
+def test_an_all_zero_sample_and_shard_are_written_and_verify(tmp_path):
+    """Data equal to the fill value is still data: zarr drops such chunks unless told otherwise on
+    every write (an int8 `global` level is all zeros), and a dropped chunk reads as lost."""
+    from featcache.store import verify_entry
+
+    store = FeatureStore(tmp_path / "store")
+    layout = _layout(n=4, shard=2)
+    key = entry_key("demo", "a" * 64, "tiny", "b" * 64)
+    writer = store.create_entry(key, layout, {"teacher": {"name": "tiny"}})
+    feats, frames, vp = _shard(layout, 0, np.random.default_rng(0))
+    feats[1] = 0.0  # one all-zero sample beside a non-zero one
+    writer.write_shard(0, {"emb": feats}, frames, vp)
+    writer.write_shard(1, {"emb": np.zeros_like(feats)}, frames, vp)  # a whole all-zero shard
+    writer.finalize({"emb": {"mean": np.zeros(4), "std": np.ones(4)}}, {})
+    reader = store.open(key)
+    np.testing.assert_array_equal(reader.read(1, "emb"), 0.0)
+    np.testing.assert_array_equal(reader.read(3, "emb"), 0.0)
+    assert verify_entry(reader, store.objects).ok

@@ -16,7 +16,7 @@ def test_demo_timm_call_builds_a_seeded_vit_tiny():
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
     assert a.weights_source == "random-init(seed=0)"
     assert {n: (s.channels, s.grid) for n, s in a.available_levels.items()} == {
-        f"block{i}": (192, (14, 14)) for i in (2, 5, 8, 11)}
+        **{f"block{i}": (192, (14, 14)) for i in (2, 5, 8, 11)}, "global": (192, (1, 1))}
     assert a.default_levels == ("block11",)
     assert a.preprocess.size == 224 and a.preprocess.mean == (0.5, 0.5, 0.5)
 
@@ -71,7 +71,7 @@ def test_full_size_sam_levels_are_declared_without_weights():
     levels = encoder_levels(encoder_config("vit_b", {}))
     assert {n: (s.channels, s.grid) for n, s in levels.items()} == {
         "block2": (768, (64, 64)), "block5": (768, (64, 64)), "block8": (768, (64, 64)),
-        "block11": (768, (64, 64)), "neck": (256, (64, 64))}
+        "block11": (768, (64, 64)), "neck": (256, (64, 64)), "global": (256, (1, 1))}
 
 
 def test_clip_refuses_hub_names_and_unknown_models(tmp_path):
