@@ -88,6 +88,11 @@ class StudentConfig(_Strict):
     # (timm's pretrained config for the architecture), fixed when the student is built.
     input_mean: list[float] | None = None
     input_std: list[float] | None = None
+    # The heads, filled by the trainer from the datasets (leave them unset): the mask decoder's
+    # foreground classes (1 = binary, one sigmoid channel; K >= 2: K + 1 softmax channels, 0 the
+    # background), and a classifier per classification dataset (its name -> number of classes).
+    mask_classes: int = Field(1, ge=1)
+    classifiers: dict[str, int] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_value_per_channel(self) -> StudentConfig:
@@ -104,6 +109,10 @@ class StudentConfig(_Strict):
         data = handler(self)
         for name in ("input_mean", "input_std"):
             if data.get(name, ...) is None:
+                del data[name]
+        # Likewise the heads of a binary segmentation student, as every run before them had.
+        for name, default in (("mask_classes", 1), ("classifiers", {})):
+            if data.get(name, ...) == default:
                 del data[name]
         return data
 
@@ -140,9 +149,9 @@ class DistillSpec(_Strict):
     @field_validator("loss_weights")
     @classmethod
     def _known_terms(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - {"seg", "feat", "recon"}
+        unknown = set(v) - {"seg", "cls", "feat", "recon"}
         if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; use seg, feat, recon")
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; use seg, cls, feat, recon")
         return v
 
 

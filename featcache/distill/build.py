@@ -24,6 +24,7 @@ from featcache.distill.model import DistillModel
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.student import Student
 from featcache.distill.targets import Target
+from featcache.distill.tasks import Classification, Segmentation, Task, Tasks
 from featcache.errors import ConfigError, DatasetError
 from featcache.manifest import DatasetSpec, Manifest
 from featcache.store import FeatureStore, default_store_url
@@ -140,9 +141,35 @@ def epoch_batches(data: TrainingData, batch_size: int, start_epoch: int, skip: i
                         skip)
 
 
-def build_student(manifest: Manifest) -> Student:
-    """The student the manifest asks for, its image size checked against the encoder's stride."""
-    student = Student(manifest.student)
+def build_tasks(manifest: Manifest, sources: list[Source]) -> Tasks:
+    """Each dataset's task, from what the dataset declares (`task`, `classes`)."""
+    tasks: list[Task] = []
+    for spec, source in zip(manifest.datasets, sources, strict=True):
+        classes = len(source.dataset.classes)
+        if source.dataset.task == "classification":
+            tasks.append(Classification(spec.name, classes))
+        else:
+            tasks.append(Segmentation(classes))
+    heads = [t.head for t in tasks if isinstance(t, Classification)]
+    twice = sorted({h for h in heads if heads.count(h) > 1})
+    if twice:
+        raise ConfigError(f"datasets: two classification datasets are both named {twice[0]!r}; "
+                          "one student cannot give them one classifier each")
+    masks = sorted({t.classes for t in tasks if isinstance(t, Segmentation)})
+    if len(masks) > 1:
+        raise ConfigError(f"datasets: the segmentation datasets have {' and '.join(map(str, masks))} "
+                          "classes; one mask decoder needs the same labels in each (set labels: in options)")
+    return Tasks(tasks)
+
+
+def build_student(manifest: Manifest, tasks: Tasks) -> Student:
+    """The student the manifest asks for with the heads the tasks need, its image size checked
+    against the encoder's stride."""
+    masks = [t.classes for t in tasks.by_dataset if isinstance(t, Segmentation)]
+    heads = {t.head: t.classes for t in tasks.by_dataset if isinstance(t, Classification)}
+    config = manifest.student.model_copy(update={"mask_classes": masks[0] if masks else 1,
+                                                 "classifiers": heads})
+    student = Student(config)
     size = manifest.student.image_size
     if size % student.stride:
         nearest = max(1, round(size / student.stride)) * student.stride
@@ -152,10 +179,11 @@ def build_student(manifest: Manifest) -> Student:
 
 
 def build_model(manifest: Manifest, student: Student, targets: list[Target], num_datasets: int,
-                ctx: DistContext, device: torch.device) -> tuple[DistillModel, torch.nn.Module]:
+                ctx: DistContext, device: torch.device,
+                tasks: Tasks | None = None) -> tuple[DistillModel, torch.nn.Module]:
     """The model (student + projectors, gates, return decoder) on `device`, and what the loop
     calls: the model itself, or its DistributedDataParallel wrapper under torchrun."""
-    model = DistillModel(student, targets, manifest.distill, num_datasets).to(device)
+    model = DistillModel(student, targets, manifest.distill, num_datasets, tasks).to(device)
     if not ctx.active:
         return model, model
     return model, DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -207,14 +235,15 @@ def build_training(manifest: Manifest, ctx: DistContext, device: torch.device) -
     seed_everything(tr.seed)  # identical initial weights on every rank
     with_teachers = manifest.distill.enabled and bool(manifest.teachers)
     sources = labelled_sources(manifest, with_teachers)
-    student = build_student(manifest)
+    tasks = build_tasks(manifest, sources)
+    student = build_student(manifest, tasks)
     if manifest.pretrain.steps and ctx.active:
         raise ConfigError("feature pretraining runs in one process: run it without torchrun first "
                           "(its checkpoints/pretrained.pt is then reused), or set pretrain.steps: 0")
     pretrain_sources = (build_sources(manifest, True, manifest.pretrain.datasets)
                         if with_teachers and manifest.pretrain.steps else [])
     targets = build_targets(manifest, sources + pretrain_sources, student.stages) if with_teachers else []
-    model, ddp = build_model(manifest, student, targets, len(sources), ctx, device)
+    model, ddp = build_model(manifest, student, targets, len(sources), ctx, device, tasks)
     data = build_data(manifest, sources, targets, with_teachers, ctx, device)
     steps = data.epochs * data.steps_per_epoch
     optimizer, scheduler = build_optimizer(param_groups(model, tr.lr), tr.lr, tr.weight_decay, steps,

@@ -210,7 +210,8 @@ class DistillItems(Dataset):
             x = augment(x, self.augment, np.random.default_rng([self.seed, epoch, k]))
         m = torch.from_numpy(mask.astype(np.float32))[None, None]
         m = F.interpolate(m, size=(self.image_size,) * 2, mode="nearest")[0]
-        item: dict[str, Any] = {"image": x, "mask": m, "dataset": src_i, "index": index}
+        item: dict[str, Any] = {"image": x, "mask": m, "label": sample.label, "dataset": src_i,
+                                "index": index}
         if self.with_teachers:
             for (teacher, level), targets in self.taps.items():
                 reader, i = source.entries[teacher], entry_index[teacher]

@@ -19,13 +19,13 @@ class EpochStats:
         self.gate_sum = torch.zeros(len(datasets), len(self.columns), dtype=torch.float64)
         self.gate_count = torch.zeros(len(datasets), dtype=torch.float64)
         self.terms: dict[str, float] = {}
-        self.steps = 0
+        self.counts: dict[str, int] = {}  # steps whose batch had the term (tasks can be absent)
 
     def add(self, out: dict[str, Any], dataset_index: torch.Tensor) -> None:
         """out: the model's output dict (loss, terms, gates {stage: (B, T)}); dataset_index (B,)."""
-        self.steps += 1
         for k, v in {"loss": out["loss"].detach(), **out["terms"]}.items():
             self.terms[k] = self.terms.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
         ds = dataset_index.long().cpu()
         seen = False
         for stage, w in out["gates"].items():
@@ -41,16 +41,16 @@ class EpochStats:
         return [t for s, t in self.columns if s == stage]
 
     def reduce(self, ctx: DistContext) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """(mean of each loss term per step, {"dataset/stage": {teacher: mean weight}}) over ranks."""
+        """(mean of each loss term over the steps that had it, {"dataset/stage": {teacher: mean
+        weight}}) over ranks."""
         names = list(self.terms)  # same insertion order on every rank
-        flat = torch.cat([torch.tensor([self.terms[n] for n in names] + [self.steps], dtype=torch.float64),
-                          self.gate_sum.flatten(), self.gate_count])
+        flat = torch.cat([torch.tensor([self.terms[n] for n in names] + [self.counts[n] for n in names],
+                                       dtype=torch.float64), self.gate_sum.flatten(), self.gate_count])
         flat = all_reduce_sum(flat, ctx)
         k = len(names)
-        steps = max(1.0, float(flat[k]))
-        terms = {n: float(flat[i]) / steps for i, n in enumerate(names)}
-        gate_sum = flat[k + 1: k + 1 + self.gate_sum.numel()].view_as(self.gate_sum)
-        count = flat[k + 1 + self.gate_sum.numel():]
+        terms = {n: float(flat[i]) / max(1.0, float(flat[k + i])) for i, n in enumerate(names)}
+        gate_sum = flat[2 * k: 2 * k + self.gate_sum.numel()].view_as(self.gate_sum)
+        count = flat[2 * k + self.gate_sum.numel():]
         gates: dict[str, dict[str, float]] = {}
         for d, name in enumerate(self.datasets):
             if count[d] == 0:

@@ -15,6 +15,7 @@ import torch
 
 from featcache.distill import distributed as dist
 from featcache.distill.distributed import DistContext
+from featcache.distill.tasks import Tasks
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     valid = {k[2:]: v.to(device, non_blocking=nb) for k, v in batch.items() if k.startswith("v:")}
     return {"image": batch["image"].to(device, non_blocking=nb),
             "mask": batch["mask"].to(device, non_blocking=nb), "dataset": batch["dataset"].to(device),
+            "label": batch["label"].to(device),
             "teacher": teacher, "valid": valid}
 
 
@@ -45,7 +47,8 @@ def optimizer_step(model: torch.nn.Module, batch: dict[str, Any], optimizer: tor
     output (loss, terms, gates) with the batch's dataset indices."""
     b = to_device(batch, settings.device)
     with torch.autocast(settings.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-        out = model(b["image"], b["mask"] if labelled else None, b["dataset"], b["teacher"], b["valid"])
+        out = model(b["image"], b["mask"] if labelled else None, b["dataset"], b["teacher"], b["valid"],
+                    b["label"])
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     if settings.grad_clip > 0:
@@ -56,23 +59,18 @@ def optimizer_step(model: torch.nn.Module, batch: dict[str, Any], optimizer: tor
     return out
 
 
-def dice_per_image(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Hard Dice per image (B,), empty prediction vs empty mask scored 1."""
-    pred = (logits > 0).float()
-    inter = (pred * mask).flatten(1).sum(1)
-    total = pred.flatten(1).sum(1) + mask.flatten(1).sum(1)
-    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
-
-
-def validate(student: torch.nn.Module, batches: Any, device: torch.device, ctx: DistContext) -> float:
-    """Mean per-image Dice over the validation split (each rank scores its shard; summed)."""
+def validate(student: torch.nn.Module, tasks: Tasks, batches: Any, device: torch.device,
+             ctx: DistContext) -> float:
+    """The mean validation score per sample (per-image Dice for masks, 1 for a right class) over
+    the validation split: each rank scores its shard; the sums are added up."""
     student.eval()
     total = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
         for batch in batches:
-            logits = student(batch["image"].to(device))
-            d = dice_per_image(logits.float().cpu(), batch["mask"])
-            total += torch.tensor([float(d.sum()), len(d)], dtype=torch.float64)
+            logits, feats = student.forward_features(batch["image"].to(device))
+            scores = tasks.scores(student, logits.float().cpu(), feats, batch["mask"], batch["label"],
+                                  batch["dataset"])
+            total += torch.tensor([float(scores.sum()), len(scores)], dtype=torch.float64)
     student.train()
     total = dist.all_reduce_sum(total, ctx)
     return float(total[0] / total[1].clamp_min(1))

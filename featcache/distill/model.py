@@ -28,10 +28,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from featcache.distill.heads import Projector, ReturnDecoder, pointwise
-from featcache.distill.losses import feature_loss, relative_reconstruction_loss, seg_loss
+from featcache.distill.losses import feature_loss, relative_reconstruction_loss
 from featcache.distill.resample import area_pool
 from featcache.distill.student import Student
 from featcache.distill.targets import Target
+from featcache.distill.tasks import Classification, Tasks
 from featcache.manifest import DistillSpec
 
 
@@ -76,12 +77,16 @@ class TeacherGate(nn.Module):
 
 
 class DistillModel(nn.Module):
-    TERMS = ("seg", "feat", "recon")
-
     def __init__(self, student: Student, targets: list[Target], spec: DistillSpec,
-                 num_datasets: int) -> None:
+                 num_datasets: int, tasks: Tasks | None = None) -> None:
+        """tasks: each dataset's task (default: binary segmentation for all)."""
         super().__init__()
         self.student, self.targets, self.spec = student, targets, spec
+        self.tasks = tasks or Tasks.binary(num_datasets)
+        # The loss terms: the tasks' (seg, cls), then distillation's.
+        self.terms = (*self.tasks.terms, "feat", "recon")
+        classes = [t.classes for t in self.tasks.by_dataset if isinstance(t, Classification)]
+        self.cls_classes = max(classes, default=0)
         use = spec.enabled and bool(targets)
         self.distilling = use
         self.projectors = nn.ModuleDict()
@@ -99,23 +104,30 @@ class DistillModel(nn.Module):
             if spec.teacher_gate == "adaptive":
                 for t in targets:
                     self.probes[_mkey(t.key)] = nn.Conv2d(t.channels, 1, 1)
+                    if self.cls_classes:  # relevance for classification: a pooled linear probe
+                        self.probes[_mkey(t.key) + "__cls"] = nn.Linear(t.channels, self.cls_classes)
                 for stage, members in self.slots.items():
                     self.gates[stage] = TeacherGate(student.stages[stage][0], len(members),
                                                     num_datasets, spec.gate_hidden)
         # Only trainable when it weighs something: a parameter that never receives a gradient
         # (the supervised baseline has one term) breaks DistributedDataParallel's reduction.
-        self.log_vars = nn.Parameter(torch.zeros(len(self.TERMS)),
+        self.log_vars = nn.Parameter(torch.zeros(len(self.terms)),
                                      requires_grad=use and spec.loss_gate == "uncertainty")
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor | None, dataset_index: torch.Tensor,
-                teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict:
+                teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+                label: torch.Tensor | None = None) -> dict:
         """Returns the total loss, each term (batch mean), and gate weights per slot (B, T).
 
+        label (B,): the class of classification samples (-1 elsewhere; None: no classification).
         mask None: feature pretraining on unlabelled images. Only the feature and reconstruction
         terms, teachers weighted uniformly (the gate learns from masks), fixed loss weights."""
         logits, feats = self.student.forward_features(image)
         labelled = mask is not None
-        terms = {"seg": seg_loss(logits, mask).mean()} if labelled else {}
+        if label is None:
+            label = torch.full_like(dataset_index, -1)
+        terms = (self.tasks.losses(self.student, logits, feats, mask, label, dataset_index)
+                 if labelled else {})
         aux = torch.zeros((), device=image.device)  # gate + probe losses: train only those heads
         gate_weights: dict[str, torch.Tensor] = {}
         gated = bool(self.gates) and labelled
@@ -133,7 +145,7 @@ class DistillModel(nn.Module):
                         # Pool only where the teacher saw the image: padding is zeros after the warp.
                         sims.append(F.cosine_similarity(_masked_pool(p.detach(), ok),
                                                         _masked_pool(target, ok), dim=1))
-                        probe_loss = self._probe_loss(t, target, ok, mask)
+                        probe_loss = self._probe_loss(t, target, ok, mask, label)
                         aux = aux + probe_loss.mean()
                         # Scale-free relevance: the target is proportional to probe_loss^(-1/T).
                         relevance.append(-torch.log(probe_loss.detach() + 1e-6))
@@ -179,13 +191,21 @@ class DistillModel(nn.Module):
         return p, relative_reconstruction_loss(recon, base.detach())
 
     def _probe_loss(self, t: Target, target: torch.Tensor, ok: torch.Tensor,
-                    mask: torch.Tensor) -> torch.Tensor:
-        """How well a linear probe on this teacher's features predicts the mask: (B,)."""
-        small = F.adaptive_avg_pool2d(mask, target.shape[-2:])
+                    mask: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """How well a linear probe on this teacher's features predicts the sample's labels: (B,).
+        Masks: a per-position probe for the foreground (any class); classes (label >= 0): a
+        linear probe on the features pooled where the teacher saw the image."""
+        foreground = mask if self.student.mask_channels == 1 else (mask > 0).to(mask.dtype)
+        small = F.adaptive_avg_pool2d(foreground, target.shape[-2:])
         probe = self.probes[_mkey(t.key)]
         logit = pointwise(target.detach(), probe.weight, probe.bias)
         bce = F.binary_cross_entropy_with_logits(logit, small, reduction="none")
-        return (bce * ok).flatten(1).sum(1) / ok.flatten(1).sum(1).clamp_min(1.0)
+        loss = (bce * ok).flatten(1).sum(1) / ok.flatten(1).sum(1).clamp_min(1.0)
+        if not self.cls_classes:
+            return loss
+        pooled = self.probes[_mkey(t.key) + "__cls"](_masked_pool(target.detach(), ok))
+        ce = F.cross_entropy(pooled, label.clamp_min(0), reduction="none")
+        return torch.where(label >= 0, ce, loss)
 
     def _gate_loss(self, w: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
         target = torch.softmax(relevance / self.spec.gate_temperature, dim=1)
@@ -201,10 +221,10 @@ class DistillModel(nn.Module):
 
     def _combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.distilling:
-            return terms["seg"]
-        total = torch.zeros((), device=terms["seg"].device)
+            return sum(terms[name] for name in self.tasks.terms if name in terms)
+        total = torch.zeros((), device=next(iter(terms.values())).device)
         log_vars = self.bounded_log_vars()
-        for i, name in enumerate(self.TERMS):
+        for i, name in enumerate(self.terms):
             if name not in terms:
                 continue
             if self.spec.loss_gate == "uncertainty":
@@ -222,15 +242,15 @@ class DistillModel(nn.Module):
 
     def active_terms(self) -> tuple[str, ...]:
         if not self.distilling:
-            return ("seg",)
-        return tuple(t for t in self.TERMS if t != "recon" or self.spec.return_decoder)
+            return self.tasks.terms
+        return tuple(t for t in self.terms if t != "recon" or self.spec.return_decoder)
 
     def loss_weights(self) -> dict[str, float]:
         """The weight each loss term currently gets (only the terms this model computes)."""
         active = self.active_terms()
         if not self.distilling:
-            return {"seg": 1.0}
+            return dict.fromkeys(active, 1.0)
         if self.spec.loss_gate == "uncertainty":
-            return {n: math.exp(-float(v)) for n, v in zip(self.TERMS, self.bounded_log_vars().detach(),
+            return {n: math.exp(-float(v)) for n, v in zip(self.terms, self.bounded_log_vars().detach(),
                                                              strict=True) if n in active}
         return {n: self.spec.loss_weights.get(n, 1.0) for n in active}

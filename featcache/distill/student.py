@@ -82,7 +82,11 @@ class Student(nn.Module):
             blocks.append(DecoderBlock(cin, cskip, cout))
             cin = cout
         self.decoder = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(cin, 1, 1)
+        self.head = nn.Conv2d(cin, self.mask_channels, 1)
+        # One linear classifier per classification dataset, on the pooled last encoder stage.
+        self.classifiers = nn.ModuleDict({name: nn.Linear(enc_ch[-1], n)
+                                          for name, n in config.classifiers.items()})
+        self.last_encoder_stage = f"enc{len(enc_ch)}"
         # Named stages that distillation can tap: channels and stride w.r.t. the input.
         self.stages: dict[str, tuple[int, int]] = {
             f"enc{i + 1}": (c, r) for i, (c, r) in enumerate(zip(enc_ch, enc_red, strict=True))}
@@ -90,6 +94,19 @@ class Student(nn.Module):
         for i, cout in enumerate(dec):
             stride //= 2
             self.stages[f"dec{i + 1}"] = (cout, max(stride, 1))
+
+    @property
+    def mask_channels(self) -> int:
+        """1 (binary: one sigmoid channel) or K + 1 (K classes: softmax, channel 0 background)."""
+        return 1 if self.config.mask_classes == 1 else self.config.mask_classes + 1
+
+    def classify(self, named: dict[str, torch.Tensor], head: str) -> torch.Tensor:
+        """Class logits (B, n) of classifier `head` from forward_features' stages."""
+        return self.classifiers[head](named[self.last_encoder_stage].float().mean((2, 3)))
+
+    def predict_classes(self, x: torch.Tensor, head: str) -> torch.Tensor:
+        """x (B, C, S, S) in [0, 1] -> class logits (B, n)."""
+        return self.classify(self.forward_features(x)[1], head)
 
     @property
     def stride(self) -> int:

@@ -98,7 +98,7 @@ class Trainer:
             d, tr = self.data, self.manifest.training
             self._val = make_loader(d.val_set, tr.batch_size, min(d.workers, 1), tr.prefetch_factor,
                                     self.device, low_priority=d.low_priority_workers)
-        return validate(self.model.student, self._val, self.device, self.dist)
+        return validate(self.model.student, self.model.tasks, self._val, self.device, self.dist)
 
     # --- checkpoints -----------------------------------------------------------------------------
     def checkpoint(self, epoch: int, steps_into_next: int = 0) -> Checkpoint:
