@@ -30,9 +30,10 @@ from featcache.distill.data import DistillItems, Source, build_targets, resolve_
 from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import EpochBatches, low_priority_workers, make_loader, resolve_workers
+from featcache.distill.memory import check_fits
 from featcache.distill.model import DistillModel
 from featcache.distill.pretrain import pretrain
-from featcache.distill.run import Checkpoint, Run, TrainingState
+from featcache.distill.run import Checkpoint, Run, TrainingState, check_run_dir
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.student import Student, count_params
 from featcache.distill.tblog import open_log
@@ -132,6 +133,7 @@ class Trainer:
             nearest = max(1, round(st.image_size / stride)) * stride
             raise ConfigError(f"student.image_size {st.image_size} must be a multiple of {stride}, "
                               f"the stride of encoder {st.encoder}; e.g. {nearest}")
+        check_fits(manifest, student, self.sources, self.device)
         if manifest.pretrain.steps and self.dist.active:
             raise ConfigError("feature pretraining runs in one process: run it without torchrun first "
                               "(its checkpoints/pretrained.pt is then reused), or set pretrain.steps: 0")
@@ -419,6 +421,7 @@ def claim_run_dir(run_dir: Path, overwrite: bool, remove: bool = True) -> None:
 
 def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None,
           overwrite: bool = False) -> TrainResult:
+    check_run_dir(manifest.run_dir, manifest.store or default_store_url())
     if not resume:
         claim_run_dir(Path(manifest.run_dir), overwrite, remove=dist.env_rank() == 0)
     trainer = Trainer(manifest, progress)

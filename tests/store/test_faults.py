@@ -258,3 +258,13 @@ def test_gc_removes_abandoned_partial_entries_after_their_lease(tmp_path):
 
     report = gc(FeatureStore(url, claim_ttl_s=0.0))
     assert report.entries_removed == [KEY] and FeatureStore(url).keys() == [OTHER]
+
+
+@pytest.mark.parametrize("command", [["ls"], ["verify"], ["gc"], ["info", KEY]])
+def test_a_store_that_is_a_regular_file_says_so(tmp_path, command):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a store")
+    res = _run(*command, "--store", str(path))
+    assert res.exit_code == 1 and len(_errors(res)) == 1, res.output
+    assert f"{path} is a file, not a folder of features; set --store to" in res.output, res.output
+    assert path.read_text() == "not a store"
