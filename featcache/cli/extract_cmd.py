@@ -84,6 +84,9 @@ def extract(
                                                 "there are several).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Run on an existing dask cluster, e.g. "
                                                   "tcp://host:8786 (workers must reach --store).")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Verify the entry first and extract again "
+                                         "only the shards that fail (what `featcache verify` reports "
+                                         "as corrupt); a verified entry is left as it is.")] = False,
 ) -> None:
     """Run a teacher once over a dataset and cache its multi-scale features.
 
@@ -116,9 +119,15 @@ def extract(
     for job in jobs:
         with progress_bar() as bar:
             result = run_job(job, settings, store_url=store, workers=workers, scheduler=scheduler,
-                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
-        if result.status == "cached":
-            console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract")
+                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"), repair=repair)
+        if result.status == "cached" and repair:
+            console.print(f"[green]verified:[/] entry {result.key} is intact; nothing to repair")
+        elif result.status == "cached":
+            console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract "
+                          "(if `featcache verify` finds it damaged, --repair re-extracts what fails)")
+        if result.repaired is not None:
+            shards = ", ".join(map(str, result.repaired)) or "none (statistics or markers only)"
+            console.print(f"[yellow]repaired[/] entry {result.key}: re-extracted shard(s) {shards}")
         if result.skipped:
             console.print(f"[yellow]{result.skipped} bad file(s) skipped[/]; they are listed in the entry's "
                           "provenance (attrs featcache.dataset.skipped)")

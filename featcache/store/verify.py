@@ -26,6 +26,11 @@ class VerifyReport:
     samples_checked: int = 0
     problems: list[str] = field(default_factory=list)  # entry-wide problems
     bad_samples: list[BadSample] = field(default_factory=list)
+    # what `featcache extract --repair` needs (store/repair.py): committed shards whose data
+    # failed, whether the statistics did, and the problems no shard re-extraction can fix
+    bad_shards: set[int] = field(default_factory=set)
+    stats_bad: bool = False
+    unfixable: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +64,7 @@ def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
             continue
         if shape is not None and found != shape:
             report.problems.append(f"array {name} has shape {found}, layout says {shape}")
+            report.unfixable.append(report.problems[-1])
             good = False
     return good
 
@@ -68,6 +74,7 @@ def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         report.problems.append(f"sample ids are not unique: {dupes[:5]}")
+        report.unfixable.append(report.problems[-1])
     if reader.meta.get("complete") and not reader._committed.all():
         missing = np.flatnonzero(~reader._committed)
         report.problems.append(f"marked complete but shards {missing[:5].tolist()} have no commit marker")
@@ -77,11 +84,24 @@ def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
                 reader.stats(level)
             except StoreError as exc:
                 report.problems.append(str(exc))
+                report.stats_bad = True
     for level in reader.levels:  # per-shard precision sums: every chunk's crc32c
         try:
             np.asarray(reader._array(f"report/{level}")[:])
         except Exception as exc:
             report.problems.append(f"array report/{level} is corrupt ({type(exc).__name__}: {exc})")
+            report.bad_shards |= _bad_rows(reader._array(f"report/{level}"), reader._committed)
+
+
+def _bad_rows(array, committed: np.ndarray) -> set[int]:
+    """Committed shards whose row (chunk) of a per-shard array cannot be read."""
+    bad = set()
+    for shard in np.flatnonzero(committed):
+        try:
+            np.asarray(array[int(shard)])
+        except Exception:  # the chunk's crc32c or codec failed
+            bad.add(int(shard))
+    return bad
 
 
 def _check_sample(reader: EntryReader, index: int, report: VerifyReport) -> None:
@@ -119,6 +139,7 @@ def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
     that no committed shard's data object is missing."""
     report = VerifyReport(reader.key)
     if not _check_shapes(reader, report):
+        report.unfixable = report.unfixable or list(report.problems)  # a missing array
         return report
     _check_metadata(reader, report)
     lost = _check_objects(reader, objects, report)
@@ -129,4 +150,5 @@ def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
     list(_pool().map(lambda i: _check_sample(reader, i, report), todo))
     report.samples_checked = len(todo)
     report.bad_samples.sort(key=lambda b: (b.index, b.what))
+    report.bad_shards |= lost | {b.index // size for b in report.bad_samples}
     return report

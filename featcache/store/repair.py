@@ -1,0 +1,52 @@
+"""Repairing an entry in place (`featcache extract ... --repair`): the shards that fail
+verification are taken back out of the committed set and extracted again, under the same
+protocol as a first extraction.
+
+Order matters for readers running beside the repair: the entry is first marked incomplete, then
+each damaged shard's commit marker is cleared (so nobody reads it as committed while it is being
+rewritten), then its objects are deleted (a partial write into a corrupt shard object would have
+to read it back, and a shard written from nothing is byte for byte what a fresh extraction
+writes). The extraction then fills the uncommitted shards and finalizes the entry as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featcache.errors import CorruptEntryError
+from featcache.store.layout import EntryLayout
+from featcache.store.maintenance import clean_shard
+from featcache.store.store import FeatureStore
+from featcache.store.verify import verify_entry
+
+
+def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
+                   attrs: dict[str, Any]) -> list[int] | None:
+    """Verify entry `key` and reopen it for repair: the damaged shards, now uncommitted, or None
+    when it verifies (then nothing is written). [] when no shard needs extracting: a lost array
+    node was recreated, or the statistics or a commit marker are damaged (the entry is then
+    incomplete, and finalizing rewrites them). Damage that no shard re-extraction fixes (a wrong
+    array shape, duplicate ids) is a CorruptEntryError naming what does."""
+    if verify_entry(store.open(key, allow_incomplete=True), store.objects).ok:
+        return None
+    # reopening recreates array nodes whose zarr.json is gone, with the spec they were made with
+    writer = store.create_entry(key, layout, attrs)
+    reader = store.open(key, allow_incomplete=True)
+    report = verify_entry(reader, store.objects)
+    if report.unfixable:
+        raise CorruptEntryError(f"entry {key} cannot be repaired shard by shard ({report.unfixable[0]}); "
+                                f"`featcache rm {key}`, then the same `featcache extract`")
+    if report.ok:
+        return []
+    meta = dict(writer.group.attrs["featcache"])
+    meta["complete"] = False
+    writer.group.attrs["featcache"] = meta
+    shards = sorted(report.bad_shards)
+    for shard in shards:
+        writer.group["committed"][shard] = 0
+        if writer.claim(shard):  # a live writer holding it would rewrite it anyway
+            try:
+                clean_shard(store, reader, shard)
+            finally:
+                writer.release(shard)
+    return shards
