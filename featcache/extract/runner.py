@@ -21,7 +21,7 @@ import torch
 import featcache
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES
-from featcache.errors import DatasetError
+from featcache.errors import DatasetError, FeatcacheError
 from featcache.extract.adopt import adopt_shards, shard_digests
 from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards, shard_stats
 from featcache.extract.settings import ExtractSettings
@@ -148,19 +148,34 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
     run = adopt_shards(store, writer, plan.attrs) if adopt else ShardRun()
     if run.shards and repaired is None:
         status = "resumed"
-    while True:
-        part = run_shards(dataset, teacher, writer, plan.indices, plan.names, view_seed=settings.view_seed,
-                          batch_size=settings.batch_size, loader_workers=settings.loader_workers,
-                          autocast_dtype=autocast_dtype, progress=progress,
-                          writer_threads=settings.writer_threads)
-        run.merge(part)
-        if not writer.missing_shards():
-            break
-        time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
+    try:
+        while True:
+            part = run_shards(dataset, teacher, writer, plan.indices, plan.names,
+                              view_seed=settings.view_seed, batch_size=settings.batch_size,
+                              loader_workers=settings.loader_workers, autocast_dtype=autocast_dtype,
+                              progress=progress, writer_threads=settings.writer_threads)
+            run.merge(part)
+            if not writer.missing_shards():
+                break
+            time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
+    except BaseException:
+        _drop_if_empty(store, writer)
+        raise
     stats, covered = ({}, set()) if repaired is not None else (run.stats, set(run.shards))
     finalize_once(store, writer, plan, stats, covered, time.perf_counter() - start, progress, wait_poll_s)
     return ExtractionResult(plan.key, status, len(plan.indices), views, len(run.shards),
                             time.perf_counter() - start, run.feature_bytes, skipped, repaired=repaired)
+
+
+def _drop_if_empty(store: FeatureStore, writer: EntryWriter) -> None:
+    """A failed extraction (every image bad, a teacher error before the first commit) leaves no
+    0% entry behind: the entry is removed when nothing in it is committed and no other writer
+    holds a live claim (rm refuses then; that writer still fills it)."""
+    try:
+        if not writer.committed().any():
+            store.remove(writer.key)
+    except (FeatcacheError, KeyError, OSError):  # a live claim of another writer, or gone already
+        pass
 
 
 def finalize_once(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,

@@ -12,6 +12,7 @@ import numpy as np
 from featcache.store.claims import Claims
 from featcache.store.reader import EntryReader
 from featcache.store.store import FeatureStore
+from featcache.store.verify import missing_nodes
 
 # arrays whose chunk grid along the sample axis is the shard grid (chunk k == shard k); entries of
 # format 1 have no checksums: listing its prefix finds nothing
@@ -39,7 +40,8 @@ def entry_summary(store: FeatureStore, key: str, reader: EntryReader | None = No
             "views": reader.layout.views, "precision": reader.layout.precision,
             "complete_fraction": 1.0 if reader.complete else reader.committed_fraction,
             "complete": reader.complete, "bytes": store.size_on_disk(key),
-            "created": meta.get("created_utc", "?")}
+            "created": meta.get("created_utc", "?"),
+            "missing": missing_nodes(reader, store.objects)}  # arrays whose zarr.json is gone
 
 
 def _shard_prefixes(reader: EntryReader) -> list[str]:

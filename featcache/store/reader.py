@@ -60,6 +60,8 @@ class EntryReader:
         self._committed = self._read_committed()
         self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
         self._columns: dict[str, int] | None = None  # checksum record columns (format 2)
+        # shard -> positions whose recorded id differs from sample_ids (checked once per shard)
+        self._id_mismatch: dict[int, list[int]] = {}
 
     def _read_committed(self) -> np.ndarray:
         # The group and its attributes are written first, the arrays after: another writer may be
@@ -187,8 +189,9 @@ class EntryReader:
         if block is None:
             start, stop = self.layout.shard_range(shard)
             block = self._get(name, slice(start, stop), index, what)
-            if name != "checksums":  # every row checked once, when its shard is first read
-                for row in range(stop - start):
+            if name != "checksums":  # every row checked once, when its shard is first read:
+                # the asked-for row first, so that an error names that sample if it is bad itself
+                for row in [local, *(r for r in range(stop - start) if r != local)]:
                     self._match_record(start + row, name, block[row], None)
             self._side[(name, shard)] = block
         return block[local]
@@ -205,14 +208,16 @@ class EntryReader:
                                         f"zarr.json); {REPAIR}")
             self._columns = {c: k for k, c in enumerate(columns)}
         shard, local = divmod(index, self.layout.shard_size)
-        fresh = ("checksums", shard) not in self._side
         record = self._per_sample("checksums", index, "checksum record")
-        if fresh:  # ties the shard's rows to today's sample ids: an edited sample_ids shows here
+        if shard not in self._id_mismatch:  # ties the shard's rows to today's sample ids, once
             start, stop = self.layout.shard_range(shard)
             block = self._side[("checksums", shard)]
-            for row in range(stop - start):
-                self._compare(start + row, "sample id", id_crc(self.ids[start + row]),
-                              int(block[row, 0, self._columns["sample_id"]]))
+            column = self._columns["sample_id"]
+            self._id_mismatch[shard] = [start + row for row in range(stop - start)
+                                        if id_crc(self.ids[start + row]) != int(block[row, 0, column])]
+        bad = self._id_mismatch[shard]
+        if bad:  # an edited sample_ids: the shard cannot be trusted; name this sample if it is one
+            self._compare(index if index in bad else bad[0], "sample id", 0, 1)
         return record
 
     def _match_record(self, index: int, name: str, data: np.ndarray, view: int | None) -> None:

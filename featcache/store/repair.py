@@ -17,7 +17,7 @@ from featcache.errors import CorruptEntryError
 from featcache.store.layout import EntryLayout
 from featcache.store.maintenance import clean_shard
 from featcache.store.store import FeatureStore
-from featcache.store.verify import verify_entry
+from featcache.store.verify import VERIFIED, verify_entry
 
 
 def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
@@ -38,6 +38,7 @@ def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
                                 f"`featcache rm {key}`, then the same `featcache extract`")
     if report.ok:
         return []
+    store.objects.delete(f"{key}/{VERIFIED}")  # the entry changes: the old outcome is stale
     meta = dict(writer.group.attrs["featcache"])
     meta["complete"] = False
     writer.group.attrs["featcache"] = meta

@@ -4,7 +4,10 @@ precision reports, commit markers), shapes and ids."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +44,8 @@ class VerifyReport:
         return sorted({b.sample_id for b in self.bad_samples})
 
 
-def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
+def expected_arrays(reader: EntryReader) -> dict[str, tuple[int, ...] | None]:
+    """Every array an entry of this layout holds, with its shape (None: depends on precision)."""
     lay = reader.layout
     n, v = lay.num_samples, lay.views
     p = max(1, len(lay.view_param_names))
@@ -54,6 +58,22 @@ def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
         if reader.precision.quantized:
             expected[f"levels/{lv.name}__scale"] = (n, v, lv.channels)
             expected[f"levels/{lv.name}__offset"] = (n, v, lv.channels)
+    return expected
+
+
+def missing_nodes(reader: EntryReader, objects) -> list[str]:
+    """Arrays whose zarr.json is gone (zarr cannot open them at all): one small read each, so
+    `ls` names this damage without reading any chunk."""
+    if "committed" not in reader.group and not reader.meta.get("complete"):
+        return []  # a writer is creating the arrays right now
+    names = list(expected_arrays(reader))
+    if reader.meta.get("complete"):  # statistics, written at finalize
+        names += [f"stats/{key}" for key in sorted(reader.meta.get("stats_crc32c") or {})]
+    return [name for name in names if objects.get(f"{reader.key}/{name}/zarr.json") is None]
+
+
+def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
+    expected = expected_arrays(reader)
     good = True
     for name, shape in expected.items():
         try:
@@ -152,3 +172,30 @@ def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
     report.bad_samples.sort(key=lambda b: (b.index, b.what))
     report.bad_shards |= lost | {b.index // size for b in report.bad_samples}
     return report
+
+
+# The outcome of the entry's last `featcache verify` (or `ls --verify`): the attributes of a small
+# group node inside the entry, so plain zarr listings stay clean (FORMAT.md). One object put:
+# atomic, and never part of what extraction writes or compares.
+VERIFIED = "verified/zarr.json"
+
+
+def record_verification(objects, report: VerifyReport) -> None:
+    """Write when `report` was made and what it found; skipped on a store opened read-only."""
+    if objects.read_only:
+        return
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    body = {"utc": when, "ok": report.ok, "samples_checked": report.samples_checked,
+            "bad_samples": len(report.bad_ids), "problems": len(report.problems)}
+    node = {"zarr_format": 3, "node_type": "group", "attributes": {"featcache": {"verified": body}}}
+    objects.put(f"{report.key}/{VERIFIED}", json.dumps(node).encode())
+
+
+def last_verification(objects, key: str) -> dict[str, Any] | None:
+    """What record_verification wrote for entry `key`, None if never (or unreadable)."""
+    raw = objects.get(f"{key}/{VERIFIED}")
+    try:
+        body = json.loads(raw)["attributes"]["featcache"]["verified"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return body if isinstance(body, dict) else None
