@@ -14,43 +14,45 @@ it is a lower bound: what it refuses cannot fit.
 from __future__ import annotations
 
 import math
+import warnings
 
 import psutil
 import torch
 
 from featcache.distill.data import Source
 from featcache.distill.student import Student
-from featcache.errors import ConfigError
+from featcache.errors import ConfigError, FeatcacheWarning
 from featcache.manifest import Manifest
 
 GiB = 2**30
 
 
 def check_fits(manifest: Manifest, student: Student, sources: list[Source], device: torch.device) -> None:
-    """Raise one ConfigError naming training.batch_size or student.image_size, with what fits,
-    when the batch is larger than the training set or one step's activations cannot fit in the
-    free memory of `device`."""
+    """Raise one ConfigError naming student.image_size and training.batch_size, with what fits,
+    when one step's activations cannot fit in the free memory of `device`; a FeatcacheWarning
+    when batch_size is larger than the training set."""
     tr, size = manifest.training, manifest.student.image_size
     items = training_item_count(manifest, sources)
-    if tr.batch_size > items:
-        raise ConfigError(f"training.batch_size {tr.batch_size} is larger than the training set "
-                          f"({items} items: images x views of the train splits); set "
-                          f"training.batch_size to at most {items}")
+    batch = min(tr.batch_size, items)  # what a step holds: a larger batch_size is one batch of all
+    if tr.batch_size > items:  # legitimate for a few labels (a study's 10% arm), so not an error
+        warnings.warn(f"training.batch_size {tr.batch_size} is larger than the training set ({items} "
+                      f"items: images x views of the train splits): every epoch is one batch of {items}",
+                      FeatcacheWarning, stacklevel=2)
     stride = max(r for _, r in student.stages.values())
     probe = 2 * stride
     per_px = 2 * activation_bytes(student, probe) / probe**2 + 4 * (manifest.student.in_channels + 1)
     free, where = free_bytes(device)
-    need = per_px * size**2 * tr.batch_size
+    need = per_px * size**2 * batch
     if need <= free:
         return
-    largest = int(math.sqrt(free / (per_px * tr.batch_size)) // stride * stride)
-    batch = int(free // (per_px * size**2))
+    largest = int(math.sqrt(free / (per_px * batch)) // stride * stride)
+    fits = int(free // (per_px * size**2))
     raise ConfigError(
-        f"student.image_size {size} with training.batch_size {tr.batch_size} needs at least "
+        f"student.image_size {size} with training.batch_size {batch} needs at least "
         f"{need / GiB:.1f} GiB of activations per step, and {where} has {free / GiB:.1f} GiB free: "
-        + (f"at batch_size {tr.batch_size} image_size up to {largest} fits" if largest >= stride
-           else f"no image_size fits at batch_size {tr.batch_size}")
-        + (f"; at image_size {size} batch_size up to {batch} fits" if batch >= 1 else ""))
+        + (f"at batch_size {batch} image_size up to {largest} fits" if largest >= stride
+           else f"no image_size fits at batch_size {batch}")
+        + (f"; at image_size {size} batch_size up to {fits} fits" if fits >= 1 else ""))
 
 
 def activation_bytes(student: Student, size: int) -> int:

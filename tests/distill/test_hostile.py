@@ -14,7 +14,7 @@ from featcache.cli import app
 from featcache.distill import memory
 from featcache.distill.run import check_run_dir
 from featcache.distill.student import Student
-from featcache.errors import ConfigError
+from featcache.errors import ConfigError, FeatcacheWarning
 from featcache.manifest import StudentConfig
 from tests.distill.conftest import TINY_STUDENT, make_manifest
 
@@ -41,11 +41,22 @@ def test_an_image_size_no_machine_holds_is_one_line(cached_store, tmp_path):
 
 
 def test_a_batch_larger_than_the_training_set_says_so(cached_store, tmp_path):
+    """Legitimate with a few labels (one batch of everything), so a warning, not an error; the
+    memory bound then counts the batch as it is (the training set)."""
     manifest = make_manifest(cached_store, tmp_path / "run")
-    res, errors = _distill(tmp_path, manifest, "training.batch_size=1000000000")
-    assert res.exit_code == 1 and len(errors) == 1, res.output
-    assert "training.batch_size 1000000000 is larger than the training set" in errors[0], errors
-    assert "at most" in errors[0]
+    said = r"training.batch_size 1000000000 is larger than the training set \(12 items.*one batch of 12"
+    with pytest.warns(FeatcacheWarning, match=said):
+        res, errors = _distill(tmp_path, manifest, "training.batch_size=1000000000", "training.epochs=1")
+    assert res.exit_code == 0 and not errors, res.output
+
+
+def test_the_cli_prints_a_featcache_warning_as_one_line(capsys):
+    import importlib
+
+    cli_app = importlib.import_module("featcache.cli.app")  # the module, not the Typer app
+    cli_app._show(FeatcacheWarning("training.batch_size 9 is larger"), FeatcacheWarning, "x.py", 1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["warning: training.batch_size 9 is larger"], lines
 
 
 def test_what_fits_is_computed_from_the_free_memory(monkeypatch):
