@@ -24,11 +24,13 @@ def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
                    attrs: dict[str, Any]) -> list[int] | None:
     """Verify entry `key` and reopen it for repair: the damaged shards, now uncommitted, or None
     when it verifies (then nothing is written). [] when no shard needs extracting: a lost array
-    node was recreated, or the statistics or a commit marker are damaged (the entry is then
-    incomplete, and finalizing rewrites them). Damage that no shard re-extraction fixes (a wrong
-    array shape, duplicate ids) is a CorruptEntryError naming what does."""
+    node was recreated, or only the statistics are damaged or a shard of a complete entry lacks
+    its marker (the entry is then incomplete, and the extraction finalizes it again). Damage that
+    no shard re-extraction fixes (a wrong array shape, duplicate ids) is a CorruptEntryError
+    naming what does."""
     if verify_entry(store.open(key, allow_incomplete=True), store.objects).ok:
         return None
+    store.objects.delete(f"{key}/{VERIFIED}")  # the entry changes: the old outcome is stale
     # reopening recreates array nodes whose zarr.json is gone, with the spec they were made with
     writer = store.create_entry(key, layout, attrs)
     reader = store.open(key, allow_incomplete=True)
@@ -38,7 +40,6 @@ def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
                                 f"`featcache rm {key}`, then the same `featcache extract`")
     if report.ok:
         return []
-    store.objects.delete(f"{key}/{VERIFIED}")  # the entry changes: the old outcome is stale
     meta = dict(writer.group.attrs["featcache"])
     meta["complete"] = False
     writer.group.attrs["featcache"] = meta
