@@ -43,8 +43,12 @@ def _verified(fs: FeatureStore, key: str) -> str:
     last = last_verification(fs.objects, key)
     if last is None:
         return "never"
-    when = str(last.get("utc", "?"))[:16].replace("T", " ")  # to the minute, UTC
-    return f"{'ok' if last.get('ok') else 'FAILED'} {when}"
+    return f"{'ok' if last.get('ok') else 'FAILED'} {_minute(last.get('utc', '?'))}"
+
+
+def _minute(iso: object) -> str:
+    """An ISO time in UTC to the minute (2026-12-02 00:55): what fits beside the other columns."""
+    return str(iso)[:16].replace("T", " ")
 
 
 def _verify_now(fs: FeatureStore, key: str, reader) -> tuple[str, bool]:
@@ -66,7 +70,7 @@ def ls(store: StoreOpt = None,
     for col in ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
                 "on disk", "created", "verified"):
         table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left",
-                         no_wrap=col in ("key", "verified"))  # keys are copied into commands
+                         no_wrap=col in ("key", "teacher", "verified"))  # keys are copied into commands
     readers, damaged = fs.scan()
     failed = bool(damaged) and verify_
     for key, reader in readers.items():
@@ -83,7 +87,7 @@ def ls(store: StoreOpt = None,
         if not ok:
             damaged.setdefault(key, f"its data fails verification; {REPAIR}")
         table.add_row(key, row["dataset"], teacher, ", ".join(row["levels"]), str(row["samples"]),
-                      str(row["views"]), row["precision"], done, _size(row["bytes"]), row["created"],
+                      str(row["views"]), row["precision"], done, _size(row["bytes"]), _minute(row["created"]),
                       checked)
     if not table.rows and not damaged:
         console.print(f"store {fs.url} has no entries; `featcache extract` writes one")
