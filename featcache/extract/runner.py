@@ -159,7 +159,8 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
                 break
             time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
     except BaseException:
-        _drop_if_empty(store, writer)
+        if repaired is None:  # an entry under repair held data: it stays, to be repaired again
+            _drop_if_empty(store, writer)
         raise
     stats, covered = ({}, set()) if repaired is not None else (run.stats, set(run.shards))
     finalize_once(store, writer, plan, stats, covered, time.perf_counter() - start, progress, wait_poll_s)
