@@ -20,6 +20,7 @@ from featcache.store import (
     verify_entry,
 )
 from featcache.store.reader import REPAIR
+from featcache.store.repair import repair_command
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="Store folder or URL (file://, memory://, s3://). Default: $FEATCACHE_STORE "
@@ -148,6 +149,7 @@ def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entr
         for bad in report.bad_samples:
             console.print(f"  bad sample {bad.sample_id} (index {bad.index}) {bad.what}: {bad.reason}",
                           highlight=False, soft_wrap=True)
+        console.print(f"  repair: {repair_command(reader.meta)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -52,3 +52,22 @@ def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
             finally:
                 writer.release(shard)
     return shards
+
+
+def repair_command(meta: dict[str, Any]) -> str:
+    """The `featcache extract … --repair` that repairs an entry, from what the entry records:
+    teacher, arch, dataset, root, split, views, view seed, precision and levels, then the options
+    it does not record, named for the user to add as they extracted (teacher weights, a root)."""
+    teacher, dataset = meta.get("teacher") or {}, meta.get("dataset") or {}
+    layout, views = meta.get("layout") or {}, meta.get("views") or {}
+    parts = ["featcache extract", f"--teacher {teacher.get('name', '?')}",
+             f"--dataset {dataset.get('name', '?')}"]
+    arch = teacher.get("arch")  # a stored arch with a suffix (`vit_b-custom(...)`) is no option value
+    options = [("--arch", arch if arch and "(" not in str(arch) else None, None),
+               ("--root", dataset.get("root"), None), ("--split", dataset.get("split"), "all"),
+               ("--views", layout.get("views"), 1), ("--view-seed", views.get("seed"), 0),
+               ("--precision", layout.get("precision"), "fp16"),
+               ("--levels", ",".join(lv["name"] for lv in layout.get("levels", [])) or None, None)]
+    parts += [f"{flag} {value}" for flag, value, default in options if value not in (None, "", default)]
+    unrecorded = ([] if dataset.get("root") else ["--root"]) + ["--checkpoint or --random-init"]
+    return f"`{' '.join([*parts, '--repair'])}` with {', '.join(unrecorded)} as it was extracted"

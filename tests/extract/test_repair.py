@@ -4,6 +4,7 @@ again, and the repaired entry is byte for byte a fresh extraction (issue 26)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,12 @@ def test_cli_repair_and_the_hints_that_name_it(tmp_path):
     assert res.exit_code == 1 and "--repair" in res.output, res.output  # the hint names the repair
     res = CliRunner().invoke(app, args, env=env)  # without --repair: a cache hit, still broken
     assert res.exit_code == 0 and "cache hit" in res.output and "--repair" in res.output, res.output
-    res = CliRunner().invoke(app, [*args, "--repair"], env=env)
+    said = CliRunner().invoke(app, ["verify", key, "--store", str(tmp_path / "s")], env=env).output
+    assert "with --root, --checkpoint or --random-init as it was extracted" in said, said
+    named = re.search(r"repair: `featcache (extract [^`]+)`", said).group(1).split()
+    # the command verify names is the one that repairs, given the options it says to add
+    added = ["--random-init", "--root", str(root), "--store", str(tmp_path / "s"), "--device", "cpu"]
+    res = CliRunner().invoke(app, [*named, *added], env=env)
     assert res.exit_code == 0 and "re-extracted shard(s) 0" in res.output, res.output
     res = CliRunner().invoke(app, ["verify", key, "--store", str(tmp_path / "s")], env=env)
     assert res.exit_code == 0, res.output
