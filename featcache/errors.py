@@ -45,3 +45,8 @@ class ReadOnlyStoreError(StoreError):
 
 class CheckpointError(FeatcacheError):
     """A training checkpoint is missing or does not match."""
+
+
+class FeatcacheWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints it as one
+    yellow line): a setting that works, but not as its value suggests."""

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from featcache.errors import FeatcacheError
+from featcache.errors import FeatcacheError, FeatcacheWarning
 from featcache.version import __version__
 
 # Teacher packages import timm's deprecated module paths; users cannot act on that warning.
@@ -27,6 +27,18 @@ warnings.filterwarnings("ignore", message="Importing from timm", category=Future
 _width = None if sys.stdout.isatty() else 140
 console = Console(width=_width)
 err_console = Console(stderr=True, width=_width)
+_show_warning = warnings.showwarning
+
+
+def _show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Library FeatcacheWarnings are one yellow line; other warnings print as Python prints them."""
+    if issubclass(category, FeatcacheWarning):
+        err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _show
 
 
 class _Group(TyperGroup):

@@ -42,6 +42,21 @@ class _Reporter:
         self.bar.update(self.tasks[event], completed=done, info=info)
 
 
+def _say(result, repair: bool) -> None:
+    """The lines above the summary table: cache hit, what a repair did, skipped files."""
+    if result.status == "cached" and repair:
+        console.print(f"[green]verified:[/] entry {result.key} is intact; nothing to repair")
+    elif result.status == "cached":
+        console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract "
+                      "(if `featcache verify` finds it damaged, --repair re-extracts what fails)")
+    if result.repaired is not None:
+        shards = ", ".join(map(str, result.repaired)) or "none (statistics or array nodes only)"
+        console.print(f"[yellow]repaired[/] entry {result.key}: re-extracted shard(s) {shards}")
+    if result.skipped:
+        console.print(f"[yellow]{result.skipped} bad file(s) skipped[/]; they are listed in the entry's "
+                      "provenance (attrs featcache.dataset.skipped)")
+
+
 @app.command()
 def extract(
     teacher: Annotated[str | None, typer.Option(help="Teacher name (`featcache teachers list`).")] = None,
@@ -84,6 +99,9 @@ def extract(
                                                 "there are several).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Run on an existing dask cluster, e.g. "
                                                   "tcp://host:8786 (workers must reach --store).")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Verify the entry first and extract again "
+                                         "only the shards that fail (what `featcache verify` reports "
+                                         "as corrupt); a verified entry is left as it is.")] = False,
 ) -> None:
     """Run a teacher once over a dataset and cache its multi-scale features.
 
@@ -116,12 +134,8 @@ def extract(
     for job in jobs:
         with progress_bar() as bar:
             result = run_job(job, settings, store_url=store, workers=workers, scheduler=scheduler,
-                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"))
-        if result.status == "cached":
-            console.print(f"[green]cache hit:[/] entry {result.key} is complete; nothing to extract")
-        if result.skipped:
-            console.print(f"[yellow]{result.skipped} bad file(s) skipped[/]; they are listed in the entry's "
-                          "provenance (attrs featcache.dataset.skipped)")
+                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"), repair=repair)
+        _say(result, repair)
         rows.append((job.teacher, job.dataset, result.key, result.status,
                      f"{result.samples}×{result.views}", result.shards_written,
                      f"{result.seconds:.1f}", f"{result.images_per_s:.2f}",

@@ -10,7 +10,17 @@ from rich.table import Table
 
 from featcache.cli.app import app, console
 from featcache.errors import CorruptEntryError
-from featcache.store import FeatureStore, default_store_url, entry_summary, gc, verify_entry
+from featcache.store import (
+    FeatureStore,
+    default_store_url,
+    entry_summary,
+    gc,
+    last_verification,
+    record_verification,
+    verify_entry,
+)
+from featcache.store.reader import REPAIR
+from featcache.store.repair import repair_command
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="Store folder or URL (file://, memory://, s3://). Default: $FEATCACHE_STORE "
@@ -29,22 +39,57 @@ def _size(n: float) -> str:
     return f"{n:.0f} {units[0]}" if units[0] == "B" else f"{n:.1f} {units[0]}"
 
 
+def _verified(fs: FeatureStore, key: str) -> str:
+    """The `verified` cell of `ls`: the outcome and time of the entry's last verification."""
+    last = last_verification(fs.objects, key)
+    if last is None:
+        return "never"
+    return f"{'ok' if last.get('ok') else 'FAILED'} {_minute(last.get('utc', '?'))}"
+
+
+def _minute(iso: object) -> str:
+    """An ISO time in UTC to the minute (2026-12-02 00:55): what fits beside the other columns."""
+    return str(iso)[:16].replace("T", " ")
+
+
+def _verify_now(fs: FeatureStore, key: str, reader) -> tuple[str, bool]:
+    """`ls --verify`: verify the entry as it is listed; (cell, ok)."""
+    report = verify_entry(reader, fs.objects)
+    record_verification(fs.objects, report)
+    if report.ok:
+        return "ok (just now)", True
+    return f"FAILED now: {len(report.bad_ids)} bad, {len(report.problems)} problems", False
+
+
 @app.command("ls")
-def ls(store: StoreOpt = None) -> None:
-    """List the entries of a store: what they hold and how complete they are."""
-    fs = _open(store, read_only=True)
+def ls(store: StoreOpt = None,
+       verify_: Annotated[bool, typer.Option("--verify", help="Verify every entry as it is listed (reads "
+                                             "every chunk; exit 1 if one fails).")] = False) -> None:
+    """List the entries of a store: what they hold, how complete they are, when last verified."""
+    fs = _open(store, read_only=not verify_, create=not verify_)
     table = Table(title=f"featcache store {fs.url}")
     for col in ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
-                "on disk", "created"):
+                "on disk", "created", "verified"):
         table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left",
-                         no_wrap=col == "key")  # keys are copied into commands: keep them whole
+                         no_wrap=col in ("key", "teacher", "verified"))  # keys are copied into commands
     readers, damaged = fs.scan()
+    failed = bool(damaged) and verify_
     for key, reader in readers.items():
         row = entry_summary(fs, key, reader)
         done = f"{row['complete_fraction']:.0%}" + ("" if row["complete"] else " (partial)")
+        if row["missing"]:  # named as damage below, like an entry that cannot be opened
+            done += " DAMAGED"
+            damaged[key] = (f"array {row['missing'][0]} has no zarr.json"
+                            + (f" (and {len(row['missing']) - 1} more)" if len(row["missing"]) > 1 else "")
+                            + f"; {REPAIR}")
         teacher = f"{row['teacher']} ({row['weights']})" if row["weights"] else row["teacher"]
+        checked, ok = _verify_now(fs, key, reader) if verify_ else (_verified(fs, key), True)
+        failed |= not ok
+        if not ok:
+            damaged.setdefault(key, f"its data fails verification; {REPAIR}")
         table.add_row(key, row["dataset"], teacher, ", ".join(row["levels"]), str(row["samples"]),
-                      str(row["views"]), row["precision"], done, _size(row["bytes"]), row["created"])
+                      str(row["views"]), row["precision"], done, _size(row["bytes"]), _minute(row["created"]),
+                      checked)
     if not table.rows and not damaged:
         console.print(f"store {fs.url} has no entries; `featcache extract` writes one")
         return
@@ -52,6 +97,8 @@ def ls(store: StoreOpt = None) -> None:
         console.print(table)
     for key, why in damaged.items():  # listed, not fatal: the other entries stay usable
         console.print(f"[red]DAMAGED[/] {key}: {why}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("info")
@@ -76,7 +123,8 @@ def info(entry: Annotated[str, typer.Argument(help="Entry key, as `featcache ls`
 def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entries if omitted.")] = None,
            store: StoreOpt = None) -> None:
     """Read every chunk and check checksums, commit markers, shapes, ids and statistics."""
-    fs = _open(store, read_only=True)
+    # writable where it can be (never created): each outcome is recorded for `ls` to show
+    fs = _open(store, read_only=False, create=False)
     keys = [entry] if entry else fs.keys()
     failed = False
     for key in keys:
@@ -89,6 +137,7 @@ def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entr
             console.print(f"[red]FAILED[/] {key}: {exc}", highlight=False, soft_wrap=True)
             continue
         report = verify_entry(reader, fs.objects)
+        record_verification(fs.objects, report)
         if report.ok:
             console.print(f"[green]ok[/] {key}: {report.samples_checked} samples checked")
             continue
@@ -100,6 +149,7 @@ def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entr
         for bad in report.bad_samples:
             console.print(f"  bad sample {bad.sample_id} (index {bad.index}) {bad.what}: {bad.reason}",
                           highlight=False, soft_wrap=True)
+        console.print(f"  repair: {repair_command(reader.meta)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

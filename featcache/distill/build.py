@@ -20,6 +20,7 @@ from featcache.data.registry import build_dataset
 from featcache.distill.data import DistillItems, Source, build_targets, resolve_entry, training_items
 from featcache.distill.distributed import BalancedShardSampler, DistContext
 from featcache.distill.loaders import EpochBatches, low_priority_workers, resolve_workers
+from featcache.distill.memory import check_fits
 from featcache.distill.model import DistillModel
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.student import Student
@@ -237,6 +238,7 @@ def build_training(manifest: Manifest, ctx: DistContext, device: torch.device) -
     sources = labelled_sources(manifest, with_teachers)
     tasks = build_tasks(manifest, sources)
     student = build_student(manifest, tasks)
+    check_fits(manifest, student, sources, device)  # before any loader worker allocates a batch
     if manifest.pretrain.steps and ctx.active:
         raise ConfigError("feature pretraining runs in one process: run it without torchrun first "
                           "(its checkpoints/pretrained.pt is then reused), or set pretrain.steps: 0")

@@ -27,7 +27,7 @@ from featcache.data.views import ViewParams, apply_view, sample_view
 from featcache.distill.resample import normaliser, teacher_target
 from featcache.distill.student import student_input
 from featcache.distill.targets import Target, loss_grid
-from featcache.errors import ConfigError, DatasetError, StoreError
+from featcache.errors import ConfigError, CorruptEntryError, DatasetError, StoreError
 from featcache.manifest import Manifest, TeacherSpec
 from featcache.store import EntryReader, FeatureStore
 
@@ -83,6 +83,11 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
         keys = ", ".join(r.key for r in matches)
         raise ConfigError(f"teacher {spec.label}: several entries fit dataset {dataset.name} ({keys}); "
                           "set `entry:` in the manifest to one of them")
+    damaged = store.damaged_like(dataset.name, spec.name)
+    if not partial and damaged:  # what could be the entry is damaged: say so, not "extract first"
+        key, why = next(iter(damaged.items()))
+        raise CorruptEntryError(f"store {store.url} has no readable entry for teacher {spec.label} on "
+                                f"dataset {dataset.name}; entry {key} may be it and is damaged: {why}")
     if partial:
         hint = store.incomplete_hint(partial[0])
     elif lacking:

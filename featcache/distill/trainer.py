@@ -24,12 +24,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from featcache.distill import distributed as dist
-from featcache.distill.build import build_training, epoch_batches
+from featcache.distill.build import build_training, epoch_batches, store_url
 from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, optimizer_step, validate
 from featcache.distill.pretrain import pretrain
-from featcache.distill.run import Checkpoint, Run
+from featcache.distill.run import Checkpoint, Run, check_run_dir
 from featcache.distill.state import restore, snapshot
 from featcache.distill.student import count_params
 from featcache.distill.tblog import open_log
@@ -223,6 +223,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None,
           overwrite: bool = False) -> TrainResult:
+    check_run_dir(manifest.run_dir, store_url(manifest, True))
     if not resume:
         Run(manifest.run_dir).claim(overwrite, remove=dist.env_rank() == 0)
     trainer = Trainer(manifest, progress)

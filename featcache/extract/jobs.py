@@ -6,6 +6,7 @@ from pathlib import Path
 
 from featcache.data.registry import build_dataset
 from featcache.devices import resolve_device
+from featcache.errors import ConfigError
 from featcache.extract.runner import ExtractionResult, ProgressFn, autocast_for, extract
 from featcache.extract.settings import ExtractJob, ExtractSettings
 from featcache.manifest import Manifest, load_manifest
@@ -28,8 +29,12 @@ def jobs_from_manifest(path: Path) -> list[ExtractJob]:
 
 def run_job(job: ExtractJob, settings: ExtractSettings, *, store_url: str | None = None,
             workers: int | None = None, scheduler: str | None = None,
-            progress: ProgressFn | None = None) -> ExtractionResult:
-    """Run one job in this process, or on dask (`workers` local processes or a `scheduler`)."""
+            progress: ProgressFn | None = None, repair: bool = False) -> ExtractionResult:
+    """Run one job in this process, or on dask (`workers` local processes or a `scheduler`).
+    `repair`: verify the entry first and extract again the shards that fail (in this process)."""
+    if repair and (workers is not None or scheduler is not None):
+        raise ConfigError("repair runs in one process: drop workers/scheduler (a repair re-extracts only "
+                          "the damaged shards)", fields=("repair", "workers", "scheduler"))
     if workers is not None or scheduler is not None:
         from featcache.extract.distributed import WorkerSpec, extract_distributed
 
@@ -41,4 +46,4 @@ def run_job(job: ExtractJob, settings: ExtractSettings, *, store_url: str | None
     teacher.to(device)
     store = FeatureStore(store_url or job.store)
     return extract(dataset, teacher, store, settings, levels=job.levels, progress=progress,
-                   autocast_dtype=autocast_for(device))
+                   autocast_dtype=autocast_for(device), repair=repair)

@@ -20,12 +20,13 @@ import torch
 
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES
-from featcache.errors import DatasetError
+from featcache.errors import DatasetError, FeatcacheError
 from featcache.extract.adopt import adopt_shards, shard_digests
-from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards
+from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards, shard_stats
 from featcache.extract.settings import ExtractSettings
 from featcache.extract.stats import ChannelStats
 from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
+from featcache.store.repair import reopen_damaged
 from featcache.teachers.base import Teacher
 from featcache.version import FEATURE_FORMAT_VERSION, __version__
 
@@ -46,6 +47,7 @@ class ExtractionResult:
     feature_bytes: int
     skipped: int = 0  # samples left out by skip_bad (listed in the entry's provenance)
     workers: int = 1
+    repaired: list[int] | None = None  # with repair: the shards re-extracted (None: it verified)
 
     @property
     def images_per_s(self) -> float:
@@ -118,7 +120,7 @@ def is_complete(store: FeatureStore, key: str) -> bool:
 def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
             settings: ExtractSettings = _DEFAULTS, *, levels: list[str] | None = None,
             autocast_dtype: torch.dtype | None = None, progress: ProgressFn | None = None,
-            wait_poll_s: float = 1.0, adopt: bool = True) -> ExtractionResult:
+            wait_poll_s: float = 1.0, adopt: bool = True, repair: bool = False) -> ExtractionResult:
     """Fill the entry for (dataset, teacher, settings); safe to run in several processes at once.
 
     The teacher runs where it is (settings.device is where run_job puts it).
@@ -126,32 +128,55 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
     Shards held by other live writers are waited for (polling every `wait_poll_s`) and taken over
     if their claim expires, so every concurrent run returns with a complete entry. With `adopt`,
     committed shards of an unfinished entry of the same recipe whose samples are byte-identical are
-    copied instead of extracted (a re-run after fixing one bad file; see adopt.py).
+    copied instead of extracted (a re-run after fixing one bad file; see adopt.py). With `repair`,
+    an existing entry is verified first and the shards that fail are extracted again
+    (store/repair.py); its statistics are then recomputed in shard order, as a fresh extraction
+    computes them, so the repaired entry's bytes equal a fresh one's.
     """
     plan = plan_entry(dataset, teacher, settings, levels=levels)
     views = settings.views
     skipped = len(plan.attrs["dataset"]["skipped"])
+    repaired = reopen_damaged(store, plan.key, plan.layout, plan.attrs) if (
+        repair and store.exists(plan.key)) else None
     if is_complete(store, plan.key):
-        return ExtractionResult(plan.key, "cached", len(plan.indices), views, 0, 0.0, 0, skipped)
+        return ExtractionResult(plan.key, "cached" if repaired is None else "repaired", len(plan.indices),
+                                views, 0, 0.0, 0, skipped, repaired=repaired)
     writer = store.create_entry(plan.key, plan.layout, plan.attrs)
-    status = "extracted" if not writer.committed().any() else "resumed"
+    status = "repaired" if repaired is not None else (
+        "extracted" if not writer.committed().any() else "resumed")
     start = time.perf_counter()
     run = adopt_shards(store, writer, plan.attrs) if adopt else ShardRun()
-    if run.shards:
+    if run.shards and repaired is None:
         status = "resumed"
-    while True:
-        part = run_shards(dataset, teacher, writer, plan.indices, plan.names, view_seed=settings.view_seed,
-                          batch_size=settings.batch_size, loader_workers=settings.loader_workers,
-                          autocast_dtype=autocast_dtype, progress=progress,
-                          writer_threads=settings.writer_threads)
-        run.merge(part)
-        if not writer.missing_shards():
-            break
-        time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
-    finalize_once(store, writer, plan, run.stats, set(run.shards), time.perf_counter() - start, progress,
-                  wait_poll_s)
+    try:
+        while True:
+            part = run_shards(dataset, teacher, writer, plan.indices, plan.names,
+                              view_seed=settings.view_seed, batch_size=settings.batch_size,
+                              loader_workers=settings.loader_workers, autocast_dtype=autocast_dtype,
+                              progress=progress, writer_threads=settings.writer_threads)
+            run.merge(part)
+            if not writer.missing_shards():
+                break
+            time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
+    except BaseException:
+        if repaired is None:  # an entry under repair held data: it stays, to be repaired again
+            _drop_if_empty(store, writer)
+        raise
+    stats, covered = ({}, set()) if repaired is not None else (run.stats, set(run.shards))
+    finalize_once(store, writer, plan, stats, covered, time.perf_counter() - start, progress, wait_poll_s)
     return ExtractionResult(plan.key, status, len(plan.indices), views, len(run.shards),
-                            time.perf_counter() - start, run.feature_bytes, skipped)
+                            time.perf_counter() - start, run.feature_bytes, skipped, repaired=repaired)
+
+
+def _drop_if_empty(store: FeatureStore, writer: EntryWriter) -> None:
+    """A failed extraction (every image bad, a teacher error before the first commit) leaves no
+    0% entry behind: the entry is removed when nothing in it is committed and no other writer
+    holds a live claim (rm refuses then; that writer still fills it)."""
+    try:
+        if not writer.committed().any():
+            store.remove(writer.key)
+    except (FeatcacheError, KeyError, OSError):  # a live claim of another writer, or gone already
+        pass
 
 
 def finalize_once(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
@@ -182,11 +207,16 @@ def finalize_entry(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
     rest = [k for k in range(plan.layout.num_shards) if k not in covered]
     if rest:
         reader = store.open(plan.key, allow_incomplete=True)
+        read_back: dict[str, ChannelStats] = {}
         for done, shard in enumerate(rest, 1):
-            for i in range(*plan.layout.shard_range(shard)):
-                for name in plan.names:
-                    acc[name].update(reader.read(i, name))
+            # shard by shard, merged in shard order: the very sums a fresh extraction adds up
+            rows = list(range(*plan.layout.shard_range(shard)))
+            part = shard_stats({name: reader.read_many(rows, name) for name in plan.names})
+            for name, value in part.items():
+                read_back[name] = read_back[name].merge(value) if name in read_back else value
             if progress:
                 progress("stats", done, len(rest))
+        for name, part in read_back.items():
+            acc[name].merge(part)
     writer.finalize({n: a.result() for n, a in acc.items()},
                     {"extract_seconds": round(seconds, 2)})

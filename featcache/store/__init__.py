@@ -6,9 +6,16 @@ from featcache.store.maintenance import GcReport, entry_summary, gc
 from featcache.store.precision import parse_precision
 from featcache.store.reader import EntryReader
 from featcache.store.store import FeatureStore, default_store_url
-from featcache.store.verify import BadSample, VerifyReport, verify_entry
+from featcache.store.verify import (
+           BadSample,
+           VerifyReport,
+           last_verification,
+           record_verification,
+           verify_entry,
+)
 from featcache.store.writer import EntryWriter
 
 __all__ = ["COMPRESSIONS", "BadSample", "EntryLayout", "EntryReader", "EntryWriter", "FeatureStore",
            "GcReport", "LevelLayout", "VerifyReport", "check_compression", "default_store_url", "entry_key",
-           "entry_summary", "gc", "parse_precision", "single_threaded_decoding", "verify_entry"]
+           "entry_summary", "gc", "last_verification", "parse_precision", "record_verification",
+           "single_threaded_decoding", "verify_entry"]

@@ -323,7 +323,9 @@ def open_backend(url: str, read_only: bool = False,
 def probe_backend(url: str, storage_options: dict[str, Any] | None = None) -> Backend:
     """A read-only backend that creates and checks nothing (to look for a store's zarr.json)."""
     if is_local(url):
-        return LocalBackend(url, read_only=True)
+        backend = LocalBackend(url, read_only=True)
+        _not_a_file(Path(backend.root))
+        return backend
     return FsspecBackend(url, True, storage_options)
 
 
@@ -335,8 +337,16 @@ def backend_of(zstore: Any) -> Backend | None:
     return None
 
 
+def _not_a_file(path: Path) -> None:
+    """A regular file where the store should be: one line that says so."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file, not a folder of features; set store to the folder "
+                         "`featcache extract` wrote, or to a new folder", fields=("store",))
+
+
 def _local_mode(path: Path, read_only: bool) -> str:
     """'' when writable; otherwise why the store must be opened read-only."""
+    _not_a_file(path)
     if read_only:
         if not path.is_dir():
             raise StoreError(f"{path} does not exist; run `featcache extract` first or set store to the "

@@ -12,9 +12,11 @@ import numpy as np
 from featcache.store.claims import Claims
 from featcache.store.reader import EntryReader
 from featcache.store.store import FeatureStore
+from featcache.store.verify import missing_nodes
 
-# arrays whose chunk grid along the sample axis is the shard grid (chunk k == shard k)
-_SHARDED = ("frames", "view_params")
+# arrays whose chunk grid along the sample axis is the shard grid (chunk k == shard k); entries of
+# format 1 have no checksums: listing its prefix finds nothing
+_SHARDED = ("frames", "view_params", "checksums")
 
 
 @dataclass
@@ -38,7 +40,8 @@ def entry_summary(store: FeatureStore, key: str, reader: EntryReader | None = No
             "views": reader.layout.views, "precision": reader.layout.precision,
             "complete_fraction": 1.0 if reader.complete else reader.committed_fraction,
             "complete": reader.complete, "bytes": store.size_on_disk(key),
-            "created": meta.get("created_utc", "?")}
+            "created": meta.get("created_utc", "?"),
+            "missing": missing_nodes(reader, store.objects)}  # arrays whose zarr.json is gone
 
 
 def _shard_prefixes(reader: EntryReader) -> list[str]:
@@ -49,7 +52,7 @@ def _shard_prefixes(reader: EntryReader) -> list[str]:
     return names + list(_SHARDED)
 
 
-def _clean_shard(store: FeatureStore, reader: EntryReader, shard: int) -> int:
+def clean_shard(store: FeatureStore, reader: EntryReader, shard: int) -> int:
     """Delete every chunk object of one uncommitted shard; returns bytes freed."""
     freed = 0
     for name in _shard_prefixes(reader):
@@ -102,7 +105,7 @@ def gc(store: FeatureStore) -> GcReport:
             try:
                 if reader.group["committed"][shard]:  # committed just before our claim
                     continue
-                freed = _clean_shard(store, reader, shard)
+                freed = clean_shard(store, reader, shard)
             finally:
                 claims.release(shard)
             if freed:

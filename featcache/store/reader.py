@@ -16,6 +16,10 @@ from featcache.store.integrity import CHUNK, crc_of, id_crc
 from featcache.store.layout import EntryLayout, LevelLayout
 from featcache.store.precision import decode, parse_precision
 
+# what repairs a damaged shard, statistic or array node (extract/runner.py, store/repair.py)
+REPAIR = ("repair it: the same `featcache extract` with --repair re-extracts what fails "
+          "(`featcache verify` lists every bad sample)")
+
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -56,6 +60,8 @@ class EntryReader:
         self._committed = self._read_committed()
         self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
         self._columns: dict[str, int] | None = None  # checksum record columns (format 2)
+        # shard -> positions whose recorded id differs from sample_ids (checked once per shard)
+        self._id_mismatch: dict[int, list[int]] = {}
 
     def _read_committed(self) -> np.ndarray:
         # The group and its attributes are written first, the arrays after: another writer may be
@@ -64,7 +70,7 @@ class EntryReader:
         if "committed" not in self.group:
             if self.meta.get("complete"):
                 raise CorruptEntryError(f"entry {self.key}: array committed is missing from a complete "
-                                        f"entry; `featcache rm {self.key}` and re-extract it")
+                                        f"entry; `featcache rm {self.key}`, then the same extract")
             return np.zeros(self.layout.num_shards, dtype=bool)
         try:
             committed = np.asarray(self._array("committed")[:])
@@ -72,11 +78,12 @@ class EntryReader:
             raise
         except Exception as exc:  # a checksum error of zarr's codec, an undecodable chunk
             raise CorruptEntryError(f"entry {self.key}: its commit markers (array committed) are damaged "
-                                    f"({type(exc).__name__}: {exc}); `featcache rm {self.key}` and "
-                                    "re-extract it") from None
+                                    f"({type(exc).__name__}: {exc}); `featcache rm {self.key}`, then "
+                                    "the same `featcache extract`") from None
         if committed.shape != (self.layout.num_shards,):
             raise CorruptEntryError(f"entry {self.key}: array committed has shape {committed.shape}, "
-                                    f"expected ({self.layout.num_shards},); re-extract it")
+                                    f"expected ({self.layout.num_shards},); `featcache rm {self.key}`, "
+                                    "then the same extract")
         return committed.astype(bool)
 
     def _array(self, name: str) -> Any:
@@ -85,8 +92,7 @@ class EntryReader:
                 self._arrays[name] = self.group[name]
             except Exception as exc:  # KeyError (deleted zarr.json), JSON or metadata errors
                 why = "is missing" if isinstance(exc, KeyError) else f"has damaged metadata ({exc})"
-                raise CorruptEntryError(f"entry {self.key}: array {name} {why}; re-extract the entry "
-                                        f"(`featcache rm {self.key}`, then the same extract)") from None
+                raise CorruptEntryError(f"entry {self.key}: array {name} {why}; {REPAIR}") from None
         return self._arrays[name]
 
     def _sample_reader(self, level: str) -> LevelFastPath | ZarrSamples:
@@ -105,8 +111,7 @@ class EntryReader:
             data, crcs = reader.read_checked(index, view)
         except Exception as exc:  # checksum mismatch, truncated or unreadable shard, codec errors
             raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} level {level} is "
-                                    f"corrupt ({type(exc).__name__}: {exc}); re-extract it "
-                                    "(`featcache verify` lists every bad sample)") from exc
+                                    f"corrupt ({type(exc).__name__}: {exc}); {REPAIR}") from exc
         # chunk crc32c already checked by the sample reader: comparing them with the record is free
         record = self._record(index) if crcs is not None else None
         column = self._columns.get(CHUNK + name) if record is not None else None
@@ -152,8 +157,7 @@ class EntryReader:
             return np.asarray(self._array(name)[selection])
         except Exception as exc:  # zarr raises codec-specific errors on a checksum mismatch
             raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} {what} is corrupt "
-                                    f"({type(exc).__name__}: {exc}); re-extract it "
-                                    "(`featcache verify` lists every bad sample)") from exc
+                                    f"({type(exc).__name__}: {exc}); {REPAIR}") from exc
 
     def read(self, index: int, level: str, view: int | None = None) -> np.ndarray:
         """float32 features of one sample: (V, C, H, W), or (C, H, W) for one view."""
@@ -185,8 +189,9 @@ class EntryReader:
         if block is None:
             start, stop = self.layout.shard_range(shard)
             block = self._get(name, slice(start, stop), index, what)
-            if name != "checksums":  # every row checked once, when its shard is first read
-                for row in range(stop - start):
+            if name != "checksums":  # every row checked once, when its shard is first read:
+                # the asked-for row first, so that an error names that sample if it is bad itself
+                for row in [local, *(r for r in range(stop - start) if r != local)]:
                     self._match_record(start + row, name, block[row], None)
             self._side[(name, shard)] = block
         return block[local]
@@ -200,17 +205,19 @@ class EntryReader:
             columns = self._array("checksums").attrs.get("columns") or []
             if "sample_id" not in columns:
                 raise CorruptEntryError(f"entry {self.key}: array checksums has no column list (damaged "
-                                        "zarr.json); re-extract it")
+                                        f"zarr.json); {REPAIR}")
             self._columns = {c: k for k, c in enumerate(columns)}
         shard, local = divmod(index, self.layout.shard_size)
-        fresh = ("checksums", shard) not in self._side
         record = self._per_sample("checksums", index, "checksum record")
-        if fresh:  # ties the shard's rows to today's sample ids: an edited sample_ids shows here
+        if shard not in self._id_mismatch:  # ties the shard's rows to today's sample ids, once
             start, stop = self.layout.shard_range(shard)
             block = self._side[("checksums", shard)]
-            for row in range(stop - start):
-                self._compare(start + row, "sample id", id_crc(self.ids[start + row]),
-                              int(block[row, 0, self._columns["sample_id"]]))
+            column = self._columns["sample_id"]
+            self._id_mismatch[shard] = [start + row for row in range(stop - start)
+                                        if id_crc(self.ids[start + row]) != int(block[row, 0, column])]
+        bad = self._id_mismatch[shard]
+        if bad:  # an edited sample_ids: the shard cannot be trusted; name this sample if it is one
+            self._compare(index if index in bad else bad[0], "sample id", 0, 1)
         return record
 
     def _match_record(self, index: int, name: str, data: np.ndarray, view: int | None) -> None:
@@ -219,7 +226,7 @@ class EntryReader:
         if self.version < 2:
             if name == "frames" and not np.isfinite(data).all():
                 raise CorruptEntryError(f"entry {self.key}: sample {self.ids[index]} frames are missing "
-                                        "(NaN) in a committed shard; re-extract it")
+                                        f"(NaN) in a committed shard; {REPAIR}")
             return
         record = self._record(index)
         column = self._columns.get(name) if self._columns else None
@@ -233,8 +240,7 @@ class EntryReader:
         if got != recorded:
             raise CorruptEntryError(
                 f"entry {self.key}: sample {self.ids[index]} (index {index}) {what} does not match the "
-                "checksum recorded at commit (missing, moved or edited data); re-extract it "
-                "(`featcache verify` lists every bad sample)")
+                f"checksum recorded at commit (missing, moved or edited data); {REPAIR}")
 
     def read_many(self, indices: Sequence[int], level: str, view: int | None = None) -> np.ndarray:
         """float32 (len(indices), V, C, H, W) (or without V for one view), read in parallel."""
@@ -272,15 +278,15 @@ class EntryReader:
             names = sorted(name for name, _ in self.group[f"stats/{level}"].arrays()) if present else []
         except Exception as exc:  # a damaged zarr.json inside stats/
             raise CorruptEntryError(f"entry {self.key}: statistics of level {level} are damaged "
-                                    f"({type(exc).__name__}: {exc}); re-extract it") from None
+                                    f"({type(exc).__name__}: {exc}); {REPAIR}") from None
         recorded = self.meta.get("stats_crc32c") or {}
         expected = sorted({k.split("/", 1)[1] for k in recorded if k.split("/", 1)[0] == level})
         if not present:
-            raise CorruptEntryError(f"entry {self.key} has no statistics for level {level}; re-extract it")
+            raise CorruptEntryError(f"entry {self.key} has no statistics for level {level}; {REPAIR}")
         if expected and names != expected:
             missing = sorted(set(expected) - set(names))
             raise CorruptEntryError(f"entry {self.key}: statistics {', '.join(missing)} for level {level} "
-                                    "are missing; re-extract it")
+                                    f"are missing; {REPAIR}")
         out = {}
         for name in names:
             what = f"statistic stats/{level}/{name}"
@@ -290,11 +296,11 @@ class EntryReader:
                 raise
             except Exception as exc:  # checksum mismatch in zarr's crc32c codec
                 raise CorruptEntryError(f"entry {self.key}: {what} is corrupt ({type(exc).__name__}: "
-                                        f"{exc}); re-extract it") from None
+                                        f"{exc}); {REPAIR}") from None
             key = f"{level}/{name}"
             if (key in recorded and crc_of(value) != recorded[key]) or not np.isfinite(value).all():
                 raise CorruptEntryError(f"entry {self.key}: {what} does not match the checksum recorded "
-                                        "at finalize (missing or edited) or is not finite; re-extract it")
+                                        f"at finalize (missing or edited) or is not finite; {REPAIR}")
             out[name] = value
         return out
 

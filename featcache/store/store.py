@@ -14,7 +14,7 @@ from zarr.errors import ContainsGroupError, ZarrUserWarning
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
 from featcache.store.backends import Backend, open_backend, probe_backend
 from featcache.store.claims import DEFAULT_TTL_S, Claims
-from featcache.store.layout import EntryLayout, check_key, is_key
+from featcache.store.layout import EntryLayout, check_key, entry_key, is_key
 from featcache.store.reader import EntryReader
 from featcache.store.writer import EntryWriter, disk_errors
 
@@ -95,6 +95,13 @@ class FeatureStore:
         """Keys of the entries that can be opened; damaged ones are left out (see scan)."""
         return sorted(self.scan()[0])
 
+    def damaged_like(self, dataset: str, teacher: str) -> dict[str, str]:
+        """Damaged entries (key -> why) whose key names `teacher` on `dataset`: their metadata
+        cannot be read, so the key's readable prefix is all that tells what they held. A search
+        that finds no readable entry names these, so that damage never reads as "not extracted"."""
+        prefix = entry_key(dataset, "", teacher, "").rsplit(".", 1)[0] + "."
+        return {key: why for key, why in self.scan()[1].items() if key.startswith(prefix)}
+
     def exists(self, key: str) -> bool:
         return self._present(check_key(key))
 
@@ -109,7 +116,8 @@ class FeatureStore:
                 group = self._root[key]
         except Exception as exc:  # KeyError, JSONDecodeError, zarr metadata errors
             why = "has no zarr.json" if isinstance(exc, KeyError) else f"has a damaged zarr.json ({exc})"
-            raise CorruptEntryError(f"entry {key} {why}; `featcache rm {key}` removes it") from None
+            raise CorruptEntryError(f"entry {key} {why}; `featcache rm {key}` removes it, then the same "
+                                    "`featcache extract` writes it again") from None
         if not isinstance(group, zarr.Group):
             raise CorruptEntryError(f"entry {key} is an array, not an entry; `featcache rm {key}` removes it")
         return group

@@ -4,7 +4,10 @@ precision reports, commit markers), shapes and ids."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +29,11 @@ class VerifyReport:
     samples_checked: int = 0
     problems: list[str] = field(default_factory=list)  # entry-wide problems
     bad_samples: list[BadSample] = field(default_factory=list)
+    # what `featcache extract --repair` needs (store/repair.py): committed shards whose data
+    # failed, whether the statistics did, and the problems no shard re-extraction can fix
+    bad_shards: set[int] = field(default_factory=set)
+    stats_bad: bool = False
+    unfixable: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -36,7 +44,8 @@ class VerifyReport:
         return sorted({b.sample_id for b in self.bad_samples})
 
 
-def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
+def expected_arrays(reader: EntryReader) -> dict[str, tuple[int, ...] | None]:
+    """Every array an entry of this layout holds, with its shape (None: depends on precision)."""
     lay = reader.layout
     n, v = lay.num_samples, lay.views
     p = max(1, len(lay.view_param_names))
@@ -49,6 +58,22 @@ def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
         if reader.precision.quantized:
             expected[f"levels/{lv.name}__scale"] = (n, v, lv.channels)
             expected[f"levels/{lv.name}__offset"] = (n, v, lv.channels)
+    return expected
+
+
+def missing_nodes(reader: EntryReader, objects) -> list[str]:
+    """Arrays whose zarr.json is gone (zarr cannot open them at all): one small read each, so
+    `ls` names this damage without reading any chunk."""
+    if "committed" not in reader.group and not reader.meta.get("complete"):
+        return []  # a writer is creating the arrays right now
+    names = list(expected_arrays(reader))
+    if reader.meta.get("complete"):  # statistics, written at finalize
+        names += [f"stats/{key}" for key in sorted(reader.meta.get("stats_crc32c") or {})]
+    return [name for name in names if objects.get(f"{reader.key}/{name}/zarr.json") is None]
+
+
+def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
+    expected = expected_arrays(reader)
     good = True
     for name, shape in expected.items():
         try:
@@ -59,6 +84,7 @@ def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
             continue
         if shape is not None and found != shape:
             report.problems.append(f"array {name} has shape {found}, layout says {shape}")
+            report.unfixable.append(report.problems[-1])
             good = False
     return good
 
@@ -68,6 +94,7 @@ def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         report.problems.append(f"sample ids are not unique: {dupes[:5]}")
+        report.unfixable.append(report.problems[-1])
     if reader.meta.get("complete") and not reader._committed.all():
         missing = np.flatnonzero(~reader._committed)
         report.problems.append(f"marked complete but shards {missing[:5].tolist()} have no commit marker")
@@ -77,11 +104,24 @@ def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
                 reader.stats(level)
             except StoreError as exc:
                 report.problems.append(str(exc))
+                report.stats_bad = True
     for level in reader.levels:  # per-shard precision sums: every chunk's crc32c
         try:
             np.asarray(reader._array(f"report/{level}")[:])
         except Exception as exc:
             report.problems.append(f"array report/{level} is corrupt ({type(exc).__name__}: {exc})")
+            report.bad_shards |= _bad_rows(reader._array(f"report/{level}"), reader._committed)
+
+
+def _bad_rows(array, committed: np.ndarray) -> set[int]:
+    """Committed shards whose row (chunk) of a per-shard array cannot be read."""
+    bad = set()
+    for shard in np.flatnonzero(committed):
+        try:
+            np.asarray(array[int(shard)])
+        except Exception:  # the chunk's crc32c or codec failed
+            bad.add(int(shard))
+    return bad
 
 
 def _check_sample(reader: EntryReader, index: int, report: VerifyReport) -> None:
@@ -119,6 +159,7 @@ def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
     that no committed shard's data object is missing."""
     report = VerifyReport(reader.key)
     if not _check_shapes(reader, report):
+        report.unfixable = report.unfixable or list(report.problems)  # a missing array
         return report
     _check_metadata(reader, report)
     lost = _check_objects(reader, objects, report)
@@ -129,4 +170,32 @@ def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
     list(_pool().map(lambda i: _check_sample(reader, i, report), todo))
     report.samples_checked = len(todo)
     report.bad_samples.sort(key=lambda b: (b.index, b.what))
+    report.bad_shards |= lost | {b.index // size for b in report.bad_samples}
     return report
+
+
+# The outcome of the entry's last `featcache verify` (or `ls --verify`): the attributes of a small
+# group node inside the entry, so plain zarr listings stay clean (FORMAT.md). One object put:
+# atomic, and never part of what extraction writes or compares.
+VERIFIED = "verified/zarr.json"
+
+
+def record_verification(objects, report: VerifyReport) -> None:
+    """Write when `report` was made and what it found; skipped on a store opened read-only."""
+    if objects.read_only:
+        return
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    body = {"utc": when, "ok": report.ok, "samples_checked": report.samples_checked,
+            "bad_samples": len(report.bad_ids), "problems": len(report.problems)}
+    node = {"zarr_format": 3, "node_type": "group", "attributes": {"featcache": {"verified": body}}}
+    objects.put(f"{report.key}/{VERIFIED}", json.dumps(node).encode())
+
+
+def last_verification(objects, key: str) -> dict[str, Any] | None:
+    """What record_verification wrote for entry `key`, None if never (or unreadable)."""
+    raw = objects.get(f"{key}/{VERIFIED}")
+    try:
+        body = json.loads(raw)["attributes"]["featcache"]["verified"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return body if isinstance(body, dict) else None

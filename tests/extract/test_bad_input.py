@@ -63,3 +63,19 @@ def test_bad_file_error_crosses_loader_processes(tmp_path, folder, tiny_teacher)
     with pytest.raises(DatasetError, match="case02.png"):
         extract(build_dataset("folder", folder), tiny_teacher, FeatureStore(tmp_path / "s"),
                 ExtractSettings(shard_size=2, batch_size=2, loader_workers=1))
+
+
+def test_a_failed_extraction_leaves_no_empty_entry(tmp_path, monkeypatch):
+    """Every image unreadable: the error names the file, and no 0% entry is left for `ls` to show
+    or `gc` to collect later."""
+    from tests.conftest import TinyTeacher
+
+    monkeypatch.setenv("FEATCACHE_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "data", n=4, size=16)
+    for png in (root / "images").glob("*.png"):
+        png.write_bytes(b"not a png")
+    store = FeatureStore(tmp_path / "store")
+    with pytest.raises(DatasetError, match="case0"):
+        extract(build_dataset("folder", root), TinyTeacher(), store,
+                ExtractSettings(shard_size=2, batch_size=2, loader_workers=0))
+    assert store.keys() == []

@@ -61,6 +61,10 @@ DAMAGE = {
 }
 
 
+# damage `ls` names without reading a chunk: an array node whose zarr.json is gone
+NODE_LEVEL = {"level zarr.json deleted"}
+
+
 @pytest.fixture
 def damaged(tmp_path, request):
     """A store with entries KEY and OTHER; KEY damaged as named by the test's parameter."""
@@ -72,7 +76,7 @@ def damaged(tmp_path, request):
     fill(reference, OTHER)
     damage, meta_level = DAMAGE[request.param]
     damage(url / KEY)
-    return store, snapshot(reference, OTHER), meta_level
+    return store, snapshot(reference, OTHER), meta_level, request.param in NODE_LEVEL
 
 
 def _run(*args: str):
@@ -107,7 +111,7 @@ def _other_intact(store: FeatureStore, reference: dict) -> None:
 
 @pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
 def test_entry_reader_raises_one_named_error(damaged):
-    store, reference, _ = damaged
+    store, reference, _, _ = damaged
     with pytest.raises(CorruptEntryError, match=KEY):
         _read_everything(FeatureStore(store.url, read_only=True), KEY)
     _other_intact(store, reference)
@@ -115,7 +119,7 @@ def test_entry_reader_raises_one_named_error(damaged):
 
 @pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
 def test_cli_commands_on_a_damaged_entry(damaged):
-    store, reference, meta_level = damaged
+    store, reference, meta_level, node_level = damaged
     url = str(store.url)
     res = _run("verify", KEY, "--store", url)
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
@@ -124,7 +128,9 @@ def test_cli_commands_on_a_damaged_entry(damaged):
     assert res.exit_code == 1 and f"ok {OTHER}" in res.output and "Traceback" not in res.output, res.output
     res = _run("ls", "--store", url)
     assert res.exit_code == 0 and OTHER in res.output and KEY in res.output, res.output
-    assert ("DAMAGED" in res.output) == meta_level, res.output
+    assert ("DAMAGED" in res.output) == (meta_level or node_level), res.output
+    res = _run("ls", "--verify", "--store", url)  # checks as it lists: every damage is named
+    assert res.exit_code == 1 and KEY in res.output and ("FAILED now" in res.output or meta_level), res.output
     res = _run("info", KEY, "--store", url)
     assert res.exit_code == (1 if meta_level else 0) and "Traceback" not in res.output, res.output
     if meta_level:
@@ -258,3 +264,62 @@ def test_gc_removes_abandoned_partial_entries_after_their_lease(tmp_path):
 
     report = gc(FeatureStore(url, claim_ttl_s=0.0))
     assert report.entries_removed == [KEY] and FeatureStore(url).keys() == [OTHER]
+
+
+@pytest.mark.parametrize("command", [["ls"], ["verify"], ["gc"], ["info", KEY]])
+def test_a_store_that_is_a_regular_file_says_so(tmp_path, command):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a store")
+    res = _run(*command, "--store", str(path))
+    assert res.exit_code == 1 and len(_errors(res)) == 1, res.output
+    assert f"{path} is a file, not a folder of features; set --store to" in res.output, res.output
+    assert path.read_text() == "not a store"
+
+
+def test_ls_says_when_each_entry_was_last_verified(tmp_path):
+    """`ls` reads only commit markers, so chunk damage shows as 100%: the `verified` column says
+    when a full check last ran and what it found; `ls --verify` runs it as it lists."""
+    url = str(tmp_path / "store")
+    store = FeatureStore(url)
+    fill(store)
+    fill(store, OTHER)
+    line = lambda res, key: next(li for li in res.output.splitlines() if key in li)  # noqa: E731
+    res = _run("ls", "--store", url)
+    assert res.exit_code == 0 and "never" in line(res, KEY), res.output
+    assert _run("verify", "--store", url).exit_code == 0
+    res = _run("ls", "--store", url)
+    assert "ok 20" in line(res, KEY) and "ok 20" in line(res, OTHER), res.output
+    _flip(tmp_path / "store" / KEY / "levels/fine/c/1/0/0/0/0", 0.3)
+    res = _run("ls", "--store", url)  # not re-read: still the last outcome, with its time
+    assert res.exit_code == 0 and "ok 20" in line(res, KEY), res.output
+    res = _run("ls", "--verify", "--store", url)
+    assert res.exit_code == 1 and "FAILED now: 1 bad" in line(res, KEY), res.output
+    assert "ok (just now)" in line(res, OTHER), res.output
+    res = _run("ls", "--store", url)
+    assert "FAILED 20" in line(res, KEY) and "ok 20" in line(res, OTHER), res.output
+
+
+def test_a_missing_node_is_named_by_ls_without_verify(tmp_path):
+    url = tmp_path / "store"
+    fill(FeatureStore(url))
+    (url / KEY / "stats/fine/std/zarr.json").unlink()
+    res = _run("ls", "--store", str(url))
+    assert res.exit_code == 0 and "DAMAGED" in res.output, res.output
+    assert "stats/fine/std has no zarr.json" in res.output and "--repair" in res.output, res.output
+
+
+def test_swapped_ids_name_the_sample_asked_for_every_time(tmp_path):
+    """Ids 2 and 3 swapped in sample_ids: each read names its own sample, on every array, and a
+    second read fails like the first (the shard's id check is not skipped once it is cached)."""
+    url = tmp_path / "store"
+    fill(FeatureStore(url))
+    _edit_ids(url / KEY)
+    reader = FeatureStore(url).open(KEY)
+    for _ in range(2):
+        for index, sample in ((2, "case03"), (3, "case02")):
+            for read in (lambda i: reader.read(i, "fine"), reader.frames, reader.view_params):
+                with pytest.raises(CorruptEntryError, match=rf"sample {sample} \(index {index}\) sample id"):
+                    read(index)
+    res = _run("verify", KEY, "--store", str(url))
+    bad = [line for line in res.output.splitlines() if line.strip().startswith("bad sample")]
+    assert bad and all(line.split()[2] in line.split(":", 1)[1] for line in bad), res.output

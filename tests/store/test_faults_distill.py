@@ -60,8 +60,10 @@ def _distill(tmp_path: Path, store: FeatureStore, workers: int):
     (lambda e: [f.unlink() for f in (e / "frames/c").rglob("0") if f.is_file()], 0, "frames"),
     (lambda e: (e / "stats/fine/std/c/0").unlink(), 0, "stats/fine/std"),
     (lambda e: (e / "levels/fine/zarr.json").unlink(), 0, "levels/fine"),
+    # its metadata is gone, so only the key tells it held teacher tiny: named as damage all the same
+    (lambda e: (e / "zarr.json").unlink(), 0, "is damaged: entry"),
 ], ids=["level shards deleted (worker)", "level shard indexes flipped (worker)", "frames chunks deleted",
-        "stats chunk deleted", "level zarr.json deleted"])
+        "stats chunk deleted", "level zarr.json deleted", "entry zarr.json deleted"])
 def test_distill_from_a_damaged_entry_is_one_line(two_entries, tmp_path, damage, workers, what):
     store, folders = two_entries
     damage(folders["tiny"])

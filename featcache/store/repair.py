@@ -1,0 +1,73 @@
+"""Repairing an entry in place (`featcache extract ... --repair`): the shards that fail
+verification are taken back out of the committed set and extracted again, under the same
+protocol as a first extraction.
+
+Order matters for readers running beside the repair: the entry is first marked incomplete, then
+each damaged shard's commit marker is cleared (so nobody reads it as committed while it is being
+rewritten), then its objects are deleted (a partial write into a corrupt shard object would have
+to read it back, and a shard written from nothing is byte for byte what a fresh extraction
+writes). The extraction then fills the uncommitted shards and finalizes the entry as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featcache.errors import CorruptEntryError
+from featcache.store.layout import EntryLayout
+from featcache.store.maintenance import clean_shard
+from featcache.store.store import FeatureStore
+from featcache.store.verify import VERIFIED, verify_entry
+
+
+def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
+                   attrs: dict[str, Any]) -> list[int] | None:
+    """Verify entry `key` and reopen it for repair: the damaged shards, now uncommitted, or None
+    when it verifies (then nothing is written). [] when no shard needs extracting: a lost array
+    node was recreated, or only the statistics are damaged or a shard of a complete entry lacks
+    its marker (the entry is then incomplete, and the extraction finalizes it again). Damage that
+    no shard re-extraction fixes (a wrong array shape, duplicate ids) is a CorruptEntryError
+    naming what does."""
+    if verify_entry(store.open(key, allow_incomplete=True), store.objects).ok:
+        return None
+    store.objects.delete(f"{key}/{VERIFIED}")  # the entry changes: the old outcome is stale
+    # reopening recreates array nodes whose zarr.json is gone, with the spec they were made with
+    writer = store.create_entry(key, layout, attrs)
+    reader = store.open(key, allow_incomplete=True)
+    report = verify_entry(reader, store.objects)
+    if report.unfixable:
+        raise CorruptEntryError(f"entry {key} cannot be repaired shard by shard ({report.unfixable[0]}); "
+                                f"`featcache rm {key}`, then the same `featcache extract`")
+    if report.ok:
+        return []
+    meta = dict(writer.group.attrs["featcache"])
+    meta["complete"] = False
+    writer.group.attrs["featcache"] = meta
+    shards = sorted(report.bad_shards)
+    for shard in shards:
+        writer.group["committed"][shard] = 0
+        if writer.claim(shard):  # a live writer holding it would rewrite it anyway
+            try:
+                clean_shard(store, reader, shard)
+            finally:
+                writer.release(shard)
+    return shards
+
+
+def repair_command(meta: dict[str, Any]) -> str:
+    """The `featcache extract … --repair` that repairs an entry, from what the entry records:
+    teacher, arch, dataset, root, split, views, view seed, precision and levels, then the options
+    it does not record, named for the user to add as they extracted (teacher weights, a root)."""
+    teacher, dataset = meta.get("teacher") or {}, meta.get("dataset") or {}
+    layout, views = meta.get("layout") or {}, meta.get("views") or {}
+    parts = ["featcache extract", f"--teacher {teacher.get('name', '?')}",
+             f"--dataset {dataset.get('name', '?')}"]
+    arch = teacher.get("arch")  # a stored arch with a suffix (`vit_b-custom(...)`) is no option value
+    options = [("--arch", arch if arch and "(" not in str(arch) else None, None),
+               ("--root", dataset.get("root"), None), ("--split", dataset.get("split"), "all"),
+               ("--views", layout.get("views"), 1), ("--view-seed", views.get("seed"), 0),
+               ("--precision", layout.get("precision"), "fp16"),
+               ("--levels", ",".join(lv["name"] for lv in layout.get("levels", [])) or None, None)]
+    parts += [f"{flag} {value}" for flag, value, default in options if value not in (None, "", default)]
+    unrecorded = ([] if dataset.get("root") else ["--root"]) + ["--checkpoint or --random-init"]
+    return f"`{' '.join([*parts, '--repair'])}` with {', '.join(unrecorded)} as it was extracted"
