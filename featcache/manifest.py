@@ -126,7 +126,9 @@ class DistillSpec(_Strict):
     # Softness of the relevance target the gate learns: weights proportional to
     # probe_loss^(-1/T), so T=0.25 turns a 4:3 probe-loss ratio into about 3:1 weights.
     gate_temperature: float = Field(0.25, gt=0)
-    loss_gate: Literal["uncertainty", "fixed"] = "uncertainty"
+    # "paper": fixed weights as the paper's code trains (task 0.94, feature 0.01, output 0.05, the
+    # reconstruction 0.01 like the feature term), beside the learned gate.
+    loss_gate: Literal["uncertainty", "fixed", "paper"] = "uncertainty"
     # Uncertainty weighting's learned weights exp(-s) are kept within [1/max, max]: unbounded, each
     # weight tends to 1/L, so the easiest term (the reconstruction) would take over.
     loss_gate_max_weight: float = Field(4.0, ge=1.0)
@@ -145,13 +147,19 @@ class DistillSpec(_Strict):
     # "teacher" upsamples the projection to the teacher's grid, as the paper and RADIO do.
     feature_grid: Literal["coarser", "teacher"] = "coarser"
     feature_loss: Literal["mse", "cosine_l1"] = "cosine_l1"
+    # Output distillation: a probe per tap fitted on the labelled training items' cached features
+    # (probe_steps full passes), its predictions the soft labels the student's probabilities match
+    # at a temperature decaying linearly from output_temperature[0] to [1] (the paper: 4 -> 1).
+    output: bool = False
+    output_temperature: list[float] = Field(default_factory=lambda: [4.0, 1.0], min_length=2, max_length=2)
+    probe_steps: int = Field(200, ge=1)
 
     @field_validator("loss_weights")
     @classmethod
     def _known_terms(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - {"seg", "cls", "feat", "recon"}
+        unknown = set(v) - {"seg", "cls", "feat", "recon", "out"}
         if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; use seg, cls, feat, recon")
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; use seg, cls, feat, recon, out")
         return v
 
 

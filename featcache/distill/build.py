@@ -248,6 +248,7 @@ def build_training(manifest: Manifest, ctx: DistContext, device: torch.device) -
     model, ddp = build_model(manifest, student, targets, len(sources), ctx, device, tasks)
     data = build_data(manifest, sources, targets, with_teachers, ctx, device)
     steps = data.epochs * data.steps_per_epoch
+    model.output_steps = steps
     optimizer, scheduler = build_optimizer(param_groups(model, tr.lr), tr.lr, tr.weight_decay, steps,
                                            tr.warmup_epochs * data.steps_per_epoch, device)
     return Training(with_teachers, pretrain_sources, model, ddp, data, optimizer, scheduler)

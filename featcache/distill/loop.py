@@ -36,7 +36,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     valid = {k[2:]: v.to(device, non_blocking=nb) for k, v in batch.items() if k.startswith("v:")}
     return {"image": batch["image"].to(device, non_blocking=nb),
             "mask": batch["mask"].to(device, non_blocking=nb), "dataset": batch["dataset"].to(device),
-            "label": batch["label"].to(device),
+            "label": batch["label"].to(device), "index": batch["index"],
             "teacher": teacher, "valid": valid}
 
 

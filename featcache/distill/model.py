@@ -22,6 +22,7 @@ within [1/max, max] (default [0.25, 4]) while staying smooth and trainable.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -29,18 +30,14 @@ import torch.nn.functional as F
 
 from featcache.distill.heads import Projector, ReturnDecoder, pointwise
 from featcache.distill.losses import feature_loss, relative_reconstruction_loss
+from featcache.distill.output_kd import ProbeSet, mask_probabilities, output_loss
+from featcache.distill.output_kd import masked_pool as _masked_pool
 from featcache.distill.resample import area_pool
 from featcache.distill.student import Student
 from featcache.distill.targets import Target
-from featcache.distill.tasks import Classification, Tasks
+from featcache.distill.targets import module_key as _mkey
+from featcache.distill.tasks import OUT, Classification, Tasks
 from featcache.manifest import DistillSpec
-
-
-def _masked_pool(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """x (B, C, H, W), valid (B, 1, H, W) -> (B, C) mean over valid positions. A weighted sum
-    over positions is a matrix-vector product per sample: no (B, C, H, W) product map is made."""
-    weighted = torch.bmm(x.flatten(2), valid.flatten(2).transpose(1, 2))[..., 0]
-    return weighted / valid.sum((2, 3)).clamp_min(1.0)
 
 
 def _to_grid(target: torch.Tensor, valid: torch.Tensor,
@@ -57,8 +54,9 @@ def _to_grid(target: torch.Tensor, valid: torch.Tensor,
     return pooled, pooled_valid
 
 
-def _mkey(key: str) -> str:
-    return key.replace("/", "__").replace(".", "_")  # ModuleDict keys cannot hold '.' or '/'
+# The paper's code (main_multi_teacher_split_by_datasets.py): task 0.94, feature KD 0.01, output
+# KD 0.05; its return decoder's reconstruction is weighted like the feature term here.
+PAPER_WEIGHTS = {"seg": 0.94, "cls": 0.94, "feat": 0.01, "recon": 0.01, "out": 0.05}
 
 
 class TeacherGate(nn.Module):
@@ -76,6 +74,18 @@ class TeacherGate(nn.Module):
         return torch.softmax(self.mlp(z), dim=1)
 
 
+@dataclass
+class _Slot:
+    """One student stage's teachers in a forward pass."""
+
+    members: list[Target]
+    feat: torch.Tensor  # the gate-weighted feature loss (batch mean)
+    recon: list[torch.Tensor]  # the return decoder's per-sample losses
+    aux: torch.Tensor  # gate and relevance-probe losses
+    weights: torch.Tensor  # (B, T) gate weights, detached
+    grids: list[tuple[torch.Tensor, torch.Tensor]]  # per teacher: (target, validity) on the loss grid
+
+
 class DistillModel(nn.Module):
     def __init__(self, student: Student, targets: list[Target], spec: DistillSpec,
                  num_datasets: int, tasks: Tasks | None = None) -> None:
@@ -83,8 +93,8 @@ class DistillModel(nn.Module):
         super().__init__()
         self.student, self.targets, self.spec = student, targets, spec
         self.tasks = tasks or Tasks.binary(num_datasets)
-        # The loss terms: the tasks' (seg, cls), then distillation's.
-        self.terms = (*self.tasks.terms, "feat", "recon")
+        # The loss terms: the tasks' (seg, cls), then distillation's (out only when asked for).
+        self.terms = (*self.tasks.terms, "feat", "recon", *((OUT,) if spec.output else ()))
         classes = [t.classes for t in self.tasks.by_dataset if isinstance(t, Classification)]
         self.cls_classes = max(classes, default=0)
         use = spec.enabled and bool(targets)
@@ -109,6 +119,13 @@ class DistillModel(nn.Module):
                 for stage, members in self.slots.items():
                     self.gates[stage] = TeacherGate(student.stages[stage][0], len(members),
                                                     num_datasets, spec.gate_hidden)
+        # Output distillation's task-adapted teachers: fitted before training (output_kd.py), frozen.
+        self.output_probes: ProbeSet | None = None
+        self.output_steps = 1  # the run's optimizer steps (build_training sets it): T's schedule
+        if use and spec.output:
+            probes = ProbeSet(targets, student.mask_channels, self.cls_classes)
+            self.output_probes = probes.requires_grad_(False)
+            self.register_buffer("output_step", torch.zeros((), dtype=torch.long))
         # Only trainable when it weighs something: a parameter that never receives a gradient
         # (the supervised baseline has one term) breaks DistributedDataParallel's reduction.
         self.log_vars = nn.Parameter(torch.zeros(len(self.terms)),
@@ -130,40 +147,94 @@ class DistillModel(nn.Module):
                  if labelled else {})
         aux = torch.zeros((), device=image.device)  # gate + probe losses: train only those heads
         gate_weights: dict[str, torch.Tensor] = {}
-        gated = bool(self.gates) and labelled
         if self.distilling:
-            feat_terms, recon_terms = [], []
-            for stage, members in self.slots.items():
-                per_teacher, sims, relevance = [], [], []
-                for t in members:
-                    p, recon = self._project(t, feats[stage])
-                    target, ok = _to_grid(teacher[t.key], valid[t.key], p.shape[-2:])
-                    per_teacher.append(feature_loss(p, target, ok, self.spec.feature_loss))
-                    if recon is not None:
-                        recon_terms.append(recon)
-                    if gated:
-                        # Pool only where the teacher saw the image: padding is zeros after the warp.
-                        sims.append(F.cosine_similarity(_masked_pool(p.detach(), ok),
-                                                        _masked_pool(target, ok), dim=1))
-                        probe_loss = self._probe_loss(t, target, ok, mask, label)
-                        aux = aux + probe_loss.mean()
-                        # Scale-free relevance: the target is proportional to probe_loss^(-1/T).
-                        relevance.append(-torch.log(probe_loss.detach() + 1e-6))
-                losses = torch.stack(per_teacher, dim=1)  # (B, T)
-                if gated:
-                    w = self.gates[stage](feats[stage].detach().mean((2, 3)), dataset_index,
-                                          torch.stack(sims, dim=1))
-                    aux = aux + self._gate_loss(w, torch.stack(relevance, dim=1))
-                else:
-                    w = torch.full_like(losses, 1.0 / losses.shape[1])
-                gate_weights[stage] = w.detach()
-                feat_terms.append((w.detach() * losses).sum(1).mean())
-            terms["feat"] = torch.stack(feat_terms).mean()
-            if recon_terms:
-                terms["recon"] = torch.stack(recon_terms).mean()
+            labels = (mask, label) if labelled else None
+            slots = [self._slot(stage, members, feats, teacher, valid, labels, dataset_index)
+                     for stage, members in self.slots.items()]
+            for stage, slot in zip(self.slots, slots, strict=True):
+                gate_weights[stage] = slot.weights
+                aux = aux + slot.aux
+            terms["feat"] = torch.stack([slot.feat for slot in slots]).mean()
+            recon = [r for slot in slots for r in slot.recon]
+            if recon:
+                terms["recon"] = torch.stack(recon).mean()
+            if self.output_probes is not None and labelled:
+                terms[OUT] = self._output_term(logits, feats, slots, dataset_index)
+                self.output_step += int(self.training)
         total = (self._combine(terms) if labelled else self._fixed(terms)) + aux
         return {"loss": total, "logits": logits, "terms": {k: v.detach() for k, v in terms.items()},
                 "gates": gate_weights}
+
+    def _slot(self, stage: str, members: list[Target], feats: dict[str, torch.Tensor],
+              teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+              labels: tuple[torch.Tensor, torch.Tensor] | None, dataset_index: torch.Tensor) -> _Slot:
+        """The teachers matched at one student stage: their feature losses weighted by the gate
+        (trained here on the probes' relevance when labels are given), the reconstruction terms,
+        and what output distillation needs (each teacher's target on the loss grid)."""
+        gated = bool(self.gates) and labels is not None
+        per_teacher, sims, relevance, recon, grids = [], [], [], [], []
+        aux = torch.zeros((), device=feats[stage].device)
+        for t in members:
+            p, r = self._project(t, feats[stage])
+            target, ok = _to_grid(teacher[t.key], valid[t.key], p.shape[-2:])
+            grids.append((target, ok))
+            per_teacher.append(feature_loss(p, target, ok, self.spec.feature_loss))
+            if r is not None:
+                recon.append(r)
+            if gated:
+                # Pool only where the teacher saw the image: padding is zeros after the warp.
+                sims.append(F.cosine_similarity(_masked_pool(p.detach(), ok), _masked_pool(target, ok),
+                                                dim=1))
+                probe_loss = self._probe_loss(t, target, ok, *labels)
+                aux = aux + probe_loss.mean()
+                # Scale-free relevance: the target is proportional to probe_loss^(-1/T).
+                relevance.append(-torch.log(probe_loss.detach() + 1e-6))
+        losses = torch.stack(per_teacher, dim=1)  # (B, T)
+        if gated:
+            w = self.gates[stage](feats[stage].detach().mean((2, 3)), dataset_index, torch.stack(sims, dim=1))
+            aux = aux + self._gate_loss(w, torch.stack(relevance, dim=1))
+        else:
+            w = torch.full_like(losses, 1.0 / losses.shape[1])
+        return _Slot(members, (w.detach() * losses).sum(1).mean(), recon, aux, w.detach(), grids)
+
+    def _output_term(self, logits: torch.Tensor, feats: dict[str, torch.Tensor], slots: list[_Slot],
+                     dataset_index: torch.Tensor) -> torch.Tensor:
+        """Output distillation (see output_kd.py): per slot, the student's probabilities against
+        the gate-weighted mix of its teachers' probe predictions; the mean over slots and samples."""
+        probes, temperature = self.output_probes, self.temperature()
+        per_slot = []
+        for slot in slots:
+            grid = slot.grids[0][0].shape[-2:]
+            ok = torch.stack([v for _, v in slot.grids]).mean(0)
+            mixed = sum(slot.weights[:, j, None, None, None] * mask_probabilities(
+                probes.mask_logits(t, target), temperature) for j, (t, (target, _)) in
+                enumerate(zip(slot.members, slot.grids, strict=True)))
+            student = F.adaptive_avg_pool2d(mask_probabilities(logits, temperature), grid)
+            per_sample = output_loss(student, mixed, ok)
+            for task, rows in self.tasks.groups(dataset_index):
+                if isinstance(task, Classification):
+                    per_sample = per_sample.index_put(
+                        (rows,), self._class_output(task, rows, feats, slot, temperature))
+            per_slot.append(per_sample.mean())
+        return torch.stack(per_slot).mean()
+
+    def temperature(self) -> float:
+        """Output distillation's temperature now: linear from output_temperature[0] at the first
+        step to [1] at the last."""
+        first, last = self.spec.output_temperature
+        done = min(1.0, float(self.output_step) / max(1, self.output_steps - 1))
+        return first + (last - first) * done
+
+    def _class_output(self, task: Classification, rows: torch.Tensor, feats: dict[str, torch.Tensor],
+                      slot: _Slot, temperature: float) -> torch.Tensor:
+        """The classification samples' output term (len(rows),): class probabilities."""
+        n = task.classes
+        mixed = sum(slot.weights[rows, j, None] * torch.softmax(
+            self.output_probes.class_logits(t, target[rows], ok[rows])[:, :n] / temperature, dim=1)
+            for j, (t, (target, ok)) in enumerate(zip(slot.members, slot.grids, strict=True)))
+        student = torch.softmax(self.student.classify({k: v[rows] for k, v in feats.items()}, task.head)
+                                / temperature, dim=1)
+        return output_loss(student, mixed, mixed)
 
     def _project(self, t: Target, native: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Student stage (B, Cs, h, w) -> projection (B, C_t, gh, gw) and the return decoder's
@@ -215,9 +286,16 @@ class DistillModel(nn.Module):
         balance = (uniform * (torch.log(uniform) - torch.log(mean_w + 1e-8))).sum()
         return fit + self.spec.gate_balance_weight * balance
 
+    def fixed_weight(self, term: str) -> float:
+        """A term's weight under fixed weighting: the paper's (loss_gate: paper), else
+        distill.loss_weights (1 for a term it does not name)."""
+        if self.spec.loss_gate == "paper":
+            return PAPER_WEIGHTS[term]
+        return self.spec.loss_weights.get(term, 1.0)
+
     def _fixed(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The terms weighted by distill.loss_weights (pretraining, or loss_gate: fixed)."""
-        return sum(self.spec.loss_weights.get(name, 1.0) * value for name, value in terms.items())
+        """The terms at their fixed weights (pretraining, or loss_gate: fixed or paper)."""
+        return sum(self.fixed_weight(name) * value for name, value in terms.items())
 
     def _combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.distilling:
@@ -253,4 +331,4 @@ class DistillModel(nn.Module):
         if self.spec.loss_gate == "uncertainty":
             return {n: math.exp(-float(v)) for n, v in zip(self.terms, self.bounded_log_vars().detach(),
                                                              strict=True) if n in active}
-        return {n: self.spec.loss_weights.get(n, 1.0) for n in active}
+        return {n: self.fixed_weight(n) for n in active}

@@ -5,6 +5,7 @@ file names and what its checkpoints hold.
   RUN/checkpoints/last.pt         the resume point (after the last epoch, else at most once a minute)
   RUN/checkpoints/best.pt         the epoch with the best validation Dice
   RUN/checkpoints/pretrained.pt   feature pretraining's result, with the recipe it came from
+  RUN/checkpoints/probes.pt       output distillation's teacher probes, with their recipe
   RUN/metrics.csv, RUN/gates.csv  per-epoch training curves (the report and a resume read them)
   RUN/tensorboard/                optional per-epoch TensorBoard events
   RUN/eval/                       `featcache eval`: per_image.csv, summary.json, overlays/DATASET/ID.png
@@ -313,18 +314,32 @@ class Run:
                                   f"{str(exc).splitlines()[0]}") from None
         return student.eval(), checkpoint
 
+    @property
+    def probes_file(self) -> Path:
+        """Output distillation's task-adapted teacher probes, with the recipe they were fitted by."""
+        return self.path / "checkpoints" / "probes.pt"
+
+    def save_probes(self, probes: Pretrained) -> None:
+        _save(self.probes_file, {"recipe": probes.recipe, "model": probes.model, "steps": probes.steps})
+
+    def load_probes(self) -> Pretrained | None:
+        return _load_recipe_file(self.probes_file)
+
     def save_pretrained(self, pretrained: Pretrained) -> None:
         _save(self.pretrained_file, {"recipe": pretrained.recipe, "model": pretrained.model,
                                      "steps": pretrained.steps})
 
     def load_pretrained(self) -> Pretrained | None:
         """The saved feature pretraining, or None when there is none."""
-        path = self.pretrained_file
-        if not path.is_file():
-            return None
-        payload = _load(path)
-        return Pretrained(str(payload.get("recipe", "")), payload.get("model", {}),
-                          int(payload.get("steps", 0)))
+        return _load_recipe_file(self.pretrained_file)
+
+
+def _load_recipe_file(path: Path) -> Pretrained | None:
+    """A state saved with the recipe it came from (pretrained.pt, probes.pt); None if absent."""
+    if not path.is_file():
+        return None
+    payload = _load(path)
+    return Pretrained(str(payload.get("recipe", "")), payload.get("model", {}), int(payload.get("steps", 0)))
 
 
 def _append_csv(path: Path, rows: list[dict[str, Any]], new: bool) -> None:

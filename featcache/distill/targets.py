@@ -35,3 +35,8 @@ def loss_grid(teacher_grid: tuple[int, int], image_size: int, stride: int,
         return teacher_grid
     stage = (image_size // stride,) * 2
     return stage if stage[0] * stage[1] < teacher_grid[0] * teacher_grid[1] else teacher_grid
+
+
+def module_key(key: str) -> str:
+    """A target key as an nn.ModuleDict key (which cannot hold '.' or '/')."""
+    return key.replace("/", "__").replace(".", "_")

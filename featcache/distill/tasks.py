@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from featcache.distill.losses import seg_loss
 
 SEG, CLS = "seg", "cls"  # the loss terms the two kinds add
+OUT = "out"  # output distillation's term (output_kd.py), beside the tasks'.
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Tasks:
         """Each task term: the mean over the batch's samples of that task (a term is left out when
         the batch has none of its samples)."""
         per_term: dict[str, list[torch.Tensor]] = {}
-        for task, rows in self._groups(dataset):
+        for task, rows in self.groups(dataset):
             if isinstance(task, Segmentation):
                 value = task.loss(logits, mask) if rows is None else task.loss(logits[rows], mask[rows])
             else:
@@ -104,7 +105,7 @@ class Tasks:
                mask: torch.Tensor, label: torch.Tensor, dataset: torch.Tensor) -> torch.Tensor:
         """Validation scores (B,) in [0, 1], in batch order."""
         out = torch.zeros(len(dataset), dtype=torch.float32)
-        for task, rows in self._groups(dataset):
+        for task, rows in self.groups(dataset):
             where = slice(None) if rows is None else rows
             if isinstance(task, Segmentation):
                 out[where] = task.score(_rows_of(logits, rows), _rows_of(mask, rows)).float().cpu()
@@ -113,7 +114,7 @@ class Tasks:
                                         _rows_of(label, rows)).cpu()
         return out
 
-    def _groups(self, dataset: torch.Tensor) -> list[tuple[Task, torch.Tensor | None]]:
+    def groups(self, dataset: torch.Tensor) -> list[tuple[Task, torch.Tensor | None]]:
         """(task, row indices of its samples) per distinct task in the batch; rows None = all."""
         found = sorted(set(dataset.tolist()))
         tasks = [self.by_dataset[d] for d in found]

@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from featcache.distill import distributed as dist
-from featcache.distill.build import build_training, epoch_batches, store_url
+from featcache.distill.adapt import adapt_teachers
+from featcache.distill.build import Training, build_training, epoch_batches, store_url
 from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, optimizer_step, validate
@@ -125,8 +126,8 @@ class Trainer:
             self.run.write_manifest(self.manifest.model_dump(mode="json"))
         with _sigterm_as_interrupt():
             try:
-                if self.start_epoch == 0 and self.built.pretrain_sources:
-                    pretrain(self.manifest, self.built, self.run, self.settings, self.progress)
+                if self.position == (0, 0):  # not when resumed: the checkpoint holds their results
+                    prepare(self.manifest, self.built, self.run, self.settings, self.progress)
                 self.progress(TrainingStarted(d.epochs, d.steps_per_epoch, count_params(self.model.student),
                                               d.workers, self.start_epoch, str(self.device),
                                               self.dist.world_size))
@@ -201,6 +202,16 @@ class Trainer:
         if self.tb is not None:
             self.tb.close()
         dist.teardown(self.dist)
+
+
+def prepare(manifest: Manifest, built: Training, run: Run, settings: StepSettings,
+            progress: ProgressFn) -> None:
+    """What runs before the first labelled step: feature pretraining (pretrain.py) when asked for,
+    then the task-adapted teachers of output distillation (adapt.py)."""
+    if built.pretrain_sources:
+        pretrain(manifest, built, run, settings, progress)
+    if built.model.output_probes is not None:
+        adapt_teachers(manifest, built, run, settings)
 
 
 @contextlib.contextmanager

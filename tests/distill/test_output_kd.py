@@ -1,0 +1,108 @@
+"""Output distillation: task-adapted teacher probes fitted on the training masks only, reused while
+their recipe holds and refitted when the labelled set changes, and a loss term that vanishes
+when student and teachers agree."""
+
+import csv
+
+import pytest
+import torch
+
+import featcache.distill.adapt as adapt
+from featcache.distill.output_kd import mask_probabilities, mask_target, output_loss
+from featcache.distill.run import Run
+from featcache.distill.trainer import Trainer, train
+from featcache.manifest import DistillSpec
+from tests.distill.conftest import make_manifest
+
+
+def _fits(monkeypatch):
+    """Record the batches every probe fit sees."""
+    seen = []
+    real = adapt.fit_probes
+
+    def recording(probes, targets, batches, steps, **kw):
+        seen.append(batches)
+        return real(probes, targets, batches, steps, **kw)
+
+    monkeypatch.setattr(adapt, "fit_probes", recording)
+    return seen
+
+
+def test_probes_see_the_training_masks_only(cached_store, tmp_path, monkeypatch):
+    seen = _fits(monkeypatch)
+    manifest = make_manifest(cached_store, tmp_path / "run", distill={"output": True, "probe_steps": 5},
+                             training={"epochs": 1, "train_fraction": 0.5})
+    trainer = Trainer(manifest)
+    allowed = {i for _, i, _ in trainer.data.train_items}
+    trainer.train()
+    trainer.close()
+    dataset = trainer.data.sources[0].dataset
+    used = {int(i) for b in seen[0] for i in b["index"]}
+    assert used == allowed  # the fraction kept of the train split, nothing else
+    assert all(dataset.samples[i].split == "train" for i in used)
+    assert len(allowed) < len(dataset.split_indices("train"))
+
+
+def test_probes_are_reused_with_their_recipe_and_refitted_for_other_labels(cached_store, tmp_path, monkeypatch):
+    seen = _fits(monkeypatch)
+    output = {"output": True, "probe_steps": 5}
+    manifest = make_manifest(cached_store, tmp_path / "run", distill=output, training={"epochs": 1})
+    train(manifest)
+    assert len(seen) == 1 and Run(tmp_path / "run").probes_file.is_file()
+    train(manifest, overwrite=True)
+    assert len(seen) == 1  # same labelled items, same entries: reused
+    fewer = make_manifest(cached_store, tmp_path / "run", distill=output,
+                          training={"epochs": 1, "train_fraction": 0.5})
+    train(fewer, overwrite=True)
+    assert len(seen) == 2  # another labelled set: fitted again
+
+
+def test_output_distillation_trains_under_the_loss_gate(cached_store, tmp_path):
+    manifest = make_manifest(cached_store, tmp_path / "run", distill={"output": True, "probe_steps": 5},
+                             training={"epochs": 2})
+    result = train(manifest)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert all(float(r["out"]) >= 0 for r in rows if r["split"] == "train")
+    assert set(result.loss_weights) == {"seg", "feat", "recon", "out"}
+    student, _ = Run(tmp_path / "run").load_student("best")  # the probes are not in the student
+    assert not any("probe" in k for k in student.state_dict())
+
+
+def test_the_paper_preset_weighs_the_terms_as_the_paper(cached_store, tmp_path):
+    manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 1},
+                             distill={"output": True, "probe_steps": 2, "loss_gate": "paper"})
+    result = train(manifest)
+    assert result.loss_weights == {"seg": 0.94, "feat": 0.01, "recon": 0.01, "out": 0.05}
+
+
+def test_the_output_term_is_zero_when_student_and_teachers_agree():
+    logits = torch.randn(3, 1, 8, 8)
+    valid = torch.ones(3, 1, 8, 8)
+    p = mask_probabilities(logits, 4.0)
+    assert torch.equal(output_loss(p, p, valid), torch.zeros(3))
+    assert float(output_loss(p, 1 - p, valid).min()) > 0
+    classes = torch.softmax(torch.randn(3, 5), 1)
+    assert torch.equal(output_loss(classes, classes, classes), torch.zeros(3))
+
+
+def test_a_label_map_becomes_class_fractions_per_cell():
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, :2, :2] = 2
+    fractions = mask_target(mask, 3, (2, 2))
+    assert fractions[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0] and fractions[0, :, 1, 1].tolist() == [1.0, 0, 0]
+    assert torch.allclose(fractions.sum(1), torch.ones(1, 2, 2))
+
+
+def test_the_temperature_decays_from_first_to_last():
+    from featcache.distill.model import DistillModel
+    from featcache.distill.student import Student
+    from featcache.distill.targets import Target
+    from tests.distill.test_model import TINY
+
+    model = DistillModel(Student(TINY), [Target("a", "x", 4, (8, 8), "dec3")], DistillSpec(output=True), 1)
+    model.output_steps = 5
+    assert model.temperature() == pytest.approx(4.0)
+    model.output_step.fill_(4)
+    assert model.temperature() == pytest.approx(1.0)
+    model.output_step.fill_(2)
+    assert model.temperature() == pytest.approx(2.5)
