@@ -148,13 +148,14 @@ class _ShardBatches:
 
 def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWriter, indices: list[int],
                names: list[str], *, view_seed: int = 0, batch_size: int = 8, loader_workers: int = -1,
-               autocast_dtype: torch.dtype | None = None, shards: list[int] | None = None,
+               compute_dtype: str = "float32", shards: list[int] | None = None,
                progress: ProgressFn | None = None, writer_threads: int = 0) -> ShardRun:
     """Extract and commit shards until none is left to claim (or exactly `shards`, already claimed).
 
     indices[pos] is the dataset index of entry position pos. Claims still held when this returns or
     raises (an interrupted shard) are released, so the shard is free for the next run at once.
     loader_workers -1: default_loader_workers(batches to do); writer_threads 0: one per core.
+    Features stay on the teacher's device until their shard is encoded there (writer threads).
     """
     layout = writer.layout
     committed = writer.committed()  # read once: on an object store each read is a request
@@ -163,7 +164,8 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
     workers = default_loader_workers(batches) if loader_workers < 0 else loader_workers
     loader = DataLoader(_ViewItems(dataset, teacher, view_seed), num_workers=workers,
                         batch_sampler=_ShardBatches(writer, indices, batch_size, shards),
-                        collate_fn=_collate, persistent_workers=False)
+                        collate_fn=_collate, persistent_workers=False,
+                        pin_memory=teacher.device.type == "cuda")
     position = {index: pos for pos, index in enumerate(indices)}
     run, pending, futures = ShardRun(), {}, []
     threads = writer_threads or default_writer_threads()
@@ -173,24 +175,26 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
     first = done
     renewed = time.monotonic()
     base = int(committed.sum())
+    main_threads = torch.get_num_threads()
     try:
         # one BLAS thread per statistics product: the writer threads are the parallelism, and a
         # multi-threaded BLAS beside them (or beside any busy process) ran the products 5x slower
         with threadpool_limits(1, user_api="blas"), \
-                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featcache-writer") as pool:
+                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featcache-writer",
+                                   initializer=torch.set_num_threads, initargs=(1,)) as pool:
             for batch in loader:
                 if "error" in batch:
                     raise DatasetError(batch["error"])
-                out = teacher.extract(batch["x"], names, autocast_dtype)
+                out = teacher.extract(batch["x"], names, compute_dtype, host=False)
                 for j in range(len(batch["index"])):
                     pos, view = position[int(batch["index"][j])], int(batch["view"][j])
                     shard = pos // layout.shard_size
                     if shard not in pending:
-                        pending[shard] = _new_buffer(layout, shard, names)
+                        pending[shard] = _new_buffer(layout, shard, names, teacher.device)
                     buf = pending[shard]
                     row = pos - layout.shard_range(shard)[0]
                     for n in names:
-                        buf["features"][n][row, view] = out[n][j].numpy()
+                        buf["features"][n][row, view] = out[n][j]
                     buf["frames"][row, view] = batch["box"][j].numpy()
                     buf["params"][row, view] = batch["params"][j].numpy()
                     buf["left"] -= 1
@@ -205,6 +209,9 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
             for shard, future in futures:
                 _collect(run, shard, future, progress, base, layout)
     finally:  # an interrupted shard must not stay claimed by a live process
+        # torch.set_num_threads is per thread but also sets the default of threads started later:
+        # the writer threads' 1 must not become that
+        torch.set_num_threads(main_threads)
         for shard in list(writer.claims.held):
             writer.release(shard)
     run.items = done - first  # items extracted by this call
@@ -229,13 +236,16 @@ def _renew(writer: EntryWriter, last: float) -> float:
     return now
 
 
-def _new_buffer(layout: EntryLayout, shard: int, names: list[str]) -> dict[str, Any]:
+def _new_buffer(layout: EntryLayout, shard: int, names: list[str],
+                device: torch.device | str = "cpu") -> dict[str, Any]:
+    """One shard's features (n, V, C, H, W) float32 on `device` (every row is filled before the
+    shard is committed), frames (n, V, 4) and view parameters on the host."""
     start, stop = layout.shard_range(shard)
     n, v = stop - start, layout.views
     lv = {lvl.name: lvl for lvl in layout.levels}
     return {
-        "features": {name: np.zeros((n, v, lv[name].channels, lv[name].height, lv[name].width),
-                                    np.float32) for name in names},
+        "features": {name: torch.empty((n, v, lv[name].channels, lv[name].height, lv[name].width),
+                                       device=device) for name in names},
         "frames": np.zeros((n, v, 4), np.float32),
         "params": np.zeros((n, v, len(PARAM_NAMES)), np.float32),
         "left": n * v,
@@ -243,14 +253,17 @@ def _new_buffer(layout: EntryLayout, shard: int, names: list[str]) -> dict[str, 
 
 
 def _commit(writer: EntryWriter, shard: int, buf: dict[str, Any]) -> tuple[int, dict[str, ChannelStats]]:
-    """Write the shard (data, then its commit marker); statistics of the values as stored."""
-    written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
-    return written.nbytes, shard_stats(written.values)
+    """Write the shard (checked and encoded on the features' device, then data, then its commit
+    marker); statistics of the values as stored, computed there too."""
+    with torch.inference_mode():
+        written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
+        return written.nbytes, shard_stats(written.values)
 
 
-def shard_stats(values: dict[str, np.ndarray]) -> dict[str, ChannelStats]:
-    """Statistics of what a reader will get back (ShardWritten.values: decode(encode(x))), so
-    they equal statistics recomputed from the store."""
+def shard_stats(values: dict[str, Any]) -> dict[str, ChannelStats]:
+    """Statistics of what a reader will get back (ShardWritten.values: decode(encode(x)), on the
+    features' device), so they equal statistics recomputed from the store: one update per shard,
+    as finalize_entry's read-back does it."""
     stats = {}
     for name, data in values.items():
         acc = ChannelStats(data.shape[-3])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 import featcache
 from featcache.errors import TeacherError
+from featcache.teachers.compute import compute_context
 from featcache.teachers.weights import describe_source
 
 ResizePolicy = Literal["longest_side_pad", "resize", "resize_center_crop"]
@@ -184,16 +184,15 @@ class Teacher(ABC):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def extract(self, x: torch.Tensor, names: list[str],
-                autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """Run the teacher on a prepared batch; returns float32 CPU tensors per level."""
+    def extract(self, x: torch.Tensor, names: list[str], compute_dtype: str = "float32", *,
+                host: bool = True) -> dict[str, torch.Tensor]:
+        """Run the teacher on a prepared batch in `compute_dtype` (teachers/compute.py); returns
+        float32 tensors per level, on the CPU, or where the model is when `host` is False."""
         self.model.eval()
         device = self.device
-        amp = (torch.autocast(device.type, dtype=autocast_dtype)
-               if autocast_dtype is not None and device.type == "cuda" else nullcontext())
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), compute_context(compute_dtype, device):
             out = self._forward_levels(x.to(device, non_blocking=True), names)
-        return {n: out[n].float().cpu() for n in names}
+        return {n: out[n].float() if not host else out[n].float().cpu() for n in names}
 
     def fingerprint(self, level_names: list[str] | None = None) -> str:
         """Same weights + architecture + preprocessing + levels + format -> same hash anywhere."""
