@@ -33,9 +33,16 @@ class ExactSum:
             raise ValueError(f"ExactSum of shape {self.shape} given {v.shape}")
         if not np.isfinite(v).all():
             raise ValueError("ExactSum: inf/NaN cannot be summed exactly")
-        sign = np.sign(v).astype(np.int64)
         a = np.abs(v)
-        for j in range(_LIMBS):  # limb j: bits [32j, 32j + 32) of |v| * 2**149, exact in float64
+        nonzero = a[a > 0]
+        if not nonzero.size:
+            return
+        sign = np.sign(v).astype(np.int64)
+        # only the limbs these magnitudes reach: a float32's 24 significant bits span two limbs
+        low = int(np.frexp(nonzero.min())[1]) - 24 + _SHIFT
+        high = int(np.frexp(nonzero.max())[1]) + _SHIFT
+        for j in range(max(0, low // 32), min(_LIMBS, high // 32 + 1)):
+            # limb j: bits [32j, 32j + 32) of |v| * 2**149, exact in float64
             t = np.floor(np.ldexp(a, _SHIFT - 32 * j))
             self.limbs[j] += sign * np.fmod(t, _BASE).astype(np.int64)
 

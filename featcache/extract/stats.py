@@ -8,9 +8,10 @@ then by a normalised Hadamard matrix so every dimension has the same variance, a
 One shard's partial sums are computed in torch on the features' device (CUDA beside the teacher,
 else the CPU), in float32, in one pass over the data: per (sample, view) plane the channel sums
 and sums of squares over every position, and the channel Gram matrix over a seeded subsample of
-`SUBSAMPLE_POSITIONS` positions (the same positions in every plane of a grid size; grids with
-fewer positions use them all). The partials are added exactly (exactsum.py), so the statistics are
-the same bytes however shards are split between processes, runs or a resume.
+at least `SUBSAMPLE_POSITIONS` positions (every stride-th row and column from seeded offsets, the
+same in every plane; grids with fewer positions use them all). The partials are added exactly
+(exactsum.py), so the statistics are the same bytes however shards are split between processes,
+runs or a resume.
 
 Tolerance of the subsampled covariance: applied to the covariance of every position, the PHI-S
 matrix from the subsample gives each whitened dimension a variance within `PHIS_TOLERANCE` (20%)
@@ -27,35 +28,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.linalg import hadamard
-from scipy.linalg.blas import ssyrk
 
 from featcache.extract.exactsum import ExactSum
 
-SUBSAMPLE_POSITIONS = 1024  # per plane; LiteMedSAM's and SAM's 64x64 grids: one position in four
+SUBSAMPLE_POSITIONS = 1024  # per plane, at least; LiteMedSAM's and SAM's 64x64 grids: one in four
 SUBSAMPLE_SEED = 0
 PHIS_TOLERANCE = 0.20
-_POSITIONS: dict[int, torch.Tensor] = {}
 
 
-def subsample_positions(positions: int) -> torch.Tensor | None:
-    """Sorted, seeded indices of the positions the Gram matrix uses; None: all of them."""
-    if positions <= SUBSAMPLE_POSITIONS:
-        return None
-    if positions not in _POSITIONS:
-        g = torch.Generator().manual_seed(SUBSAMPLE_SEED)
-        _POSITIONS[positions] = torch.randperm(positions, generator=g)[:SUBSAMPLE_POSITIONS].sort().values
-    return _POSITIONS[positions]
+def subsample_grid(height: int, width: int) -> tuple[int, int, int]:
+    """(stride, y offset, x offset) of the positions the Gram matrix uses: every stride-th row and
+    column from seeded offsets, the largest stride keeping SUBSAMPLE_POSITIONS positions (a strided
+    view: the gather is the copy that lays the channels out anyway). Stride 1: all positions."""
+    stride = 1
+    while (-(-height // (stride + 1))) * (-(-width // (stride + 1))) >= SUBSAMPLE_POSITIONS:
+        stride += 1
+    g = torch.Generator().manual_seed(SUBSAMPLE_SEED)
+    oy, ox = (int(v) for v in torch.randint(0, stride, (2,), generator=g))
+    return stride, oy, ox
 
 
 def _gram(x: torch.Tensor) -> np.ndarray:
     """x (C, K) float32 -> x x^T (C, C) float32 on the host. CUDA: a float64 matmul rounded to
-    float32 (immune to a TF32 setting of the teacher); CPU: BLAS syrk, half a matmul's work,
-    single-threaded under run_shards' threadpool limit (deterministic)."""
+    float32 (immune to a TF32 setting of the teacher); CPU: a float32 matmul, on one thread (the
+    writer threads and finalize_entry set it) so its sums do not depend on a thread count."""
     if x.device.type != "cpu":
         return (x.double() @ x.double().T).float().cpu().numpy()
-    a = x.numpy()
-    upper = ssyrk(1.0, a.T, trans=1)  # the upper triangle of a a^T
-    return np.triu(upper) + np.triu(upper, 1).T
+    return (x @ x.T).numpy()
 
 
 class ChannelStats:
@@ -72,21 +71,21 @@ class ChannelStats:
         """features: float32 (..., C, H, W) on any device; every position of every plane is one
         observation. Call it once per shard: the float32 partials depend on the grouping."""
         x = torch.as_tensor(features, dtype=torch.float32)
-        c, p = x.shape[-3], x.shape[-2] * x.shape[-1]
-        planes = x.reshape(-1, c, p)  # (planes, C, positions): a view of contiguous features
+        c, h, w = x.shape[-3:]
+        planes = x.reshape(-1, c, h * w)  # (planes, C, positions): a view of contiguous features
         # per-row reductions over the positions, then over planes: each output summed by one thread
         # in a fixed order, so the partial does not depend on the thread count
         sums = planes.sum(-1).sum(0)
-        sumsq = (planes * planes).sum(-1).sum(0)
-        idx = subsample_positions(p)
-        sub = planes if idx is None else planes[:, :, idx.to(x.device)]
-        sub_sum = sums if idx is None else sub.sum(-1).sum(0)
-        flat = sub.permute(1, 0, 2).reshape(c, -1)  # (C, planes * kept positions)
-        self.gram.add(_gram(flat.contiguous()))
+        sumsq = torch.linalg.vector_norm(planes, 2, dim=-1).square().sum(0)  # fused: no temporary
+        stride, oy, ox = subsample_grid(h, w)
+        grid = x.reshape(-1, c, h, w)[:, :, oy::stride, ox::stride]
+        flat = grid.permute(1, 0, 2, 3).reshape(c, -1)  # (C, planes * kept positions): one copy
+        sub_sum = sums if stride == 1 else flat.sum(-1)
+        self.gram.add(_gram(flat))
         self.sum.add(sums.cpu().numpy())
         self.sumsq.add(sumsq.cpu().numpy())
         self.sub_sum.add(sub_sum.cpu().numpy())
-        self.n += planes.shape[0] * p
+        self.n += planes.shape[0] * h * w
         self.sub_n += flat.shape[1]
 
     def merge(self, other: ChannelStats) -> ChannelStats:

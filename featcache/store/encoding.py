@@ -34,25 +34,39 @@ class EncodedLevel:
     values: torch.Tensor
 
 
-def encode_level(x: torch.Tensor, precision: Precision, level: str, ids: tuple[str, ...]) -> EncodedLevel:
+def encode_level(x: torch.Tensor, precision: Precision, level: str, ids: tuple[str, ...], *,
+                 consume: bool = False) -> EncodedLevel:
     """float32 x (n, V, C, H, W) -> EncodedLevel; a value the stored dtype cannot hold is one
-    StoreError naming the sample (ids[i] is sample i of x) and the level; nothing is returned."""
+    StoreError naming the sample (ids[i] is sample i of x) and the level; nothing is returned.
+    `consume`: x's memory may be reused for the decoded values (no allocation: on the CPU a fresh
+    buffer's page faults cost more than the arithmetic)."""
     x = x.to(torch.float32)
     lo, hi = (float(v) for v in torch.aminmax(x))  # NaN and inf show in them
     _check(x, lo, hi, precision.limit, level, ids)
     stored, scale, offset = encode_tensor(x, precision)
     if stored.dtype.is_floating_point and precision.keepbits is not None:
         _check(stored, *(float(v) for v in torch.aminmax(stored)), np.inf, level, ids)  # bit-rounding
-    values = decode_tensor(stored, scale, offset)
-    mag_max = max(abs(lo), abs(hi))
-    if values is x:  # fp32: lossless
-        report = [0.0, mag_max, 0.0, float(torch.linalg.vector_norm(x, 1))]
+    mag_sum = _l1(x)
+    if stored is x:  # fp32: lossless
+        values, err_max, err_sum = x, 0.0, 0.0
+    elif scale is None:  # float stored: x - decoded in place, then the decoded values over it
+        values = x if consume else x.clone()
+        values.sub_(stored)  # float32 arithmetic on the promoted stored values: exactly x - decoded
+        err_max = max(abs(float(v)) for v in torch.aminmax(values))
+        err_sum = _l1(values)
+        values.copy_(stored)
     else:
+        values = decode_tensor(stored, scale, offset)
         err = values - x
-        report = [float(torch.linalg.vector_norm(err, float("inf"))), mag_max,
-                  float(torch.linalg.vector_norm(err, 1)), float(torch.linalg.vector_norm(x, 1))]
+        err_max, err_sum = max(abs(float(v)) for v in torch.aminmax(err)), _l1(err)
+    report = np.array([err_max, max(abs(lo), abs(hi)), err_sum, mag_sum], np.float64)
     host = (t.cpu().numpy() if t is not None else None for t in (stored, scale, offset))
-    return EncodedLevel(*host, np.array(report, np.float64), values)
+    return EncodedLevel(*host, report, values)
+
+
+def _l1(x: torch.Tensor) -> float:
+    """sum |x| in float32, reduced row by row (a dim reduction: 2x faster than a full one here)."""
+    return float(torch.linalg.vector_norm(x.reshape(-1, x.shape[-2] * x.shape[-1]), 1, dim=-1).sum())
 
 
 def _check(x: torch.Tensor, lo: float, hi: float, limit: float, level: str, ids: tuple[str, ...]) -> None:

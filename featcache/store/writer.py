@@ -179,18 +179,19 @@ class EntryWriter:
 
     # -- writing -----------------------------------------------------------------------------
     def write_shard(self, shard: int, features: dict[str, Any], frames: np.ndarray,
-                    view_params: np.ndarray) -> ShardWritten:
+                    view_params: np.ndarray, *, consume: bool = False) -> ShardWritten:
         """Write samples [start, stop) of every level, then mark the shard committed.
 
         features[level]: float32 (n, V, C, H, W), a numpy array or a torch tensor on any device
         (checked and encoded there, encoding.py; only the stored bytes come to the host);
-        frames: (n, V, 4); view_params: (n, V, P).
+        frames: (n, V, 4); view_params: (n, V, P). `consume`: the features' memory may be reused
+        for the values handed back (the caller no longer needs them).
         Releases this writer's claim on the shard, if it holds one.
         """
         self.objects.check_writable(f"write entry {self.key}")
         start, stop = self.layout.shard_range(shard)
         ids = self.layout.sample_ids[start:stop]
-        encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids)
+        encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids, consume)
                    for lv in self.layout.levels}  # everything checked before anything is written
         arrays: dict[str, np.ndarray] = {}
         for name, enc in encoded.items():
@@ -244,7 +245,8 @@ class EntryWriter:
         slots = self.layout.shard_size * self.layout.views
         return chunk_crcs(data, rows, self.layout.views, slots)
 
-    def _encode_level(self, shard: int, lv: Any, data: Any, ids: tuple[str, ...]) -> EncodedLevel:
+    def _encode_level(self, shard: int, lv: Any, data: Any, ids: tuple[str, ...],
+                      consume: bool) -> EncodedLevel:
         expected = (len(ids), self.layout.views, lv.channels, lv.height, lv.width)
         if data is None or tuple(data.shape) != expected:
             got = None if data is None else tuple(data.shape)
@@ -253,7 +255,8 @@ class EntryWriter:
 
         from featcache.store.encoding import encode_level
 
-        return encode_level(torch.as_tensor(data, dtype=torch.float32), self.precision, lv.name, ids)
+        return encode_level(torch.as_tensor(data, dtype=torch.float32), self.precision, lv.name, ids,
+                            consume=consume)
 
     # -- finishing ---------------------------------------------------------------------------
     def precision_report(self) -> dict[str, dict[str, Any]]:

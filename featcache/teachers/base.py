@@ -110,6 +110,12 @@ def prepare_image(image: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, Bo
     beyond [0, 1] for a centre crop (parts of the image the teacher never saw).
     """
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    return prepare_tensor(x, spec)
+
+
+def prepare_tensor(x: torch.Tensor, spec: Preprocess) -> tuple[torch.Tensor, Box]:
+    """prepare_image of a float32 (C, H, W) tensor in [0, 1] on any device (the extraction loader
+    resizes on the teacher's GPU: pipeline.py), computed there."""
     if x.shape[0] == 1 and spec.channels == 3:
         x = x.expand(3, -1, -1)
     elif x.shape[0] != spec.channels:
@@ -133,8 +139,8 @@ def prepare_image(image: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, Bo
     else:
         raise TeacherError(f"unknown resize policy {spec.resize!r}")
     x = x * spec.pixel_scale
-    mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device)[:, None, None]
     return ((x - mean) / std).contiguous(), box
 
 
