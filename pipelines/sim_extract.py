@@ -54,6 +54,11 @@ class StandInTeacher(Teacher):
         self.model = torch.nn.Linear(1, 1)
         self.features, self.ms = features, ms
 
+    def to(self, device: str | torch.device) -> StandInTeacher:
+        self.model.to(device)
+        self.features = {n: f.to(device) for n, f in self.features.items()}
+        return self
+
     def _forward_levels(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
         time.sleep(self.ms / 1000)
         return {n: self.features[n].expand(x.shape[0], *self.features[n].shape[1:]) for n in names}
@@ -188,7 +193,7 @@ def _commit_setup(args, data, teacher: Teacher, root: Path, shards: int, compres
     writer = FeatureStore(root).create_entry(plan.key, plan.layout, plan.attrs)
     bufs = []
     for shard in range(min(shards, plan.layout.num_shards)):
-        buf = _new_buffer(plan.layout, shard, plan.names)
+        buf = _new_buffer(plan.layout, shard, plan.names, teacher.device)
         for name in plan.names:
             buf["features"][name][:] = teacher.features[name][0]
         bufs.append((shard, buf))
