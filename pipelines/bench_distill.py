@@ -148,7 +148,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(tmp: Path) -> None:
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # The demo's 40 slices (28 train, 7 steps per epoch at batch 4), as the demo trains.
     p.add_argument("--slices", type=int, default=40, help="demo slices (about 70%% are train)")
@@ -172,7 +172,11 @@ def run(tmp: Path) -> None:
                      help="ms of the stand-in student step; measures the loader alone")
     sim.add_argument("--worker-sweep", type=int, nargs="*", default=[0, 1, 2])
     sim.add_argument("--tmp", default=None, help="folder for the simulation's store (default: $TMPDIR)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def run(tmp: Path) -> None:
+    args = _args()
     if args.simulate_student is not None:
         from sim_distill import simulate  # beside this script
 
@@ -220,7 +224,13 @@ def run(tmp: Path) -> None:
                                        args.warmup, args.steps)
         peak["c"] = _peak_mib(online.device)
         online.close()
+    _report(args, cached, times, waits, per_round, peak, extract_s, n_train)
 
+
+def _report(args, cached, times: dict[str, list[float]], waits: dict[str, list[float]],
+            per_round: dict[str, list[float]], peak: dict[str, float], extract_s: float,
+            n_train: int) -> None:
+    """The benchmark's table, ratios and RESULT lines."""
     params = sum(p.numel() for p in cached.model.student.parameters()) / 1e6
     niced = " at nice 19" if cached.workers and cached.low_priority_workers else ""
     print(f"featcache distillation benchmark: demo, {len(cached.train_items)} train slices, image "
