@@ -150,7 +150,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(tmp: Path) -> None:
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # The demo's 40 slices (28 train, 7 steps per epoch at batch 4), as the demo trains.
     p.add_argument("--slices", type=int, default=40, help="demo slices (about 70%% are train)")
@@ -167,13 +167,18 @@ def run(tmp: Path) -> None:
     p.add_argument("--worker-priority", default="auto", choices=["auto", "normal", "low"],
                    help="training.worker_priority for every mode (auto = normal; low = nice 19)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--skip-online", action="store_true", help="leave out (c), online distillation")
     p.add_argument("--store", default=None, help="store with the demo extraction (default: temporary)")
     sim = p.add_argument_group("simulation (--simulate-student)")
     sim.add_argument("--simulate-student", type=float, default=None, metavar="MS",
                      help="ms of the stand-in student step; measures the loader alone")
     sim.add_argument("--worker-sweep", type=int, nargs="*", default=[0, 1, 2])
     sim.add_argument("--tmp", default=None, help="folder for the simulation's store (default: $TMPDIR)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def run(tmp: Path) -> None:
+    args = _args()
     if args.simulate_student is not None:
         from sim_distill import simulate  # beside this script
 
@@ -197,29 +202,43 @@ def run(tmp: Path) -> None:
     times: dict[str, list[float]] = {m: [] for m in [*cached_modes, "c"]}
     waits: dict[str, list[float]] = {m: [] for m in times}
     per_round: dict[str, list[float]] = {m: [] for m in cached_modes}  # median step time per round
+    peak: dict[str, float] = {}  # peak GPU MiB per mode, over its rounds
     for r in range(args.rounds):
         for m, trainer in trainers.items():
             _log(f"round {r + 1}/{args.rounds}: ({m})")
+            _reset_peak(trainer.device)
             t, w = _time(trainer.train_step, batches[m], args.warmup, args.steps)
+            peak[m] = max(peak.get(m, 0.0), _peak_mib(trainer.device))
             times[m] += t
             waits[m] += w
             per_round[m].append(statistics.median(t))
     for trainer in trainers.values():
         trainer.close()
     cached = trainers["b"]
-    online = Trainer(_manifest(args, store.url, tmp / "c", {}, fraction))
-    teacher.to(online.device)
-    _log("(c) online distillation")
-    times["c"], waits["c"] = _time(online.train_step, _online_batches(online, teacher, online.workers),
-                                   args.warmup, args.steps)
-    online.close()
+    if args.skip_online:
+        del times["c"], waits["c"]
+    else:
+        online = Trainer(_manifest(args, store.url, tmp / "c", {}, fraction))
+        teacher.to(online.device)
+        _log("(c) online distillation")
+        _reset_peak(online.device)
+        batches = _online_batches(online, teacher, online.data.workers)
+        times["c"], waits["c"] = _time(online.train_step, batches, args.warmup, args.steps)
+        peak["c"] = _peak_mib(online.device)
+        online.close()
+    _report(args, cached, times, waits, per_round, peak, extract_s, n_train)
 
+
+def _report(args, cached, times: dict[str, list[float]], waits: dict[str, list[float]],
+            per_round: dict[str, list[float]], peak: dict[str, float], extract_s: float,
+            n_train: int) -> None:
+    """The benchmark's table, ratios and RESULT lines."""
     params = sum(p.numel() for p in cached.model.student.parameters()) / 1e6
-    niced = " at nice 19" if cached.workers and cached.low_priority_workers else ""
-    print(f"featcache distillation benchmark: demo, {len(cached.train_items)} train slices, image "
+    niced = " at nice 19" if cached.data.workers and cached.data.low_priority_workers else ""
+    print(f"featcache distillation benchmark: demo, {len(cached.data.train_items)} train slices, image "
           f"{args.image_size}, batch {args.batch_size}, student {params:.2f}M params, "
-          f"device {cached.device}, LiteMedSAM taps: {', '.join(t.key for t in cached.targets)}, "
-          f"{cached.workers} loader worker(s){niced}, "
+          f"device {cached.device}, LiteMedSAM taps: {', '.join(t.key for t in cached.model.targets)}, "
+          f"{cached.data.workers} loader worker(s){niced}, "
           f"torch threads "
           f"{torch.get_num_threads()}; (a), (b), (b'): {args.rounds} rounds of {args.warmup} warm-up + "
           f"{args.steps} timed steps; (c): {args.warmup} + {args.steps}")
@@ -227,7 +246,7 @@ def run(tmp: Path) -> None:
     names = {"a": "student only (supervised)", "b": "distillation from the cache",
              "b'": "the same, paper's heads", "c": "online, teacher in the loop"}
     rate = {m: 1.0 / statistics.median(t) for m, t in times.items()}
-    for m, name in names.items():
+    for m, name in ((m, n) for m, n in names.items() if m in rate):
         print(f"  {'(' + m + ')':5s}{name:30s} {rate[m]:7.3f} steps/s   median wait for the batch "
               f"{statistics.median(waits[m]):6.3f} s")
 
@@ -240,8 +259,27 @@ def run(tmp: Path) -> None:
           "reader cost beyond the student's own step)")
     print(f"  (b')/(a) = {rp:.2f}  (rounds: {rp_rounds}; the paper's Conv3x3 projectors, loss on the "
           "teacher's grid)")
-    print(f"  (b)/(c) = {rate['b'] / rate['c']:.2f}  (speed-up of caching over online distillation)")
+    if "c" in rate:
+        print(f"  (b)/(c) = {rate['b'] / rate['c']:.2f}  (speed-up of caching over online distillation)")
     print("  medians; on a shared machine single steps are noisy")
+    results = {f"steps_s_{m.replace(chr(39), 'p')}": v for m, v in rate.items()}
+    results.update(b_over_a=rb, bp_over_a=rp)
+    if "c" in rate:
+        results["b_over_c"] = rate["b"] / rate["c"]
+    if cached.device.type == "cuda":
+        results.update({f"peak_gpu_mib_{m.replace(chr(39), 'p')}": v for m, v in peak.items()})
+    for name, value in results.items():  # machine-readable, last: `grep ^RESULT`
+        print(f"RESULT {name} {value:.4g}")
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
 
 
 if __name__ == "__main__":

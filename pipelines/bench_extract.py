@@ -183,7 +183,11 @@ def main() -> None:
             r = _rss_child(args, args.images * factor)
             print(f"peak RSS at {factor}x ({args.images * factor} images): process {r['self_mib']:.0f} MiB, "
                   f"largest loader worker {r['loader_mib']:.0f} MiB", flush=True)
-    print(f"bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"bench process peak RSS {peak:.0f} MiB")
+    # machine-readable, last: `grep ^RESULT`
+    print(f"RESULT extract_over_bare {t['paired']:.4g}\nRESULT extract_img_s {t['extract_img_s']:.4g}\n"
+          f"RESULT bare_img_s {t['bare_img_s']:.4g}\nRESULT peak_rss_mib {peak:.4g}")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,7 @@ def main() -> None:
         header = ("mode", "write x raw", "warm read MB/s (raw)", "x raw", "cold read MB/s (raw)", "x raw",
                   "read_many x raw", "1-sample ms (raw)", "MB on disk", "x smaller", "max / mean rel err")
         print(" | ".join(header))
+        results: dict[str, float] = {}
         for mode in args.modes.split(","):
             r = bench_mode(raw, scratch / mode.replace("/", "-"), mode, args)
             print(" | ".join([
@@ -201,6 +202,13 @@ def main() -> None:
                 f"{r['bytes'] / 1e6:.1f}", f"{raw_bytes / r['bytes']:.2f}",
                 f"{r['max_rel']:.1e} / {r['mean_rel']:.1e}"]), flush=True)
             shutil.rmtree(scratch / mode.replace("/", "-"), ignore_errors=True)
+            name = (mode if "/" in mode else f"{mode}/blosc").replace("/", "_").replace("-", "_")
+            results.update({f"write_over_raw_{name}": r["raw_write"] / r["write"],
+                            f"warm_read_over_raw_{name}": r["raw_warm"] / r["warm"],
+                            f"cold_read_over_raw_{name}": r["raw_cold"] / r["cold"],
+                            f"smaller_than_raw_{name}": raw_bytes / r["bytes"]})
+        for name, value in results.items():  # machine-readable, last: `grep ^RESULT`
+            print(f"RESULT {name} {value:.4g}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

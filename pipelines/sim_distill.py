@@ -156,6 +156,7 @@ def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
           "files;  bare = np.load of the features alone")
     print(f"{'workers':>7} {'featcache':>10} {'raw':>8} {'ratio':>6} {'featcache/core':>14} "
           f"{'raw/core':>9} {'bare':>8}")
+    results: dict[str, float] = {}
     for workers in args.worker_sweep:
         args.workers = workers
         trainer = Trainer(manifest_for(args, store.url, tmp / f"run{workers}", {}, 1.0))
@@ -173,3 +174,7 @@ def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
         cores = max(1, workers)
         print(f"{workers:7d} {cached:10.1f} {raw:8.1f} {cached / raw:6.2f} {cached / cores:14.1f} "
               f"{raw / cores:9.1f} {bare:8.1f}", flush=True)
+        results.update({f"samples_s_featcache_w{workers}": cached, f"samples_s_npy_w{workers}": raw,
+                        f"featcache_over_npy_w{workers}": cached / raw, f"samples_s_bare_w{workers}": bare})
+    for name, value in results.items():  # machine-readable, last: `grep ^RESULT`
+        print(f"RESULT {name} {value:.4g}")

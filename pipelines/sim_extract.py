@@ -32,7 +32,7 @@ from numcodecs import Blosc
 from threadpoolctl import threadpool_limits
 
 from featcache.data.registry import build_dataset
-from featcache.extract.pipeline import _collate, _new_buffer, _ViewItems, shard_stats
+from featcache.extract.pipeline import _collate, _new_buffer, _ViewItems, device_inputs, shard_stats
 from featcache.extract.runner import extract, plan_entry
 from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore
@@ -53,6 +53,11 @@ class StandInTeacher(Teacher):
         self.weights_sha256, self.weights_source = f"standin{ms:g}".ljust(64, "0"), "stand-in"
         self.model = torch.nn.Linear(1, 1)
         self.features, self.ms = features, ms
+
+    def to(self, device: str | torch.device) -> StandInTeacher:
+        self.model.to(device)
+        self.features = {n: f.to(device) for n, f in self.features.items()}
+        return self
 
     def _forward_levels(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
         time.sleep(self.ms / 1000)
@@ -87,6 +92,8 @@ def real_cost(args, folder: Path) -> tuple[Teacher, dict[str, torch.Tensor], flo
         return real, {s.name: torch.randn(1, s.channels, *s.grid) for s in specs}, None
     x, _ = real.prepare(build_dataset("images", folder).load(0).image)
     names = [s.name for s in specs]
+    if args.simulate_teacher:  # MS given: the features only, no timing
+        return real, {n: f.contiguous() for n, f in real.extract(x[None], names).items()}, None
     real.extract(x[None], names)  # warm-up
     start = time.perf_counter()
     feats = real.extract(x[None], names)
@@ -153,43 +160,86 @@ def run_extraction(args, data, teacher: Teacher, root: Path, **settings: Any) ->
     return seconds
 
 
-def loader_rate(data, teacher: Teacher, workers: int, batch: int) -> float:
-    """Images/s of the loader alone: PNG decode + the teacher's preprocessing."""
+def loader_rate(data, teacher: Teacher, workers: int, batch: int, on_device: bool = False) -> float:
+    """Images/s of the loader alone: PNG decode + the teacher's preprocessing; `on_device`: what
+    the CPU does for a CUDA teacher (PNG decode, uint8 views; resizing is left to the device)."""
     items = [(i, 0) for i in range(len(data))]
     batches = [items[k:k + batch] for k in range(0, len(items), batch)]
-    loader = torch.utils.data.DataLoader(_ViewItems(data, teacher, 0), batch_sampler=batches,
+    loader = torch.utils.data.DataLoader(_ViewItems(data, teacher, 0, on_device), batch_sampler=batches,
                                          num_workers=workers, collate_fn=_collate)
     start = time.perf_counter()
     n = sum(len(b["index"]) for b in loader)
     return n / (time.perf_counter() - start)
 
 
-def commit_profile(args, data, teacher: Teacher, root: Path, shards: int) -> tuple[float, str]:
-    """Images/s of the commit path alone (write_shard + statistics, one thread) and its profile:
-    the cumulative time of the calls that matter."""
-    plan = plan_entry(data, teacher, ExtractSettings(shard_size=args.shard_size), levels=args.levels)
+def device_resize_rate(data, teacher: Teacher, batch: int) -> float:
+    """Images/s of device_inputs (upload, resize, normalise) on the teacher's device alone."""
+    pixels = [next(iter(torch.utils.data.DataLoader(_ViewItems(data, teacher, 0, True), batch_sampler=[[
+        (i, 0) for i in range(batch)]], collate_fn=_collate)))["pixels"]]
+    device_inputs(pixels[0], teacher)  # warm-up
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 2 or n < 2 * batch:
+        device_inputs(pixels[0], teacher)
+        n += batch
+    if teacher.device.type == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def _commit_setup(args, data, teacher: Teacher, root: Path, shards: int, compression: str = "blosc"):
+    """A fresh entry's writer and `shards` filled shard buffers of the stand-in's features."""
+    settings = ExtractSettings(shard_size=args.shard_size, compression=compression)
+    plan = plan_entry(data, teacher, settings, levels=args.levels)
     writer = FeatureStore(root).create_entry(plan.key, plan.layout, plan.attrs)
     bufs = []
     for shard in range(min(shards, plan.layout.num_shards)):
-        buf = _new_buffer(plan.layout, shard, plan.names)
+        buf = _new_buffer(plan.layout, shard, plan.names, teacher.device)
         for name in plan.names:
-            buf["features"][name][:] = teacher.features[name][0].numpy()
+            buf["features"][name][:] = teacher.features[name][0]
         bufs.append((shard, buf))
+    images = sum(len(range(*plan.layout.shard_range(s))) for s, _ in bufs)
+    return writer, bufs, images
+
+
+def _commit_one(writer, shard: int, buf) -> None:
+    torch.set_num_threads(1)  # as run_shards' writer threads
+    with torch.inference_mode():
+        written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"], consume=True)
+        shard_stats(written.values)
+
+
+def commit_rate(args, data, teacher: Teacher, root: Path, threads: int, compression: str) -> float:
+    """Images/s of the commit path alone (write_shard + statistics) on `threads` writer threads."""
+    main = torch.get_num_threads()
+    writer, bufs, images = _commit_setup(args, data, teacher, root, 2 * threads, compression)
+    start = time.perf_counter()
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda sb: _commit_one(writer, *sb), bufs))
+    seconds = time.perf_counter() - start
+    torch.set_num_threads(main)
+    shutil.rmtree(root)
+    return images / seconds
+
+
+def commit_profile(args, data, teacher: Teacher, root: Path, shards: int) -> tuple[float, str]:
+    """Images/s of the commit path alone (write_shard + statistics, one thread, profiled) and its
+    profile: the cumulative time of the calls that matter."""
+    writer, bufs, images = _commit_setup(args, data, teacher, root, shards)
+    main = torch.get_num_threads()
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
     with threadpool_limits(1, user_api="blas"):  # as run_shards runs it
         for shard, buf in bufs:
-            written = writer.write_shard(shard, buf["features"], buf["frames"], buf["params"])
-            shard_stats(written.values)
+            _commit_one(writer, shard, buf)
     profiler.disable()
     seconds = time.perf_counter() - start
-    images = sum(len(range(*plan.layout.shard_range(s))) for s, _ in bufs)
+    torch.set_num_threads(main)
     shutil.rmtree(root)
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(
-        r"write_shard|shard_stats|_encode_level|_check_finite|encode|decode|error_stats|update|"
-        r"_checksum_record|_written_chunk_crcs|setitem|set_block_selection|crc_of")
+        r"write_shard|shard_stats|encode_level|_check|encode_tensor|decode_tensor|vector_norm|update|"
+        r"_gram|add|_checksum_record|_written_chunk_crcs|setitem|set_block_selection|crc_of")
     lines = [ln for ln in out.getvalue().splitlines() if "/" in ln or "ncalls" in ln]
     return images / seconds, "\n".join(lines)
 
@@ -222,13 +272,30 @@ def _simulate(args, tmp: Path) -> None:
           f"{args.images} PNG images {args.image_px}px; batch {args.batch_size}, shard {args.shard_size}; "
           f"{os.cpu_count()} cores; real forward on this CPU: "
           f"{'not timed' if real_ms is None else f'{real_ms:.0f} ms per batch'}", flush=True)
-    raw = raw_write_rate(features, tmp / "raw", args.images)
-    one, ratio = compress_rate(features, args.images, 1)
+    results: dict[str, float] = {}
+    raw = _limits(features, tmp, args.images, per_image, results)
+    _sweep(args, tmp, folder, data, real, features, real_ms, per_image, raw, results)
+    _stages(args, tmp, data, real, features, per_image, raw, results)
+    for name, value in results.items():  # machine-readable, last: `grep ^RESULT`
+        print(f"RESULT {name} {value:.4g}")
+
+
+def _limits(features, tmp: Path, images: int, per_image: int, results: dict[str, float]) -> float:
+    """Raw write and in-memory compression of the same bytes; returns raw MB/s."""
+    raw = raw_write_rate(features, tmp / "raw", images)
+    one, ratio = compress_rate(features, images, 1)
     cores = os.cpu_count() or 1
-    many, _ = compress_rate(features, args.images, cores)
+    many, _ = compress_rate(features, images, cores)
     print(f"limits, same bytes, same disk: raw tofile {raw:.0f} MB/s ({raw * MB / per_image:.0f} img/s); "
           f"blosc in memory {one:.0f} MB/s on 1 thread, {many:.0f} MB/s on {cores} "
           f"(ratio {ratio:.2f}x)", flush=True)
+    results.update(raw_write_mb_s=raw, blosc_1_thread_mb_s=one)
+    return raw
+
+
+def _sweep(args, tmp: Path, folder: Path, data, real, features, real_ms, per_image: int, raw: float,
+           results: dict[str, float]) -> None:
+    """Full extractions at each MS per batch (at 0: beside the other settings too)."""
     sweep = args.simulate_teacher or [real_ms, real_ms / 8, real_ms / 64, 0.0]
     configs = [("default", {})] + [(c, _setting(c)) for c in args.also]
     print(f"{'ms/batch':>9} {'settings':>16} {'images':>6} {'ideal img/s':>11} {'img/s':>7} {'MB/s':>7} "
@@ -247,10 +314,33 @@ def _simulate(args, tmp: Path) -> None:
             mbs = rate * per_image / MB
             print(f"{ms:9.0f} {label:>16} {n:6d} {ideal:11.1f} {rate:7.1f} {mbs:7.0f} "
                   f"{rate / ideal if ms else 0:8.2f} {mbs / raw:7.3f}", flush=True)
+            name = "blosc" if label == "default" else label.replace("=", "_")
+            results[f"extract_img_s_{name}_ms{ms:g}"] = rate
+            if ms == 0:
+                results[f"commit_over_raw_{name}"] = mbs / raw
+
+
+def _stages(args, tmp: Path, data, real, features, per_image: int, raw: float,
+            results: dict[str, float]) -> None:
+    """Every stage alone: the loader (CPU path and the CPU part of the device path), the resize
+    on this process's device, the commit path on all cores and profiled on one thread."""
     zero = StandInTeacher(real, features, 0.0)
-    print("stages alone: loader (PNG decode + preprocessing) "
-          + ", ".join(f"{w} worker(s) {loader_rate(data, zero, w, args.batch_size):.0f} img/s"
-                      for w in args.loader_sweep), flush=True)
+    for on_device, what in ((False, "PNG decode + preprocessing"), (True, "device path: PNG decode, uint8")):
+        rates = {w: loader_rate(data, zero, w, args.batch_size, on_device) for w in args.loader_sweep}
+        print(f"stages alone: loader ({what}) "
+              + ", ".join(f"{w} worker(s) {r:.0f} img/s" for w, r in rates.items()), flush=True)
+        for w, r in rates.items():
+            results[f"loader{'_device' if on_device else ''}_img_s_w{w}"] = r
+    resize = device_resize_rate(data, zero, args.batch_size)
+    print(f"device path: upload + resize + normalise on {zero.device.type}: {resize:.0f} img/s", flush=True)
+    results[f"device_resize_img_s_{zero.device.type}"] = resize
+    cores = os.cpu_count() or 1
+    for compression in ("blosc", "none"):
+        rate = commit_rate(args, data, zero, tmp / "commit", cores, compression)
+        print(f"commit path alone ({compression}, write_shard + statistics, {cores} threads): "
+              f"{rate:.0f} img/s ({rate * per_image / MB:.0f} MB/s, {rate * per_image / MB / raw:.2f}x raw)",
+              flush=True)
+        results[f"commit_alone_over_raw_{compression}"] = rate * per_image / MB / raw
     rate, profile = commit_profile(args, data, zero, tmp / "profile", 4)
-    print(f"commit path alone (write_shard + statistics, one thread): {rate:.0f} img/s "
+    print(f"commit path alone (write_shard + statistics, one thread, profiled): {rate:.0f} img/s "
           f"({rate * per_image / MB:.0f} MB/s); profile (cumulative s):\n{profile}", flush=True)

@@ -81,6 +81,9 @@ def extract(
                                              "bitshuffle; fastest reads), zstd or none; not part of "
                                              "the entry key.")] = DEFAULTS.compression,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
+    compute_dtype: Annotated[str, typer.Option(
+        help="The teacher's forward precision, part of the entry key: float32 (also on CUDA: no "
+             "TF32), tf32 (CUDA), bfloat16 or float16 (autocast).")] = DEFAULTS.compute_dtype,
     batch_size: Annotated[int, typer.Option(
         help="Images per teacher forward pass.")] = DEFAULTS.batch_size,
     shard_size: Annotated[int, typer.Option(
@@ -114,7 +117,7 @@ def extract(
         raise ConfigError("use either --workers N or --scheduler ADDRESS, not both")
     settings = ExtractSettings(split=split, views=views, view_seed=view_seed, precision=precision,
                                compression=compression, shard_size=shard_size, batch_size=batch_size,
-                               device=device, loader_workers=loader_workers)
+                               device=device, loader_workers=loader_workers, compute_dtype=compute_dtype)
 
     if manifest is not None:
         if teacher or dataset:

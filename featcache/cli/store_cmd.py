@@ -110,6 +110,7 @@ def info(entry: Annotated[str, typer.Argument(help="Entry key, as `featcache ls`
     ids = meta.pop("sample_ids", [])
     console.print(f"[bold]{entry}[/]  {'complete' if reader.complete else 'INCOMPLETE'} "
                   f"({reader.committed_fraction:.0%} of shards committed), {len(ids)} samples")
+    console.print(f"compute dtype: {_compute(meta.pop('compute', None))}", highlight=False)
     for section in ("teacher", "dataset", "layout", "precision_report"):
         if section in meta:
             console.print(f"[bold]{section}[/]")
@@ -117,6 +118,14 @@ def info(entry: Annotated[str, typer.Argument(help="Entry key, as `featcache ls`
     console.print("[bold]other[/]")
     console.print_json(json.dumps(meta, default=str))
     console.print(f"sample ids: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
+
+
+def _compute(recorded: dict | None) -> str:
+    """The teacher's forward precision as provenance records it (extract settings compute_dtype)."""
+    if not recorded:
+        return ("not recorded (extracted before featcache recorded it: float32 on the CPU, "
+                "bfloat16 autocast on CUDA)")
+    return f"{recorded.get('dtype')} (teacher on {recorded.get('device')})"
 
 
 @app.command("verify")

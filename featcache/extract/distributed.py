@@ -29,7 +29,6 @@ from featcache.extract.pipeline import ProgressFn, run_shards
 from featcache.extract.runner import (
     EntryPlan,
     ExtractionResult,
-    autocast_for,
     finalize_once,
     is_complete,
     plan_entry,
@@ -126,7 +125,7 @@ def shard_task(shard: int, spec: WorkerSpec, poll_s: float = 0.5) -> ShardOutcom
     loaders = 0 if multiprocessing.current_process().daemon else max(0, spec.settings.loader_workers)
     run = run_shards(res["dataset"], res["teacher"], writer, plan.indices, plan.names,
                      view_seed=plan.view_seed, batch_size=spec.settings.batch_size, loader_workers=loaders,
-                     autocast_dtype=autocast_for(res["device"]), shards=[shard],
+                     compute_dtype=spec.settings.compute_dtype, shards=[shard],
                      writer_threads=spec.settings.writer_threads)
     return ShardOutcome(shard, run.feature_bytes, run.stats, time.perf_counter() - start, _worker_name())
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from featcache.data.registry import build_dataset
 from featcache.devices import resolve_device
 from featcache.errors import ConfigError
-from featcache.extract.runner import ExtractionResult, ProgressFn, autocast_for, extract
+from featcache.extract.runner import ExtractionResult, ProgressFn, extract
 from featcache.extract.settings import ExtractJob, ExtractSettings
 from featcache.manifest import Manifest, load_manifest
 from featcache.store import FeatureStore, default_store_url
@@ -42,8 +42,7 @@ def run_job(job: ExtractJob, settings: ExtractSettings, *, store_url: str | None
         return extract_distributed(spec, workers=workers, scheduler=scheduler, progress=progress)
     dataset = build_dataset(job.dataset, job.root, **job.dataset_options)
     teacher = build_teacher(job.teacher, job.checkpoint, job.arch, **job.teacher_options)
-    device = resolve_device(settings.device)
-    teacher.to(device)
+    teacher.to(resolve_device(settings.device))
     store = FeatureStore(store_url or job.store)
     return extract(dataset, teacher, store, settings, levels=job.levels, progress=progress,
-                   autocast_dtype=autocast_for(device), repair=repair)
+                   repair=repair)

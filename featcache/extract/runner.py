@@ -13,24 +13,29 @@ import getpass
 import hashlib
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES
 from featcache.errors import DatasetError, FeatcacheError
 from featcache.extract.adopt import adopt_shards, shard_digests
-from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards, shard_stats
+from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards
 from featcache.extract.settings import ExtractSettings
 from featcache.extract.stats import ChannelStats
 from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
 from featcache.store.repair import reopen_damaged
 from featcache.teachers.base import Teacher
+from featcache.teachers.compute import check_compute_device
 from featcache.version import FEATURE_FORMAT_VERSION, __version__
 
-__all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "autocast_for", "extract", "extraction_key",
+__all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "extract", "extraction_key",
            "finalize_entry", "plan_entry"]
 
 _DEFAULTS = ExtractSettings()
@@ -69,17 +74,17 @@ class EntryPlan:
 
 def extraction_key(dataset: SegmentationDataset, teacher: Teacher, levels: list[str],
                    settings: ExtractSettings) -> tuple[str, str]:
-    """(entry key, dataset fingerprint). Everything that changes stored bytes is in the key."""
+    """(entry key, dataset fingerprint). Everything that changes stored bytes is in the key.
+    float32 compute adds nothing to the recipe, so entries keyed before the compute dtype was part
+    of it keep their keys (on CUDA those were computed under bfloat16 autocast: `info` says
+    "not recorded" for them, tests/extract/test_compute_dtype.py)."""
     dataset_fp = dataset.fingerprint()
     s = settings
     recipe = f"{teacher.fingerprint(levels)}:{s.split}:{s.views}:{s.view_seed}:{s.precision}"
+    if s.compute_dtype != "float32":
+        recipe += f":compute={s.compute_dtype}"
     return entry_key(dataset.name, dataset_fp, teacher.name,
                      hashlib.sha256(recipe.encode()).hexdigest()), dataset_fp
-
-
-def autocast_for(device: torch.device) -> torch.dtype | None:
-    """bfloat16 autocast on CUDA; full precision elsewhere."""
-    return torch.bfloat16 if device.type == "cuda" else None
 
 
 def plan_entry(dataset: SegmentationDataset, teacher: Teacher, settings: ExtractSettings = _DEFAULTS, *,
@@ -88,6 +93,7 @@ def plan_entry(dataset: SegmentationDataset, teacher: Teacher, settings: Extract
     written with another compression is the same cache entry."""
     split, views, view_seed = settings.split, settings.views, settings.view_seed
     specs = teacher.select_levels(levels)
+    check_compute_device(settings.compute_dtype, teacher.device)
     names = [s.name for s in specs]
     indices = dataset.split_indices(split)
     if not indices:
@@ -105,6 +111,7 @@ def plan_entry(dataset: SegmentationDataset, teacher: Teacher, settings: Extract
                     "split_of": {s.id: s.split for s in dataset.samples},
                     "skipped": list(getattr(dataset, "skipped", []))},
         "views": {"count": views, "seed": view_seed, "policy": "featcache.data.views.sample_view"},
+        "compute": {"dtype": settings.compute_dtype, "device": teacher.device.type},
         "versions": {"featcache": __version__, "torch": torch.__version__,
                      "feature_format": FEATURE_FORMAT_VERSION},
         "host": platform.node(), "user": getpass.getuser(),
@@ -113,17 +120,30 @@ def plan_entry(dataset: SegmentationDataset, teacher: Teacher, settings: Extract
     return EntryPlan(key, layout, attrs, names, indices, view_seed)
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Statistics computed on one thread, as the writer threads compute them at commit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def is_complete(store: FeatureStore, key: str) -> bool:
     return store.exists(key) and store.open(key, allow_incomplete=True).complete
 
 
 def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
             settings: ExtractSettings = _DEFAULTS, *, levels: list[str] | None = None,
-            autocast_dtype: torch.dtype | None = None, progress: ProgressFn | None = None,
+            progress: ProgressFn | None = None,
             wait_poll_s: float = 1.0, adopt: bool = True, repair: bool = False) -> ExtractionResult:
     """Fill the entry for (dataset, teacher, settings); safe to run in several processes at once.
 
-    The teacher runs where it is (settings.device is where run_job puts it).
+    The teacher runs where it is (settings.device is where run_job puts it), in
+    settings.compute_dtype.
 
     Shards held by other live writers are waited for (polling every `wait_poll_s`) and taken over
     if their claim expires, so every concurrent run returns with a complete entry. With `adopt`,
@@ -152,7 +172,7 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
         while True:
             part = run_shards(dataset, teacher, writer, plan.indices, plan.names,
                               view_seed=settings.view_seed, batch_size=settings.batch_size,
-                              loader_workers=settings.loader_workers, autocast_dtype=autocast_dtype,
+                              loader_workers=settings.loader_workers, compute_dtype=settings.compute_dtype,
                               progress=progress, writer_threads=settings.writer_threads)
             run.merge(part)
             if not writer.missing_shards():
@@ -200,23 +220,21 @@ def finalize_entry(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
                    stats: dict[str, ChannelStats], covered: set[int], seconds: float,
                    progress: ProgressFn | None = None) -> None:
     """Statistics over every committed shard (those in `covered` are already in `stats`; the rest,
-    committed by earlier or other runs, are read back), then the complete flag."""
+    committed by earlier or other runs, are read back), then the complete flag. A shard read back
+    gives the same partial sums as at its commit (one update of the whole shard, one thread), and
+    partials add exactly: the statistics are the same bytes however the entry was filled."""
     acc = {n: ChannelStats(lv.channels) for n, lv in ((lv.name, lv) for lv in plan.layout.levels)}
     for name, part in stats.items():
         acc[name].merge(part)
     rest = [k for k in range(plan.layout.num_shards) if k not in covered]
     if rest:
         reader = store.open(plan.key, allow_incomplete=True)
-        read_back: dict[str, ChannelStats] = {}
-        for done, shard in enumerate(rest, 1):
-            # shard by shard, merged in shard order: the very sums a fresh extraction adds up
-            rows = list(range(*plan.layout.shard_range(shard)))
-            part = shard_stats({name: reader.read_many(rows, name) for name in plan.names})
-            for name, value in part.items():
-                read_back[name] = read_back[name].merge(value) if name in read_back else value
-            if progress:
-                progress("stats", done, len(rest))
-        for name, part in read_back.items():
-            acc[name].merge(part)
+        with _one_thread():
+            for done, shard in enumerate(rest, 1):
+                for name in plan.names:
+                    rows = range(*plan.layout.shard_range(shard))
+                    acc[name].update(np.stack([reader.read(i, name) for i in rows]))
+                if progress:
+                    progress("stats", done, len(rest))
     writer.finalize({n: a.result() for n, a in acc.items()},
                     {"extract_seconds": round(seconds, 2)})

@@ -15,6 +15,7 @@ from typing import Any
 from featcache.errors import StoreError
 from featcache.store.layout import check_compression
 from featcache.store.precision import parse_precision
+from featcache.teachers.compute import check_compute_dtype
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,16 @@ class ExtractJob:
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    """How every job of one extraction runs. `split`, `views`, `view_seed` and `precision` are part
-    of the entry key; the rest change how fast it is filled (or its codec), never what it holds."""
+    """How every job of one extraction runs. `split`, `views`, `view_seed`, `precision` and
+    `compute_dtype` are part of the entry key; the rest change how fast it is filled (or its codec),
+    never what it holds."""
 
     split: str = "all"  # all, train, val or test
     views: int = 1  # views per image; view 0 is the image itself
     view_seed: int = 0  # seed of the augmentation views
     precision: str = "fp16"  # see featcache/store/precision.py
+    # the teacher's forward precision: float32, tf32, bfloat16 or float16 (teachers/compute.py)
+    compute_dtype: str = "float32"
     compression: str = "blosc"  # lossless, so not part of the key; see store.layout.COMPRESSIONS
     shard_size: int = 16  # samples per shard: the unit of claim and commit
     batch_size: int = 8  # images per teacher forward pass
@@ -55,6 +59,7 @@ class ExtractSettings:
     def __post_init__(self) -> None:
         check_compression(self.compression)
         parse_precision(self.precision)
+        check_compute_dtype(self.compute_dtype)
         # messages name fields; the CLI prints each as its flag (views -> --views)
         if self.views < 1:
             raise StoreError("views must be at least 1 (view 0 is the image itself)", fields=("views",))

@@ -19,7 +19,6 @@ import numpy as np
 from featcache.errors import StoreError
 
 _MANTISSA = {"float16": 10, "float32": 23}
-_UINT = {"float16": np.uint16, "float32": np.uint32}
 _BR = re.compile(r"^fp(16|32)-br(\d+)$")
 FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -55,56 +54,13 @@ def parse_precision(name: str) -> Precision:
                      "(N mantissa bits kept, e.g. fp16-br7)")
 
 
-def bitround(values: np.ndarray, keepbits: int) -> np.ndarray:
-    """Round float16/float32 `values` to `keepbits` mantissa bits (nearest, ties to even)."""
-    dtype = values.dtype.name
-    drop = _MANTISSA[dtype] - keepbits
-    if drop <= 0:
-        return values
-    utype = _UINT[dtype]
-    bits = values.view(utype).copy()
-    half = utype((1 << (drop - 1)) - 1)
-    bits += ((bits >> utype(drop)) & utype(1)) + half
-    bits &= utype(~((1 << drop) - 1) & np.iinfo(utype).max)
-    return bits.view(values.dtype)
-
-
-def encode(data: np.ndarray, precision: Precision) -> tuple[np.ndarray, np.ndarray | None,
-                                                             np.ndarray | None]:
-    """float32 (n, V, C, H, W) -> (stored array, scale (n, V, C) or None, offset or None)."""
-    if precision.quantized:
-        lo = data.min(axis=(3, 4))
-        hi = data.max(axis=(3, 4))
-        scale = ((hi - lo) / 255.0).astype(np.float32)
-        scale[scale == 0] = 1.0  # constant channel: q = 0 decodes exactly to offset
-        q = np.rint((data - lo[..., None, None]) / scale[..., None, None])
-        return np.clip(q, 0, 255).astype(np.uint8), scale, lo.astype(np.float32)
-    stored = _to_float16(data) if precision.dtype == "float16" else data.astype(precision.dtype)
-    if precision.keepbits is not None:
-        stored = bitround(stored, precision.keepbits)
-    return stored, None, None
-
+# Encoding (float32 -> stored) is in encoding.py, in torch, on the features' device.
 
 # torch runs an element-wise kernel on the calling thread when it has fewer elements than this
 # (at::internal::GRAIN_SIZE). Above it torch fans out to its OpenMP pool, and on a busy machine
 # (other processes, the reader's own threads) a 1M-element conversion then took 8 ms instead of
 # 0.07 ms while the pool waited for a descheduled thread. Blocks below it never fan out.
 _BLOCK = 32767
-
-
-def _to_float16(data: np.ndarray) -> np.ndarray:
-    """float32 -> float16 converted by torch: ~9x faster than numpy's astype, and bitwise equal to
-    it (both round to nearest, ties to even; checked on every tie between float16 values and on
-    128M other float32 values). At zero teacher cost this conversion was a visible share of the
-    commit path."""
-    import torch
-
-    out = np.empty(data.shape, np.float16)
-    src = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32).reshape(-1))
-    dst = torch.from_numpy(out.reshape(-1))
-    for d, s in zip(dst.split(_BLOCK), src.split(_BLOCK), strict=True):
-        d.copy_(s)
-    return out
 
 
 def _to_float32(stored: np.ndarray, out: np.ndarray) -> None:
@@ -144,16 +100,9 @@ def decode(stored: np.ndarray, scale: np.ndarray | None, offset: np.ndarray | No
     return out
 
 
-def error_stats(original: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    """[max |err|, max |x|, sum |err|, sum |x|]: mergeable across shards (see FORMAT.md)."""
-    err = np.abs(decoded - original)  # float32 work, float64 sums
-    mag = np.abs(original)
-    return np.array([err.max(initial=0.0), mag.max(initial=0.0), err.sum(dtype=np.float64),
-                     mag.sum(dtype=np.float64)], dtype=np.float64)
-
-
 def summarize(rows: np.ndarray) -> dict[str, float]:
-    """Merge per-shard error_stats rows (k, 4) into relative errors."""
+    """Merge per-shard error reports (k, 4): [max |err|, max |x|, sum |err|, sum |x|] (FORMAT.md,
+    encoding.py) into relative errors."""
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
     max_mag, sum_mag = rows[:, 1].max(initial=0.0), rows[:, 3].sum()
     return {"max_rel_error": float(rows[:, 0].max(initial=0.0) / max_mag) if max_mag else 0.0,

@@ -11,7 +11,7 @@ import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -23,9 +23,13 @@ from featcache.store.backends import Backend, LocalBackend
 from featcache.store.claims import DEFAULT_TTL_S, Claims
 from featcache.store.integrity import CHUNK, FORMAT_VERSION, checksum_columns, chunk_crcs, crc_of, id_crc
 from featcache.store.layout import EntryLayout, check_compression
-from featcache.store.precision import Precision, decode, encode, error_stats, parse_precision, summarize
+from featcache.store.precision import Precision, parse_precision, summarize
 
-FP16_MAX = float(np.finfo(np.float16).max)
+if TYPE_CHECKING:  # torch is imported when a shard is written: `featcache ls` needs none
+    import torch
+
+    from featcache.store.encoding import EncodedLevel
+
 _DIMS = ("sample", "view", "channel", "y", "x")
 
 
@@ -87,11 +91,11 @@ def _ensure_arrays(group: zarr.Group, layout: EntryLayout, precision: Precision,
 @dataclass(frozen=True)
 class ShardWritten:
     """What write_shard committed: feature bytes (stored dtype, before compression) and each
-    level's float32 values (n, V, C, H, W) as a reader will decode them, decode(encode(x)): what
-    the statistics need, without encoding the shard a second time."""
+    level's float32 values (n, V, C, H, W) as a reader will decode them, decode(encode(x)), as a
+    tensor on the features' device: what the statistics need, without a second encode."""
 
     nbytes: int
-    values: dict[str, np.ndarray]
+    values: dict[str, torch.Tensor]
 
 
 class EntryWriter:
@@ -174,37 +178,40 @@ class EntryWriter:
         return None
 
     # -- writing -----------------------------------------------------------------------------
-    def write_shard(self, shard: int, features: dict[str, np.ndarray], frames: np.ndarray,
-                    view_params: np.ndarray) -> ShardWritten:
+    def write_shard(self, shard: int, features: dict[str, Any], frames: np.ndarray,
+                    view_params: np.ndarray, *, consume: bool = False) -> ShardWritten:
         """Write samples [start, stop) of every level, then mark the shard committed.
 
-        features[level]: float32 (n, V, C, H, W); frames: (n, V, 4); view_params: (n, V, P).
+        features[level]: float32 (n, V, C, H, W), a numpy array or a torch tensor on any device
+        (checked and encoded there, encoding.py; only the stored bytes come to the host);
+        frames: (n, V, 4); view_params: (n, V, P). `consume`: the features' memory may be reused
+        for the values handed back (the caller no longer needs them).
         Releases this writer's claim on the shard, if it holds one.
         """
         self.objects.check_writable(f"write entry {self.key}")
         start, stop = self.layout.shard_range(shard)
         ids = self.layout.sample_ids[start:stop]
-        encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids)
+        encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids, consume)
                    for lv in self.layout.levels}  # everything checked before anything is written
         arrays: dict[str, np.ndarray] = {}
-        for name, (stored, scale, offset, *_) in encoded.items():
-            arrays[f"levels/{name}"] = stored
-            if scale is not None:
-                arrays[f"levels/{name}__scale"], arrays[f"levels/{name}__offset"] = scale, offset
+        for name, enc in encoded.items():
+            arrays[f"levels/{name}"] = enc.stored
+            if enc.scale is not None:
+                arrays[f"levels/{name}__scale"], arrays[f"levels/{name}__offset"] = enc.scale, enc.offset
         arrays["frames"] = np.asarray(frames, np.float32)
         arrays["view_params"] = np.asarray(view_params, np.float32).reshape(
             stop - start, self.layout.views, -1)
         with disk_errors(self.objects.url), self._vanished():
             for name, data in arrays.items():
                 self._array(name)[start:stop] = data
-            for name, (*_, report, _) in encoded.items():
-                self._array(f"report/{name}")[shard] = report
+            for name, enc in encoded.items():
+                self._array(f"report/{name}")[shard] = enc.report
             if "checksums" in self.group:  # written last before the commit marker, like the data
                 self._array("checksums")[start:stop] = self._checksum_record(shard, ids, arrays)
             self._array("committed")[shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
-        return ShardWritten(sum(stored.nbytes for stored, *_ in encoded.values()),
-                            {name: values for name, (*_, values) in encoded.items()})
+        return ShardWritten(sum(enc.stored.nbytes for enc in encoded.values()),
+                            {name: enc.values for name, enc in encoded.items()})
 
     def _array(self, name: str) -> zarr.Array:
         """An array of the entry, opened to write every chunk. write_empty_chunks is a runtime
@@ -245,32 +252,18 @@ class EntryWriter:
         slots = self.layout.shard_size * self.layout.views
         return chunk_crcs(data, rows, self.layout.views, slots)
 
-    def _encode_level(self, shard: int, lv: Any, data: np.ndarray | None, ids: tuple[str, ...]):
+    def _encode_level(self, shard: int, lv: Any, data: Any, ids: tuple[str, ...],
+                      consume: bool) -> EncodedLevel:
         expected = (len(ids), self.layout.views, lv.channels, lv.height, lv.width)
         if data is None or tuple(data.shape) != expected:
             got = None if data is None else tuple(data.shape)
             raise StoreError(f"level {lv.name}: shard {shard} expected shape {expected}, got {got}")
-        data = np.asarray(data, dtype=np.float32)
-        self._check_finite(data, lv.name, ids, self.precision.limit)
-        stored, scale, offset = encode(data, self.precision)
-        if stored.dtype.kind == "f":  # bit-rounding can carry the largest values into inf
-            self._check_finite(stored, lv.name, ids, np.inf)
-        values = decode(stored, scale, offset)
-        return stored, scale, offset, error_stats(data, values), values
+        import torch
 
-    def _check_finite(self, data: np.ndarray, level: str, ids: tuple[str, ...], limit: float) -> None:
-        lo, hi = data.min(), data.max()  # NaN and inf show in them: two passes, no temporaries
-        if np.isfinite(lo) and np.isfinite(hi) and -limit <= lo and hi <= limit:
-            return
-        finite = np.isfinite(data)
-        bad = ~finite | (np.abs(data) > limit)
-        if bad.any():
-            sample = ids[int(np.argwhere(bad)[0][0])]
-            over = finite.all()
-            what = f"values beyond float16 range ({limit:g})" if over else "inf/NaN"
-            hint = "; use precision fp32" if over else ""
-            raise StoreError(f"sample {sample}, level {level}: teacher produced {what}{hint}",
-                             fields=("precision",) if over else ())
+        from featcache.store.encoding import encode_level
+
+        return encode_level(torch.as_tensor(data, dtype=torch.float32), self.precision, lv.name, ids,
+                            consume=consume)
 
     # -- finishing ---------------------------------------------------------------------------
     def precision_report(self) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from featcache.errors import TeacherError
+from featcache.teachers.compute import compute_context
 from featcache.teachers.weights import describe_source
 from featcache.version import FEATURE_FORMAT_VERSION
 
@@ -126,6 +126,12 @@ def prepare_image(image: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, Bo
     beyond [0, 1] for a centre crop (parts of the image the teacher never saw).
     """
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    return prepare_tensor(x, spec)
+
+
+def prepare_tensor(x: torch.Tensor, spec: Preprocess) -> tuple[torch.Tensor, Box]:
+    """prepare_image of a float32 (C, H, W) tensor in [0, 1] on any device (the extraction loader
+    resizes on the teacher's GPU: pipeline.py), computed there."""
     if x.shape[0] == 1 and spec.channels == 3:
         x = x.expand(3, -1, -1)
     elif x.shape[0] != spec.channels:
@@ -149,8 +155,8 @@ def prepare_image(image: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, Bo
     else:
         raise TeacherError(f"unknown resize policy {spec.resize!r}")
     x = x * spec.pixel_scale
-    mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device)[:, None, None]
     return ((x - mean) / std).contiguous(), box
 
 
@@ -200,16 +206,15 @@ class Teacher(ABC):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def extract(self, x: torch.Tensor, names: list[str],
-                autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """Run the teacher on a prepared batch; returns float32 CPU tensors per level."""
+    def extract(self, x: torch.Tensor, names: list[str], compute_dtype: str = "float32", *,
+                host: bool = True) -> dict[str, torch.Tensor]:
+        """Run the teacher on a prepared batch in `compute_dtype` (teachers/compute.py); returns
+        float32 tensors per level, on the CPU, or where the model is when `host` is False."""
         self.model.eval()
         device = self.device
-        amp = (torch.autocast(device.type, dtype=autocast_dtype)
-               if autocast_dtype is not None and device.type == "cuda" else nullcontext())
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), compute_context(compute_dtype, device):
             out = self._forward_levels(x.to(device, non_blocking=True), names)
-        return {n: out[n].float().cpu() for n in names}
+        return {n: out[n].float() if not host else out[n].float().cpu() for n in names}
 
     def fingerprint(self, level_names: list[str] | None = None) -> str:
         """Same weights + architecture + preprocessing + levels + format -> same hash anywhere."""

@@ -43,7 +43,8 @@ def test_probes_see_the_training_masks_only(cached_store, tmp_path, monkeypatch)
     assert len(allowed) < len(dataset.split_indices("train"))
 
 
-def test_probes_are_reused_with_their_recipe_and_refitted_for_other_labels(cached_store, tmp_path, monkeypatch):
+def test_probes_are_reused_with_their_recipe_and_refitted_for_other_labels(cached_store, tmp_path,
+                                                                           monkeypatch):
     seen = _fits(monkeypatch)
     output = {"output": True, "probe_steps": 5}
     manifest = make_manifest(cached_store, tmp_path / "run", distill=output, training={"epochs": 1})

@@ -75,14 +75,15 @@ def test_global_statistics_are_over_samples_and_phis_is_well_defined(tmp_path, b
     assert len(x) == 20 < 32  # 10 samples x 2 views: a rank-deficient covariance
     stats = reader.stats("global")
     assert int(stats["count"][0]) == 20
-    np.testing.assert_allclose(stats["mean"], x.mean(0), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(stats["std"], np.maximum(x.std(0), 1e-6), rtol=1e-7, atol=1e-9)
+    # float32 partial sums (added exactly): float32 precision, not float64's
+    np.testing.assert_allclose(stats["mean"], x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["std"], np.maximum(x.std(0), 1e-6), rtol=1e-4, atol=1e-6)
     cov = np.cov(x, rowvar=False, bias=True)
     w = stats["phis"]
     assert np.isfinite(w).all()
     # PHI-S's promise holds at any rank: every whitened dimension has variance 1, total C
-    np.testing.assert_allclose(np.diag(w @ cov @ w.T), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(((x - x.mean(0)) @ w.T).var(0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.diag(w @ cov @ w.T), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(((x - x.mean(0)) @ w.T).var(0), 1.0, rtol=1e-4)
 
 
 def test_one_cell_statistics_equal_one_accumulation_per_sample():
@@ -95,7 +96,7 @@ def test_one_cell_statistics_equal_one_accumulation_per_sample():
         for view in sample:
             each.update(view[None])
     for name, value in each.result().items():
-        np.testing.assert_allclose(batched.result()[name], value, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(batched.result()[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_a_single_sample_gives_finite_statistics():
