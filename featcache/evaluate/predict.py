@@ -54,23 +54,58 @@ class Predictor:
         except ConfigError as exc:
             raise DatasetError(f"{source}: {exc}") from None
 
+    @property
+    def mask_classes(self) -> int:
+        """Foreground classes of the mask decoder: 1 (binary) or K >= 2 (label maps 0..K)."""
+        return int(self.student.config.mask_classes)
+
     @torch.no_grad()
-    def probabilities(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
-        """float32 (H_i, W_i, C) images in [0, 1] -> float32 (H_i, W_i) foreground probabilities."""
-        out: list[np.ndarray] = []
+    def _logits(self, images: list[np.ndarray], source: str) -> list[torch.Tensor]:
+        """(H_i, W_i, C) images -> mask logits (M, H_i, W_i), upsampled bilinearly to each input's
+        own size before any sigmoid, softmax or argmax."""
+        out: list[torch.Tensor] = []
         for start in range(0, len(images), self.batch):
             chunk = images[start:start + self.batch]
             x = torch.stack([self._input(im, source) for im in chunk])  # (B, C, S, S)
-            logits = self.student(x)  # (B, 1, S, S)
+            logits = self.student(x)  # (B, M, S, S)
             for im, lg in zip(chunk, logits, strict=True):
-                # Back to the input's own size: bilinear on logits, then the sigmoid.
                 up = F.interpolate(lg[None], size=im.shape[:2], mode="bilinear", align_corners=False)
-                out.append(torch.sigmoid(up[0, 0]).numpy())
+                out.append(up[0])
         return out
 
+    def probabilities(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
+        """float32 (H_i, W_i, C) images in [0, 1] -> float32 (H_i, W_i) foreground probabilities
+        (for a multi-class student, 1 - P(background))."""
+        logits = self._logits(images, source)
+        if self.mask_classes == 1:
+            return [torch.sigmoid(lg[0]).numpy() for lg in logits]
+        return [1.0 - torch.softmax(lg, dim=0)[0].numpy() for lg in logits]
+
     def masks(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
-        """(H_i, W_i, C) images -> bool (H_i, W_i) masks."""
-        return [p >= self.threshold for p in self.probabilities(images, source)]
+        """(H_i, W_i, C) images -> bool (H_i, W_i) masks (any foreground class for a multi-class
+        student)."""
+        if self.mask_classes == 1:
+            return [p >= self.threshold for p in self.probabilities(images, source)]
+        return [m > 0 for m in self.label_maps(images, source)]
+
+    def label_maps(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
+        """(H_i, W_i, C) images -> uint8 (H_i, W_i) label maps: the most probable channel
+        (0 = background, k = class k) for a multi-class student, the thresholded mask as {0, 1}
+        for a binary one."""
+        if self.mask_classes == 1:
+            return [m.astype(np.uint8) for m in self.masks(images, source)]
+        return [lg.argmax(dim=0).numpy().astype(np.uint8) for lg in self._logits(images, source)]
+
+    @torch.no_grad()
+    def class_probabilities(self, images: list[np.ndarray], head: str,
+                            source: str = "input") -> np.ndarray:
+        """(H_i, W_i, C) images -> float64 (N, n) softmax probabilities of classification head
+        `head` (the dataset it was trained for)."""
+        out = []
+        for start in range(0, len(images), self.batch):
+            x = torch.stack([self._input(im, source) for im in images[start:start + self.batch]])
+            out.append(torch.softmax(self.student.predict_classes(x, head), dim=1).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """One numpy image, (H, W) or (H, W, C), uint8/uint16 or float (rescaled to [0, 1] by its

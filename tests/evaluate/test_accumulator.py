@@ -54,7 +54,8 @@ def test_empty_excluded_drops_both_empty_images_from_means():
 
 def test_groups_add_all_datasets_per_split():
     groups = _filled(EMPTY_AS_ONE).groups()
-    assert groups == [("busi", "test"), ("kvasir", "val"), (ALL_DATASETS, "val"), (ALL_DATASETS, "test")]
+    assert groups == [("busi", "test", ""), ("kvasir", "val", ""), (ALL_DATASETS, "val", ""),
+                      (ALL_DATASETS, "test", "")]
 
 
 def test_unknown_convention_is_a_config_error():
