@@ -169,7 +169,9 @@ def overlay_classes_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | 
     outlines, mean Dice over the classes (with a ground truth) and a legend naming each class."""
     from featcache.evaluate.metrics import dice_per_class
 
-    parts = [] if gt is None else [f"mean Dice {float(np.nanmean(dice_per_class(pred, gt, len(classes)))):.3f}"]
+    parts = []
+    if gt is not None:
+        parts.append(f"mean Dice {float(np.nanmean(dice_per_class(pred, gt, len(classes)))):.3f}")
     entries = [(name, class_colour(k)) for k, name in enumerate(classes, start=1)]
     if gt is not None:
         entries.append(("outline: ground truth", _TEXT_RGB))
