@@ -34,6 +34,7 @@ class EvalResult:
     json: Path  # summary.json
     overlays: Path | None  # the overlay folder, when overlays were written
     classification: ClassificationScores = field(default_factory=ClassificationScores)
+    classes_csv: Path | None = None  # per_image_classes.csv, when classification datasets were scored
 
 
 def _split_indices(data: SegmentationDataset, spec: DatasetSpec, split: str) -> list[int]:
@@ -129,4 +130,5 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str = "best", datase
     info = {"checkpoint": which, "epoch": checkpoint.epoch, "threshold": threshold}
     csv_path, json_path = write_eval_outputs(run.path, acc, info, scores)
     return EvalResult(acc, summary_dict(acc, info, scores), checkpoint, csv_path, json_path,
-                      run.eval.overlays_dir if overlays else None, scores)
+                      run.eval.overlays_dir if overlays else None, scores,
+                      run.eval.per_image_classes_csv if len(scores) else None)
