@@ -148,7 +148,10 @@ def export(
     table = Table(title=f"Exported {r.format} student", show_header=False)
     table.add_row("file", str(r.path))
     table.add_row("input", f"(B, C, {r.image_size}, {r.image_size}), batch B dynamic")
-    table.add_row("parameters", f"{r.params:,}")
+    table.add_row("parameters", f"{r.params:,} (the whole student, every head)")
+    if r.heads_left_out:
+        table.add_row("not in the file", "classification heads " + ", ".join(r.heads_left_out)
+                      + ": the file holds the mask path only")
     table.add_row("file size", f"{r.file_bytes / 1e6:.2f} MB")
     table.add_row("parity", f"max |Δ logits| {r.max_abs_diff:.2e} ≤ {r.tolerance:.1e}")
     table.add_row("CPU latency, batch 1", f"PyTorch {r.torch_ms:.1f} ms, {r.runtime} {r.runtime_ms:.1f} ms "
