@@ -88,8 +88,11 @@ def _cases_section(run: Run, out: Path, k: int, notes: list[str]) -> list[Block]
                     key=lambda r: r["dice"])
     picks = [("worst", r) for r in scored[:k]] + [("best", r) for r in scored[::-1][:k]
                                                  if r not in scored[:k]]
-    blocks: list[Block] = [Para(f"Split `{split}`, ranked by Dice. Fills: agreement green, false positive "
-                                "orange, false negative blue (legend under each picture).")]
+    fills = ("each predicted class in its colour, the ground truth of each class outlined"
+             if any(r["class"] == MEAN_CLASS for r in rows)
+             else "agreement green, false positive orange, false negative blue")
+    blocks: list[Block] = [Para(f"Split `{split}`, ranked by Dice (the mean over classes for label maps). "
+                                f"Fills: {fills} (legend under each picture).")]
     missing = 0
     for label, r in picks:
         blocks.append(Bullets([f"**{label}** `{r['dataset']}/{r['id']}`: Dice {fmt(r['dice'])}, "
