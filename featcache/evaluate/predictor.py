@@ -17,7 +17,8 @@ from featcache.evaluate.run_classes import RunClasses, numbered, run_classes
 
 
 class Predictor:
-    """A student at its training resolution; maps (H, W, C) images to (H, W) masks of the same size."""
+    """A student at its training resolution; maps (H, W, C) images to (H, W) masks of the same size
+    (`threshold` applies to a binary student's sigmoid; a multi-class one takes the argmax)."""
 
     def __init__(self, student: Student, image_size: int, threshold: float = 0.5, batch: int = 8) -> None:
         if not 0.0 < threshold < 1.0:

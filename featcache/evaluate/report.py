@@ -79,7 +79,10 @@ def _classification_section(summary: dict[str, Any] | None, out: Path,
 
 def _cases_section(run: Run, out: Path, k: int, notes: list[str]) -> list[Block]:
     # One row per image: a label map's per-class rows are left to the table, its mean ranks it.
-    rows = [r for r in read_per_image(run.path) or [] if r["class"] in ("", MEAN_CLASS)]
+    scored = read_per_image(run.path)
+    rows = [r for r in scored or [] if r["class"] in ("", MEAN_CLASS)]
+    if scored is not None and not rows:  # eval ran, on classification datasets only
+        return [Para("No segmentation dataset was evaluated: no cases to show.", emphasis=True)]
     if not rows:
         notes.append("no eval/per_image.csv: no best and worst cases")
         return [Para("No per-image results: run `featcache eval`.", emphasis=True)]

@@ -227,3 +227,42 @@ def test_export_says_which_heads_are_not_in_the_file(mixed_run, tmp_path):
     assert result.heads_left_out == ["aptos2019"] and result.max_abs_diff <= result.tolerance
     module = torch.jit.load(str(tmp_path / "s.pt"))
     assert module(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)  # background, road, car
+
+
+def test_multiclass_volumes_evaluate_per_slice_and_predict_nifti_label_maps(tmp_path):
+    import nibabel as nib
+
+    from tests.data.synth_layouts import make_nnunet
+
+    root = make_nnunet(tmp_path / "layout")  # 3D MRI, classes left (1) and right (2)
+    torch.manual_seed(0)
+    student = Student(TINY.model_copy(update={"mask_classes": 2})).eval()
+    run = tmp_path / "run"
+    Run(run).save_checkpoint("best", Checkpoint(
+        epoch=0, student_config=student.config.model_copy(update={"image_size": 64}),
+        student=student.state_dict(), saved_manifest={"datasets": [{"name": "nnunet", "root": str(root)}]}))
+    summary = json.loads(evaluate_run(run, split="all", overlays=False).json.read_text())
+    assert [g.get("class") for g in summary["groups"]] == ["mean", "left", "right"]
+    assert summary["groups"][0]["n"] == 4 * 6  # every slice of every case once
+    data_dir = root / "Dataset501_Tiny"
+    src, masks = tmp_path / "in", tmp_path / "gt"
+    src.mkdir(), masks.mkdir()
+    (src / "case.nii.gz").write_bytes((data_dir / "imagesTr" / "tiny_000_0000.nii.gz").read_bytes())
+    (masks / "case.nii.gz").write_bytes((data_dir / "labelsTr" / "tiny_000.nii.gz").read_bytes())
+    result = predict_paths(Predictor.from_run(run), src, tmp_path / "out", masks)
+    written = nib.load(str(tmp_path / "out" / "masks" / "case.nii.gz"))
+    labels = np.asarray(written.dataobj)
+    assert labels.shape == (12, 14, 6) and set(np.unique(labels)) <= {0, 1, 2}
+    np.testing.assert_allclose(written.affine, np.diag([1.2, 1.1, 3.0, 1.0]))
+    rows = {r["class"]: r for r in result.scores.per_image_rows()}
+    assert set(rows) == {"left", "right", "mean"} and rows["left"]["hd95_unit"] == "mm"  # scored in 3D
+
+
+def test_report_of_a_classification_only_run(roots, tmp_path):
+    run = _headed_run(tmp_path, [{"name": "aptos2019", "root": str(roots["aptos2019"])}], 1,
+                      {"aptos2019": 5})
+    out = runner.invoke(app, ["eval", "--run", str(run), "--split", "all"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "pooled" not in out.output  # no segmentation table for a run without masks
+    page = build_report(run).path.read_text()
+    assert "(confusion/aptos2019_all.png)" in page and "No segmentation dataset was evaluated" in page
