@@ -227,6 +227,10 @@ def test_export_says_which_heads_are_not_in_the_file(mixed_run, tmp_path):
     assert result.heads_left_out == ["aptos2019"] and result.max_abs_diff <= result.tolerance
     module = torch.jit.load(str(tmp_path / "s.pt"))
     assert module(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)  # background, road, car
+    out = runner.invoke(app, ["export", "--run", str(mixed_run), "--format", "torchscript", "--out",
+                              str(tmp_path / "t.pt"), "--runs", "1"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "not in the file" in out.output and "aptos2019" in out.output
 
 
 def test_multiclass_volumes_evaluate_per_slice_and_predict_nifti_label_maps(tmp_path):
