@@ -23,14 +23,15 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featcache.distill.run import Run, ScoredFolder
 from featcache.errors import CheckpointError
 from featcache.evaluate.accumulator import POOLED_LABEL, MetricAccumulator
-from featcache.evaluate.class_scores import ClassificationScores
-from featcache.evaluate.classification import CLASSIFICATION_METRICS
 from featcache.evaluate.metrics import CONVENTION_TEXT, METRICS
+
+if TYPE_CHECKING:  # scikit-learn loads only where classification datasets are scored
+    from featcache.evaluate.class_scores import ClassificationScores
 
 EVAL_FORMAT = "featcache-eval/1"
 PER_IMAGE_COLUMNS = ("id", "dataset", "split", *METRICS, "hd95_unit", "pred_pixels", "gt_pixels")
@@ -52,6 +53,8 @@ def summary_dict(accumulator: MetricAccumulator, info: dict[str, Any] | None = N
     The classification keys are present only when classification datasets were scored."""
     extra: dict[str, Any] = {}
     if classification is not None and len(classification):
+        from featcache.evaluate.classification import CLASSIFICATION_METRICS
+
         extra = {"classification_metrics": [*CLASSIFICATION_METRICS, "kappa"],
                  "classification": [{k: _nan_to_none(v) for k, v in row.items()}
                                     for row in classification.summary_rows()]}
