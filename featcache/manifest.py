@@ -88,11 +88,20 @@ class StudentConfig(_Strict):
     # (timm's pretrained config for the architecture), fixed when the student is built.
     input_mean: list[float] | None = None
     input_std: list[float] | None = None
-    # The heads, filled by the trainer from the datasets (leave them unset): the mask decoder's
-    # foreground classes (1 = binary, one sigmoid channel; K >= 2: K + 1 softmax channels, 0 the
-    # background), and a classifier per classification dataset (its name -> number of classes).
+    # Foreground classes of the mask decoder: 1 = binary (one sigmoid channel); K >= 2 = K + 1
+    # softmax channels (0 = background, k = class k of the dataset's `classes`).
     mask_classes: int = Field(1, ge=1)
+    # Classification heads on the last encoder stage: dataset name -> number of classes. The
+    # trainer fills both from the datasets; users normally leave them unset.
     classifiers: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("classifiers")
+    @classmethod
+    def _two_classes_or_more(cls, v: dict[str, int]) -> dict[str, int]:
+        few = sorted(name for name, n in v.items() if n < 2)
+        if few:
+            raise ValueError(f"classifier {few[0]!r} needs at least 2 classes, got {v[few[0]]}")
+        return v
 
     @model_validator(mode="after")
     def _one_value_per_channel(self) -> StudentConfig:
@@ -104,16 +113,17 @@ class StudentConfig(_Strict):
 
     @model_serializer(mode="wrap")
     def _unresolved_normalisation_unwritten(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A manifest that leaves the normalisation to the encoder dumps as it did before the field
-        # existed, so saved manifests and feature-pretraining recipes still compare equal.
+        # A manifest that leaves the normalisation to the encoder, or a binary student without
+        # classification heads, dumps as it did before those fields existed, so saved manifests,
+        # checkpoints and feature-pretraining recipes still compare equal.
         data = handler(self)
         for name in ("input_mean", "input_std"):
             if data.get(name, ...) is None:
                 del data[name]
-        # Likewise the heads of a binary segmentation student, as every run before them had.
-        for name, default in (("mask_classes", 1), ("classifiers", {})):
-            if data.get(name, ...) == default:
-                del data[name]
+        if data.get("mask_classes", ...) == 1:
+            del data["mask_classes"]
+        if data.get("classifiers", ...) == {}:
+            del data["classifiers"]
         return data
 
 

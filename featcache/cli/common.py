@@ -52,18 +52,39 @@ def summary_table(summary: dict[str, Any], title: str = "Evaluation") -> Table:
                f"{summary.get('pooled_dice_label', 'pooled Dice')}: 2ΣTP/(Σ|P|+Σ|G|) over all pixels. "
                "mean ± std (median); std with ddof=0.")
     t = Table(title=title, caption=caption, caption_justify="left")
-    for column in ("dataset", "split", "n"):
+    groups = summary.get("groups", [])
+    classes = any("class" in row for row in groups)  # multi-class datasets: one row per class
+    for column in ("dataset", "split", *(("class",) if classes else ()), "n"):
         t.add_column(column, justify="right" if column == "n" else "left")
     for name in METRICS:
         t.add_column(name, justify="right")
     t.add_column("pooled Dice", justify="right")
-    for row in summary.get("groups", []):
-        cells = [str(row["dataset"]), str(row["split"]), str(row["n"])]
+    for row in groups:
+        cells = [str(row["dataset"]), str(row["split"]), *((str(row.get("class", "")),) if classes else ()),
+                 str(row["n"])]
         for name in METRICS:
             text = f"{mean_std(row, name)} ({fmt(row.get(f'{name}_median'))})"
             cells.append(text + (f" {row.get('hd95_unit', '')}" if name == "hd95" else ""))
         cells.append(fmt(row.get("pooled_dice")))
         t.add_row(*cells)
+    return t
+
+
+def classification_table(summary: dict[str, Any], title: str = "Classification") -> Table:
+    """One row per (dataset, split) of a summary.json's "classification" entries: accuracy,
+    balanced accuracy, weighted precision/recall/F1, macro one-vs-rest AUC and, for graded
+    datasets, quadratic weighted kappa."""
+    from featcache.evaluate.tables import fmt
+
+    names = summary.get("classification_metrics", [])
+    caption = ("precision, recall, F1 weighted by class support; AUC one-vs-rest, macro over the "
+               "classes present; kappa quadratic-weighted, for graded labels only.")
+    t = Table(title=title, caption=caption, caption_justify="left")
+    for column in ("dataset", "split", "n", *names):
+        t.add_column(column.replace("_", " "), justify="left" if column in ("dataset", "split") else "right")
+    for row in summary.get("classification", []):
+        t.add_row(str(row["dataset"]), str(row["split"]), str(row["n"]),
+                  *[fmt(row.get(name)) for name in names])
     return t
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from featcache.cli.app import app, console
-from featcache.cli.common import failures_table, progress_bar, summary_table
+from featcache.cli.common import classification_table, failures_table, progress_bar, summary_table
 from featcache.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -31,9 +31,12 @@ def eval_(
              "(left out, nnU-Net style).")] = "empty_as_one",
     threshold: Annotated[float, typer.Option(help="Probability threshold for the mask.")] = 0.5,
 ) -> None:
-    """Per-image Dice, IoU, HD95, precision, recall (mean ± std, median) and pooled Dice.
+    """Per-image Dice, IoU, HD95, precision, recall (mean ± std, median) and pooled Dice; per
+    class and their mean for multi-class masks; accuracy, balanced accuracy, weighted P/R/F1, AUC
+    (and kappa for graded labels) for classification datasets.
 
-    Writes RUN/eval/per_image.csv, summary.json and overlays/.
+    Writes RUN/eval/per_image.csv, summary.json, overlays/ and, for classification datasets,
+    per_image_classes.csv.
     """
     from featcache.evaluate.run_eval import evaluate_run
 
@@ -42,8 +45,14 @@ def eval_(
         result = evaluate_run(run, split, checkpoint, dataset, empty, threshold,
                               progress=lambda d, t: bar.update(task, completed=d, total=t))
     epoch = result.checkpoint.epoch + 1
-    console.print(summary_table(result.summary, title=f"{run} · {checkpoint} checkpoint (epoch {epoch})"))
-    console.print(f"per-image results: {result.csv}; overlays: {result.overlays}; run directory: {run}")
+    title = f"{run} · {checkpoint} checkpoint (epoch {epoch})"
+    if result.summary["groups"]:
+        console.print(summary_table(result.summary, title=title))
+    if result.summary.get("classification"):
+        console.print(classification_table(result.summary, title=f"{title} · classification"))
+    classes = f"; class probabilities: {result.classes_csv}" if result.classes_csv else ""
+    console.print(f"per-image results: {result.csv}{classes}; overlays: {result.overlays}; "
+                  f"run directory: {run}", soft_wrap=True)
 
 
 @app.command()
@@ -58,7 +67,8 @@ def predict(
     masks: Annotated[Path | None, typer.Option(
         "--masks", help="Folder of ground-truth masks named like the inputs (drawn, scored).")] = None,
 ) -> None:
-    """Segment images or volumes with a trained student; write masks and overlays.
+    """Segment images or volumes with a trained student; write masks (label maps for multi-class
+    students) and overlays, and for students with classification heads OUT/class_probabilities.csv.
 
     With --masks, inputs that have a mask are scored as `featcache eval` scores a split (Dice, IoU,
     precision, recall, HD95; mean ± std, median, pooled Dice) into OUT/per_image.csv and summary.json.
@@ -68,14 +78,21 @@ def predict(
 
     predictor = Predictor.from_run(run, checkpoint, threshold)
     summary = predict_paths(predictor, input, out, masks, keep_going)
+    for note in predictor.classes.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    heads = list(predictor.classes.heads)
     table = Table(title=f"Predictions in {out}")
-    for column in ("input", "shape", "foreground", "dice", "mask"):
+    for column in ("input", "shape", "foreground", "dice", "mask", *heads):
         table.add_column(column)
     for r in summary.results:
-        table.add_row(r.source.name, "×".join(map(str, r.shape)), f"{r.foreground:.1%}",
-                      fmt(r.dice), str(r.outputs[0].relative_to(out)))
+        table.add_row(r.source.name, "×".join(map(str, r.shape)),
+                      "—" if r.foreground is None else f"{r.foreground:.1%}", fmt(r.dice),
+                      str(r.outputs[0].relative_to(out)) if r.outputs else "—",
+                      *[r.classes.get(h, "—") for h in heads])
     if summary.results:
         console.print(table)
+    if summary.class_csv is not None:
+        console.print(f"class probabilities: {summary.class_csv}", soft_wrap=True)
     if masks is not None:
         _print_scores(summary, out, {"run": str(run), "checkpoint": checkpoint, "threshold": threshold,
                                      "masks": str(masks)})
@@ -131,7 +148,10 @@ def export(
     table = Table(title=f"Exported {r.format} student", show_header=False)
     table.add_row("file", str(r.path))
     table.add_row("input", f"(B, C, {r.image_size}, {r.image_size}), batch B dynamic")
-    table.add_row("parameters", f"{r.params:,}")
+    table.add_row("parameters", f"{r.params:,} (the whole student, every head)")
+    if r.heads_left_out:
+        table.add_row("not in the file", "classification heads " + ", ".join(r.heads_left_out)
+                      + ": the file holds the mask path only")
     table.add_row("file size", f"{r.file_bytes / 1e6:.2f} MB")
     table.add_row("parity", f"max |Δ logits| {r.max_abs_diff:.2e} ≤ {r.tolerance:.1e}")
     table.add_row("CPU latency, batch 1", f"PyTorch {r.torch_ms:.1f} ms, {r.runtime} {r.runtime_ms:.1f} ms "

@@ -5,6 +5,11 @@ common colour blindness): agreement bluish green, false positive (predicted only
 negative (ground truth only) blue; without a ground truth the prediction is orange. The Dice sits
 in the top-left corner and a legend in a strip below the image. Small images are enlarged by an
 integer factor (nearest neighbour, so pixels stay square and sharp) until the text is legible.
+
+Label maps of a multi-class student (`overlay_classes_image`): each predicted class is filled with
+its own colour (CLASS_RGB, the same as in the label-map PNGs' palette), the ground truth of each
+class drawn as its outline in that colour, the mean Dice over classes in the corner and one
+legend entry per class.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ FN_RGB = (0, 114, 178)  # blue: in the ground truth, missed
 PRED_RGB = FP_RGB  # a prediction without ground truth
 ALPHA = 0.5  # the image stays visible under the fill
 MIN_SIDE = 256  # enlarge smaller images to at least this many pixels on their short side
+# Class k of a label map is CLASS_RGB[(k - 1) % len]: Okabe-Ito first, then further distinct hues.
+CLASS_RGB = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+             (213, 94, 0), (204, 121, 167), (153, 153, 153), (128, 0, 0), (0, 128, 128))
 _BAND_RGB = (24, 24, 24)
 _TEXT_RGB = (255, 255, 255)
 
@@ -53,6 +61,38 @@ def fill_rgb(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None) 
         regions = [(p & g, AGREE_RGB), (p & ~g, FP_RGB), (~p & g, FN_RGB)]
     for where, colour in regions:
         rgb[where] = (1 - ALPHA) * rgb[where] + ALPHA * np.asarray(colour, np.float32)
+    return (rgb + 0.5).astype(np.uint8)
+
+
+def class_colour(k: int) -> tuple[int, int, int]:
+    """The colour of class k >= 1 of a label map."""
+    return CLASS_RGB[(k - 1) % len(CLASS_RGB)]
+
+
+def label_palette(num_classes: int) -> list[int]:
+    """A PIL "P" palette (flat RGB list): index 0 black (background), k the class colour."""
+    flat = [0, 0, 0]
+    for k in range(1, num_classes + 1):
+        flat += list(class_colour(k))
+    return flat
+
+
+def fill_classes_rgb(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None,
+                     num_classes: int) -> np.ndarray:
+    """uint8 (H, W, 3): predicted class k filled translucently in class_colour(k); the ground
+    truth's class boundaries (pixels whose 4-neighbourhood leaves the class) drawn opaque."""
+    from scipy import ndimage
+
+    rgb = to_rgb8(image).astype(np.float32)
+    p = np.asarray(pred)
+    for k in range(1, num_classes + 1):
+        where = p == k
+        rgb[where] = (1 - ALPHA) * rgb[where] + ALPHA * np.asarray(class_colour(k), np.float32)
+    if gt is not None:
+        g = np.asarray(gt)
+        for k in range(1, num_classes + 1):
+            region = g == k
+            rgb[region & ~ndimage.binary_erosion(region)] = class_colour(k)
     return (rgb + 0.5).astype(np.uint8)
 
 
@@ -124,18 +164,46 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = N
 
     Its width is the image's times an integer factor (1 unless the image is under MIN_SIDE pixels).
     """
-    filled = fill_rgb(image, pred, gt)
+    parts = [] if gt is None else [f"Dice {_dice(pred, gt):.3f}"]
+    return _compose(fill_rgb(image, pred, gt), parts + ([caption] if caption else []),
+                    legend_entries(gt is not None))
+
+
+def overlay_classes_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None,
+                          classes: tuple[str, ...] | list[str], caption: str | None = None) -> Image.Image:
+    """The overlay of (H, W) label maps (0 = background, k = classes[k - 1]): fills, ground-truth
+    outlines, mean Dice over the classes (with a ground truth) and a legend naming each class."""
+    parts = []
+    if gt is not None:
+        mean = np.mean([_dice(pred == k, gt == k) for k in range(1, len(classes) + 1)])
+        parts.append(f"mean Dice {float(mean):.3f}")
+    entries = [(name, class_colour(k)) for k, name in enumerate(classes, start=1)]
+    if gt is not None:
+        entries.append(("outline: ground truth", _TEXT_RGB))
+    return _compose(fill_classes_rgb(image, pred, gt, len(classes)), parts + ([caption] if caption else []),
+                    entries)
+
+
+def overlay_classes_png(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None,
+                        classes: tuple[str, ...] | list[str], path: Path,
+                        caption: str | None = None) -> Path:
+    """Write `overlay_classes_image` to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overlay_classes_image(image, pred, gt, classes, caption).save(path)
+    return path
+
+
+def _compose(filled: np.ndarray, corner: list[str], entries) -> Image.Image:
+    """Enlarge small pictures, write the corner text and append the legend band."""
     scale = max(1, math.ceil(MIN_SIDE / max(1, min(filled.shape[:2]))))
     if scale > 1:
         filled = np.repeat(np.repeat(filled, scale, axis=0), scale, axis=1)
     picture = Image.fromarray(filled)
     size = max(11, round(picture.width / 22))
-    parts = [] if gt is None else [f"Dice {_dice(pred, gt):.3f}"]
-    if caption:
-        parts.append(caption)
-    if parts:
-        _corner_label(picture, " · ".join(parts), size)
-    band = _legend_band(picture.width, legend_entries(gt is not None), size)
+    if corner:
+        _corner_label(picture, " · ".join(corner), size)
+    band = _legend_band(picture.width, entries, size)
     out = Image.new("RGB", (picture.width, picture.height + band.height))
     out.paste(picture, (0, 0))
     out.paste(band, (0, picture.height))

@@ -8,7 +8,8 @@ file names and what its checkpoints hold.
   RUN/checkpoints/probes.pt       output distillation's teacher probes, with their recipe
   RUN/metrics.csv, RUN/gates.csv  per-epoch training curves (the report and a resume read them)
   RUN/tensorboard/                optional per-epoch TensorBoard events
-  RUN/eval/                       `featcache eval`: per_image.csv, summary.json, overlays/DATASET/ID.png
+  RUN/eval/                       `featcache eval`: per_image.csv, summary.json, overlays/DATASET/ID.png,
+                                  per_image_classes.csv (classification datasets)
   RUN/eval-orientation/           a study's scores on other orientations (the same files)
   RUN/report/                     `featcache report`: report.md, report.html and their pictures
   RUN/export/                     `featcache export`: the exported students
@@ -147,6 +148,11 @@ class ScoredFolder:
     @property
     def summary_json(self) -> Path:
         return self.path / "summary.json"
+
+    @property
+    def per_image_classes_csv(self) -> Path:
+        """Per-image class probabilities of the classification datasets."""
+        return self.path / "per_image_classes.csv"
 
     @property
     def overlays_dir(self) -> Path:

@@ -2,7 +2,10 @@
 decoder.
 
 The student is what ships to the edge device, so it is a plain nn.Module whose forward takes
-images (B, C, S, S) in [0, 1] and returns mask logits (B, 1, S, S). The input normalisation the
+images (B, C, S, S) in [0, 1] and returns mask logits (B, M, S, S): M = 1 (a sigmoid channel) for
+a binary student, K + 1 softmax channels (0 = background) for K >= 2 mask classes. Classification
+heads, one linear layer per classification dataset on the globally pooled last encoder stage, sit
+beside the decoder (`classify`, `predict_classes`). The input normalisation the
 encoder's weights expect is its first operation (buffers from the config), so training,
 evaluation, prediction and the exported ONNX/TorchScript model all apply it the same way.
 Distillation taps its intermediate stages by name through `forward_features`.
@@ -82,11 +85,11 @@ class Student(nn.Module):
             blocks.append(DecoderBlock(cin, cskip, cout))
             cin = cout
         self.decoder = nn.ModuleList(blocks)
+        # `head` keeps its name: state dicts of binary students saved before heads existed load.
         self.head = nn.Conv2d(cin, self.mask_channels, 1)
-        # One linear classifier per classification dataset, on the pooled last encoder stage.
         self.classifiers = nn.ModuleDict({name: nn.Linear(enc_ch[-1], n)
                                           for name, n in config.classifiers.items()})
-        self.last_encoder_stage = f"enc{len(enc_ch)}"
+        self._last_stage = f"enc{len(enc_ch)}"
         # Named stages that distillation can tap: channels and stride w.r.t. the input.
         self.stages: dict[str, tuple[int, int]] = {
             f"enc{i + 1}": (c, r) for i, (c, r) in enumerate(zip(enc_ch, enc_red, strict=True))}
@@ -97,16 +100,23 @@ class Student(nn.Module):
 
     @property
     def mask_channels(self) -> int:
-        """1 (binary: one sigmoid channel) or K + 1 (K classes: softmax, channel 0 background)."""
-        return 1 if self.config.mask_classes == 1 else self.config.mask_classes + 1
+        """Channels of the mask logits: 1 (binary, sigmoid) or mask_classes + 1 (softmax)."""
+        k = self.config.mask_classes
+        return 1 if k == 1 else k + 1
 
     def classify(self, named: dict[str, torch.Tensor], head: str) -> torch.Tensor:
-        """Class logits (B, n) of classifier `head` from forward_features' stages."""
-        return self.classifiers[head](named[self.last_encoder_stage].float().mean((2, 3)))
+        """Stages from `forward_features` -> (B, n) class logits of classification head `head`,
+        from the global average pool of the last encoder stage (B, C_last)."""
+        if head not in self.classifiers:
+            have = ", ".join(self.classifiers) or "none"
+            raise ConfigError(f"student has no classification head {head!r}; it has {have}")
+        return self.classifiers[head](named[self._last_stage].mean(dim=(2, 3)))
 
     def predict_classes(self, x: torch.Tensor, head: str) -> torch.Tensor:
-        """x (B, C, S, S) in [0, 1] -> class logits (B, n)."""
-        return self.classify(self.forward_features(x)[1], head)
+        """x (B, C, S, S) in [0, 1] -> (B, n) class logits of head `head` (the encoder only: the
+        decoder is not run)."""
+        last = self.encoder((x - self.input_mean) / self.input_std)[-1]
+        return self.classify({self._last_stage: last}, head)
 
     @property
     def stride(self) -> int:
@@ -114,7 +124,8 @@ class Student(nn.Module):
         return max(r for _, r in self.stages.values())
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x (B, C, S, S) in [0, 1] -> logits (B, 1, S, S) and {stage: (B, C_s, S/stride, S/stride)}."""
+        """x (B, C, S, S) in [0, 1] -> mask logits (B, mask_channels, S, S) and
+        {stage: (B, C_s, S/stride, S/stride)}."""
         feats = self.encoder((x - self.input_mean) / self.input_std)
         named = {f"enc{i + 1}": f for i, f in enumerate(feats)}
         skips = feats[:-1][::-1]
@@ -128,10 +139,12 @@ class Student(nn.Module):
         return logits, named
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, S, S) -> mask logits (B, mask_channels, S, S): what export writes."""
         return self.forward_features(x)[0]
 
 
 def count_params(module: nn.Module) -> int:
+    """Every parameter, so a student's count includes its decoder and all classification heads."""
     return sum(p.numel() for p in module.parameters())
 
 

@@ -1,8 +1,11 @@
 """Exporting the student for edge devices (ONNX or TorchScript), with a parity and latency check.
 
 The exported graph takes images (B, C, S, S) at the one size S it was exported for (the batch is
-dynamic) and returns logits (B, 1, S, S), exactly as `Student.forward`. Parity: on random inputs the
-exported logits must match PyTorch within TOLERANCE · max(1, max |logits|) (absolute difference).
+dynamic) and returns mask logits (B, M, S, S), exactly as `Student.forward` (M = 1 for a binary
+student, K + 1 softmax channels for K mask classes). Classification heads are not in the file:
+the result names them (`heads_left_out`) so nobody ships a classifier believing it is there.
+Parity: on random inputs the exported logits must match PyTorch within
+TOLERANCE · max(1, max |logits|) (absolute difference).
 ONNX uses torch's TorchScript-based exporter (dynamo=False): it needs only the `onnx` package, not
 onnxscript, and handles the student's fixed-size interpolations.
 """
@@ -13,7 +16,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,7 @@ class ExportResult:
     runtime_ms: float
     runtime: str  # "onnxruntime <version>" or "torchscript"
     threads: int
+    heads_left_out: list[str] = field(default_factory=list)  # classification heads not exported
 
 
 def export_student(student: Student, image_size: int, fmt: str, path: Path) -> Path:
@@ -135,4 +139,5 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, image_size: int
         torch_ms = median_ms(lambda: student(x), runs)
     xn = x.numpy()
     return ExportResult(path, fmt, size, count_params(student), path.stat().st_size, diff, bound,
-                        torch_ms, median_ms(lambda: run(xn), runs), runtime, torch.get_num_threads())
+                        torch_ms, median_ms(lambda: run(xn), runs), runtime, torch.get_num_threads(),
+                        sorted(student.config.classifiers))

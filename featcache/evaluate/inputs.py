@@ -128,3 +128,21 @@ def read_mask(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read the mask ({type(exc).__name__})") from None
     return array > 0
+
+
+def read_label_map(path: Path) -> np.ndarray:
+    """A ground-truth label map file -> int64 (H, W) for images, (X, Y, Z) for NIfTI, with its
+    class values kept (0 = background); a palette PNG is read by its indices, not its colours."""
+    if is_volume(path):
+        volume = read_volume(path)[0]
+        if not np.all(np.mod(volume, 1) == 0):
+            raise DatasetError(f"{path}: label map holds non-integer values; save class indices")
+        return volume.astype(np.int64)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in _GREY_MODES and im.mode != "P":
+                raise DatasetError(f"{path}: label map has mode {im.mode}; save class indices as a "
+                                   "greyscale or palette PNG")
+            return np.asarray(im).astype(np.int64)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read the label map ({type(exc).__name__})") from None

@@ -136,7 +136,7 @@ def all_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None,
     return out
 
 
-def _label_maps(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def check_label_maps(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Check (H, W) or (X, Y, Z) integer label maps with values 0..num_classes."""
     p, g = np.asarray(pred), np.asarray(gt)
     if p.shape != g.shape or p.ndim not in (2, 3):
@@ -153,12 +153,12 @@ def dice_per_class(pred: np.ndarray, gt: np.ndarray, num_classes: int,
                    empty: str = EMPTY_AS_ONE) -> np.ndarray:
     """float64 (K,): Dice of class k + 1 at index k, from (H, W) / (X, Y, Z) label maps with values
     0..K. A class in neither map scores 1.0 (NaN under empty_excluded); in one map only, 0.0."""
-    p, g = _label_maps(pred, gt, num_classes)
+    p, g = check_label_maps(pred, gt, num_classes)
     return np.array([dice(p == k, g == k, empty) for k in range(1, num_classes + 1)], np.float64)
 
 
 def per_class_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, spacing: Spacing = None,
                       empty: str = EMPTY_AS_ONE) -> list[dict[str, float]]:
     """all_metrics of each class 1..K (index k holds class k + 1), from label maps as above."""
-    p, g = _label_maps(pred, gt, num_classes)
+    p, g = check_label_maps(pred, gt, num_classes)
     return [all_metrics(p == k, g == k, spacing, empty) for k in range(1, num_classes + 1)]

@@ -1,94 +1,51 @@
 """Running a trained student on user files: masks, NIfTI volumes and overlays.
 
 Outputs under OUT:
-  masks/STEM.png          2D inputs: the mask at the input's size, 0 or 255
-  masks/STEM.nii.gz       NIfTI inputs: uint8 {0, 1} mask volume with the input's affine
+  masks/STEM.png          2D inputs: the mask at the input's size, 0 or 255; for a multi-class
+                          student the label map (0 = background, k = class k) as a palette PNG
+                          whose colours are the overlays'
+  masks/STEM.nii.gz       NIfTI inputs: uint8 {0, 1} mask volume (label map 0..K for a multi-class
+                          student) with the input's affine
   overlays/STEM.png       2D inputs: image with the prediction (and ground truth) filled, see overlay.py
   overlays/STEM_zNNN.png  NIfTI inputs: the slice with the largest predicted area
+  class_probabilities.csv 2D inputs, students with classification heads: one row per input and head
+                          (input, head, predicted_class, p_<class>); a run trained on classification
+                          datasets only writes no masks
   per_image.csv, summary.json   with --masks: the metrics `featcache eval` writes, in its format
-                          (images scored in pixels, volumes in 3D with the header's voxel size in mm)
+                          (images scored in pixels, volumes in 3D with the header's voxel size in mm;
+                          label maps per class and their mean)
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from featcache.data.base import to_float_image
-from featcache.data.overlay import overlay_png
-from featcache.distill.run import Run
-from featcache.distill.student import Student, student_input
-from featcache.errors import ConfigError, DatasetError, FeatcacheError
+from featcache.data.overlay import label_palette, overlay_classes_png, overlay_png
+from featcache.errors import DatasetError, FeatcacheError
 from featcache.evaluate import inputs as io
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.outputs import write_metric_files
+from featcache.evaluate.predictor import Predictor
 
+__all__ = ["Predictor", "PredictResult", "PredictSummary", "predict_paths", "write_scores"]
 
-class Predictor:
-    """A student at its training resolution; maps (H, W, C) images to (H, W) masks of the same size."""
-
-    def __init__(self, student: Student, image_size: int, threshold: float = 0.5, batch: int = 8) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"threshold {threshold} must lie strictly between 0 and 1",
-                              fields=("threshold",))
-        self.student = student.eval()
-        self.image_size = int(image_size)
-        self.threshold = threshold
-        self.batch = batch
-        self.channels = student.config.in_channels
-
-    @classmethod
-    def from_run(cls, run_dir: Path, which: str = "best", threshold: float = 0.5) -> Predictor:
-        student, checkpoint = Run(run_dir).load_student(which)
-        return cls(student, checkpoint.image_size, threshold)
-
-    def _input(self, image: np.ndarray, source: str) -> torch.Tensor:
-        try:
-            return student_input(image, self.image_size, self.channels)
-        except ConfigError as exc:
-            raise DatasetError(f"{source}: {exc}") from None
-
-    @torch.no_grad()
-    def probabilities(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
-        """float32 (H_i, W_i, C) images in [0, 1] -> float32 (H_i, W_i) foreground probabilities."""
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch):
-            chunk = images[start:start + self.batch]
-            x = torch.stack([self._input(im, source) for im in chunk])  # (B, C, S, S)
-            logits = self.student(x)  # (B, 1, S, S)
-            for im, lg in zip(chunk, logits, strict=True):
-                # Back to the input's own size: bilinear on logits, then the sigmoid.
-                up = F.interpolate(lg[None], size=im.shape[:2], mode="bilinear", align_corners=False)
-                out.append(torch.sigmoid(up[0, 0]).numpy())
-        return out
-
-    def masks(self, images: list[np.ndarray], source: str = "input") -> list[np.ndarray]:
-        """(H_i, W_i, C) images -> bool (H_i, W_i) masks."""
-        return [p >= self.threshold for p in self.probabilities(images, source)]
-
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """One numpy image, (H, W) or (H, W, C), uint8/uint16 or float (rescaled to [0, 1] by its
-        min and max, as image files are read) -> float32 (H, W) foreground probabilities at its size."""
-        return self.probabilities([to_float_image(np.asarray(image), "image")], "image")[0]
-
-    def predict_mask(self, image: np.ndarray) -> np.ndarray:
-        """Like `predict`, thresholded: bool (H, W)."""
-        return self.predict(image) >= self.threshold
+CLASS_CSV = "class_probabilities.csv"
 
 
 @dataclass
 class PredictResult:
     source: Path
     shape: tuple[int, ...]
-    foreground: float  # fraction of predicted pixels
+    foreground: float | None  # fraction of predicted pixels; None when no mask was written
     outputs: list[Path]
-    dice: float | None = None  # when a ground-truth mask was found
+    dice: float | None = None  # when a ground-truth mask was found (mean over classes for label maps)
+    classes: dict[str, str] = field(default_factory=dict)  # head -> predicted class
 
 
 @dataclass
@@ -97,6 +54,8 @@ class PredictSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
     scores: MetricAccumulator = field(default_factory=MetricAccumulator)  # inputs with a mask
     group: str = "inputs"  # the dataset column of the scores: the input folder's name
+    class_rows: list[dict] = field(default_factory=list)  # rows of class_probabilities.csv
+    class_csv: Path | None = None  # written when any input was classified
 
 
 def _find_mask(masks_dir: Path | None, stem: str) -> Path | None:
@@ -109,20 +68,67 @@ def _find_mask(masks_dir: Path | None, stem: str) -> Path | None:
     return None
 
 
-def _ground_truth(path: Path | None, shape: tuple[int, ...], source: Path) -> np.ndarray | None:
+def _ground_truth(path: Path | None, shape: tuple[int, ...], source: Path,
+                  mask_classes: int = 1) -> np.ndarray | None:
+    """The ground truth for `source`: a bool mask, or a label map for a multi-class student."""
     if path is None:
         return None
-    gt = io.read_mask(path)
+    gt = io.read_mask(path) if mask_classes == 1 else io.read_label_map(path)
     if gt.shape != shape:
         raise DatasetError(f"{path}: mask shape {gt.shape} does not match input {source} {shape}")
+    if mask_classes > 1 and gt.size and (gt.min() < 0 or gt.max() > mask_classes):
+        raise DatasetError(f"{path}: label map holds value {int(gt.max())}; the student knows classes "
+                           f"0..{mask_classes} (0 = background)")
     return gt
 
 
-def _score(scores: MetricAccumulator, group: str, stem: str, pred: np.ndarray, gt: np.ndarray | None,
-           spacing: tuple[float, ...] | None = None) -> float | None:
+def _score(predictor: Predictor, summary: PredictSummary, stem: str, pred: np.ndarray,
+           gt: np.ndarray | None, spacing: tuple[float, ...] | None = None) -> float | None:
+    """Score into summary.scores; the Dice (mean over classes for label maps), None without gt."""
     if gt is None:
         return None
-    return scores.add(stem, group, "predict", pred, gt, spacing)["dice"]
+    names = predictor.classes.mask
+    if names is None:
+        return summary.scores.add(stem, summary.group, "predict", pred, gt, spacing)["dice"]
+    return summary.scores.add_label_map(stem, summary.group, "predict", pred, gt, names, spacing)["dice"]
+
+
+def _segment(predictor: Predictor, images: list[np.ndarray], source: str) -> list[np.ndarray]:
+    """bool masks for a binary student, uint8 label maps for a multi-class one."""
+    if predictor.classes.mask is None:
+        return predictor.masks(images, source)
+    return predictor.label_maps(images, source)
+
+
+def _overlay(predictor: Predictor, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None,
+             path: Path, caption: str | None = None) -> Path:
+    names = predictor.classes.mask
+    if names is None:
+        return overlay_png(image, pred, gt, path, caption)
+    return overlay_classes_png(image, pred, gt, names, path, caption)
+
+
+def _save_mask_png(pred: np.ndarray, path: Path, names: tuple[str, ...] | None) -> Path:
+    """A binary mask as 0/255 greyscale; a label map as a palette PNG (values = class indices)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if names is None:
+        Image.fromarray(pred.astype(np.uint8) * 255).save(path)
+    else:
+        picture = Image.fromarray(pred.astype(np.uint8), mode="P")
+        picture.putpalette(label_palette(len(names)))
+        picture.save(path)
+    return path
+
+
+def _classify(predictor: Predictor, image: np.ndarray, path: Path, summary: PredictSummary) -> dict[str, str]:
+    """Run every classification head on one image; rows go to summary.class_rows."""
+    predicted = {}
+    for head, names in predictor.classes.heads.items():
+        probs = predictor.class_probabilities([image], head, str(path))[0]
+        predicted[head] = names[int(probs.argmax())]
+        summary.class_rows.append({"input": path.name, "head": head, "predicted_class": predicted[head],
+                                   **{f"p_{n}": float(p) for n, p in zip(names, probs, strict=True)}})
+    return predicted
 
 
 def _voxel_size(affine: np.ndarray) -> tuple[float, ...] | None:
@@ -134,37 +140,44 @@ def _voxel_size(affine: np.ndarray) -> tuple[float, ...] | None:
 def predict_image(predictor: Predictor, path: Path, out: Path, gt_path: Path | None,
                   summary: PredictSummary) -> PredictResult:
     image = io.read_image(path)
-    gt = _ground_truth(gt_path, image.shape[:2], path)
-    pred = predictor.masks([image], str(path))[0]
+    classes = _classify(predictor, image, path, summary)
+    if not predictor.classes.segments:  # a classification run: its decoder was never trained
+        return PredictResult(path, tuple(image.shape[:2]), None, [], None, classes)
+    gt = _ground_truth(gt_path, image.shape[:2], path, predictor.mask_classes)
+    pred = _segment(predictor, [image], str(path))[0]
     stem = io.input_stem(path)
-    mask_path = out / "masks" / f"{stem}.png"
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pred.astype(np.uint8) * 255).save(mask_path)
-    over = overlay_png(image, pred, gt, out / "overlays" / f"{stem}.png")
-    score = _score(summary.scores, summary.group, stem, pred, gt)
-    return PredictResult(path, tuple(image.shape[:2]), float(pred.mean()), [mask_path, over], score)
+    mask_path = _save_mask_png(pred, out / "masks" / f"{stem}.png", predictor.classes.mask)
+    over = _overlay(predictor, image, pred, gt, out / "overlays" / f"{stem}.png")
+    score = _score(predictor, summary, stem, pred, gt)
+    return PredictResult(path, tuple(image.shape[:2]), float((pred > 0).mean()), [mask_path, over], score,
+                         classes)
 
 
 def predict_volume(predictor: Predictor, path: Path, out: Path, gt_path: Path | None,
                    summary: PredictSummary) -> PredictResult:
     import nibabel as nib
 
+    if not predictor.classes.segments:
+        heads = ", ".join(predictor.classes.heads)
+        raise DatasetError(f"{path}: this run classifies 2D images (heads: {heads}); "
+                           "it has no trained mask decoder for a volume")
     raw, affine = io.read_volume(path)
-    gt = _ground_truth(gt_path, raw.shape, path)
+    gt = _ground_truth(gt_path, raw.shape, path, predictor.mask_classes)
     volume = io.normalise_volume(raw)
     planes = [io.volume_slice(volume, z)[:, :, None] for z in range(volume.shape[2])]
-    pred = np.stack([io.slice_to_volume(m) for m in predictor.masks(planes, str(path))], axis=2)
+    pred = np.stack([io.slice_to_volume(m) for m in _segment(predictor, planes, str(path))], axis=2)
     stem = io.input_stem(path)
     mask_path = out / "masks" / f"{stem}.nii.gz"
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(pred.astype(np.uint8), affine), str(mask_path))
-    areas = pred.sum(axis=(0, 1))
+    areas = (pred > 0).sum(axis=(0, 1))
     z = int(areas.argmax()) if areas.any() else volume.shape[2] // 2
     gt_plane = None if gt is None else io.volume_slice(gt, z)
     over_path = out / "overlays" / f"{stem}_z{z:03d}.png"
-    over = overlay_png(planes[z], io.volume_slice(pred, z), gt_plane, over_path, caption=f"slice z={z}")
-    score = _score(summary.scores, summary.group, stem, pred, gt, _voxel_size(affine))
-    return PredictResult(path, tuple(raw.shape), float(pred.mean()), [mask_path, over], score)
+    over = _overlay(predictor, planes[z], io.volume_slice(pred, z), gt_plane, over_path,
+                    caption=f"slice z={z}")
+    score = _score(predictor, summary, stem, pred, gt, _voxel_size(affine))
+    return PredictResult(path, tuple(raw.shape), float((pred > 0).mean()), [mask_path, over], score)
 
 
 def predict_paths(predictor: Predictor, source: Path, out: Path, masks_dir: Path | None = None,
@@ -185,7 +198,21 @@ def predict_paths(predictor: Predictor, source: Path, out: Path, masks_dir: Path
             if not keep_going:
                 raise
             summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
+    if summary.class_rows:
+        summary.class_csv = _write_class_csv(out / CLASS_CSV, summary.class_rows)
     return summary
+
+
+def _write_class_csv(path: Path, rows: list[dict]) -> Path:
+    """input, head, predicted_class, then p_<class> for every class of every head (empty cells for
+    another head's classes)."""
+    probs = list(dict.fromkeys(k for r in rows for k in r if k.startswith("p_")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["input", "head", "predicted_class", *probs], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def write_scores(summary: PredictSummary, out: Path, info: dict | None = None) -> tuple[Path, Path] | None:

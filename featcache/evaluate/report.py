@@ -3,7 +3,8 @@ self-contained RUN/report/report.html (images embedded: it opens offline and can
 
 It gathers what the run already holds: the eval metrics (RUN/eval/summary.json), training curves
 (metrics.csv) and gate weights (gates.csv), the best and worst test cases with the overlays eval
-wrote (RUN/eval/overlays/DATASET/ID.png), the student's size, and the provenance of every feature
+wrote (RUN/eval/overlays/DATASET/ID.png), for classification datasets their metrics and a
+confusion-matrix plot each, the student's size (every head included), and the provenance of every feature
 store entry the run was trained from (the checkpoint's `entries`, read from its `store`).
 """
 
@@ -19,10 +20,11 @@ from typing import Any
 from featcache.distill.run import Checkpoint, Run
 from featcache.distill.student import count_params
 from featcache.errors import FeatcacheError
+from featcache.evaluate.accumulator import MEAN_CLASS
 from featcache.evaluate.document import Block, Bullets, Heading, Para, Picture, Table, to_html, to_markdown
 from featcache.evaluate.metrics import METRICS
 from featcache.evaluate.outputs import read_eval_summary, read_per_image
-from featcache.evaluate.plots import plot_gates, plot_metrics
+from featcache.evaluate.plots import plot_confusion, plot_gates, plot_metrics
 from featcache.evaluate.tables import fmt, mean_std
 
 _SKIP_META = {"layout", "sample_ids"}
@@ -40,18 +42,47 @@ def _metrics_section(summary: dict[str, Any] | None, notes: list[str]) -> list[B
     if summary is None:
         notes.append("no eval/summary.json: run `featcache eval` for the metrics table")
         return [Para("Not evaluated yet: run `featcache eval`.", emphasis=True)]
-    rows = [[str(g["dataset"]), str(g["split"]), str(g["n"])]
+    groups = summary.get("groups", [])
+    if not groups:
+        return []  # a classification-only run: its table follows
+    classes = any("class" in g for g in groups)  # multi-class datasets: a row per class and the mean
+    rows = [[str(g["dataset"]), str(g["split"]), *([str(g.get("class", ""))] if classes else []), str(g["n"])]
             + [f"{mean_std(g, m)} ({fmt(g.get(f'{m}_median'))})" for m in METRICS]
-            + [fmt(g.get("pooled_dice"))] for g in summary.get("groups", [])]
-    units = ", ".join(sorted({str(g.get("hd95_unit")) for g in summary.get("groups", [])}))
-    return [Table(["dataset", "split", "n", *METRICS, "pooled Dice"], rows),
+            + [fmt(g.get("pooled_dice"))] for g in groups]
+    units = ", ".join(sorted({str(g.get("hd95_unit")) for g in groups}))
+    return [Table(["dataset", "split", *(["class"] if classes else []), "n", *METRICS, "pooled Dice"], rows),
             Para(f"mean ± std (median), std with ddof=0; hd95 in {units}. "
                  f"Empty masks: {summary.get('empty_convention_text')}. "
                  f"Pooled Dice = {summary.get('pooled_dice_label')}: 2ΣTP/(Σ|P|+Σ|G|).")]
 
 
+def _classification_section(summary: dict[str, Any] | None, out: Path,
+                            result: ReportResult) -> list[Block]:
+    """The classification metrics table and one confusion-matrix plot per (dataset, split)."""
+    entries = (summary or {}).get("classification", [])
+    if not entries:
+        return []
+    names = summary.get("classification_metrics", [])
+    rows = [[str(e["dataset"]), str(e["split"]), str(e["n"]), *[fmt(e.get(m)) for m in names]]
+            for e in entries]
+    blocks: list[Block] = [
+        Heading(2, "Classification"), Table(["dataset", "split", "n", *names], rows),
+        Para("Precision, recall and F1 weighted by class support; AUC one-vs-rest, macro over the "
+             "classes present; kappa quadratic-weighted, for graded labels only (— otherwise).")]
+    for e in entries:
+        png = out / "confusion" / f"{e['dataset']}_{e['split']}.png"
+        result.plots.append(plot_confusion(e["confusion"], list(e["classes"]),
+                                           f"{e['dataset']} · {e['split']} (n={e['n']})", png))
+        blocks.append(Picture(png, f"confusion matrix {e['dataset']} {e['split']}"))
+    return blocks
+
+
 def _cases_section(run: Run, out: Path, k: int, notes: list[str]) -> list[Block]:
-    rows = read_per_image(run.path)
+    # One row per image: a label map's per-class rows are left to the table, its mean ranks it.
+    scored = read_per_image(run.path)
+    rows = [r for r in scored or [] if r["class"] in ("", MEAN_CLASS)]
+    if scored is not None and not rows:  # eval ran, on classification datasets only
+        return [Para("No segmentation dataset was evaluated: no cases to show.", emphasis=True)]
     if not rows:
         notes.append("no eval/per_image.csv: no best and worst cases")
         return [Para("No per-image results: run `featcache eval`.", emphasis=True)]
@@ -60,8 +91,11 @@ def _cases_section(run: Run, out: Path, k: int, notes: list[str]) -> list[Block]
                     key=lambda r: r["dice"])
     picks = [("worst", r) for r in scored[:k]] + [("best", r) for r in scored[::-1][:k]
                                                  if r not in scored[:k]]
-    blocks: list[Block] = [Para(f"Split `{split}`, ranked by Dice. Fills: agreement green, false positive "
-                                "orange, false negative blue (legend under each picture).")]
+    fills = ("each predicted class in its colour, the ground truth of each class outlined"
+             if any(r["class"] == MEAN_CLASS for r in rows)
+             else "agreement green, false positive orange, false negative blue")
+    blocks: list[Block] = [Para(f"Split `{split}`, ranked by Dice (the mean over classes for label maps). "
+                                f"Fills: {fills} (legend under each picture).")]
     missing = 0
     for label, r in picks:
         blocks.append(Bullets([f"**{label}** `{r['dataset']}/{r['id']}`: Dice {fmt(r['dice'])}, "
@@ -152,9 +186,11 @@ def build_report(run_dir: Path, which: str = "best", cases: int = 3) -> ReportRe
     result = ReportResult(run.report_page, html=run.report_html)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     title = f"Run report: {run_dir.name}"
+    summary = read_eval_summary(run_dir)
     blocks: list[Block] = [
         Heading(1, title), Para(f"Run directory `{run_dir}`, written {now}."),
-        Heading(2, "Metrics"), *_metrics_section(read_eval_summary(run_dir), result.notes),
+        Heading(2, "Metrics"), *_metrics_section(summary, result.notes),
+        *_classification_section(summary, out, result),
         *_curves_sections(run, out, result),
         Heading(2, "Best and worst cases"), *_cases_section(run, out, cases, result.notes),
         Heading(2, "Student"), Bullets(student_lines),

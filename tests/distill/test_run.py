@@ -125,7 +125,8 @@ def test_only_the_run_module_spells_the_run_directorys_files():
     import featcache
 
     names = {"manifest.yaml", "best.pt", "last.pt", "pretrained.pt", "metrics.csv", "gates.csv",
-             "study_train.json", "per_image.csv", "summary.json", "report.md", "report.html"}
+             "study_train.json", "per_image.csv", "summary.json", "report.md", "report.html",
+             "per_image_classes.csv"}
     root = Path(featcache.__file__).parent
     found = []
     for path in root.rglob("*.py"):

@@ -54,7 +54,8 @@ def test_empty_excluded_drops_both_empty_images_from_means():
 
 def test_groups_add_all_datasets_per_split():
     groups = _filled(EMPTY_AS_ONE).groups()
-    assert groups == [("busi", "test"), ("kvasir", "val"), (ALL_DATASETS, "val"), (ALL_DATASETS, "test")]
+    assert groups == [("busi", "test", ""), ("kvasir", "val", ""), (ALL_DATASETS, "val", ""),
+                      (ALL_DATASETS, "test", "")]
 
 
 def test_unknown_convention_is_a_config_error():
@@ -92,3 +93,35 @@ def test_rich_table_states_the_convention(tmp_path):
     text = console.export_text()
     assert "excluded (NaN, nnU-Net style)" in text and "MultiMedDistill" in text
     assert "0.750 ± 0.250" in text  # busi/test Dice over the two scored images
+
+
+def test_binary_outputs_have_no_class_column_and_no_classification_keys(tmp_path):
+    """Binary runs write per_image.csv and summary.json exactly as before classes existed."""
+    from featcache.evaluate.outputs import PER_IMAGE_COLUMNS
+
+    csv_path, json_path = write_eval_outputs(tmp_path, _filled(EMPTY_AS_ONE))
+    assert tuple(csv_path.read_text().splitlines()[0].split(",")) == PER_IMAGE_COLUMNS
+    summary = json.loads(json_path.read_text())
+    assert set(summary) == {"format", "empty_convention", "empty_convention_text", "pooled_dice_label",
+                            "metrics", "groups", "info"}
+    assert not any("class" in g for g in summary["groups"])
+    assert not (tmp_path / "eval" / "per_image_classes.csv").exists()
+
+
+def test_label_maps_add_a_row_per_class_and_their_mean():
+    acc = MetricAccumulator(empty=EMPTY_EXCLUDED)
+    gt = np.zeros((8, 8), np.uint8)
+    gt[0:4, 0:4] = 1  # class "a" present; class "b" absent in both: NaN under empty_excluded
+    pred = np.zeros_like(gt)
+    pred[0:4, 0:2] = 1
+    mean = acc.add_label_map("x", "ds", "test", pred, gt, ("a", "b"))
+    assert mean["dice"] == pytest.approx(2 * 8 / (8 + 16))  # the NaN class is left out of the mean
+    rows = {r["class"]: r for r in acc.per_image_rows()}
+    assert set(rows) == {"a", "b", "mean"} and math.isnan(rows["b"]["dice"])
+    assert [(g["dataset"], g.get("class")) for g in acc.summary_rows()] == [
+        ("ds", "mean"), ("ds", "a"), ("ds", "b")]
+    acc.add("y", "other", "test", pred > 0, gt > 0)  # a binary dataset beside it
+    every = [g for g in acc.summary_rows() if g["dataset"] == ALL_DATASETS][0]
+    assert every["n"] == 2 and "class" not in every  # each image once: x's mean and y
+    with pytest.raises(ConfigError, match="label map must hold class values 0..2"):
+        acc.add_label_map("z", "ds", "test", pred + 3, gt, ("a", "b"))
