@@ -110,3 +110,59 @@ def test_a_mixed_batch_gives_each_task_its_samples():
     assert scores.tolist() == [1.0, 1.0, 1.0]
     only_seg = tasks.losses(Student(), logits, feats, mask, label, torch.tensor([0, 0, 0]))
     assert set(only_seg) == {"seg"}
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from featcache.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+CLASSIFICATION = {"aptos2019": "make_aptos", "isic2017": "make_isic", "classes": "make_classes"}
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFICATION))
+def test_segmentation_beside_each_classification_loader_end_to_end(cached_store, tmp_path, name):
+    """extract -> distill -> eval -> report -> export, one student over blobs and `name`."""
+    import json
+
+    from tests.data import synth_layouts
+
+    root = getattr(synth_layouts, CLASSIFICATION[name])(tmp_path)
+    data = build_dataset(name, root)
+    _extract(cached_store, data)
+    run = tmp_path / "run"
+    train(make_manifest(cached_store, run, training={"epochs": 2, "views": 1},
+                        datasets=[{"name": "blobs"}, {"name": name, "root": str(root)}]))
+    _cli("eval", "--run", run)
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert {g["dataset"] for g in summary["groups"]} == {"blobs"}
+    assert name in json.dumps(summary["classification"])
+    _cli("report", "--run", run)
+    assert "confusion" in (run / "report" / "report.md").read_text().lower()
+    said = _cli("export", "--run", run, "--format", "onnx")
+    assert "not in the file" in said and name in said
+
+
+def test_multi_class_nnunet_volumes_train_evaluate_per_class_and_predict_label_maps(cached_store, tmp_path):
+    import json
+
+    from tests.data.synth_layouts import make_nnunet
+
+    root = make_nnunet(tmp_path, n=6)
+    data = build_dataset("nnunet", root)
+    assert data.classes == ("left", "right")
+    _extract(cached_store, data)
+    run = tmp_path / "run"
+    train(make_manifest(cached_store, run, training={"epochs": 2, "views": 1},
+                        datasets=[{"name": "nnunet", "root": str(root)}]))
+    _cli("eval", "--run", run)
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert {g.get("class") for g in summary["groups"]} >= {"left", "right", "mean"}
+    volume = next((root / "Dataset501_Tiny" / "imagesTr").glob("*.nii.gz"))
+    _cli("predict", "--run", run, "--input", volume, "--out", tmp_path / "pred")
+    assert list((tmp_path / "pred").rglob("*.nii.gz"))
