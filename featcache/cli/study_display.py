@@ -67,7 +67,11 @@ class StudyDisplay:
 
     def _on_train(self, info: dict[str, Any]) -> None:
         event = info["event"]
-        if event == "start":
+        if event == "pretrain_start":
+            self._task("train", "  feature pretraining", info["steps"], f"{info['images']} unlabelled images")
+        elif event == "pretrain_step" and "train" in self.tasks:
+            self.progress.update(self.tasks["train"], advance=1, info=f"loss {info['loss']:.3f}")
+        elif event == "start":
             self._task("train", "  training", info["epochs"] * info["steps"])
             self.progress.update(self.tasks["train"], completed=info["start_epoch"] * info["steps"])
         elif event == "step" and "train" in self.tasks:

@@ -23,7 +23,7 @@ from featcache.errors import ConfigError
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, apply_overrides, manifest_from_dict, parse_overrides
 from featcache.study.runner import CellResult, Progress, ensure_extracted, run_cell
-from featcache.study.spec import Arm, QuickSpec, StudySpec, TestSet, check_choices, read_study, slug
+from featcache.study.spec import Arm, QuickSpec, StudySpec, TestSet, read_study, runs_problem, slug
 
 
 @dataclass(frozen=True)
@@ -103,17 +103,15 @@ def plan_study(path: Path, options: StudyOptions | None = None) -> StudyPlan:
                           fields=("arms",))
     seeds = _numbers(options.seeds, spec.quick.seeds if options.quick else spec.seeds)
     fractions = _numbers(options.label_fractions, spec.label_fractions)
-    try:
-        check_choices(spec.arms, spec.reference, seeds, fractions)
-    except ValueError as exc:
-        field_name = str(exc).split(":")[0]
-        raise ConfigError(str(exc), fields=(field_name,)) from None
+    problem = runs_problem(seeds, fractions)
+    if problem:
+        raise ConfigError(problem[1], fields=(problem[0],))
     out = _out_dir(path, spec, options)
     arms = {k: numbered[k] for k in sorted(chosen)}
     cells = [StudyCell(k, f, s, cell_manifest(base, arms[k], f, s, out, spec.quick if options.quick else None,
                                               str(path)))
              for s in seeds for f in fractions for k in arms]
-    _check_test_names(spec.test_sets, cells)
+    _check_test_sets(spec.test_sets, cells)
     plan = StudyPlan(path, out, arms, reference, seeds, fractions, spec.test_sets, cells)
     plan.notes = label_notes(cells)
     return plan
@@ -156,12 +154,22 @@ def _quick_caps(data: dict[str, Any], quick: QuickSpec) -> list[tuple[str, Any]]
     return caps
 
 
-def _check_test_names(test_sets: list[TestSet], cells: list[StudyCell]) -> None:
+def _check_test_sets(test_sets: list[TestSet], cells: list[StudyCell]) -> None:
+    """Before anything trains: names apart from the training datasets', masks to score against."""
+    from featcache.data.registry import build_dataset
+
     names = {d.name for c in cells for d in c.manifest.datasets}
     clash = sorted(names & {t.name for t in test_sets})
     if clash:
         raise ConfigError(f"study test_sets: {clash[0]!r} is also a training dataset's name (its test "
                           "split is scored already); name the extra test set otherwise")
+    for t in test_sets:
+        d = t.dataset
+        data = build_dataset(d.name, d.root, **d.options)
+        named = {"train": d.train_split, "val": d.val_split, "test": d.test_split}.get(t.split, t.split)
+        if not data.labelled or not data.split_indices(named):
+            raise ConfigError(f"study test set {t.name!r}: dataset {d.name} has no labelled images in "
+                              f"split {named!r}; name a labelled dataset and one of its splits")
 
 
 def kept_training_slices(n_train: int, fraction: float) -> int:

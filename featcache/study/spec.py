@@ -98,7 +98,10 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        check_choices(self.arms, self.reference, self.seeds, self.label_fractions)
+        check_arms(self.arms, self.reference)
+        problem = runs_problem(self.seeds, self.label_fractions)
+        if problem:
+            raise ValueError(problem[1])
         known = [a.name for a in self.arms]
         missing = [name for name in self.quick.arms or [] if name not in known]
         if missing:
@@ -113,9 +116,8 @@ class StudySpec(_Strict):
         return self.reference or self.arms[0].name
 
 
-def check_choices(arms: list[Arm], reference: str | None, seeds: list[int], fractions: list[float]) -> None:
-    """Arm names (and their folders) distinct, every named arm present, seeds distinct, fractions in
-    (0, 1]; ValueError (pydantic's way) naming the key."""
+def check_arms(arms: list[Arm], reference: str | None) -> None:
+    """Arm names (and their folders) distinct and every arm named present; ValueError naming the key."""
     names = [a.name for a in arms]
     slugs = [slug(n) for n in names]
     if len(set(slugs)) < len(slugs):
@@ -124,11 +126,16 @@ def check_choices(arms: list[Arm], reference: str | None, seeds: list[int], frac
                                                       for a in arms]:
         if name is not None and name not in names:
             raise ValueError(f"{label}: no arm is named {name!r}; the arms are {names}")
-    if len(set(seeds)) < len(seeds):
-        raise ValueError(f"seeds: each seed once, got {seeds}")
+
+
+def runs_problem(seeds: list[int], fractions: list[float]) -> tuple[str, str] | None:
+    """(field, message) when seeds or label fractions cannot make a study, else None."""
+    if not seeds or len(set(seeds)) < len(seeds):
+        return "seeds", f"seeds: at least one, each once, got {seeds}"
     bad = [f for f in fractions if not 0 < f <= 1]
-    if bad or len(set(fractions)) < len(fractions):
-        raise ValueError(f"label_fractions: distinct values in (0, 1], got {fractions}")
+    if not fractions or bad or len(set(fractions)) < len(fractions):
+        return "label_fractions", f"label_fractions: distinct values in (0, 1], got {fractions}"
+    return None
 
 
 def read_study(path: Path) -> tuple[dict[str, Any], StudySpec]:

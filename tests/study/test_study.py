@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from featcache.cli import app
-from featcache.errors import ConfigError
+from featcache.errors import ConfigError, FeatcacheError
 from featcache.manifest import load_manifest
 from featcache.study import runner
 from featcache.study.ablation import StudyOptions, plan_study
@@ -127,10 +127,18 @@ def test_arms_are_overrides_applied_in_order(tmp_path, blob_registry):
     ({}, StudyOptions(arms=[2, 9]), r"arms \[9\]: choose from 1-3"),
     ({}, StudyOptions(arms=[2, 3]), "must include the reference arm 1"),
     ({}, StudyOptions(label_fractions=[0.0]), r"label_fractions: distinct values in \(0, 1\]"),
+    ({}, StudyOptions(seeds=[1, 1]), "seeds: at least one, each once"),
 ])
 def test_bad_studies_are_one_clear_error(tmp_path, blob_registry, study, options, match):
     with pytest.raises(ConfigError, match=match):
         plan_study(_manifest(tmp_path, study), options)
+
+
+def test_a_test_set_without_masks_in_its_split_is_refused_before_training(tmp_path, blob_registry):
+    study = {"test_sets": [{"name": "x", "dataset": {"name": "blobs"}, "split": "nosuch"}]}
+    with pytest.raises(FeatcacheError, match="unknown split 'nosuch'"):
+        plan_study(_manifest(tmp_path, study))
+    assert not (tmp_path / "store").exists() and not list(tmp_path.glob("runs*"))
 
 
 def test_cli_names_flags_and_distill_ignores_the_study_section(tmp_path, blob_registry):
