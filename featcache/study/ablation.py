@@ -24,6 +24,7 @@ from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, apply_overrides, manifest_from_dict, parse_overrides
 from featcache.study.runner import CellResult, Progress, ensure_extracted, run_cell
 from featcache.study.spec import Arm, QuickSpec, StudySpec, TestSet, read_study, runs_problem, slug
+from featcache.study.tables import fraction_label
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,6 @@ class StudyPlan:
         """Labels of the teachers any distilling arm trains with (the gate columns)."""
         labels = [t.label for c in self.cells if c.manifest.distill.enabled for t in c.manifest.teachers]
         return list(dict.fromkeys(labels))
-
-
-def fraction_label(fraction: float) -> str:
-    return "full labels" if fraction >= 1 else f"{fraction * 100:g}% labels"
 
 
 def _numbers(values: list[Any] | None, default: list[Any]) -> list[Any]:

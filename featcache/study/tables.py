@@ -56,11 +56,14 @@ def setting(row: dict[str, Any]) -> str:
     return f"{float(row['label_fraction']):g} · {row['test']}"
 
 
+def fraction_label(fraction: float) -> str:
+    """'full labels' for 1, else the share ('10% labels')."""
+    return "full labels" if fraction >= 1 else f"{fraction * 100:g}% labels"
+
+
 def setting_title(row: dict[str, Any]) -> str:
     """The same, as tables say it ('10% labels, coronal + sagittal test')."""
-    fraction = float(row["label_fraction"])
-    labels = "full labels" if fraction >= 1 else f"{fraction * 100:g}% labels"
-    return f"{labels}, {row.get('test_title') or row['test'] + ' test'}"
+    return f"{fraction_label(float(row['label_fraction']))}, {row.get('test_title') or row['test'] + ' test'}"
 
 
 def _titles(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
