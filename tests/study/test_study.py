@@ -164,6 +164,9 @@ def test_the_demo_study_is_the_ablation(capsys):
     assert {m.training.steps for m in by.values()} == {40}  # step parity across arms
     assert plan.notes == ["10% labels: 3 of 28 demo training images per run (drawn with the run's seed)"]
     assert [t.name for t in plan.test_sets] == ["orientation"]
+    quick = plan_study(ROOT / "manifests" / "study-demo.yaml", StudyOptions(quick=True))
+    assert list(quick.arms) == [2, 3, 5] and quick.seeds == [0, 1] and len(quick.cells) == 12
+    assert {(c.manifest.training.steps, c.manifest.student.image_size) for c in quick.cells} == {(10, 64)}
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("ablation_script", ROOT / "pipelines" / "ablation.py")
