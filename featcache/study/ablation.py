@@ -86,6 +86,7 @@ def plan_study(path: Path, options: StudyOptions | None = None) -> StudyPlan:
     options = options or StudyOptions()
     base, spec = read_study(path)
     apply_overrides(base, parse_overrides(options.overrides))
+    manifest_from_dict(copy.deepcopy(base), str(path))  # the file's own manifest first: errors name it
     numbered = dict(enumerate(spec.arms, start=1))
     quick_arms = spec.quick.arms if options.quick and spec.quick.arms else None
     default = [k for k, a in numbered.items() if quick_arms is None or a.name in quick_arms]

@@ -128,6 +128,7 @@ def test_arms_are_overrides_applied_in_order(tmp_path, blob_registry):
     ({}, StudyOptions(arms=[2, 3]), "must include the reference arm 1"),
     ({}, StudyOptions(label_fractions=[0.0]), r"label_fractions: distinct values in \(0, 1\]"),
     ({}, StudyOptions(seeds=[1, 1]), "seeds: at least one, each once"),
+    ({}, StudyOptions(overrides=["training.bogus=1"]), r"m.yaml: key training.bogus"),
 ])
 def test_bad_studies_are_one_clear_error(tmp_path, blob_registry, study, options, match):
     with pytest.raises(ConfigError, match=match):
