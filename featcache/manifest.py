@@ -4,6 +4,7 @@ reject unknown keys. `--set key.path=value` overrides any field; the value is pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -259,6 +260,7 @@ class Manifest(_Strict):
         return v
 
 
+STUDY_SECTION = "study"
 OVERRIDE = ("override",)  # the field errors about an override name (the CLI's --set)
 
 
@@ -294,11 +296,16 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def apply_overrides(data: dict[str, Any], pairs: Iterable[tuple[str, Any]]) -> None:
+    """Set each dotted key.path of the manifest data to its value, in order (as `--set` does)."""
+    for key, value in pairs:
+        _set_path(data, key, value)
+
+
 def manifest_from_dict(data: Any, source: str, overrides: list[str] | None = None) -> Manifest:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a manifest must be a YAML mapping, got {type(data).__name__}")
-    for key, value in parse_overrides(overrides or []):
-        _set_path(data, key, value)
+    apply_overrides(data, parse_overrides(overrides or []))
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -321,4 +328,8 @@ def same_settings(saved: Any, manifest: Manifest) -> bool:
 def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:
     path = Path(path)
     data = read_yaml(path, "manifest", "see manifests/ for examples")
+    if isinstance(data, dict):
+        # `featcache study`'s own section (featcache/study/spec.py): the rest is a manifest that
+        # distill and extract read as usual.
+        data = {k: v for k, v in data.items() if k != STUDY_SECTION}
     return manifest_from_dict(data, str(path), overrides)

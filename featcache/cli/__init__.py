@@ -8,6 +8,7 @@ from featcache.cli import (  # noqa: F401
     extract_cmd,
     init_cmd,
     store_cmd,
+    study_cmd,
     teachers_cmd,
 )
 from featcache.cli.app import app, main

@@ -1,4 +1,4 @@
-"""Rich progress for the study pipelines (pipelines/ablation.py, paper.py): one bar for
+"""Rich progress for `featcache study` and pipelines/paper.py: one bar for
 extraction, one for the cells, one for the current training run. `StudyDisplay` is the
 `progress(event, info)` callback that featcache.study's runners call."""
 

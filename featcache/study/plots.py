@@ -1,5 +1,5 @@
-"""The ablation figure: test Dice per configuration, one panel per setting (training regime x test
-set), seed points joined across configurations (the pairing) and mean ± std bars."""
+"""The study figure: test Dice per arm, one panel per setting (label fraction x test set), seed
+points joined across arms (the pairing) and mean ± std bars."""
 
 from __future__ import annotations
 
@@ -13,18 +13,19 @@ import matplotlib
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 
-from featcache.study.tables import SETTING_NAMES, group_stats, setting  # noqa: E402
+from featcache.study.tables import group_stats, setting, setting_title  # noqa: E402
 
 
 def ablation_plot(rows: Sequence[dict[str, Any]], names: dict[int, str], path: Path) -> Path:
-    """Each panel: per configuration the per-seed Dice (dots, jittered) and mean ± std (bar)."""
+    """Each panel: per arm the per-seed Dice (dots) and mean ± std (bar)."""
     settings = list(dict.fromkeys(setting(r) for r in rows))
+    titles = {setting(r): setting_title(r) for r in rows}
     dice = group_stats(rows, "dice_mean")
-    configs = sorted({int(r["config"]) for r in rows})
+    configs = sorted({int(r["arm"]) for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
     fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 4.4), sharey=True, squeeze=False)
     for ax, where in zip(axes[0], settings, strict=True):
-        value = {(int(r["config"]), int(r["seed"])): float(r["dice_mean"])
+        value = {(int(r["arm"]), int(r["seed"])): float(r["dice_mean"])
                  for r in rows if setting(r) == where}
         for seed in seeds:  # one faint line per seed: the comparison is paired by seed
             xs = [x for x, k in enumerate(configs) if (k, seed) in value]
@@ -37,8 +38,8 @@ def ablation_plot(rows: Sequence[dict[str, Any]], names: dict[int, str], path: P
                 ax.errorbar(x, s.mean, yerr=0 if math.isnan(s.std) else s.std, fmt="_", color="black",
                             markersize=18, capsize=5, zorder=4)
         ax.set_xticks(range(len(configs)), [str(k) for k in configs])
-        ax.set_xlabel("configuration")
-        ax.set_title(SETTING_NAMES.get(where, where), fontsize=8)
+        ax.set_xlabel("arm")
+        ax.set_title(titles[where], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("test Dice (per-image mean)")
     legend = "; ".join(f"{k}: {names[k]}" for k in configs)

@@ -1,6 +1,6 @@
 """Seed statistics for ablation tables: mean ± std over seeds, and paired differences.
 
-Two configurations are compared on the same seeds (same split, same initialisation of what they
+Two arms are compared on the same seeds (same split, same initialisation of what they
 share, same number of steps): the per-seed difference in mean Dice removes the seed-to-seed
 variation both arms share, and its mean gets a 95% Student-t confidence interval.
 """
@@ -30,7 +30,7 @@ def seed_stats(values: list[float]) -> SeedStats:
 
 
 PAIRED_RULE = ("Δ: mean over seeds of the paired difference in per-image mean Dice (same seed, same "
-               "split, same steps for both configurations), with its 95% confidence interval "
+               "split, same steps for both arms), with its 95% confidence interval "
                "(Student t, n-1 degrees of freedom); an effect is established when the interval "
                "excludes zero")
 

@@ -46,22 +46,38 @@ def md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-# --- ablation ---------------------------------------------------------------------------------
-
-SETTING_NAMES = {"full · axial": "full labels, axial test", "low · axial": "10% labels, axial test",
-                 "full · orientation": "full labels, coronal + sagittal test (orientation transfer)",
-                 "low · orientation": "10% labels, coronal + sagittal test (orientation transfer)"}
+# --- the paired study -------------------------------------------------------------------------
+# Rows are results.csv rows of featcache.study.ablation (read back from the CSV too: values may be
+# strings): `arm` (number), `compared_to`, `label_fraction`, `test`, `test_title`, `seed` and metrics.
 
 
 def setting(row: dict[str, Any]) -> str:
-    """A row's training regime, with its test set when it has one ('low · orientation')."""
-    return f"{row['regime']} · {row['test']}" if row.get("test") else str(row["regime"])
+    """A row's label regime and test set as a key ('0.1 · orientation')."""
+    return f"{float(row['label_fraction']):g} · {row['test']}"
+
+
+def fraction_label(fraction: float) -> str:
+    """'full labels' for 1, else the share ('10% labels')."""
+    return "full labels" if fraction >= 1 else f"{fraction * 100:g}% labels"
+
+
+def setting_title(row: dict[str, Any]) -> str:
+    """The same, as tables say it ('10% labels, coronal + sagittal test')."""
+    return f"{fraction_label(float(row['label_fraction']))}, {row.get('test_title') or row['test'] + ' test'}"
+
+
+def _titles(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    return {setting(r): setting_title(r) for r in rows}
+
+
+def _settings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(setting(r) for r in rows))
 
 
 def group_stats(rows: Sequence[dict[str, Any]], column: str) -> dict[tuple[str, int], SeedStats]:
-    """(setting, config) -> seed statistics of `column`."""
-    keys = dict.fromkeys((setting(r), int(r["config"])) for r in rows)
-    return {k: seed_stats([_num(r[column]) for r in rows if (setting(r), int(r["config"])) == k])
+    """(setting, arm) -> seed statistics of `column`."""
+    keys = dict.fromkeys((setting(r), int(r["arm"])) for r in rows)
+    return {k: seed_stats([_num(r.get(column)) for r in rows if (setting(r), int(r["arm"])) == k])
             for k in keys}
 
 
@@ -69,89 +85,103 @@ def _num(v: Any) -> float:
     return math.nan if _missing(v) or v == "" else float(v)
 
 
-def by_seed(rows: Sequence[dict[str, Any]], where: str, config: int, column: str = "dice_mean"
+def by_seed(rows: Sequence[dict[str, Any]], where: str, arm: int, column: str = "dice_mean"
             ) -> dict[int, float]:
-    return {int(r["seed"]): _num(r[column]) for r in rows
-            if setting(r) == where and int(r["config"]) == config}
+    return {int(r["seed"]): _num(r[column]) for r in rows if setting(r) == where and int(r["arm"]) == arm}
 
 
 def paired(rows: Sequence[dict[str, Any]], where: str, a: int, b: int) -> Paired:
-    """Configuration a minus b in one setting, paired by seed."""
+    """Arm a minus arm b in one setting, paired by seed."""
     return paired_difference(by_seed(rows, where, a), by_seed(rows, where, b))
 
 
-BASELINE = 2  # the pretrained student alone: the fair baseline every configuration is held to
-
-
-def findings(rows: Sequence[dict[str, Any]], names: dict[int, str]) -> list[str]:
-    """Computed sentences per setting: the last configuration against the baseline, and every
-    configuration whose interval against the baseline excludes zero."""
+def findings(rows: Sequence[dict[str, Any]], names: dict[int, str], reference: int) -> list[str]:
+    """Computed sentences per setting: the last arm against the reference, and every arm whose
+    interval against the reference excludes zero."""
     out = []
-    configs = sorted({int(r["config"]) for r in rows})
-    for where in dict.fromkeys(setting(r) for r in rows):
-        if BASELINE not in configs:
-            break
-        label = SETTING_NAMES.get(where, where)
-        for k in configs:
-            if k == BASELINE:
+    arms = sorted({int(r["arm"]) for r in rows})
+    if reference not in arms:
+        return out
+    titles = _titles(rows)
+    for where in _settings(rows):
+        for k in arms:
+            if k == reference:
                 continue
-            d = paired(rows, where, k, BASELINE)
-            if k == configs[-1] or d.verdict in ("better", "worse"):
-                out.append(f"{label} — {k} ({names[k]}) vs {BASELINE}: Δ Dice {d.text()}, n={d.n}: "
-                           f"{d.verdict}")
+            d = paired(rows, where, k, reference)
+            if k == arms[-1] or d.verdict in ("better", "worse"):
+                out.append(f"{titles[where]} — {k} ({names[k]}) vs {reference}: Δ Dice {d.text()}, "
+                           f"n={d.n}: {d.verdict}")
     return out
 
 
-SUMMARY_COLUMNS = ("#", "configuration", "setting", "Dice", "HD95", "train s",
-                   f"Δ vs {BASELINE} [95% CI]", "Δ vs the one before [95% CI]")
+def summary_columns(reference: int) -> tuple[str, ...]:
+    return ("#", "arm", "setting", "Dice", "HD95", "train s", f"Δ vs {reference} [95% CI]",
+            "Δ vs the one before [95% CI]")
 
 
-def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str]) -> tuple[list[list[Any]], str]:
-    """Per (setting, configuration): the SUMMARY_COLUMNS cells; and the caption stating the rule."""
+def _parent(rows: Sequence[dict[str, Any]], arm: int, arms: list[int]) -> int | None:
+    """The arm's compared_to when it ran, else the nearest arm before it that ran."""
+    named = next((int(r["compared_to"]) for r in rows
+                  if int(r["arm"]) == arm and not _missing(r.get("compared_to")) and r["compared_to"] != ""),
+                 None)
+    return named if named in arms else max((c for c in arms if c < arm), default=None)
+
+
+def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str], reference: int
+                     ) -> tuple[list[list[Any]], str]:
+    """Per (setting, arm): the summary_columns cells; and the caption stating the rule."""
     dice, hd = group_stats(rows, "dice_mean"), group_stats(rows, "hd95_mean")
     secs = group_stats(rows, "train_seconds")
     seeds = sorted({int(r["seed"]) for r in rows})
-    unit = next((r["hd95_unit"] for r in rows if not _missing(r.get("hd95_unit"))), "px")
-    configs = sorted({k for _, k in dice})
+    unit = next((r["hd95_unit"] for r in rows if not _missing(r.get("hd95_unit")) and r["hd95_unit"]), "px")
+    arms = sorted({k for _, k in dice})
+    order, titles = _settings(rows), _titles(rows)
     body = []
-    for where, k in sorted(dice, key=lambda wk: (list(dict.fromkeys(setting(r) for r in rows)).index(wk[0]),
-                                                 wk[1])):
-        parent = next((int(r["parent"]) for r in rows if int(r["config"]) == k and r.get("parent")), None)
-        prev = parent if parent in configs else max((c for c in configs if c < k), default=None)
-        has_base = k != BASELINE and (where, BASELINE) in dice
-        vs_base = paired(rows, where, k, BASELINE).text() if has_base else "–"
+    for where, k in sorted(dice, key=lambda wk: (order.index(wk[0]), wk[1])):
+        prev = _parent(rows, k, arms)
+        has_ref = k != reference and (where, reference) in dice
+        vs_ref = paired(rows, where, k, reference).text() if has_ref else "–"
         vs_prev = paired(rows, where, k, prev).text() if prev is not None else "–"
-        body.append([k, names[k], SETTING_NAMES.get(where, where), pm(dice[(where, k)]),
-                     pm(hd[(where, k)], 2), pm(secs[(where, k)], 0), vs_base, vs_prev])
+        body.append([k, names[k], titles[where], pm(dice[(where, k)]), pm(hd[(where, k)], 2),
+                     pm(secs[(where, k)], 0), vs_ref, vs_prev])
     caption = (f"Per-image Dice and HD95 ({unit}) averaged per run, then mean ± std over seeds {seeds}. "
-               f"{PAIRED_RULE}. The one before: the configuration k changes one thing of (k-1 unless "
-               "the configuration names another).")
+               f"{PAIRED_RULE}. The one before: the arm k changes one thing of (k-1 unless the arm "
+               "names another).")
     return body, caption
 
 
+def _gate_table(rows: Sequence[dict[str, Any]], names: dict[int, str], teachers: Sequence[str]) -> list[str]:
+    """Where teachers compete: the learned gate weights per (label regime, arm). Gates do not
+    depend on the test set: the first test set's rows stand for each run."""
+    if not teachers:
+        return []
+    first = rows[0]["test"] if rows else None
+    gates = {t: group_stats([r for r in rows if r["test"] == first], f"gate_{t}") for t in teachers}
+    gated = [wk for wk, s in gates[teachers[0]].items() if not math.isnan(s.mean)]
+    if not gated:
+        return []
+    titles = _titles(rows)
+    body = [[k, names[k], titles[where]] + [pm(gates[t][(where, k)], 3) for t in teachers]
+            for where, k in gated]
+    return ["", "#### Learned teacher-gate weights (where teachers compete; mean over training samples, "
+                "last epoch)", "",
+            md_table(["#", "arm", "setting"] + [f"gate: {t}" for t in teachers], body)]
+
+
 def ablation_markdown(rows: Sequence[dict[str, Any]], names: dict[int, str], notes: Sequence[str],
-                      roles: Sequence[str]) -> str:
-    """table.md: per setting and configuration the Dice over seeds and the paired differences,
-    the learned gate weights and computed findings."""
-    body, caption = ablation_summary(rows, names)
-    gates = {role: group_stats(rows, f"gate_{role}") for role in roles}
+                      teachers: Sequence[str], reference: int) -> str:
+    """table.md: per setting and arm the Dice over seeds and the paired differences, the learned
+    gate weights and computed findings."""
+    body, caption = ablation_summary(rows, names, reference)
     # Heading levels that embed under a README section (### and ####) as written.
-    parts = ["### Ablation", "", caption, "", md_table(SUMMARY_COLUMNS, body)]
-    gated = [(where, k) for where, k in (gates[roles[0]] if roles else {})
-             if where.endswith("axial") and not math.isnan(gates[roles[0]][(where, k)].mean)]
-    gate_rows = [[k, names[k], SETTING_NAMES.get(where, where)] + [pm(gates[r][(where, k)], 3) for r in roles]
-                 for where, k in gated]
-    if gate_rows:
-        parts += ["", "#### Learned teacher-gate weights (where teachers compete; mean over training "
-                      "samples, last epoch)", "",
-                  md_table(["#", "configuration", "setting"] + [f"gate: {r} teacher" for r in roles],
-                           gate_rows)]
+    parts = ["### Study", "", caption, "", md_table(summary_columns(reference), body)]
+    parts += _gate_table(rows, names, teachers)
     first = {r["run_dir"] for r in rows if str(r.get("best_epoch")) == "1"}
     if first:
         runs = len({r["run_dir"] for r in rows})
         notes = [*notes, f"{len(first)} of {runs} runs kept their epoch-1 checkpoint (validation Dice "
                          "never improved afterwards); such runs barely differ from the initialisation"]
-    found = findings(rows, names)
+    found = findings(rows, names, reference)
     if found:
         parts += ["", "#### Findings (computed from the rows above)", ""] + [f"- {f}" for f in found]
     if notes:
