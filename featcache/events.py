@@ -68,3 +68,69 @@ class EpochDone(Event):
     best: float
     terms: dict[str, Any] = field(default_factory=dict)  # metrics.csv's train row
     gates: dict[str, dict[str, float]] = field(default_factory=dict)  # "dataset/stage" -> weights
+
+
+# --- extraction ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImagesExtracted(Event):
+    done: int  # images (x views) committed or in flight, of `total`, as this process knows them
+    total: int
+
+
+@dataclass(frozen=True)
+class ShardsCommitted(Event):
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class StatisticsRead(Event):
+    """Shards committed by earlier or other runs, read back for the entry's statistics."""
+
+    done: int
+    total: int
+
+
+# --- studies (pipelines/ablation.py, featcache study, pipelines/paper.py) -------------------------
+@dataclass(frozen=True)
+class ExtractionStarted(Event):
+    label: str  # "teacher × dataset"; its extraction events follow
+
+
+@dataclass(frozen=True)
+class ExtractionDone(Event):
+    teacher: str
+    dataset: str
+    key: str
+    status: str  # cached, extracted, resumed, repaired
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunsPlanned(Event):
+    total: int
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    label: str  # its training events follow
+    index: int
+
+
+@dataclass(frozen=True)
+class EvaluationStarted(Event):
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class ImagesEvaluated(Event):
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class RunDone(Event):
+    label: str
+    index: int
+    row: dict[str, Any]  # the run's first result row (test Dice, seconds)
+    skipped: bool  # finished before: read back, not trained

@@ -4,42 +4,48 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import typer
 
 from featcache.cli.app import app, console
 from featcache.cli.common import progress_bar, table
+from featcache.cli.events import Display
 from featcache.errors import ConfigError
+from featcache.events import Event, ImagesExtracted, ShardsCommitted, StatisticsRead
 from featcache.extract.settings import ExtractJob, ExtractSettings
 
 DEFAULTS = ExtractSettings()  # the option defaults below are these
 
 
-class _Reporter:
-    """Turns runner progress events into rich bars: images/s and shards committed while extracting
-    (the bar's own columns give elapsed time and ETA), then the statistics pass if one is needed."""
+class _Reporter(Display):
+    """Extraction's events as rich bars: images/s and shards committed while extracting (the bar's
+    own columns give elapsed time and ETA), then the statistics pass if one is needed."""
+
+    renders: ClassVar[dict[type[Event], str]] = {
+        ImagesExtracted: "images", ShardsCommitted: "shards", StatisticsRead: "statistics"}
 
     def __init__(self, bar, label: str) -> None:
         self.bar, self.label, self.tasks = bar, label, {}
         self.started = time.perf_counter()
         self.first: int | None = None  # images already committed before this run (resume)
-        self.shards = ""
+        self.shards_info = ""
 
-    def __call__(self, event: str, done: int, total: int) -> None:
-        if event == "shards":  # shown beside the images bar, refreshed with its next update
-            self.shards = f"{done}/{total} shards"
-            return
-        if event not in self.tasks:
-            name = self.label if event == "images" else "feature statistics"
-            self.tasks[event] = self.bar.add_task(name, total=total, info="")
-        if event == "images":
-            self.first = done if self.first is None else self.first
-            rate = (done - self.first) / max(time.perf_counter() - self.started, 1e-9)
-            info = f"{rate:.2f} img/s  {self.shards}".rstrip()
-        else:
-            info = ""
-        self.bar.update(self.tasks[event], completed=done, info=info)
+    def shards(self, e: ShardsCommitted) -> None:  # shown beside the images bar, with its next update
+        self.shards_info = f"{e.done}/{e.total} shards"
+
+    def images(self, e: ImagesExtracted) -> None:
+        if "images" not in self.tasks:
+            self.tasks["images"] = self.bar.add_task(self.label, total=e.total, info="")
+        self.first = e.done if self.first is None else self.first
+        rate = (e.done - self.first) / max(time.perf_counter() - self.started, 1e-9)
+        info = f"{rate:.2f} img/s  {self.shards_info}".rstrip()
+        self.bar.update(self.tasks["images"], completed=e.done, info=info)
+
+    def statistics(self, e: StatisticsRead) -> None:
+        if "stats" not in self.tasks:
+            self.tasks["stats"] = self.bar.add_task("feature statistics", total=e.total, info="")
+        self.bar.update(self.tasks["stats"], completed=e.done, info="")
 
 
 def _say(result, repair: bool) -> None:

@@ -1,10 +1,10 @@
 """Rich progress for `featcache study` and pipelines/paper.py: one bar for
 extraction, one for the cells, one for the current training run. `StudyDisplay` is the
-`progress(event, info)` callback that featcache.study's runners call."""
+`progress(event)` callback that featcache.study's runners call with featcache.events."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 from rich.console import Console
 from rich.progress import (
@@ -17,11 +17,38 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from featcache.events import EpochDone, TrainingStarted, TrainingStep
+from featcache.cli.events import Display
+from featcache.events import (
+    EpochDone,
+    EvaluationStarted,
+    Event,
+    ExtractionDone,
+    ExtractionStarted,
+    ImagesEvaluated,
+    ImagesExtracted,
+    PretrainReused,
+    PretrainStarted,
+    PretrainStep,
+    RunDone,
+    RunsPlanned,
+    RunStarted,
+    ShardsCommitted,
+    StatisticsRead,
+    TrainingStarted,
+    TrainingStep,
+)
 
 
-class StudyDisplay:
-    """Context manager; call the instance with (event, info) from the study runners."""
+class StudyDisplay(Display):
+    """Context manager; the progress callback of the study runners (featcache.events)."""
+
+    renders: ClassVar[dict[type[Event], str]] = {
+        ExtractionStarted: "extraction_started", ImagesExtracted: "images_extracted",
+        StatisticsRead: "statistics_read", ShardsCommitted: "shards_committed",
+        ExtractionDone: "extraction_done", RunsPlanned: "runs_planned", RunStarted: "run_started",
+        PretrainStarted: "pretrain_started", PretrainStep: "pretrain_step", PretrainReused: "pretrain_reused",
+        TrainingStarted: "training_started", TrainingStep: "training_step", EpochDone: "epoch_done",
+        EvaluationStarted: "evaluation_started", ImagesEvaluated: "images_evaluated", RunDone: "run_done"}
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -43,54 +70,61 @@ class StudyDisplay:
         self.tasks[name] = self.progress.add_task(description, total=total, info=info)
         return self.tasks[name]
 
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        handler = getattr(self, f"_on_{event}", None)
-        if handler is not None:
-            handler(info)
+    def extraction_started(self, e: ExtractionStarted) -> None:
+        self._task("extract", f"extract {e.label}", None, "checking the store")
 
-    def _on_extract_start(self, info: dict[str, Any]) -> None:
-        self._task("extract", f"extract {info['label']}", None, "checking the store")
+    def images_extracted(self, e: ImagesExtracted) -> None:
+        self.progress.update(self.tasks["extract"], completed=e.done, total=e.total, info="images")
 
-    def _on_extract_progress(self, info: dict[str, Any]) -> None:
-        what = "images" if info["event"] == "images" else "feature statistics"
-        self.progress.update(self.tasks["extract"], completed=info["done"], total=info["total"], info=what)
+    def statistics_read(self, e: StatisticsRead) -> None:
+        self.progress.update(self.tasks["extract"], completed=e.done, total=e.total,
+                             info="feature statistics")
 
-    def _on_extract_done(self, info: dict[str, Any]) -> None:
+    def shards_committed(self, e: ShardsCommitted) -> None:
+        pass  # the images bar says enough in a study
+
+    def extraction_done(self, e: ExtractionDone) -> None:
         self.progress.remove_task(self.tasks.pop("extract"))
-        self.console.print(f"extract {info['teacher']} × {info['dataset']}: [bold]{info['status']}[/] "
-                           f"({info['seconds']:.0f} s) {info['key']}")
+        self.console.print(f"extract {e.teacher} × {e.dataset}: [bold]{e.status}[/] ({e.seconds:.0f} s) "
+                           f"{e.key}")
 
-    def _on_cells_start(self, info: dict[str, Any]) -> None:
-        self._task("cells", "runs", info["total"])
+    def runs_planned(self, e: RunsPlanned) -> None:
+        self._task("cells", "runs", e.total)
 
-    def _on_cell_start(self, info: dict[str, Any]) -> None:
+    def run_started(self, e: RunStarted) -> None:
         if "cells" in self.tasks:
-            self.progress.update(self.tasks["cells"], info=info["label"])
+            self.progress.update(self.tasks["cells"], info=e.label)
 
-    def _on_train(self, info: dict[str, Any]) -> None:
-        event = info["event"]  # a featcache.events training event
-        if isinstance(event, TrainingStarted):
-            self._task("train", "  training", event.epochs * event.steps_per_epoch)
-            self.progress.update(self.tasks["train"], completed=event.start_epoch * event.steps_per_epoch)
-        elif isinstance(event, TrainingStep) and "train" in self.tasks:
-            self.progress.update(self.tasks["train"], advance=1,
-                                 info=f"epoch {event.epoch + 1} loss {event.loss:.3f}")
-        elif isinstance(event, EpochDone) and "train" in self.tasks:
-            self.progress.update(self.tasks["train"], info=f"epoch {event.epoch + 1} val Dice "
-                                                           f"{event.val_score:.3f}")
+    def pretrain_started(self, e: PretrainStarted) -> None:
+        self._task("train", "  feature pretraining", e.steps, f"{e.images} unlabelled images")
 
-    def _on_eval_start(self, info: dict[str, Any]) -> None:
+    def pretrain_step(self, e: PretrainStep) -> None:
+        self.progress.update(self.tasks["train"], advance=1, info=f"loss {e.loss:.3f}")
+
+    def pretrain_reused(self, e: PretrainReused) -> None:
+        pass  # a study shares one pretraining across label fractions: nothing to say per run
+
+    def training_started(self, e: TrainingStarted) -> None:
+        self._task("train", "  training", e.epochs * e.steps_per_epoch)
+        self.progress.update(self.tasks["train"], completed=e.start_epoch * e.steps_per_epoch)
+
+    def training_step(self, e: TrainingStep) -> None:
+        self.progress.update(self.tasks["train"], advance=1, info=f"epoch {e.epoch + 1} loss {e.loss:.3f}")
+
+    def epoch_done(self, e: EpochDone) -> None:
+        self.progress.update(self.tasks["train"], info=f"epoch {e.epoch + 1} val score {e.val_score:.3f}")
+
+    def evaluation_started(self, e: EvaluationStarted) -> None:
         self._task("eval", "  evaluating", None)
 
-    def _on_eval(self, info: dict[str, Any]) -> None:
-        self.progress.update(self.tasks["eval"], completed=info["done"], total=info["total"])
+    def images_evaluated(self, e: ImagesEvaluated) -> None:
+        self.progress.update(self.tasks["eval"], completed=e.done, total=e.total)
 
-    def _on_cell_done(self, info: dict[str, Any]) -> None:
+    def run_done(self, e: RunDone) -> None:
         for name in ("train", "eval"):
             if name in self.tasks:
                 self.progress.remove_task(self.tasks.pop(name))
         if "cells" in self.tasks:
             self.progress.advance(self.tasks["cells"])
-        row = info["row"]
-        how = "reused (finished before)" if info["skipped"] else f"{row['train_seconds']:.0f} s"
-        self.console.print(f"{info['label']}: test Dice {row['dice_mean']:.4f}, {how}")
+        how = "reused (finished before)" if e.skipped else f"{e.row['train_seconds']:.0f} s"
+        self.console.print(f"{e.label}: test Dice {e.row['dice_mean']:.4f}, {how}")

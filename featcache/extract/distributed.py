@@ -24,8 +24,9 @@ from typing import Any
 import torch
 
 from featcache.errors import ConfigError
+from featcache.events import ImagesExtracted, ProgressFn, ShardsCommitted
 from featcache.extract.adopt import adopt_shards
-from featcache.extract.pipeline import ProgressFn, run_shards
+from featcache.extract.pipeline import run_shards
 from featcache.extract.runner import (
     EntryPlan,
     ExtractionResult,
@@ -199,9 +200,9 @@ def extract_distributed(spec: WorkerSpec, *, workers: int | None = None, schedul
                 for name, acc in out.stats.items():
                     stats[name] = stats[name].merge(acc) if name in stats else acc
             if progress:
-                progress("images", done, n * views)
-                progress("shards", plan.layout.num_shards - len(missing) + len(covered),
-                         plan.layout.num_shards)
+                progress(ImagesExtracted(done, n * views))
+                progress(ShardsCommitted(plan.layout.num_shards - len(missing) + len(covered),
+                                         plan.layout.num_shards))
     finalize_once(store, writer, plan, stats, covered, time.perf_counter() - start, progress)
     return ExtractionResult(plan.key, status, n, views, len(covered), time.perf_counter() - start,
                             written, skipped, count)

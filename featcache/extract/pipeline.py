@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +30,10 @@ from torch.utils.data import DataLoader, Dataset
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES, apply_view, sample_view
 from featcache.errors import DatasetError, FeatcacheError
+from featcache.events import ImagesExtracted, ProgressFn, ShardsCommitted
 from featcache.extract.stats import ChannelStats
 from featcache.store import EntryLayout, EntryWriter
 from featcache.teachers.base import Teacher, prepare_tensor
-
-ProgressFn = Callable[[str, int, int], None]  # (event, done, total)
 
 
 def _cores() -> int:
@@ -225,7 +224,7 @@ def run_shards(dataset: SegmentationDataset, teacher: Teacher, writer: EntryWrit
                     futures.append((shard, pool.submit(_commit, writer, shard, pending.pop(shard))))
                 done += len(batch["index"])
                 if progress:
-                    progress("images", done, total)
+                    progress(ImagesExtracted(done, total))
                 while len(futures) > threads:  # one more waits: every thread stays busy
                     _collect(run, *futures.pop(0), progress, base, layout)
                 renewed = _renew(writer, renewed)
@@ -276,7 +275,7 @@ def _collect(run: ShardRun, shard: int, future: Future, progress: ProgressFn | N
     written, stats = future.result()
     run.add(shard, written, stats)
     if progress:  # shards committed so far, as this process knows them
-        progress("shards", min(base + len(run.shards), layout.num_shards), layout.num_shards)
+        progress(ShardsCommitted(min(base + len(run.shards), layout.num_shards), layout.num_shards))
 
 
 def _renew(writer: EntryWriter, last: float) -> float:

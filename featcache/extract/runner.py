@@ -25,8 +25,9 @@ from threadpoolctl import threadpool_limits
 from featcache.data.base import SegmentationDataset
 from featcache.data.views import PARAM_NAMES
 from featcache.errors import DatasetError, FeatcacheError
+from featcache.events import ProgressFn, StatisticsRead
 from featcache.extract.adopt import adopt_shards, shard_digests
-from featcache.extract.pipeline import ProgressFn, ShardRun, run_shards
+from featcache.extract.pipeline import ShardRun, run_shards
 from featcache.extract.settings import ExtractSettings
 from featcache.extract.stats import ChannelStats
 from featcache.store import EntryLayout, EntryWriter, FeatureStore, LevelLayout, entry_key
@@ -235,6 +236,6 @@ def finalize_entry(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
                     rows = range(*plan.layout.shard_range(shard))
                     acc[name].update(np.stack([reader.read(i, name) for i in rows]))
                 if progress:
-                    progress("stats", done, len(rest))
+                    progress(StatisticsRead(done, len(rest)))
     writer.finalize({n: a.result() for n, a in acc.items()},
                     {"extract_seconds": round(seconds, 2)})

@@ -20,9 +20,10 @@ from typing import Any
 
 from featcache.distill.run import Run
 from featcache.errors import ConfigError
+from featcache.events import ProgressFn, RunDone, RunsPlanned, RunStarted, ignore
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, apply_overrides, manifest_from_dict, parse_overrides
-from featcache.study.runner import CellResult, Progress, ensure_extracted, run_cell
+from featcache.study.runner import CellResult, ensure_extracted, run_cell
 from featcache.study.spec import Arm, QuickSpec, StudySpec, TestSet, read_study, runs_problem, slug
 from featcache.study.tables import fraction_label
 
@@ -266,25 +267,25 @@ def result_rows(plan: StudyPlan, cell: StudyCell, result: CellResult) -> list[di
     return rows
 
 
-def run_study(plan: StudyPlan, progress: Progress | None = None) -> list[dict[str, Any]]:
+def run_study(plan: StudyPlan, progress: ProgressFn | None = None) -> list[dict[str, Any]]:
     """Extract what the store lacks, then train and evaluate every run not yet finished.
 
     Returns the rows in plan order, one per (run, test set)."""
-    progress = progress or (lambda event, info: None)
+    progress = progress or ignore
     device = plan.cells[0].manifest.training.device
     for manifest in extraction_manifests(plan.cells):  # cache hits when already there
         ensure_extracted(manifest, manifest.store, progress, ExtractSettings(device=device))
     rows: list[dict[str, Any]] = []
     pretrained: dict[tuple[int, int], Path] = {}
-    progress("cells_start", {"total": len(plan.cells)})
+    progress(RunsPlanned(len(plan.cells)))
     for k, cell in enumerate(plan.cells):
         label = f"arm {cell.arm} · {fraction_label(cell.fraction)} · seed {cell.seed}"
-        progress("cell_start", {"label": label, "index": k})
+        progress(RunStarted(label, k))
         _share_pretraining(cell, pretrained)
         result = run_cell(cell.manifest, progress)
         new = result_rows(plan, cell, result)
         rows += new
-        progress("cell_done", {"label": label, "index": k, "row": new[0], "skipped": result.skipped})
+        progress(RunDone(label, k, new[0], result.skipped))
     return rows
 
 

@@ -19,9 +19,10 @@ import numpy as np
 from featcache.data.registry import build_dataset
 from featcache.errors import ConfigError, StoreError
 from featcache.evaluate.outputs import read_per_image
+from featcache.events import ProgressFn
 from featcache.store import FeatureStore, default_store_url
 from featcache.study.paper_config import StudyConfig, StudyDataset, study_manifest
-from featcache.study.runner import ExtractionRecord, Progress, ensure_extracted, run_cell
+from featcache.study.runner import ExtractionRecord, ensure_extracted, run_cell
 from featcache.study.tables import fmt, md_table, write_csv
 
 
@@ -122,7 +123,7 @@ def paper_latex(result: PaperResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_paper(config: StudyConfig, out: Path | None = None, progress: Progress | None = None
+def run_paper(config: StudyConfig, out: Path | None = None, progress: ProgressFn | None = None
               ) -> PaperResult:
     """Extract (cache hits for complete entries), distil jointly, evaluate, write the tables."""
     out = Path(out or config.out)
@@ -132,7 +133,8 @@ def run_paper(config: StudyConfig, out: Path | None = None, progress: Progress |
                                labels=[d.title for d in config.datasets])
     cell = run_cell(manifest, progress)
     cache, teacher_params = cache_rows(store_url, records)
-    per_image = read_per_image(cell.run_dir) or []
+    # segmentation rows only, one per image (a multi-class image's per-class rows are left out)
+    per_image = [r for r in read_per_image(cell.run_dir) or [] if r.get("class", "") in ("", "mean")]
     result = PaperResult(out, dataset_rows(config, per_image), cache, cell.params, teacher_params)
     table_rows = [{**r, "student_params": result.student_params,
                    "teachers_params": sum(teacher_params.values()),

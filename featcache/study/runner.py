@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,16 @@ import yaml
 
 from featcache.distill.run import Run
 from featcache.errors import CheckpointError, ConfigError
+from featcache.events import (
+    EvaluationStarted,
+    ExtractionDone,
+    ExtractionStarted,
+    ImagesEvaluated,
+    ProgressFn,
+    ignore,
+)
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, same_settings
-
-Progress = Callable[[str, dict[str, Any]], None]
-
-
-def _quiet(event: str, info: dict[str, Any]) -> None:
-    return None
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ExtractionRecord:
     seconds: float
 
 
-def ensure_extracted(manifest: Manifest, store_url: str | None, progress: Progress | None = None,
+def ensure_extracted(manifest: Manifest, store_url: str | None, progress: ProgressFn | None = None,
                      settings: ExtractSettings | None = None, *,
                      labels: list[str] | None = None) -> list[ExtractionRecord]:
     """Run every (teacher, dataset) of the manifest into the store; complete entries are cache hits.
@@ -47,7 +48,7 @@ def ensure_extracted(manifest: Manifest, store_url: str | None, progress: Progre
     the manifest's datasets in records and progress (default: their loader names)."""
     from featcache.extract.jobs import manifest_jobs, run_job
 
-    progress = progress or _quiet
+    progress = progress or ignore
     if not manifest.distill.enabled:
         return []
     settings = settings or ExtractSettings()
@@ -56,14 +57,10 @@ def ensure_extracted(manifest: Manifest, store_url: str | None, progress: Progre
     titles = [title for _ in manifest.teachers for title in titles]  # manifest_jobs is teacher-major
     for job, title in zip(manifest_jobs(manifest, store_url), titles, strict=True):
         label = f"{job.teacher} × {title}"
-        progress("extract_start", {"label": label})
-
-        def forward(event: str, done: int, total: int, label: str = label) -> None:
-            progress("extract_progress", {"label": label, "event": event, "done": done, "total": total})
-
-        result = run_job(job, settings, store_url=store_url, progress=forward)
+        progress(ExtractionStarted(label))
+        result = run_job(job, settings, store_url=store_url, progress=progress)
         record = ExtractionRecord(job.teacher, title, result.key, result.status, result.seconds)
-        progress("extract_done", asdict(record))
+        progress(ExtractionDone(**asdict(record)))
         records.append(record)
     return records
 
@@ -102,12 +99,12 @@ def _finished(run: Run) -> bool:
     return run.study_train_file.is_file() and run.eval.summary_json.is_file()
 
 
-def _train(manifest: Manifest, progress: Progress) -> dict[str, Any]:
+def _train(manifest: Manifest, progress: ProgressFn) -> dict[str, Any]:
     from featcache.distill.trainer import train
 
     run = Run(manifest.run_dir)
     resume = run.checkpoint_file("last").is_file()
-    result = train(manifest, resume=resume, progress=lambda event: progress("train", {"event": event}))
+    result = train(manifest, resume=resume, progress=progress)
     info = {"params": result.student_params, "seconds": result.seconds, "epochs": result.epochs,
             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "gates": result.gates,
             "loss_weights": result.loss_weights, "resumed": resume}
@@ -123,11 +120,11 @@ def check_same_manifest(manifest: Manifest) -> None:
                           "pick another output folder or delete that run to redo it")
 
 
-def run_cell(manifest: Manifest, progress: Progress | None = None, split: str = "test") -> CellResult:
+def run_cell(manifest: Manifest, progress: ProgressFn | None = None, split: str = "test") -> CellResult:
     """Train (or resume) and evaluate the manifest's run on `split`; reuse a finished run as is."""
     from featcache.evaluate.run_eval import evaluate_run
 
-    progress = progress or _quiet
+    progress = progress or ignore
     run = Run(manifest.run_dir)
     run_dir = run.path
     check_same_manifest(manifest)
@@ -135,12 +132,14 @@ def run_cell(manifest: Manifest, progress: Progress | None = None, split: str = 
     if not skipped:
         info = (_read_json(run.study_train_file) if run.study_train_file.is_file()
                 else _train(manifest, progress))
-        progress("eval_start", {"run_dir": str(run_dir)})
+        progress(EvaluationStarted(str(run_dir)))
         evaluate_run(run_dir, split=split, which="best", overlays=False,
-                     progress=lambda done, total: progress("eval", {"done": done, "total": total}))
+                     progress=lambda done, total: progress(ImagesEvaluated(done, total)))
     info = _read_json(run.study_train_file)
     summary = _read_json(run.eval.summary_json)
-    groups = {g["dataset"]: g for g in summary.get("groups", []) if g.get("split") == split}
+    # one row per dataset: a multi-class dataset's per-class rows are left to its "mean" row
+    groups = {g["dataset"]: g for g in summary.get("groups", [])
+              if g.get("split") == split and g.get("class", "mean") == "mean"}
     return CellResult(run_dir, int(info["params"]), float(info["seconds"]), int(info["epochs"]),
                       float(info["best_val_dice"]), info.get("gates", {}), info.get("loss_weights", {}),
                       groups, int(info.get("best_epoch", -1)), skipped)

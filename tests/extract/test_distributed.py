@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from featcache.events import ImagesExtracted, ShardsCommitted
 from featcache.extract.jobs import run_job
 from featcache.extract.settings import ExtractJob, ExtractSettings
 from featcache.store import FeatureStore
@@ -22,11 +23,11 @@ def test_two_workers_equal_one_worker(tmp_path, monkeypatch):
     job = ExtractJob(teacher="timm", dataset="folder", root=root, arch=TINY_VIT_ARCH,
                      teacher_options=dict(TINY_VIT))
     events = []
-    two = _run(job, str(tmp_path / "two"), 2, progress=lambda *e: events.append(e))
+    two = _run(job, str(tmp_path / "two"), 2, progress=events.append)
     one = _run(job, str(tmp_path / "one"), 1)
     assert two.status == one.status == "extracted" and two.key == one.key
     assert two.workers == 2 and two.shards_written == 4  # 7 samples in shards of 2
-    assert ("shards", 4, 4) in events and ("images", 14, 14) in events
+    assert ShardsCommitted(4, 4) in events and ImagesExtracted(14, 14) in events
     a, b = FeatureStore(tmp_path / "two").open(two.key), FeatureStore(tmp_path / "one").open(one.key)
     level = a.layout.levels[0].name
     for i in range(len(a.ids)):
