@@ -41,7 +41,7 @@ def _size(n: float) -> str:
 
 def _verified(fs: FeatureStore, key: str) -> str:
     """The `verified` cell of `ls`: the outcome and time of the entry's last verification."""
-    last = last_verification(fs.objects, key)
+    last = last_verification(fs.backend, key)
     if last is None:
         return "never"
     return f"{'ok' if last.get('ok') else 'FAILED'} {_minute(last.get('utc', '?'))}"
@@ -54,8 +54,8 @@ def _minute(iso: object) -> str:
 
 def _verify_now(fs: FeatureStore, key: str, reader) -> tuple[str, bool]:
     """`ls --verify`: verify the entry as it is listed; (cell, ok)."""
-    report = verify_entry(reader, fs.objects)
-    record_verification(fs.objects, report)
+    report = verify_entry(reader, fs.backend)
+    record_verification(fs.backend, report)
     if report.ok:
         return "ok (just now)", True
     return f"FAILED now: {len(report.bad_ids)} bad, {len(report.problems)} problems", False
@@ -145,8 +145,8 @@ def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entr
             failed = True
             console.print(f"[red]FAILED[/] {key}: {exc}", highlight=False, soft_wrap=True)
             continue
-        report = verify_entry(reader, fs.objects)
-        record_verification(fs.objects, report)
+        report = verify_entry(reader, fs.backend)
+        record_verification(fs.backend, report)
         if report.ok:
             console.print(f"[green]ok[/] {key}: {report.samples_checked} samples checked")
             continue

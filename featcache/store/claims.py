@@ -57,9 +57,9 @@ def new_owner() -> str:
 
 
 class Claims:
-    def __init__(self, objects: Backend, entry: str, owner: str | None = None,
+    def __init__(self, backend: Backend, entry: str, owner: str | None = None,
                  ttl_s: float = DEFAULT_TTL_S) -> None:
-        self.objects = objects
+        self.backend = backend
         self.prefix = f"{entry}/claims"
         self.owner = owner or new_owner()
         self.ttl_s = ttl_s
@@ -73,12 +73,12 @@ class Claims:
     def all(self) -> list[Claim]:
         """Every claim object in the entry (all generations)."""
         out = []
-        for key in self.objects.list(self.prefix):
+        for key in self.backend.list(self.prefix):
             name = key.rsplit("/", 1)[-1]
             parts = name.split(".")
             if len(parts) != 3 or parts[2] != "json" or not parts[0].isdigit():
                 continue
-            raw = self.objects.get(key)
+            raw = self.backend.get(key)
             try:
                 body = json.loads(raw or b"{}")
                 out.append(Claim(int(parts[0]), int(parts[1]), str(body["owner"]),
@@ -111,7 +111,7 @@ class Claims:
         if live is not None and not live.expired:
             return False
         generation = 0 if live is None else live.generation + 1
-        if not self.objects.put_exclusive(self._key(shard, generation), self._body(shard, generation)):
+        if not self.backend.put_exclusive(self._key(shard, generation), self._body(shard, generation)):
             return False
         self.held[shard] = generation
         return True
@@ -127,18 +127,18 @@ class Claims:
                 self.held.pop(shard, None)
                 return False
             generation = self.held[shard]
-            self.objects.put(self._key(shard, generation), self._body(shard, generation))
+            self.backend.put(self._key(shard, generation), self._body(shard, generation))
             return True
 
     def release(self, shard: int) -> None:
         with self._lock:
             generation = self.held.pop(shard, None)
             if generation is not None:
-                self.objects.delete(self._key(shard, generation))
+                self.backend.delete(self._key(shard, generation))
 
     def remove_expired(self) -> int:
         """Delete expired claim objects (gc); returns how many."""
         stale = [c for c in self.all() if c.expired]
         for c in stale:
-            self.objects.delete(self._key(c.shard, c.generation))
+            self.backend.delete(self._key(c.shard, c.generation))
         return len(stale)

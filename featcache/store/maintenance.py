@@ -41,7 +41,7 @@ def entry_summary(store: FeatureStore, key: str, reader: EntryReader | None = No
             "complete_fraction": 1.0 if reader.complete else reader.committed_fraction,
             "complete": reader.complete, "bytes": store.size_on_disk(key),
             "created": meta.get("created_utc", "?"),
-            "missing": missing_nodes(reader, store.objects)}  # arrays whose zarr.json is gone
+            "missing": missing_nodes(reader, store.backend)}  # arrays whose zarr.json is gone
 
 
 def _shard_prefixes(reader: EntryReader) -> list[str]:
@@ -57,10 +57,10 @@ def clean_shard(store: FeatureStore, reader: EntryReader, shard: int) -> int:
     freed = 0
     for name in _shard_prefixes(reader):
         chunk_dir = f"{reader.key}/{name}/c"
-        sizes = store.objects.sizes(chunk_dir)
+        sizes = store.backend.sizes(chunk_dir)
         for obj, size in sizes.items():
             if obj.startswith(f"{chunk_dir}/{shard}/") or obj == f"{chunk_dir}/{shard}":
-                store.objects.delete(obj)
+                store.backend.delete(obj)
                 freed += size
     return freed
 
@@ -70,7 +70,7 @@ def _abandoned(store: FeatureStore, reader: EntryReader, claims: Claims) -> bool
     claim's lease ago (a writer claims its first shard right after creating the entry). What a
     failed extraction leaves behind; an entry with committed shards is kept, since re-running the
     extract resumes it."""
-    if reader.complete or reader._committed.any() or any(not c.expired for c in claims.all()):
+    if reader.complete or reader.committed.any() or any(not c.expired for c in claims.all()):
         return False
     try:
         created = dt.datetime.fromisoformat(str(reader.meta.get("created_utc"))).timestamp()
@@ -86,18 +86,18 @@ def gc(store: FeatureStore) -> GcReport:
     gc claims each shard before deleting its data, so writers that claim shards (next_shard /
     claim) are safe to run alongside; a writer that writes without claiming is not.
     """
-    store.objects.check_writable("collect garbage")
+    store.backend.check_writable("collect garbage")
     report = GcReport()
     readers, report.damaged = store.scan()
     for key, reader in readers.items():
-        claims = Claims(store.objects, key, owner="featcache-gc")
+        claims = Claims(store.backend, key, owner="featcache-gc")
         report.claims_removed += claims.remove_expired()
         if _abandoned(store, reader, claims):
             report.bytes_freed += store.size_on_disk(key)
             store.remove(key)
             report.entries_removed.append(key)
             continue
-        committed = reader._committed
+        committed = reader.committed
         for shard in np.flatnonzero(~committed):
             shard = int(shard)
             if not claims.claim(shard):

@@ -86,6 +86,16 @@ class EntryReader:
                                     "then the same extract")
         return committed.astype(bool)
 
+    @property
+    def committed(self) -> np.ndarray:
+        """Commit markers per shard (bool, as read when the reader opened)."""
+        return self._committed
+
+    def array(self, name: str) -> Any:
+        """The entry's zarr array `name` (e.g. "levels/fine", "report/fine"), opened once; a
+        missing or damaged node is one CorruptEntryError naming it."""
+        return self._array(name)
+
     def _array(self, name: str) -> Any:
         if name not in self._arrays:  # opening reads zarr.json: do it once per array
             try:

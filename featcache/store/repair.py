@@ -28,13 +28,13 @@ def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
     its marker (the entry is then incomplete, and the extraction finalizes it again). Damage that
     no shard re-extraction fixes (a wrong array shape, duplicate ids) is a CorruptEntryError
     naming what does."""
-    if verify_entry(store.open(key, allow_incomplete=True), store.objects).ok:
+    if verify_entry(store.open(key, allow_incomplete=True), store.backend).ok:
         return None
-    store.objects.delete(f"{key}/{VERIFIED}")  # the entry changes: the old outcome is stale
+    store.backend.delete(f"{key}/{VERIFIED}")  # the entry changes: the old outcome is stale
     # reopening recreates array nodes whose zarr.json is gone, with the spec they were made with
     writer = store.create_entry(key, layout, attrs)
     reader = store.open(key, allow_incomplete=True)
-    report = verify_entry(reader, store.objects)
+    report = verify_entry(reader, store.backend)
     if report.unfixable:
         raise CorruptEntryError(f"entry {key} cannot be repaired shard by shard ({report.unfixable[0]}); "
                                 f"`featcache rm {key}`, then the same `featcache extract`")

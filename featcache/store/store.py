@@ -55,9 +55,9 @@ class FeatureStore:
         if not create:
             _require_store(self.url, storage_options)
         # where the bytes live, chosen once from the URL (backends.py); zarr works through it
-        self.objects: Backend = open_backend(self.url, read_only, storage_options)
-        self.read_only = self.objects.read_only
-        self._zstore = self.objects.zarr_store()
+        self.backend: Backend = open_backend(self.url, read_only, storage_options)
+        self.read_only = self.backend.read_only
+        self._zstore = self.backend.zarr_store()
         try:
             self._root = self._open_root()
         except FileNotFoundError:
@@ -78,7 +78,7 @@ class FeatureStore:
     def keys(self) -> list[str]:
         """Every entry folder, readable or not (what `ls` shows and `rm` can remove). Folders
         whose name is no entry key (rm's hidden trash, stray files) are not entries."""
-        return [name for name in self.objects.children() if is_key(name)]
+        return [name for name in self.backend.children() if is_key(name)]
 
     def scan(self) -> tuple[dict[str, EntryReader], dict[str, str]]:
         """Open every entry: (key -> reader) of readable ones, (key -> why) of damaged ones.
@@ -128,19 +128,19 @@ class FeatureStore:
 
         `owner` names this writer in shard claims (default: host:pid:random).
         """
-        self.objects.check_writable(f"create entry {key}")
+        self.backend.check_writable(f"create entry {key}")
         check_key(key)
         options = {"owner": owner, "ttl_s": self.claim_ttl_s}
         with disk_errors(self.url):
             if self._present(key):
-                return EntryWriter.reopen(self._group(key), layout, self.objects, **options)
-            return EntryWriter.create(self._root, key, layout, attrs, self.objects, **options)
+                return EntryWriter.reopen(self._group(key), layout, self.backend, **options)
+            return EntryWriter.create(self._root, key, layout, attrs, self.backend, **options)
 
     def open(self, key: str, allow_incomplete: bool = False) -> EntryReader:
         check_key(key)
         if not self._present(key):
             raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
-        reader = EntryReader(self._group(key), key, self.objects)
+        reader = EntryReader(self._group(key), key, self.backend)
         if not allow_incomplete and not reader.complete:
             raise IncompleteEntryError(self.incomplete_hint(reader))
         return reader
@@ -151,8 +151,8 @@ class FeatureStore:
         committed and no live claim is what a failed extraction leaves: the same command would
         fail the same way until its cause is fixed."""
         done = f"{reader.committed_fraction:.0%} of shards committed"
-        live = any(not c.expired for c in Claims(self.objects, reader.key).all())
-        if reader._committed.any() or live:
+        live = any(not c.expired for c in Claims(self.backend, reader.key).all())
+        if reader.committed.any() or live:
             return f"entry {reader.key} is incomplete ({done}); re-run the same `featcache extract` to " \
                    "finish it"
         return (f"entry {reader.key} is incomplete ({done}, no extract working on it): an extraction "
@@ -167,23 +167,23 @@ class FeatureStore:
         never leaves something that looks like an entry. Object stores have no rename: the
         entry's zarr.json goes first, so what a failed removal leaves lists as damaged and
         `rm` removes it."""
-        self.objects.check_writable(f"remove entry {key}")
+        self.backend.check_writable(f"remove entry {key}")
         check_key(key)
         if not self._present(key):
             raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
         if not force:
-            live = [c for c in Claims(self.objects, key).all() if not c.expired]
+            live = [c for c in Claims(self.backend, key).all() if not c.expired]
             if live:
                 raise StoreError(f"entry {key} is being written (shard {live[0].shard} claimed by "
                                  f"{live[0].owner}); wait for that extract to finish, or pass force",
                                  fields=("force",))
         hidden = f"{TRASH}/{key}.{uuid.uuid4().hex[:8]}"
-        if self.objects.rename_out_of_sight(key, hidden):
-            self.objects.delete_prefix(hidden)
-            self.objects.prune_empty(TRASH)  # plain zarr listings of the root stay clean
+        if self.backend.rename_out_of_sight(key, hidden):
+            self.backend.delete_prefix(hidden)
+            self.backend.prune_empty(TRASH)  # plain zarr listings of the root stay clean
             return
-        self.objects.delete(f"{key}/zarr.json")
-        self.objects.delete_prefix(key)
+        self.backend.delete(f"{key}/zarr.json")
+        self.backend.delete_prefix(key)
 
     def size_on_disk(self, key: str) -> int:
-        return sum(self.objects.sizes(check_key(key)).values())
+        return sum(self.backend.sizes(check_key(key)).values())

@@ -61,7 +61,7 @@ def expected_arrays(reader: EntryReader) -> dict[str, tuple[int, ...] | None]:
     return expected
 
 
-def missing_nodes(reader: EntryReader, objects) -> list[str]:
+def missing_nodes(reader: EntryReader, backend) -> list[str]:
     """Arrays whose zarr.json is gone (zarr cannot open them at all): one small read each, so
     `ls` names this damage without reading any chunk."""
     if "committed" not in reader.group and not reader.meta.get("complete"):
@@ -69,7 +69,7 @@ def missing_nodes(reader: EntryReader, objects) -> list[str]:
     names = list(expected_arrays(reader))
     if reader.meta.get("complete"):  # statistics, written at finalize
         names += [f"stats/{key}" for key in sorted(reader.meta.get("stats_crc32c") or {})]
-    return [name for name in names if objects.get(f"{reader.key}/{name}/zarr.json") is None]
+    return [name for name in names if backend.get(f"{reader.key}/{name}/zarr.json") is None]
 
 
 def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
@@ -77,7 +77,7 @@ def _check_shapes(reader: EntryReader, report: VerifyReport) -> bool:
     good = True
     for name, shape in expected.items():
         try:
-            found = tuple(reader._array(name).shape)
+            found = tuple(reader.array(name).shape)
         except StoreError as exc:
             report.problems.append(str(exc))
             good = False
@@ -95,8 +95,8 @@ def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         report.problems.append(f"sample ids are not unique: {dupes[:5]}")
         report.unfixable.append(report.problems[-1])
-    if reader.meta.get("complete") and not reader._committed.all():
-        missing = np.flatnonzero(~reader._committed)
+    if reader.meta.get("complete") and not reader.committed.all():
+        missing = np.flatnonzero(~reader.committed)
         report.problems.append(f"marked complete but shards {missing[:5].tolist()} have no commit marker")
     if reader.meta.get("complete"):
         for level in reader.levels:
@@ -107,10 +107,10 @@ def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
                 report.stats_bad = True
     for level in reader.levels:  # per-shard precision sums: every chunk's crc32c
         try:
-            np.asarray(reader._array(f"report/{level}")[:])
+            np.asarray(reader.array(f"report/{level}")[:])
         except Exception as exc:
             report.problems.append(f"array report/{level} is corrupt ({type(exc).__name__}: {exc})")
-            report.bad_shards |= _bad_rows(reader._array(f"report/{level}"), reader._committed)
+            report.bad_shards |= _bad_rows(reader.array(f"report/{level}"), reader.committed)
 
 
 def _bad_rows(array, committed: np.ndarray) -> set[int]:
@@ -138,14 +138,14 @@ def _check_sample(reader: EntryReader, index: int, report: VerifyReport) -> None
                                                 "frames missing (NaN) in a committed shard"))
 
 
-def _check_objects(reader: EntryReader, objects, report: VerifyReport) -> set[int]:
+def _check_objects(reader: EntryReader, backend, report: VerifyReport) -> set[int]:
     """Committed shards whose level data objects are missing (zarr would read them as zeros)."""
     lost: set[int] = set()
-    if objects is None:
+    if backend is None:
         return lost
     for lv in reader.levels:
-        present = set(objects.list(f"{reader.key}/levels/{lv}/c"))
-        for shard in np.flatnonzero(reader._committed):
+        present = set(backend.list(f"{reader.key}/levels/{lv}/c"))
+        for shard in np.flatnonzero(reader.committed):
             key = f"{reader.key}/levels/{lv}/c/{shard}/0/0/0/0"
             if key not in present:
                 report.problems.append(f"level {lv}: committed shard {shard} has no data object")
@@ -153,19 +153,19 @@ def _check_objects(reader: EntryReader, objects, report: VerifyReport) -> set[in
     return lost
 
 
-def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
+def verify_entry(reader: EntryReader, backend=None) -> VerifyReport:
     """Read every committed sample and view of every level (each chunk's crc32c is checked on
-    read) plus markers, shapes, ids and statistics. `objects` (FeatureStore.objects) adds a check
+    read) plus markers, shapes, ids and statistics. `backend` (FeatureStore.backend) adds a check
     that no committed shard's data object is missing."""
     report = VerifyReport(reader.key)
     if not _check_shapes(reader, report):
         report.unfixable = report.unfixable or list(report.problems)  # a missing array
         return report
     _check_metadata(reader, report)
-    lost = _check_objects(reader, objects, report)
+    lost = _check_objects(reader, backend, report)
     size = reader.layout.shard_size
     todo = [i for i in range(reader.layout.num_samples)
-            if reader._committed[i // size] and i // size not in lost]
+            if reader.committed[i // size] and i // size not in lost]
     # samples are independent: check them on the reader's thread pool (appends are thread-safe)
     list(_pool().map(lambda i: _check_sample(reader, i, report), todo))
     report.samples_checked = len(todo)
@@ -180,20 +180,20 @@ def verify_entry(reader: EntryReader, objects=None) -> VerifyReport:
 VERIFIED = "verified/zarr.json"
 
 
-def record_verification(objects, report: VerifyReport) -> None:
+def record_verification(backend, report: VerifyReport) -> None:
     """Write when `report` was made and what it found; skipped on a store opened read-only."""
-    if objects.read_only:
+    if backend.read_only:
         return
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     body = {"utc": when, "ok": report.ok, "samples_checked": report.samples_checked,
             "bad_samples": len(report.bad_ids), "problems": len(report.problems)}
     node = {"zarr_format": 3, "node_type": "group", "attributes": {"featcache": {"verified": body}}}
-    objects.put(f"{report.key}/{VERIFIED}", json.dumps(node).encode())
+    backend.put(f"{report.key}/{VERIFIED}", json.dumps(node).encode())
 
 
-def last_verification(objects, key: str) -> dict[str, Any] | None:
+def last_verification(backend, key: str) -> dict[str, Any] | None:
     """What record_verification wrote for entry `key`, None if never (or unreadable)."""
-    raw = objects.get(f"{key}/{VERIFIED}")
+    raw = backend.get(f"{key}/{VERIFIED}")
     try:
         body = json.loads(raw)["attributes"]["featcache"]["verified"] if raw else None
     except (ValueError, KeyError, TypeError):

@@ -1,7 +1,7 @@
 """Writing one entry shard by shard. A shard counts only once its commit marker is written, and
 the marker is written after the shard's data, so a killed writer never exposes partial data.
 Several writers (threads, processes, hosts) may fill one entry: each claims a shard first
-(see claims.py); every shard is its own set of objects, so writers never touch the same object
+(see claims.py); every shard is its own set of backend, so writers never touch the same object
 except when a claim expired, and then they write identical bytes (object puts are atomic)."""
 
 from __future__ import annotations
@@ -99,20 +99,20 @@ class ShardWritten:
 
 
 class EntryWriter:
-    def __init__(self, group: zarr.Group, layout: EntryLayout, objects: Backend | None = None,
+    def __init__(self, group: zarr.Group, layout: EntryLayout, backend: Backend | None = None,
                  owner: str | None = None, ttl_s: float = DEFAULT_TTL_S) -> None:
         self.group = group
         self.layout = layout
         self.key = group.basename
         self.precision = parse_precision(layout.precision)
-        if objects is None:  # a writer built directly on a local zarr group
-            objects = LocalBackend(str(group.store.root))
-        self.objects = objects
-        self.claims = Claims(objects, group.path, owner=owner, ttl_s=ttl_s)
+        if backend is None:  # a writer built directly on a local zarr group
+            backend = LocalBackend(str(group.store.root))
+        self.backend = backend
+        self.claims = Claims(backend, group.path, owner=owner, ttl_s=ttl_s)
 
     @classmethod
     def create(cls, root: zarr.Group, key: str, layout: EntryLayout, attrs: dict[str, Any],
-               objects: Backend | None = None, **options: Any) -> EntryWriter:
+               backend: Backend | None = None, **options: Any) -> EntryWriter:
         precision = parse_precision(layout.precision)
         _codecs(layout.compression, precision.dtype)  # refuse an unknown compression before writing
         meta = {**attrs, "layout": layout.to_dict(), "sample_ids": list(layout.sample_ids),
@@ -122,12 +122,12 @@ class EntryWriter:
             # attributes go into the group's zarr.json in the same write that creates it
             group = root.create_group(key, attributes={"featcache": meta})
         except ContainsGroupError:  # another writer created it a moment ago
-            return cls.reopen(root[key], layout, objects, **options)
+            return cls.reopen(root[key], layout, backend, **options)
         _ensure_arrays(group, layout, precision)
-        return cls(group, layout, objects, **options)
+        return cls(group, layout, backend, **options)
 
     @classmethod
-    def reopen(cls, group: zarr.Group, layout: EntryLayout, objects: Backend | None = None,
+    def reopen(cls, group: zarr.Group, layout: EntryLayout, backend: Backend | None = None,
                **options: Any) -> EntryWriter:
         """Resume an entry. Compression is lossless and not part of the entry key, so an entry written
         with another compression (e.g. zstd, before blosc was the default) is resumed with its own:
@@ -142,7 +142,7 @@ class EntryWriter:
         # an entry begun before format 2 is finished as it began: without a checksum record
         with_checksums = int(meta.get("format_version", 1)) >= 2
         _ensure_arrays(group, layout, parse_precision(layout.precision), with_checksums)
-        return cls(group, layout, objects, **options)
+        return cls(group, layout, backend, **options)
 
     # -- shards and claims -------------------------------------------------------------------
     def committed(self) -> np.ndarray:
@@ -188,7 +188,7 @@ class EntryWriter:
         for the values handed back (the caller no longer needs them).
         Releases this writer's claim on the shard, if it holds one.
         """
-        self.objects.check_writable(f"write entry {self.key}")
+        self.backend.check_writable(f"write entry {self.key}")
         start, stop = self.layout.shard_range(shard)
         ids = self.layout.sample_ids[start:stop]
         encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids, consume)
@@ -201,7 +201,7 @@ class EntryWriter:
         arrays["frames"] = np.asarray(frames, np.float32)
         arrays["view_params"] = np.asarray(view_params, np.float32).reshape(
             stop - start, self.layout.views, -1)
-        with disk_errors(self.objects.url), self._vanished():
+        with disk_errors(self.backend.url), self._vanished():
             for name, data in arrays.items():
                 self._array(name)[start:stop] = data
             for name, enc in encoded.items():
@@ -231,7 +231,7 @@ class EntryWriter:
 
     def _checksum_record(self, shard: int, ids: tuple[str, ...], arrays: dict[str, np.ndarray]) -> np.ndarray:
         """(n, V, columns) crc32c of each sample's id, of its stored slice of every array, and of
-        its encoded level chunks as just written (read back from the shard objects)."""
+        its encoded level chunks as just written (read back from the shard backend)."""
         columns = self.group["checksums"].attrs["columns"]
         record = np.zeros((len(ids), self.layout.views, len(columns)), np.uint32)
         for c, column in enumerate(columns):
@@ -246,7 +246,7 @@ class EntryWriter:
 
     def _written_chunk_crcs(self, array: str, shard: int, rows: int) -> np.ndarray:
         key = f"{self.group.path}/{array}/c/{shard}/0/0/0/0"
-        data = self.objects.get(key)
+        data = self.backend.get(key)
         if data is None:
             raise StoreError(f"entry {self.key}: shard object {key} vanished right after it was written")
         slots = self.layout.shard_size * self.layout.views
@@ -273,7 +273,7 @@ class EntryWriter:
         for lv in self.layout.levels:
             on_disk = 0
             for suffix in ("", "__scale", "__offset"):
-                sizes = self.objects.sizes(f"{self.group.path}/levels/{lv.name}{suffix}")
+                sizes = self.backend.sizes(f"{self.group.path}/levels/{lv.name}{suffix}")
                 on_disk += sum(size for key, size in sizes.items() if not key.endswith("zarr.json"))
             raw = n * v * lv.channels * lv.height * lv.width * 4
             rows = np.asarray(self.group[f"report/{lv.name}"][:])
@@ -284,12 +284,12 @@ class EntryWriter:
 
     def finalize(self, stats: dict[str, dict[str, np.ndarray]], extra_attrs: dict[str, Any]) -> None:
         """Store per-level statistics and mark the entry complete (all shards must be committed)."""
-        self.objects.check_writable(f"finalize entry {self.key}")
+        self.backend.check_writable(f"finalize entry {self.key}")
         missing = self.missing_shards()
         if missing:
             raise StoreError(f"entry {self.key}: cannot finalize, shards {missing[:5]} not committed")
         sums = {}
-        with disk_errors(self.objects.url):
+        with disk_errors(self.backend.url):
             for level, values in stats.items():
                 for name, value in values.items():
                     arr = np.asarray(value, dtype=np.float64)
@@ -302,7 +302,7 @@ class EntryWriter:
         meta["precision_report"] = self.precision_report()
         meta["complete"] = True
         meta["completed_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        with disk_errors(self.objects.url):
+        with disk_errors(self.backend.url):
             self.group.attrs["featcache"] = meta
 
     def _write_stat(self, path: str, arr: np.ndarray) -> None:

@@ -35,4 +35,4 @@ def test_enospc_is_one_line_and_the_rerun_resumes(tmp_path, tiny_teacher, monkey
     monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)
     extract(BlobDataset(), tiny_teacher, store, ExtractSettings(shard_size=2, batch_size=2))
     assert store.entries() == [key]
-    assert verify_entry(store.open(key), store.objects).ok
+    assert verify_entry(store.open(key), store.backend).ok

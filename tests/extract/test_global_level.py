@@ -65,7 +65,7 @@ def test_int8_stores_a_one_cell_level_exactly(tmp_path, blobs, vit):
     reader = store.open(result.key)
     for i in range(len(blobs)):
         np.testing.assert_array_equal(reader.read(i, "global"), ref.read(i, "global"))
-    assert verify_entry(reader, store.objects).ok
+    assert verify_entry(reader, store.backend).ok
 
 
 def test_global_statistics_are_over_samples_and_phis_is_well_defined(tmp_path, blobs, vit):

@@ -60,7 +60,7 @@ def test_repair_re_extracts_exactly_the_bad_shards_and_matches_a_fresh_entry(tmp
     assert _files(entry) == _files(fresh)  # extraction is deterministic: the comparison is fair
     damage, shards = DAMAGE[case]
     damage(entry)
-    assert not verify_entry(FeatureStore(store.url).open(entry.name), store.objects).ok
+    assert not verify_entry(FeatureStore(store.url).open(entry.name), store.backend).ok
     teacher = TinyTeacher()
     calls = count_forwards(teacher)
     result = extract(BlobDataset(), teacher, FeatureStore(store.url), SETTINGS, repair=True)
@@ -68,7 +68,7 @@ def test_repair_re_extracts_exactly_the_bad_shards_and_matches_a_fresh_entry(tmp
     layout = FeatureStore(store.url).open(entry.name).layout
     assert sum(calls) == sum(len(range(*layout.shard_range(k))) for k in shards) * layout.views
     assert _files(entry) == _files(fresh)
-    assert verify_entry(FeatureStore(store.url).open(entry.name), store.objects).ok
+    assert verify_entry(FeatureStore(store.url).open(entry.name), store.backend).ok
     calls.clear()
     again = extract(BlobDataset(), teacher, FeatureStore(store.url), SETTINGS, repair=True)
     assert again.status == "cached" and again.repaired is None and calls == []

@@ -125,7 +125,7 @@ class StoreSuite:
         fill(self.open(target))
         ro = self.open(target, read_only=True)
         assert ro.entries() == [KEY]
-        assert verify_entry(ro.open(KEY), ro.objects).ok
+        assert verify_entry(ro.open(KEY), ro.backend).ok
         assert entry_summary(ro, KEY)["samples"] == 6
         for action in (lambda: ro.create_entry("other.x.1", make_layout(), {}), lambda: ro.remove(KEY),
                        lambda: gc(ro)):
@@ -181,14 +181,14 @@ class StoreSuite:
             w.finalize(stats_for(w.layout), {})
         store = self.open(target)
         assert store.open(KEY).complete
-        assert not store.objects.list(f"{KEY}/claims/") or all(
-            k.endswith("zarr.json") for k in store.objects.list(f"{KEY}/claims"))
+        assert not store.backend.list(f"{KEY}/claims/") or all(
+            k.endswith("zarr.json") for k in store.backend.list(f"{KEY}/claims"))
         reference = FeatureStore(tmp_path / "ref")
         fill(reference, n=12)
         assert_same(snapshot(store, KEY), snapshot(reference, KEY))
 
     def test_put_exclusive_is_create_if_absent(self, target):
-        objects = self.open(target).objects
+        objects = self.open(target).backend
         assert objects.put_exclusive("x/claims/0.0.json", b"first")
         assert not objects.put_exclusive("x/claims/0.0.json", b"second")
         assert objects.get("x/claims/0.0.json") == b"first"
@@ -233,23 +233,23 @@ class StoreSuite:
         report = gc(store)
         assert report.claims_removed == 1 and report.shards_cleaned == [(KEY, 2)]
         assert report.bytes_freed > 0
-        assert not [k for k in store.objects.list(f"{KEY}/levels/fine/c") if "/c/2/" in k]
-        assert [k for k in store.objects.list(f"{KEY}/levels/fine/c") if "/c/1/" in k]  # live claim
+        assert not [k for k in store.backend.list(f"{KEY}/levels/fine/c") if "/c/2/" in k]
+        assert [k for k in store.backend.list(f"{KEY}/levels/fine/c") if "/c/1/" in k]  # live claim
         assert store.open(KEY, allow_incomplete=True).read(1, "fine").shape == (2, 4, 4, 4)
 
     def test_flipped_bytes_found_by_verify_and_named_by_reader(self, target):
         store = self.open(target)
         fill(store)
         rng = random.Random(7)
-        chunks = [k for k in store.objects.list(KEY) if "/levels/" in k and "/c/" in k]
+        chunks = [k for k in store.backend.list(KEY) if "/levels/" in k and "/c/" in k]
         flipped = rng.sample(chunks, 2)
         for key in flipped:
-            data = bytearray(store.objects.get(key))
+            data = bytearray(store.backend.get(key))
             pos = rng.randrange(len(data))
             data[pos] ^= 0xFF
-            store.objects.put(key, bytes(data))
+            store.backend.put(key, bytes(data))
         reader = self.open(target, read_only=True).open(KEY)
-        report = verify_entry(reader, store.objects)
+        report = verify_entry(reader, store.backend)
         assert not report.ok
         layout = reader.layout
         bad_chunks = {f"{KEY}/levels/{b.what}/c/{b.index // layout.shard_size}/0/0/0/0"
@@ -262,10 +262,10 @@ class StoreSuite:
     def test_verify_reports_missing_stats_and_markers(self, target):
         store = self.open(target)
         fill(store)
-        assert verify_entry(store.open(KEY), store.objects).ok
-        store.objects.delete_prefix(f"{KEY}/stats/coarse")
-        store.objects.delete_prefix(f"{KEY}/levels/fine/c/1")
-        report = verify_entry(store.open(KEY), store.objects)
+        assert verify_entry(store.open(KEY), store.backend).ok
+        store.backend.delete_prefix(f"{KEY}/stats/coarse")
+        store.backend.delete_prefix(f"{KEY}/levels/fine/c/1")
+        report = verify_entry(store.open(KEY), store.backend)
         assert any("statistics for level coarse" in p for p in report.problems)
         assert any("shard 1 has no data object" in p for p in report.problems)
 

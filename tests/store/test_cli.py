@@ -33,9 +33,9 @@ def test_verify_lists_bad_samples_and_exits_1(tmp_path):
     store = FeatureStore(tmp_path / "store")
     fill(store)
     chunk = f"{KEY}/levels/coarse/c/1/0/0/0/0"
-    data = bytearray(store.objects.get(chunk))
+    data = bytearray(store.backend.get(chunk))
     data[random.Random(0).randrange(len(data) // 2)] ^= 0x55
-    store.objects.put(chunk, bytes(data))
+    store.backend.put(chunk, bytes(data))
     res = _run("verify", KEY, "--store", str(tmp_path / "store"))
     assert res.exit_code == 1
     assert "FAILED" in res.output and "bad sample case0" in res.output and "coarse" in res.output

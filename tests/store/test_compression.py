@@ -70,7 +70,7 @@ def test_flipped_byte_in_blosc_chunk_is_named(tmp_path, where):
     for reader in (store.open(KEY), EntryReader(store.root[KEY], KEY, fast_path=False)):
         with pytest.raises(CorruptEntryError, match="sample case02 level fine"):
             reader.read(2, "fine")
-    report = verify_entry(store.open(KEY), store.objects)
+    report = verify_entry(store.open(KEY), store.backend)
     assert not report.ok and report.bad_ids == ["case02"]
     assert {b.what for b in report.bad_samples} == {"fine"}
 
@@ -93,7 +93,7 @@ def test_entries_without_compression_key_read_as_zstd(tmp_path):
     for i in range(6):
         np.testing.assert_array_equal(fast.read(i, "fine"), slow.read(i, "fine"))
         np.testing.assert_allclose(fast.read(i, "fine"), expected(fast.layout, i, "fine"), rtol=1e-3)
-    assert verify_entry(store.open(KEY), store.objects).ok
+    assert verify_entry(store.open(KEY), store.backend).ok
 
 
 def test_old_zstd_entry_resumes_with_its_own_codec(tmp_path):

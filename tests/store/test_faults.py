@@ -106,7 +106,7 @@ def _read_everything(store: FeatureStore, key: str) -> None:
 def _other_intact(store: FeatureStore, reference: dict) -> None:
     fresh = FeatureStore(store.url, read_only=True)
     assert_same(snapshot(fresh, OTHER), reference)
-    assert verify_entry(fresh.open(OTHER), fresh.objects).ok
+    assert verify_entry(fresh.open(OTHER), fresh.backend).ok
 
 
 @pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
@@ -158,7 +158,7 @@ def test_old_entries_without_checksum_record_still_read(tmp_path):
     reader = FeatureStore(tmp_path / "store").open(KEY)
     assert reader.version == 1
     _read_everything(FeatureStore(tmp_path / "store"), KEY)
-    assert verify_entry(reader, store.objects).ok
+    assert verify_entry(reader, store.backend).ok
     (entry / "frames/c/1/0/0").unlink()  # without a record, NaN frames are still caught
     with pytest.raises(CorruptEntryError, match="frames"):
         FeatureStore(tmp_path / "store").open(KEY).frames(2)
@@ -217,7 +217,7 @@ def test_rm_is_atomic(tmp_path, monkeypatch):
     def dies(self, prefix):
         raise StoreError("disk went away")
 
-    monkeypatch.setattr(type(store.objects), "delete_prefix", dies)
+    monkeypatch.setattr(type(store.backend), "delete_prefix", dies)
     with pytest.raises(StoreError, match="went away"):
         store.remove(KEY)
     assert store.keys() == [OTHER] and store.entries() == [OTHER]

@@ -39,7 +39,7 @@ def test_sigkilled_writer_then_resume(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     store = FeatureStore(url)  # the lease of a dead local process counts as expired
-    assert [k for k in store.objects.list(f"{KEY}/levels/fine/c") if "/c/0/" in k]  # data is there
+    assert [k for k in store.backend.list(f"{KEY}/levels/fine/c") if "/c/0/" in k]  # data is there
     with pytest.raises(IncompleteEntryError):
         store.open(KEY)
     assert store.open(KEY, allow_incomplete=True).committed_fraction == 0.0
@@ -49,7 +49,7 @@ def test_sigkilled_writer_then_resume(tmp_path):
     reference = FeatureStore(tmp_path / "ref")
     fill(reference)
     assert_same(snapshot(store, KEY), snapshot(reference, KEY))
-    assert verify_entry(store.open(KEY), store.objects).ok
+    assert verify_entry(store.open(KEY), store.backend).ok
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
@@ -62,7 +62,7 @@ def test_read_only_filesystem_path(tmp_path):
         store = FeatureStore(tmp_path / "store")  # not flagged read-only: detected
         assert store.read_only and store.entries() == [KEY]
         assert store.open(KEY).read(0, "fine").shape == (2, 4, 4, 4)
-        assert verify_entry(store.open(KEY), store.objects).ok
+        assert verify_entry(store.open(KEY), store.backend).ok
         with pytest.raises(ReadOnlyStoreError, match="not writable"):
             store.create_entry("other.x.1", make_layout(), {})
         with pytest.raises(ReadOnlyStoreError, match="not writable"):
@@ -80,7 +80,7 @@ def test_unwritable_path_opens_read_only(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode))
     store = FeatureStore(tmp_path / "store")
     assert store.read_only and store.entries() == [KEY]
-    assert verify_entry(store.open(KEY), store.objects).ok
+    assert verify_entry(store.open(KEY), store.backend).ok
     with pytest.raises(ReadOnlyStoreError, match="is not writable"):
         store.create_entry("other.x.1", make_layout(), {})
     with pytest.raises(ReadOnlyStoreError, match="is not writable"):

@@ -69,4 +69,4 @@ def test_an_all_zero_sample_and_shard_are_written_and_verify(tmp_path):
     reader = store.open(key)
     np.testing.assert_array_equal(reader.read(1, "emb"), 0.0)
     np.testing.assert_array_equal(reader.read(3, "emb"), 0.0)
-    assert verify_entry(reader, store.objects).ok
+    assert verify_entry(reader, store.backend).ok
