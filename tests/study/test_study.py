@@ -69,18 +69,20 @@ def test_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, tiny_tea
     rows = _rows(out / "results.csv")
     # The default arms x 2 label fractions x 2 seeds, each scored on blobs' test split and the extra set.
     assert [(r["arm"], r["label_fraction"], r["seed"], r["test"]) for r in rows] == [
-        (str(k), f, str(s), t) for s in (0, 1) for f in ("1.0", "0.5") for k in (1, 2, 3)
+        (str(k), f, str(s), t) for s in (0, 1) for f in ("1.0", "0.5") for k in (1, 2, 3, 4)
         for t in ("blobs", "shifted")]
-    assert {r["arm_name"] for r in rows} == {"student alone", "+ feature distillation", "full method"}
+    assert {r["arm_name"] for r in rows} == {"student alone", "+ feature distillation",
+                                             "+ output distillation", "full method"}
     dice = {(r["arm"], r["label_fraction"], r["seed"], r["test"]): r["dice_mean"] for r in rows}
-    assert any(dice[("1", *rest)] != dice[("3", *rest)] for _, *rest in dice)  # the overrides took effect
+    assert any(dice[("1", *rest)] != dice[("4", *rest)] for _, *rest in dice)  # the overrides took effect
+    assert all(r["loss_w_out"] for r in rows if r["arm"] in ("3", "4"))  # output distillation is on
     assert all(0 <= float(r["dice_mean"]) <= 1 and int(r["steps"]) == 4 for r in rows)
-    full = [r for r in rows if r["arm"] == "3"]
+    full = [r for r in rows if r["arm"] == "4"]
     assert all(math.isclose(float(r["gate_tiny"]) + float(r["gate_tiny2"]), 1, abs_tol=1e-5) for r in full)
     assert all(r["gate_tiny"] == "" for r in rows if r["arm"] == "1")  # no teacher to weigh
     table = (out / "table.md").read_text()
-    assert "| 3 | full method | 50% labels, other blobs test |" in table
-    assert table.count("[") >= 16  # every non-reference arm paired in 4 settings, twice
+    assert "| 4 | full method | 50% labels, other blobs test |" in table
+    assert table.count("[") >= 24  # every non-reference arm paired in 4 settings, twice
     assert (out / "study.png").stat().st_size > 10_000
     assert "study runs" in first.output and "reused" not in first.output
     assert "50% labels: 3 of 6 blobs training images" in table
@@ -88,7 +90,7 @@ def test_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, tiny_tea
     monkeypatch.setattr(runner, "_train", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = cli.invoke(app, ["study", "--manifest", str(manifest), "--out", str(out)])
     assert again.exit_code == 0, again.output
-    assert again.output.count("reused (finished before)") == 12
+    assert again.output.count("reused (finished before)") == 16
     assert [r["dice_mean"] for r in _rows(out / "results.csv")] == [r["dice_mean"] for r in rows]
 
     changed = cli.invoke(app, ["study", "--manifest", str(manifest), "--out", str(out), "--arms", "1",
@@ -115,7 +117,7 @@ def test_arms_are_overrides_applied_in_order(tmp_path, blob_registry):
     assert quick.out.name.endswith("-quick")
     # Without a study section: the default arms, seeds 0-4, full and 10% labels.
     default = plan_study(_manifest(tmp_path))
-    assert len(default.cells) == 3 * 5 * 2 and default.reference == 1
+    assert len(default.cells) == 4 * 5 * 2 and default.reference == 1
 
 
 @pytest.mark.parametrize(("study", "options", "match"), [
@@ -124,7 +126,7 @@ def test_arms_are_overrides_applied_in_order(tmp_path, blob_registry):
     ({"reference": "nobody"}, None, "reference: no arm is named 'nobody'"),
     ({"test_sets": [{"name": "blobs", "dataset": {"name": "blobs"}}]}, None, "also a training dataset"),
     ({"seed": [1]}, None, "study section: key seed"),
-    ({}, StudyOptions(arms=[2, 9]), r"arms \[9\]: choose from 1-3"),
+    ({}, StudyOptions(arms=[2, 9]), r"arms \[9\]: choose from 1-4"),
     ({}, StudyOptions(arms=[2, 3]), "must include the reference arm 1"),
     ({}, StudyOptions(label_fractions=[0.0]), r"label_fractions: distinct values in \(0, 1\]"),
     ({}, StudyOptions(seeds=[1, 1]), "seeds: at least one, each once"),
@@ -155,13 +157,14 @@ def test_cli_names_flags_and_distill_ignores_the_study_section(tmp_path, blob_re
 def test_the_demo_study_is_the_ablation(capsys):
     plan = plan_study(ROOT / "manifests" / "study-demo.yaml", StudyOptions(seeds=[0], label_fractions=[0.1]))
     by = {c.arm: c.manifest for c in plan.cells}
-    assert plan.reference == 2 and len(by) == 7
+    assert plan.reference == 2 and len(by) == 8
     assert not by[1].distill.enabled and by[1].student.encoder_weights is None
     assert [t.name for t in by[3].teachers] == ["litemedsam"] and by[3].distill.teacher_gate == "uniform"
     assert not by[4].distill.return_decoder and by[5].distill.return_decoder and not by[5].pretrain.steps
     assert by[6].pretrain.steps == 100
     assert by[6].pretrain.datasets[1].options["planes"] == ["coronal", "sagittal"]
     assert not by[7].distill.recon_to_student and plan.parent(7) == 5
+    assert by[8].distill.output and by[8].distill.return_decoder and plan.parent(8) == 5
     assert {m.training.steps for m in by.values()} == {40}  # step parity across arms
     assert plan.notes == ["10% labels: 3 of 28 demo training images per run (drawn with the run's seed)"]
     assert [t.name for t in plan.test_sets] == ["orientation"]
@@ -174,4 +177,4 @@ def test_the_demo_study_is_the_ablation(capsys):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--arms", "9"]) == 1  # refused before anything runs
-    assert "--arms [9]: choose from 1-7" in capsys.readouterr().err
+    assert "--arms [9]: choose from 1-8" in capsys.readouterr().err
