@@ -95,18 +95,23 @@ def teacher_taps(name: str, image_size: int, stages: dict[str, tuple[int, int]]
 
 def build_manifest(dataset: str, root: Path | None, teachers: list[str], checkpoints: list[str],
                    image_size: int) -> tuple[Manifest, list[str]]:
-    """(Manifest, comment lines about the choices made)."""
+    """(Manifest, comment lines about the choices made). A classification dataset also taps each
+    teacher's `global` level (every teacher has one) from the last encoder stage."""
     from featcache.data.registry import build_dataset
 
     data = build_dataset(dataset, root)
     stages = student_stages(StudentConfig(image_size=image_size))
-    notes = [f"dataset {dataset}: {len(data)} samples, splits "
+    notes = [f"dataset {dataset} ({data.task}): {len(data)} samples, splits "
              + ", ".join(f"{s} {len(data.split_indices(s))}" for s in ("train", "val", "test"))]
     specs: list[dict[str, Any]] = []
     paths = _assign_checkpoints(teachers, checkpoints)
     for i, name in enumerate(teachers):
         levels, level_notes = teacher_taps(name, image_size, stages)
         notes += level_notes
+        if data.task == "classification":  # the image vector feeds the classifier's stage
+            levels["global"] = last = [st for st in stages if st.startswith("enc")][-1]
+            notes.append(f"{name}.global (its image vector) <- student {last}, whose pooled features "
+                         f"the {len(data.classes)}-class classifier reads")
         spec: dict[str, Any] = {"name": name, "levels": levels}
         if i in paths:
             spec["checkpoint"] = str(paths[i])

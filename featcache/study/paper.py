@@ -9,14 +9,16 @@ key, status, size on disk), and run/ (the distillation run).
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from featcache.data.registry import build_dataset
+from featcache.distill.run import Run
 from featcache.errors import ConfigError, StoreError
 from featcache.evaluate.outputs import read_per_image
 from featcache.events import ProgressFn
@@ -29,10 +31,11 @@ from featcache.study.tables import fmt, md_table, write_csv
 @dataclass
 class PaperResult:
     out: Path
-    rows: list[dict[str, Any]]  # one per dataset
+    rows: list[dict[str, Any]]  # one per segmentation dataset
     cache: list[dict[str, Any]]  # one per store entry
     student_params: int
     teacher_params: dict[str, int]  # teacher name -> parameters (from the store's provenance)
+    classification: list[dict[str, Any]] = field(default_factory=list)  # one per classification dataset
 
     @property
     def compression(self) -> float:
@@ -63,6 +66,27 @@ def _test_ids(d: StudyDataset) -> set[str]:
     return {data.samples[i].id for i in data.split_indices("test")}
 
 
+def is_classification(d: StudyDataset) -> bool:
+    return build_dataset(d.name, d.root, **d.options).task == "classification"
+
+
+CLASS_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "kappa")
+
+
+def classification_rows(config: StudyConfig, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per classification dataset of the study: its test-split metrics from eval's
+    summary.json (accuracy, balanced accuracy, weighted F1, macro one-vs-rest AUC, quadratic
+    weighted kappa for graded labels, as the paper reports them)."""
+    scored = {(c["dataset"], c["split"]): c for c in summary.get("classification", [])}
+    rows = []
+    for d in config.datasets:
+        c = scored.get((d.name, "test"))
+        if c is not None:
+            rows.append({"dataset": d.title, "n_test": c["n"],
+                         **{m: math.nan if c.get(m) is None else c[m] for m in CLASS_METRICS}})
+    return rows
+
+
 def dataset_rows(config: StudyConfig, per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per study dataset, in the study's order, from eval's per-image rows.
 
@@ -76,6 +100,8 @@ def dataset_rows(config: StudyConfig, per_image: list[dict[str, Any]]) -> list[d
                                   f"{sid}; they cannot be told apart in the evaluation")
             owner[(d.name, sid)] = d.title
     for d in config.datasets:
+        if is_classification(d):
+            continue  # classification_rows
         mine = [r for r in per_image if owner.get((r["dataset"], r["id"])) == d.title]
         dice = np.array([r["dice"] for r in mine], dtype=np.float64)
         hd95 = np.array([r["hd95"] for r in mine], dtype=np.float64)
@@ -104,11 +130,22 @@ def paper_markdown(result: PaperResult) -> str:
         "Per-image Dice: mean ± std over test images (an empty prediction of an empty mask scores 1). "
         "Pooled Dice: 2·ΣTP / (Σ|P| + Σ|G|) over all test pixels of a dataset.", "",
         md_table(["dataset", "test images", "per-image Dice", "pooled Dice", "HD95"], body), "",
+        *_classification_markdown(result),
         f"Student: {result.student_params / 1e6:.3f}M parameters. Teachers: {teachers} "
         f"(combined {sum(result.teacher_params.values()) / 1e6:.2f}M). "
         f"Compression ratio (teachers' combined / student): {result.compression:.1f}x.", "",
         "## Feature cache", "",
         md_table(["teacher", "dataset", "entry", "status", "MiB on disk"], cache), ""])
+
+
+def _classification_markdown(result: PaperResult) -> list[str]:
+    if not result.classification:
+        return []
+    body = [[r["dataset"], fmt(r["n_test"]), *(fmt(r[m]) for m in CLASS_METRICS)]
+            for r in result.classification]
+    return ["Classification datasets (test split): accuracy, balanced accuracy, weighted F1, macro "
+            "one-vs-rest AUC, quadratic weighted kappa (graded labels only).", "",
+            md_table(["dataset", "test images", *CLASS_METRICS], body), ""]
 
 
 def paper_latex(result: PaperResult) -> str:
@@ -135,11 +172,15 @@ def run_paper(config: StudyConfig, out: Path | None = None, progress: ProgressFn
     cache, teacher_params = cache_rows(store_url, records)
     # segmentation rows only, one per image (a multi-class image's per-class rows are left out)
     per_image = [r for r in read_per_image(cell.run_dir) or [] if r.get("class", "") in ("", "mean")]
-    result = PaperResult(out, dataset_rows(config, per_image), cache, cell.params, teacher_params)
+    summary = json.loads(Run(cell.run_dir).eval.summary_json.read_text())
+    result = PaperResult(out, dataset_rows(config, per_image), cache, cell.params, teacher_params,
+                         classification_rows(config, summary))
     table_rows = [{**r, "student_params": result.student_params,
                    "teachers_params": sum(teacher_params.values()),
                    "compression_ratio": round(result.compression, 2)} for r in result.rows]
     write_csv(out / "results.csv", table_rows)
+    if result.classification:
+        write_csv(out / "classification.csv", result.classification)
     write_csv(out / "cache.csv", cache)
     (out / "table.md").write_text(paper_markdown(result))
     (out / "table.tex").write_text(paper_latex(result))

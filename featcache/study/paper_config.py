@@ -35,9 +35,10 @@ class StudyDataset(_Strict):
 
 class StudyTeacher(_Strict):
     name: str  # a registered teacher: sam, medsam, litemedsam, clip, timm
+    alias: str | None = None  # its name in tables, needed when two teachers share a registry name
     arch: str | None = None
     checkpoint: str | None = None
-    levels: dict[str, str] = Field(min_length=1)  # teacher level -> student stage
+    levels: dict[str, str | list[str]] = Field(min_length=1)  # teacher level -> student stage(s)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -72,7 +73,7 @@ def study_manifest(config: StudyConfig, run_dir: Path, source: str = "study conf
     """The joint distillation manifest: every dataset, every teacher, the study's sections."""
     data = {"store": config.store, "run_dir": str(run_dir),
             "datasets": [d.model_dump(exclude={"label"}) for d in config.datasets],
-            "teachers": [t.model_dump() for t in config.teachers],
+            "teachers": [t.model_dump(exclude_none=True) for t in config.teachers],
             "student": dict(config.student), "distill": dict(config.distill),
             "training": dict(config.training)}
     return manifest_from_dict(data, source)

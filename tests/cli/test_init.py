@@ -72,3 +72,13 @@ def test_init_errors_are_one_line(tmp_path):
     missing = runner.invoke(app, ["init", "--dataset", "busi", "--root", str(tmp_path / "no"),
                                   "--teacher", "litemedsam"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_init_writes_a_starter_for_a_classification_dataset(tmp_path):
+    root = layouts.make_aptos(tmp_path)
+    result = runner.invoke(app, ["init", "--dataset", "aptos2019", "--root", str(root),
+                                 "--teacher", "litemedsam", "--image-size", "128"])
+    assert result.exit_code == 0, result.output
+    manifest = manifest_from_dict(yaml.safe_load(result.output), "init output")
+    assert manifest.teachers[0].levels["global"] == "enc5"  # the image vector, for the classifier
+    assert "(classification)" in result.output and "5-class classifier" in result.output

@@ -13,7 +13,7 @@ import yaml
 from featcache.errors import ConfigError
 from featcache.study.paper import run_paper
 from featcache.study.paper_config import load_study_config
-from tests.data.synth_layouts import make_busi, make_cvc, make_msd
+from tests.data.synth_layouts import make_aptos, make_busi, make_cvc, make_msd
 from tests.study.conftest import TINY_SAM, TINY_STUDENT, TINY_TIMM
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,8 @@ def _study(tmp_path: Path) -> dict:
         "store": str(tmp_path / "store"), "out": str(tmp_path / "paper"),
         "datasets": [{"name": "busi", "root": str(make_busi(tmp_path / "busi"))},
                      {"name": "cvc-clinicdb", "root": str(make_cvc(tmp_path / "cvc", n=8))},
-                     {"name": "msd", "label": "msd-tiny", "root": str(make_msd(tmp_path / "msd"))}],
+                     {"name": "msd", "label": "msd-tiny", "root": str(make_msd(tmp_path / "msd"))},
+                     {"name": "aptos2019", "root": str(make_aptos(tmp_path / "aptos"))}],
         "teachers": copy.deepcopy([TINY_SAM, TINY_TIMM]),
         "extraction": {"precision": "fp16", "batch_size": 4, "device": "cpu"},
         "student": dict(TINY_STUDENT),
@@ -61,10 +62,14 @@ def test_paper_pipeline_end_to_end(tmp_path, monkeypatch):
     assert set(result.teacher_params) == {"sam", "timm"} and total > 0
     assert float(rows[0]["compression_ratio"]) == pytest.approx(total / result.student_params, abs=0.01)
     cache = _csv(out / "cache.csv")
-    assert len(cache) == 6 and {c["status"] for c in cache} == {"extracted"}
+    assert len(cache) == 8 and {c["status"] for c in cache} == {"extracted"}
+    # the classification dataset has its own table: the paper's metrics, kappa for graded labels
+    (aptos,) = _csv(out / "classification.csv")
+    assert aptos["dataset"] == "aptos2019" and int(aptos["n_test"]) >= 1
+    assert 0.0 <= float(aptos["accuracy"]) <= 1.0 and aptos["kappa"] != ""
     assert all(float(c["size_mib"]) > 0 for c in cache)
     table = (out / "table.md").read_text()
-    assert "msd-tiny" in table and "Compression ratio" in table
+    assert "msd-tiny" in table and "Compression ratio" in table and "balanced_accuracy" in table
     # a re-run: every entry is a cache hit and the finished run is reused, not retrained
     mtime = (out / "run" / "checkpoints" / "best.pt").stat().st_mtime_ns
     again = run_paper(config)
@@ -95,12 +100,14 @@ def test_loader_used_twice_needs_labels(tmp_path):
 
 
 def test_example_config_parses_and_marks_its_placeholders():
-    """manifests/paper-example.yaml documents the format: valid, six datasets, four teachers, and
+    """manifests/paper-example.yaml documents the format: valid, the paper's six datasets, three teachers, and
     every path is an obvious placeholder (it is never run)."""
     path = ROOT / "manifests" / "paper-example.yaml"
     config = load_study_config(path)
-    assert [d.title for d in config.datasets] == ["busi", "kvasir-seg", "cvc-clinicdb", "drive",
-                                                  "msd-heart", "msd-spleen"]
-    assert [t.name for t in config.teachers] == ["sam", "medsam", "litemedsam", "clip"]
+    # the paper's six: four segmentation, two classification; its teachers featcache can load
+    assert [d.title for d in config.datasets] == ["busi", "kvasir-seg", "covid-ct", "msd-heart",
+                                                  "aptos2019", "isic2017"]
+    assert [t.alias or t.name for t in config.teachers] == ["medsam", "retfound", "litemedsam"]
+    assert all("global" in t.levels for t in config.teachers)
     paths = [d.root for d in config.datasets] + [t.checkpoint for t in config.teachers if t.checkpoint]
     assert paths and all("EDIT-ME" in p for p in paths)
