@@ -204,10 +204,11 @@ class DistillModel(nn.Module):
         probes, temperature = self.output_probes, self.temperature()
         per_slot = []
         for slot in slots:
-            grid = slot.grids[0][0].shape[-2:]
-            ok = torch.stack([v for _, v in slot.grids]).mean(0)
-            mixed = sum(slot.weights[:, j, None, None, None] * mask_probabilities(
-                probes.mask_logits(t, target), temperature) for j, (t, (target, _)) in
+            # teachers of one stage may meet it on different grids: mix them on the coarsest
+            grid = min((target.shape[-2:] for target, _ in slot.grids), key=lambda g: g[0] * g[1])
+            ok = torch.stack([F.adaptive_avg_pool2d(v, grid) for _, v in slot.grids]).mean(0)
+            mixed = sum(slot.weights[:, j, None, None, None] * F.adaptive_avg_pool2d(mask_probabilities(
+                probes.mask_logits(t, target), temperature), grid) for j, (t, (target, _)) in
                 enumerate(zip(slot.members, slot.grids, strict=True)))
             student = F.adaptive_avg_pool2d(mask_probabilities(logits, temperature), grid)
             per_sample = output_loss(student, mixed, ok)

@@ -69,6 +69,15 @@ def test_output_distillation_trains_under_the_loss_gate(cached_store, tmp_path):
     assert not any("probe" in k for k in student.state_dict())
 
 
+def test_teachers_meeting_a_stage_on_different_grids_are_mixed_on_the_coarsest(cached_store, tmp_path):
+    teachers = [{"name": "tiny", "levels": {"fine": "dec4"}}, {"name": "tiny2", "levels": {"coarse": "dec4"}}]
+    manifest = make_manifest(cached_store, tmp_path / "run", teachers=teachers, training={"epochs": 1},
+                             distill={"output": True, "probe_steps": 2})
+    grids = {t.loss_grid for t in Trainer(manifest).model.targets}
+    assert grids == {(16, 16), (8, 8)}  # two grids at one stage
+    assert float(train(manifest).loss_weights["out"]) > 0
+
+
 def test_the_paper_preset_weighs_the_terms_as_the_paper(cached_store, tmp_path):
     manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 1},
                              distill={"output": True, "probe_steps": 2, "loss_gate": "paper"})
