@@ -5,7 +5,6 @@ bug that tests/cli/test_events.py catches (every Event subclass must be rendered
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from featcache.cli.app import console
@@ -39,12 +38,11 @@ class TrainingDisplay(Display):
         PretrainStarted: "pretrain_started", PretrainStep: "pretrain_step", PretrainReused: "pretrain_reused",
         TrainingStarted: "started", TrainingStep: "step", EpochDone: "epoch_done"}
 
-    def __init__(self, bar: Any, describe: Callable[[str], str] = str) -> None:
+    def __init__(self, bar: Any) -> None:
         self.bar, self.tasks = bar, {}
-        self.describe = describe
 
     def pretrain_started(self, e: PretrainStarted) -> None:
-        self.tasks["pretrain"] = self.bar.add_task(self.describe("feature pretraining"), total=e.steps,
+        self.tasks["pretrain"] = self.bar.add_task("feature pretraining", total=e.steps,
                                                    info=f"{e.images} unlabelled images")
 
     def pretrain_step(self, e: PretrainStep) -> None:
@@ -57,7 +55,7 @@ class TrainingDisplay(Display):
         console.print(f"student: {e.params / 1e6:.2f}M parameters, device {e.device}, "
                       f"{e.steps_per_epoch} steps/epoch, {e.world_size} process(es), "
                       f"{e.workers} loader worker(s) each")
-        self.tasks["train"] = self.bar.add_task(self.describe("training"), total=e.epochs * e.steps_per_epoch,
+        self.tasks["train"] = self.bar.add_task("training", total=e.epochs * e.steps_per_epoch,
                                                 completed=e.start_epoch * e.steps_per_epoch, info="")
 
     def step(self, e: TrainingStep) -> None:
