@@ -59,7 +59,8 @@ class MSDConfig:
         return self.modality.upper() == "CT"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_dataset_json(path: Path) -> dict[str, Any]:
+    """A Decathlon or nnU-Net dataset.json as a dict; unreadable or not an object: one line."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -157,7 +158,7 @@ def _empty_policy(value: Any, loader: str) -> str | float:
 def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
     """dataset.json + options -> MSDConfig; every bad option is one DatasetError line."""
     path = root / "dataset.json"
-    data = _read_json(path)
+    data = read_dataset_json(path)
     raw_mod = data.get("modality") or data.get("channel_names") or {"0": "unknown"}
     modalities = tuple(str(raw_mod[k]) for k in sorted(raw_mod, key=lambda k: int(k)))
     declared = _declared(data, path)

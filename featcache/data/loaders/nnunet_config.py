@@ -10,12 +10,12 @@ labelsTr/<case><file_ending>.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from featcache.data.files import FileProblem
+from featcache.data.loaders.msd_config import read_dataset_json
 from featcache.errors import DatasetError
 
 FILE_ENDINGS = (".nii.gz", ".nii", ".png")
@@ -70,12 +70,7 @@ def _labels(raw: Any, path: Path) -> dict[int, str]:
 def read_nnunet_json(root: Path) -> NnunetJson:
     """dataset.json -> NnunetJson; a missing or malformed key is one line naming it."""
     path = root / "dataset.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read dataset.json ({exc})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: dataset.json must hold a JSON object")
+    data = read_dataset_json(path)
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise _bad(path, missing[0], "is missing")
