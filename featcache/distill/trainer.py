@@ -124,17 +124,21 @@ class Trainer:
         d, skipped = self.data, self.position[1]
         if self.dist.is_main:
             self.run.write_manifest(self.manifest.model_dump(mode="json"))
+        prepared = self.position != (0, 0)  # resumed: the checkpoint holds what prepare made
         with _sigterm_as_interrupt():
             try:
-                if self.position == (0, 0):  # not when resumed: the checkpoint holds their results
+                if not prepared:
                     prepare(self.manifest, self.built, self.run, self.settings, self.progress)
+                    prepared = True
                 self.progress(TrainingStarted(d.epochs, d.steps_per_epoch, count_params(self.model.student),
                                               d.workers, self.start_epoch, str(self.device),
                                               self.dist.world_size))
                 t0 = time.perf_counter()
                 gates = self._epochs()
-            except KeyboardInterrupt:
-                self._save_resume_point()
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: last.pt at the step reached, for --resume
+                if prepared and self.dist.is_main:  # (a half-done pretraining starts again instead)
+                    epoch, steps = self.position
+                    self.run.save_checkpoint("last", self.checkpoint(epoch - 1, steps))
                 raise
         seconds = time.perf_counter() - t0
         steps = (d.epochs - self.start_epoch) * d.steps_per_epoch - skipped
@@ -166,13 +170,6 @@ class Trainer:
                    **{f"w_{k}": v for k, v in self.model.loss_weights().items()}}
             self._end_epoch(epoch, row, gates)
         return gates
-
-    def _save_resume_point(self) -> None:
-        """On an interrupt (Ctrl-C, SIGTERM): last.pt at the step training stands at, so --resume
-        continues from there (rank 0 writes; the batches of a resumed epoch are the same)."""
-        epoch, steps = self.position
-        if self.dist.is_main:
-            self.run.save_checkpoint("last", self.checkpoint(epoch - 1, steps))
 
     def _end_epoch(self, epoch: int, row: dict[str, Any], gates: dict[str, dict[str, float]]) -> None:
         """Validate, then (rank 0) log the epoch and write its checkpoints."""

@@ -97,3 +97,18 @@ def test_a_signal_to_featcache_distill_leaves_a_resume_point(tmp_path, sig):
     assert f"continue with featcache distill --manifest {path} --resume" in said
     checkpoint = Run(tmp_path / "run").load_resume_point()  # written at the interrupt
     assert checkpoint.training is not None and checkpoint.epoch < 999
+
+
+def test_an_interrupt_during_feature_pretraining_leaves_no_half_resume_point(cached_store, tmp_path):
+    from featcache.events import PretrainStep
+
+    pretrain = {"datasets": [{"name": "blobs", "train_split": "all"}], "steps": 4, "batch_size": 4}
+    manifest = make_manifest(cached_store, tmp_path / "run", pretrain=pretrain, training={"epochs": 1})
+
+    def ctrl_c(event):
+        if isinstance(event, PretrainStep) and event.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(manifest, ctrl_c).train()
+    assert not Run(tmp_path / "run").checkpoint_file("last").exists()  # a fresh run starts it again
