@@ -148,21 +148,28 @@ def test_segmentation_beside_each_classification_loader_end_to_end(cached_store,
     assert "not in the file" in said and name in said
 
 
-def test_multi_class_nnunet_volumes_train_evaluate_per_class_and_predict_label_maps(cached_store, tmp_path):
+@pytest.mark.parametrize("layout", ["nnunet", "msd"])
+def test_multi_class_volumes_train_evaluate_per_class_and_predict_label_maps(cached_store, tmp_path, layout):
     import json
 
-    from tests.data.synth_layouts import make_nnunet
+    from tests.data.synth_layouts import make_msd, make_nnunet
 
-    root = make_nnunet(tmp_path, n=6)
-    data = build_dataset("nnunet", root)
-    assert data.classes == ("left", "right")
+    if layout == "nnunet":
+        root, options, classes = make_nnunet(tmp_path, n=6), {}, {"left", "right"}
+        volumes = root / "Dataset501_Tiny" / "imagesTr"
+    else:
+        root, options = make_msd(tmp_path, n=6), {"labels": [1, 2]}
+        volumes, classes = root / "imagesTr", None
+    data = build_dataset(layout, root, **options)
+    assert len(data.classes) == 2
+    classes = classes or set(data.classes)
     _extract(cached_store, data)
     run = tmp_path / "run"
     train(make_manifest(cached_store, run, training={"epochs": 2, "views": 1},
-                        datasets=[{"name": "nnunet", "root": str(root)}]))
+                        datasets=[{"name": layout, "root": str(root), "options": options}]))
     _cli("eval", "--run", run)
     summary = json.loads((run / "eval" / "summary.json").read_text())
-    assert {g.get("class") for g in summary["groups"]} >= {"left", "right", "mean"}
-    volume = next((root / "Dataset501_Tiny" / "imagesTr").glob("*.nii.gz"))
+    assert {g.get("class") for g in summary["groups"]} >= classes | {"mean"}
+    volume = next(p for p in volumes.glob("*.nii.gz") if not p.name.startswith("."))
     _cli("predict", "--run", run, "--input", volume, "--out", tmp_path / "pred")
     assert list((tmp_path / "pred").rglob("*.nii.gz"))
