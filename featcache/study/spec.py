@@ -30,12 +30,13 @@ from featcache.yamlconfig import read_yaml, validation_message
 # The default comparison for any manifest: the student alone, + feature distillation with the
 # simplest weighting, + output distillation (task-adapted teacher probes' soft labels), and the full
 # method (adaptive gates, learned loss weights, return decoder, output distillation).
+_FEATURES = {"distill.enabled": True, "distill.teacher_gate": "uniform", "distill.loss_gate": "fixed",
+             "distill.return_decoder": False}
+# Arms override the manifest, not the arm before: each arm names everything it changes.
 DEFAULT_ARMS: tuple[dict[str, Any], ...] = (
     {"name": "student alone", "overrides": {"distill.enabled": False}},
-    {"name": "+ feature distillation",
-     "overrides": {"distill.enabled": True, "distill.teacher_gate": "uniform", "distill.loss_gate": "fixed",
-                   "distill.return_decoder": False}},
-    {"name": "+ output distillation", "overrides": {"distill.output": True}},
+    {"name": "+ feature distillation", "overrides": {**_FEATURES, "distill.output": False}},
+    {"name": "+ output distillation", "overrides": {**_FEATURES, "distill.output": True}},
     {"name": "full method",
      "overrides": {"distill.enabled": True, "distill.teacher_gate": "adaptive",
                    "distill.loss_gate": "uncertainty", "distill.return_decoder": True,

@@ -118,6 +118,9 @@ def test_arms_are_overrides_applied_in_order(tmp_path, blob_registry):
     # Without a study section: the default arms, seeds 0-4, full and 10% labels.
     default = plan_study(_manifest(tmp_path))
     assert len(default.cells) == 4 * 5 * 2 and default.reference == 1
+    arms = {c.arm: c.manifest.distill for c in default.cells}
+    assert arms[3].output and not arms[2].output and arms[4].output  # 3 is 2 + output distillation
+    assert (arms[3].teacher_gate, arms[3].loss_gate, arms[3].return_decoder) == ("uniform", "fixed", False)
 
 
 @pytest.mark.parametrize(("study", "options", "match"), [
