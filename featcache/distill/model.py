@@ -233,7 +233,7 @@ class DistillModel(nn.Module):
         mixed = sum(slot.weights[rows, j, None] * torch.softmax(
             self.output_probes.class_logits(t, target[rows], ok[rows])[:, :n] / temperature, dim=1)
             for j, (t, (target, ok)) in enumerate(zip(slot.members, slot.grids, strict=True)))
-        student = torch.softmax(self.student.classify({k: v[rows] for k, v in feats.items()}, task.head)
+        student = torch.softmax(self.student.classify(feats, task.head)[rows]
                                 / temperature, dim=1)
         return output_loss(student, mixed, mixed)
 

@@ -97,7 +97,7 @@ class Tasks:
             if isinstance(task, Segmentation):
                 value = task.loss(logits, mask) if rows is None else task.loss(logits[rows], mask[rows])
             else:
-                value = task.loss(student.classify(_rows(feats, rows), task.head), _rows_of(label, rows))
+                value = task.loss(_rows_of(student.classify(feats, task.head), rows), _rows_of(label, rows))
             per_term.setdefault(task.term, []).append(value)
         return {term: torch.cat(values).mean() for term, values in per_term.items()}
 
@@ -110,7 +110,7 @@ class Tasks:
             if isinstance(task, Segmentation):
                 out[where] = task.score(_rows_of(logits, rows), _rows_of(mask, rows)).float().cpu()
             else:
-                out[where] = task.score(student.classify(_rows(feats, rows), task.head),
+                out[where] = task.score(_rows_of(student.classify(feats, task.head), rows),
                                         _rows_of(label, rows)).cpu()
         return out
 
@@ -128,8 +128,7 @@ class Tasks:
 
 
 def _rows_of(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """x's rows of one task's samples. Classifiers run on the whole batch and are cut here (a
+    classifier is per sample: pool + linear): cutting every student stage first copied the
+    full-resolution decoder maps for a few rows."""
     return x if rows is None else x[rows]
-
-
-def _rows(feats: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    return feats if rows is None else {k: v[rows] for k, v in feats.items()}
