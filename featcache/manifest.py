@@ -164,6 +164,16 @@ class DistillSpec(_Strict):
     output: bool = False
     output_temperature: list[float] = Field(default_factory=lambda: [4.0, 1.0], min_length=2, max_length=2)
     probe_steps: int = Field(200, ge=1)
+    # "mse" on probabilities (the paper's code) or "kl" (the teachers' soft labels against the
+    # student's, times T^2 as in Hinton et al.: its gradient does not vanish where the student is
+    # confident and wrong, as MSE's does).
+    output_loss: Literal["mse", "kl"] = "mse"
+    # Semi-supervised training: this many unlabelled images join every training batch: the train
+    # split's images that training.train_fraction leaves out of the labelled set (their masks are
+    # never used). They train on the teachers' signals alone: the feature terms and, with output,
+    # the probes' soft labels. The labelled draw, epochs and schedule stay as without them, so a
+    # run with and without is a paired comparison. 0 = off; no effect without teachers.
+    unlabelled_batch: int = Field(0, ge=0)
 
     @field_validator("loss_weights")
     @classmethod

@@ -6,6 +6,7 @@ trains. trainer.py calls them in order; feature pretraining (pretrain.py) reuses
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -71,12 +72,14 @@ def labelled_sources(manifest: Manifest, with_teachers: bool) -> list[Source]:
 
 
 def items_dataset(manifest: Manifest, sources: list[Source], items: list[Item], targets: list[Target],
-                  teachers: bool, augment: bool) -> DistillItems:
-    """Training or validation items as a torch Dataset (photometric augmentation if `augment`)."""
+                  teachers: bool, augment: bool, labelled: int | None = None) -> DistillItems:
+    """Training or validation items as a torch Dataset (photometric augmentation if `augment`;
+    items after the first `labelled` are unlabelled, see DistillItems)."""
     aug = manifest.training.augment
     photometric = Photometric(**aug.model_dump(exclude={"enabled"})) if augment and aug.enabled else None
     return DistillItems(sources, items, targets, manifest.student.image_size, manifest.student.in_channels,
-                        manifest.distill.normalisation, teachers, photometric, manifest.training.seed)
+                        manifest.distill.normalisation, teachers, photometric, manifest.training.seed,
+                        labelled)
 
 
 @dataclass
@@ -85,9 +88,9 @@ class TrainingData:
     length (epochs of steps_per_epoch optimizer steps)."""
 
     sources: list[Source]
-    train_items: list[Item]
+    train_items: list[Item]  # the labelled ones
     val_items: list[Item]
-    train_set: DistillItems
+    train_set: DistillItems  # train_items, then unlabelled_items
     val_set: DistillItems  # this rank's shard; scored by the student alone, never augmented
     sampler: BalancedShardSampler
     drop_last: bool
@@ -95,6 +98,10 @@ class TrainingData:
     epochs: int
     workers: int  # loader processes per rank
     low_priority_workers: bool
+    # Semi-supervised training (distill.unlabelled_batch): the train split's images left out of the
+    # labelled set, and how many of them join each batch.
+    unlabelled_items: list[Item] = dataclasses.field(default_factory=list)
+    unlabelled_batch: int = 0
 
 
 def _balance_weights(items: list[Item]) -> torch.Tensor:
@@ -112,6 +119,10 @@ def build_data(manifest: Manifest, sources: list[Source], targets: list[Target],
         s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed)]
     val_items = [it for s in sources for it in training_items(
         s, manifest.datasets[s.index].val_split, 1, 1.0, tr.seed)]
+    extra = manifest.distill.unlabelled_batch if with_teachers else 0
+    unlabelled = [it for s in sources for it in training_items(
+        s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed, left_out=True)
+        ] if extra else []
     if len(train_items) < 2 or not val_items:
         raise DatasetError(f"too few samples: {len(train_items)} training items and "
                            f"{len(val_items)} validation items; use more data or splits")
@@ -123,23 +134,34 @@ def build_data(manifest: Manifest, sources: list[Source], targets: list[Target],
     epochs = math.ceil(tr.steps / steps_per_epoch) if tr.steps else tr.epochs
     return TrainingData(
         sources, train_items, val_items,
-        items_dataset(manifest, sources, train_items, targets, with_teachers, augment=True),
+        items_dataset(manifest, sources, train_items + unlabelled, targets, with_teachers, augment=True,
+                      labelled=len(train_items)),
         items_dataset(manifest, sources, val_items[ctx.rank::ctx.world_size], targets, False, augment=False),
         sampler, drop_last, steps_per_epoch, epochs, resolve_workers(tr.num_workers, ctx.world_size),
-        low_priority_workers(tr.worker_priority, device))
+        low_priority_workers(tr.worker_priority, device), unlabelled, extra if unlabelled else 0)
 
 
 def epoch_batches(data: TrainingData, batch_size: int, start_epoch: int, skip: int = 0) -> EpochBatches:
     """The indices of epochs start_epoch.. in batches, the first `skip` batches left out. Each
     epoch's draw is seeded by the epoch, so a resumed run sees the same batches; indices carry
-    the epoch (epoch * n + item, see DistillItems), which seeds the item's augmentation."""
-    n = len(data.train_items)
+    the epoch (epoch * n + item, see DistillItems), which seeds the item's augmentation.
+    Semi-supervised runs add data.unlabelled_batch unlabelled items to each batch, drawn per
+    (seed, epoch, batch, rank): the labelled draw is the same as without them."""
+    n, labelled = len(data.train_set), len(data.train_items)
 
     def draw(epoch: int) -> list[int]:
         return [epoch * n + i for i in data.sampler.draw(epoch)]
 
+    def unlabelled(epoch: int, batch: int) -> list[int]:
+        count, u = data.unlabelled_batch, len(data.unlabelled_items)
+        gen = torch.Generator().manual_seed(((data.sampler.seed * 1000 + epoch) * 1000 + batch) * 64
+                                            + data.sampler.rank)
+        picks = (torch.randperm(u, generator=gen)[:count] if count <= u
+                 else torch.randint(u, (count,), generator=gen))
+        return [epoch * n + labelled + int(i) for i in picks]
+
     return EpochBatches(draw, batch_size, data.drop_last, start_epoch, data.epochs, data.steps_per_epoch,
-                        skip)
+                        skip, unlabelled if data.unlabelled_batch else None)
 
 
 def build_tasks(manifest: Manifest, sources: list[Source]) -> Tasks:

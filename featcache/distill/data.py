@@ -153,12 +153,16 @@ class DistillItems(Dataset):
     """Items are (source index, sample index, view); returns student input, mask and targets.
 
     augment: photometric augmentation of the student input (training), None for none; seed: the
-    run's seed, which with the epoch and item seeds each augmentation draw."""
+    run's seed, which with the epoch and item seeds each augmentation draw. labelled: how many of
+    the items (the first ones) are labelled (None: all); the others are unlabelled images of
+    semi-supervised training: their mask is all zeros and "has_mask" False, the real one unused."""
 
     def __init__(self, sources: list[Source], items: list[tuple[int, int, int]],
                  targets: list[Target], image_size: int, channels: int, normalisation: str,
-                 with_teachers: bool, augment: Photometric | None = None, seed: int = 0) -> None:
+                 with_teachers: bool, augment: Photometric | None = None, seed: int = 0,
+                 labelled: int | None = None) -> None:
         self.sources, self.items, self.targets = sources, items, targets
+        self.labelled = len(items) if labelled is None else labelled
         self.image_size, self.channels = image_size, channels
         self.with_teachers = with_teachers
         self.augment, self.seed = augment, seed
@@ -209,14 +213,16 @@ class DistillItems(Dataset):
         source = self.sources[src_i]
         sample = source.dataset.load(index)
         params, entry_index = self._view(source, sample.id, view)
-        image, mask = apply_view(sample.image, sample.mask, params)
+        has_mask = k < self.labelled
+        given = sample.mask if has_mask else np.zeros_like(sample.mask)
+        image, mask = apply_view(sample.image, given, params)
         x = student_input(image, self.image_size, self.channels)
         if self.augment is not None:
             x = augment(x, self.augment, np.random.default_rng([self.seed, epoch, k]))
         m = torch.from_numpy(mask.astype(np.float32))[None, None]
         m = F.interpolate(m, size=(self.image_size,) * 2, mode="nearest")[0]
-        item: dict[str, Any] = {"image": x, "mask": m, "label": sample.label, "dataset": src_i,
-                                "index": index}
+        item: dict[str, Any] = {"image": x, "mask": m, "label": sample.label if has_mask else -1,
+                                "dataset": src_i, "index": index, "has_mask": has_mask}
         if self.with_teachers:
             for (teacher, level), targets in self.taps.items():
                 reader, i = source.entries[teacher], entry_index[teacher]
@@ -233,14 +239,22 @@ class DistillItems(Dataset):
 
 
 def training_items(source: Source, split: str, views: int | str, fraction: float,
-                   seed: int) -> list[tuple[int, int, int]]:
+                   seed: int, left_out: bool = False) -> list[tuple[int, int, int]]:
+    """The items (source, sample, view) of `split`, a `fraction` of its samples drawn with `seed`
+    (the labelled set of a low-data run); left_out: the samples that draw leaves out instead (the
+    unlabelled images of semi-supervised training)."""
     indices = source.dataset.split_indices(split)
     if not indices:
         raise DatasetError(f"{source.dataset.name}: split {split!r} has no samples")
     if fraction < 1.0:
         rng = np.random.default_rng(seed)
         keep = max(1, round(fraction * len(indices)))
-        indices = sorted(rng.choice(indices, size=keep, replace=False).tolist())
+        kept = set(rng.choice(indices, size=keep, replace=False).tolist())
+        indices = sorted(i for i in indices if (i in kept) != left_out)
+    elif left_out:
+        return []
+    if not indices:
+        return []
     n_views = source.views if views == "all" else min(int(views), source.views)
     if source.entries:
         _check_samples(source, indices, split)

@@ -46,10 +46,14 @@ class EpochBatches(Sampler[list[int]]):
     CPU cores."""
 
     def __init__(self, draw: Callable[[int], list[int]], batch_size: int, drop_last: bool,
-                 start: int, stop: int, per_epoch: int, skip: int = 0) -> None:
-        """skip: batches of epoch `start` already trained on (a run interrupted mid-epoch)."""
+                 start: int, stop: int, per_epoch: int, skip: int = 0,
+                 extra: Callable[[int, int], list[int]] | None = None) -> None:
+        """skip: batches of epoch `start` already trained on (a run interrupted mid-epoch);
+        extra(epoch, batch number): indices appended to that batch (semi-supervised training's
+        unlabelled images), None for none."""
         self.draw, self.batch_size, self.drop_last = draw, batch_size, drop_last
         self.start, self.stop, self.per_epoch, self.skip = start, stop, per_epoch, skip
+        self.extra = extra
 
     def __iter__(self) -> Iterator[list[int]]:
         for epoch in range(self.start, self.stop):
@@ -59,7 +63,7 @@ class EpochBatches(Sampler[list[int]]):
                 batch = indices[k:k + self.batch_size]
                 if len(batch) < self.batch_size and self.drop_last:
                     break
-                yield batch
+                yield batch + (self.extra(epoch, k // self.batch_size) if self.extra else [])
 
     def __len__(self) -> int:
         return max(0, max(0, self.stop - self.start) * self.per_epoch - self.skip)

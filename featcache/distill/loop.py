@@ -34,9 +34,11 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"  # pinned by the loader: copy while the previous step runs
     teacher = {k[2:]: v.to(device, non_blocking=nb).float() for k, v in batch.items() if k.startswith("t:")}
     valid = {k[2:]: v.to(device, non_blocking=nb) for k, v in batch.items() if k.startswith("v:")}
+    has_mask = batch.get("has_mask")
     return {"image": batch["image"].to(device, non_blocking=nb),
             "mask": batch["mask"].to(device, non_blocking=nb), "dataset": batch["dataset"].to(device),
             "label": batch["label"].to(device), "index": batch["index"],
+            "has_mask": None if has_mask is None or bool(has_mask.all()) else has_mask.to(device),
             "teacher": teacher, "valid": valid}
 
 
@@ -48,7 +50,7 @@ def optimizer_step(model: torch.nn.Module, batch: dict[str, Any], optimizer: tor
     b = to_device(batch, settings.device)
     with torch.autocast(settings.device.type, dtype=torch.bfloat16, enabled=settings.amp):
         out = model(b["image"], b["mask"] if labelled else None, b["dataset"], b["teacher"], b["valid"],
-                    b["label"])
+                    b["label"], b["has_mask"])
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     if settings.grad_clip > 0:

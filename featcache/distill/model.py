@@ -133,22 +133,24 @@ class DistillModel(nn.Module):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor | None, dataset_index: torch.Tensor,
                 teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-                label: torch.Tensor | None = None) -> dict:
+                label: torch.Tensor | None = None, has_mask: torch.Tensor | None = None) -> dict:
         """Returns the total loss, each term (batch mean), and gate weights per slot (B, T).
 
         label (B,): the class of classification samples (-1 elsewhere; None: no classification).
         mask None: feature pretraining on unlabelled images. Only the feature and reconstruction
-        terms, teachers weighted uniformly (the gate learns from masks), fixed loss weights."""
+        terms, teachers weighted uniformly (the gate learns from masks), fixed loss weights.
+        has_mask (B,) bool: a semi-supervised batch, where only those samples are labelled: the
+        task terms and the gate's training see those; the feature and output terms see all."""
         logits, feats = self.student.forward_features(image)
         labelled = mask is not None
         if label is None:
             label = torch.full_like(dataset_index, -1)
-        terms = (self.tasks.losses(self.student, logits, feats, mask, label, dataset_index)
+        terms = (self.tasks.losses(self.student, logits, feats, mask, label, dataset_index, has_mask)
                  if labelled else {})
         aux = torch.zeros((), device=image.device)  # gate + probe losses: train only those heads
         gate_weights: dict[str, torch.Tensor] = {}
         if self.distilling:
-            labels = (mask, label) if labelled else None
+            labels = (mask, label, has_mask) if labelled else None
             slots = [self._slot(stage, members, feats, teacher, valid, labels, dataset_index)
                      for stage, members in self.slots.items()]
             for stage, slot in zip(self.slots, slots, strict=True):
@@ -167,11 +169,14 @@ class DistillModel(nn.Module):
 
     def _slot(self, stage: str, members: list[Target], feats: dict[str, torch.Tensor],
               teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-              labels: tuple[torch.Tensor, torch.Tensor] | None, dataset_index: torch.Tensor) -> _Slot:
+              labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None,
+              dataset_index: torch.Tensor) -> _Slot:
         """The teachers matched at one student stage: their feature losses weighted by the gate
-        (trained here on the probes' relevance when labels are given), the reconstruction terms,
-        and what output distillation needs (each teacher's target on the loss grid)."""
+        (trained here on the probes' relevance when labels are given: (mask, label, has_mask),
+        on the labelled rows), the reconstruction terms, and what output distillation needs
+        (each teacher's target on the loss grid)."""
         gated = bool(self.gates) and labels is not None
+        rows = slice(None) if labels is None or labels[2] is None else labels[2]
         per_teacher, sims, relevance, recon, grids = [], [], [], [], []
         aux = torch.zeros((), device=feats[stage].device)
         for t in members:
@@ -185,14 +190,14 @@ class DistillModel(nn.Module):
                 # Pool only where the teacher saw the image: padding is zeros after the warp.
                 sims.append(F.cosine_similarity(_masked_pool(p.detach(), ok), _masked_pool(target, ok),
                                                 dim=1))
-                probe_loss = self._probe_loss(t, target, ok, *labels)
-                aux = aux + probe_loss.mean()
+                probe_loss = self._probe_loss(t, target, ok, *labels[:2])
+                aux = aux + probe_loss[rows].mean()
                 # Scale-free relevance: the target is proportional to probe_loss^(-1/T).
                 relevance.append(-torch.log(probe_loss.detach() + 1e-6))
         losses = torch.stack(per_teacher, dim=1)  # (B, T)
         if gated:
             w = self.gates[stage](feats[stage].detach().mean((2, 3)), dataset_index, torch.stack(sims, dim=1))
-            aux = aux + self._gate_loss(w, torch.stack(relevance, dim=1))
+            aux = aux + self._gate_loss(w[rows], torch.stack(relevance, dim=1)[rows])
         else:
             w = torch.full_like(losses, 1.0 / losses.shape[1])
         return _Slot(members, (w.detach() * losses).sum(1).mean(), recon, aux, w.detach(), grids)
@@ -211,13 +216,15 @@ class DistillModel(nn.Module):
                 probes.mask_logits(t, target), temperature), grid) for j, (t, (target, _)) in
                 enumerate(zip(slot.members, slot.grids, strict=True)))
             student = F.adaptive_avg_pool2d(mask_probabilities(logits, temperature), grid)
-            per_sample = output_loss(student, mixed, ok)
+            per_sample = output_loss(student, mixed, ok, self.spec.output_loss)
             for task, rows in self.tasks.groups(dataset_index):
                 if isinstance(task, Classification):
                     per_sample = per_sample.index_put(
                         (rows,), self._class_output(task, rows, feats, slot, temperature))
             per_slot.append(per_sample.mean())
-        return torch.stack(per_slot).mean()
+        # KL's gradient shrinks as 1/T^2 with the temperature: scaled back as in Hinton et al.
+        scale = temperature ** 2 if self.spec.output_loss == "kl" else 1.0
+        return scale * torch.stack(per_slot).mean()
 
     def temperature(self) -> float:
         """Output distillation's temperature now: linear from output_temperature[0] at the first
@@ -235,7 +242,7 @@ class DistillModel(nn.Module):
             for j, (t, (target, ok)) in enumerate(zip(slot.members, slot.grids, strict=True)))
         student = torch.softmax(self.student.classify(feats, task.head)[rows]
                                 / temperature, dim=1)
-        return output_loss(student, mixed, mixed)
+        return output_loss(student, mixed, mixed, self.spec.output_loss)
 
     def _project(self, t: Target, native: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Student stage (B, Cs, h, w) -> projection (B, C_t, gh, gw) and the return decoder's

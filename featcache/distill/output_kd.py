@@ -119,12 +119,24 @@ def probe_recipe(entries: dict[str, str], items: list[tuple[str, int]], targets:
                       sort_keys=True)
 
 
-def output_loss(student_probs: torch.Tensor, teacher_probs: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
-    """MSE between the student's and the teachers' probabilities per sample (B,): over cells where
-    the teachers saw the image (masks, (B, M, h, w)), or over classes ((B, n), valid ignored)."""
-    d = (student_probs - teacher_probs) ** 2
-    if d.ndim == 2:
-        return d.mean(1)
-    per_cell = d.mean(1, keepdim=True)
-    return (per_cell * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1e-6)
+def output_loss(student_probs: torch.Tensor, teacher_probs: torch.Tensor, valid: torch.Tensor,
+                kind: str = "mse") -> torch.Tensor:
+    """The student's probabilities against the teachers' per sample (B,): over cells where the
+    teachers saw the image (masks, (B, M, h, w)), or over classes ((B, n), valid ignored).
+    kind "mse": the mean squared difference; "kl": KL(teachers || student), one channel read as
+    the foreground probability of a binary mask (zero exactly where the two agree)."""
+    if kind == "kl":
+        d = _kl(teacher_probs, student_probs)
+    else:
+        d = ((student_probs - teacher_probs) ** 2).mean(1, keepdim=student_probs.ndim > 2)
+    if d.ndim == 1:
+        return d
+    return (d * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1e-6)
+
+
+def _kl(teacher: torch.Tensor, student: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """KL over the channel axis (dim 1), kept for masks ((B, 1, h, w)), summed away for classes."""
+    if teacher.shape[1] == 1:  # a binary mask's foreground probability: add the background
+        teacher, student = torch.cat([teacher, 1 - teacher], 1), torch.cat([student, 1 - student], 1)
+    t, s = teacher.clamp(eps, 1.0), student.clamp(eps, 1.0)
+    return (t * (t.log() - s.log())).sum(1, keepdim=teacher.ndim > 2)

@@ -89,17 +89,22 @@ class Tasks:
         return cls([Segmentation()] * num_datasets)
 
     def losses(self, student: torch.nn.Module, logits: torch.Tensor, feats: dict[str, torch.Tensor],
-               mask: torch.Tensor, label: torch.Tensor, dataset: torch.Tensor) -> dict[str, torch.Tensor]:
+               mask: torch.Tensor, label: torch.Tensor, dataset: torch.Tensor,
+               has_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Each task term: the mean over the batch's samples of that task (a term is left out when
-        the batch has none of its samples)."""
+        the batch has none of its samples). has_mask (B,) bool: only those samples are labelled
+        (semi-supervised batches); None: all are."""
         per_term: dict[str, list[torch.Tensor]] = {}
         for task, rows in self.groups(dataset):
             if isinstance(task, Segmentation):
                 value = task.loss(logits, mask) if rows is None else task.loss(logits[rows], mask[rows])
             else:
                 value = task.loss(_rows_of(student.classify(feats, task.head), rows), _rows_of(label, rows))
+            if has_mask is not None:
+                value = value[_rows_of(has_mask, rows)]
             per_term.setdefault(task.term, []).append(value)
-        return {term: torch.cat(values).mean() for term, values in per_term.items()}
+        return {term: torch.cat(values).mean() for term, values in per_term.items()
+                if sum(len(v) for v in values)}
 
     def scores(self, student: torch.nn.Module, logits: torch.Tensor, feats: dict[str, torch.Tensor],
                mask: torch.Tensor, label: torch.Tensor, dataset: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ their recipe holds and refitted when the labelled set changes, and a loss term t
 when student and teachers agree."""
 
 import csv
+import math
 
 import pytest
 import torch
@@ -93,6 +94,13 @@ def test_the_output_term_is_zero_when_student_and_teachers_agree():
     assert float(output_loss(p, 1 - p, valid).min()) > 0
     classes = torch.softmax(torch.randn(3, 5), 1)
     assert torch.equal(output_loss(classes, classes, classes), torch.zeros(3))
+    for kind in ("mse", "kl"):  # both losses, masks and classes
+        assert torch.equal(output_loss(p, p, valid, kind), torch.zeros(3))
+        assert float(output_loss(p, 1 - p, valid, kind).min()) > 0
+        assert torch.equal(output_loss(classes, classes, classes, kind), torch.zeros(3))
+    q = torch.tensor([[0.9, 0.1]])  # KL(t || s) by hand: 0.5 ln(0.5/0.9) + 0.5 ln(0.5/0.1)
+    assert float(output_loss(q, torch.tensor([[0.5, 0.5]]), q, "kl")) == pytest.approx(
+        0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1))
 
 
 def test_a_label_map_becomes_class_fractions_per_cell():
