@@ -168,6 +168,11 @@ class DistillSpec(_Strict):
     # student's, times T^2 as in Hinton et al.: its gradient does not vanish where the student is
     # confident and wrong, as MSE's does).
     output_loss: Literal["mse", "kl"] = "mse"
+    # Confidence masking of the soft labels (as FixMatch thresholds pseudo-labels): only mask cells
+    # where the teachers' mixed probability at T = 1 is at least this sure (max(p, 1 - p) for a
+    # binary mask, the top class otherwise) enter the output term. A probe fitted on a few
+    # images extrapolates badly to images unlike them, and is mostly unsure there. 0 = every cell.
+    output_confidence: float = Field(0.0, ge=0, lt=1)
     # Semi-supervised training: this many unlabelled images join every training batch: the train
     # split's images that training.train_fraction leaves out of the labelled set (their masks are
     # never used). They train on the teachers' signals alone: the feature terms and, with output,

@@ -206,15 +206,18 @@ class DistillModel(nn.Module):
                      dataset_index: torch.Tensor) -> torch.Tensor:
         """Output distillation (see output_kd.py): per slot, the student's probabilities against
         the gate-weighted mix of its teachers' probe predictions; the mean over slots and samples."""
-        probes, temperature = self.output_probes, self.temperature()
+        temperature = self.temperature()
         per_slot = []
         for slot in slots:
             # teachers of one stage may meet it on different grids: mix them on the coarsest
             grid = min((target.shape[-2:] for target, _ in slot.grids), key=lambda g: g[0] * g[1])
             ok = torch.stack([F.adaptive_avg_pool2d(v, grid) for _, v in slot.grids]).mean(0)
-            mixed = sum(slot.weights[:, j, None, None, None] * F.adaptive_avg_pool2d(mask_probabilities(
-                probes.mask_logits(t, target), temperature), grid) for j, (t, (target, _)) in
-                enumerate(zip(slot.members, slot.grids, strict=True)))
+            mixed = self._mixed_masks(slot, grid, temperature)
+            if self.spec.output_confidence:  # only the cells the teachers are sure of (at T = 1)
+                at_one = self._mixed_masks(slot, grid, 1.0)
+                sure = (torch.maximum(at_one, 1 - at_one) if at_one.shape[1] == 1
+                        else at_one.amax(1, keepdim=True))
+                ok = ok * (sure >= self.spec.output_confidence)
             student = F.adaptive_avg_pool2d(mask_probabilities(logits, temperature), grid)
             per_sample = output_loss(student, mixed, ok, self.spec.output_loss)
             for task, rows in self.tasks.groups(dataset_index):
@@ -225,6 +228,12 @@ class DistillModel(nn.Module):
         # KL's gradient shrinks as 1/T^2 with the temperature: scaled back as in Hinton et al.
         scale = temperature ** 2 if self.spec.output_loss == "kl" else 1.0
         return scale * torch.stack(per_slot).mean()
+
+    def _mixed_masks(self, slot: _Slot, grid: tuple[int, int], temperature: float) -> torch.Tensor:
+        """The gate-weighted mix of the slot's teachers' probe probabilities on `grid`."""
+        return sum(slot.weights[:, j, None, None, None] * F.adaptive_avg_pool2d(mask_probabilities(
+            self.output_probes.mask_logits(t, target), temperature), grid) for j, (t, (target, _)) in
+            enumerate(zip(slot.members, slot.grids, strict=True)))
 
     def temperature(self) -> float:
         """Output distillation's temperature now: linear from output_temperature[0] at the first

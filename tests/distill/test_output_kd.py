@@ -124,3 +124,20 @@ def test_the_temperature_decays_from_first_to_last():
     assert model.temperature() == pytest.approx(1.0)
     model.output_step.fill_(2)
     assert model.temperature() == pytest.approx(2.5)
+
+
+def test_unsure_teacher_cells_leave_the_output_term():
+    """output_confidence: probes that say 0.5 everywhere are unsure of every cell, so the term is
+    exactly zero; without the threshold the same probes give a positive term."""
+    from tests.distill.test_model import TARGETS, _batch, _model
+
+    def out_term(confidence):
+        model = _model(output=True, output_confidence=confidence, loss_gate="fixed")
+        for probe in model.output_probes.masks.values():  # sigmoid(0) = 0.5 everywhere
+            torch.nn.init.zeros_(probe.weight)
+            torch.nn.init.zeros_(probe.bias)
+        return float(model(*_batch())["terms"]["out"])
+
+    assert len(TARGETS) == 2
+    assert out_term(0.0) > 0
+    assert out_term(0.6) == 0.0
