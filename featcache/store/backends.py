@@ -15,9 +15,11 @@ like zarr keys.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,11 @@ class Backend(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Write `key` whole; readers never see half of it."""
+
+    def put_parts(self, key: str, parts: list[Any]) -> None:
+        """put() of the concatenation of `parts` (byte buffers), without joining them where the
+        backend can write them one after the other."""
+        self.put(key, b"".join(parts))
 
     @abstractmethod
     def get(self, key: str) -> bytes | None:
@@ -160,6 +167,21 @@ class LocalBackend(Backend):
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)  # atomic: readers never see half a file
+
+    def put_parts(self, key: str, parts: list[Any]) -> None:
+        self.check_writable(f"write {key}")
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # writer threads of one process
+        try:
+            with open(tmp, "wb") as fh:
+                for part in parts:
+                    fh.write(part)
+            os.replace(tmp, path)  # atomic: readers never see half a file
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
 
     def get(self, key: str) -> bytes | None:
         try:

@@ -24,6 +24,7 @@ from featcache.store.claims import DEFAULT_TTL_S, Claims
 from featcache.store.integrity import CHUNK, FORMAT_VERSION, checksum_columns, chunk_crcs, crc_of, id_crc
 from featcache.store.layout import EntryLayout, check_compression
 from featcache.store.precision import Precision, parse_precision, summarize
+from featcache.store.shardwrite import EncodedShard, encode_shard
 
 if TYPE_CHECKING:  # torch is imported when a shard is written: `featcache ls` needs none
     import torch
@@ -100,8 +101,9 @@ class ShardWritten:
 
 class EntryWriter:
     def __init__(self, group: zarr.Group, layout: EntryLayout, backend: Backend | None = None,
-                 owner: str | None = None, ttl_s: float = DEFAULT_TTL_S) -> None:
+                 owner: str | None = None, ttl_s: float = DEFAULT_TTL_S, compress_threads: int = 1) -> None:
         self.group = group
+        self.compress_threads = compress_threads  # per level shard (shardwrite.py); writer threads run beside
         self.layout = layout
         self.key = group.basename
         self.precision = parse_precision(layout.precision)
@@ -202,16 +204,30 @@ class EntryWriter:
         arrays["view_params"] = np.asarray(view_params, np.float32).reshape(
             stop - start, self.layout.views, -1)
         with disk_errors(self.backend.url), self._vanished():
+            shards = {}
             for name, data in arrays.items():
-                self._array(name)[start:stop] = data
+                shards[name] = self._write(name, shard, start, stop, data)
             for name, enc in encoded.items():
                 self._array(f"report/{name}")[shard] = enc.report
             if "checksums" in self.group:  # written last before the commit marker, like the data
-                self._array("checksums")[start:stop] = self._checksum_record(shard, ids, arrays)
+                self._array("checksums")[start:stop] = self._checksum_record(shard, ids, arrays, shards)
             self._array("committed")[shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
         return ShardWritten(sum(enc.stored.nbytes for enc in encoded.values()),
                             {name: enc.values for name, enc in encoded.items()})
+
+    def _write(self, name: str, shard: int, start: int, stop: int, data: np.ndarray) -> EncodedShard | None:
+        """Write rows [start, stop) of array `name`. A level array's shard object is encoded and
+        put whole by the direct writer (shardwrite.py: zarr's bytes, without zarr's per-chunk
+        machinery); every other array, and a level array of another encoding, through zarr."""
+        if name.startswith("levels/") and "__" not in name:
+            array = self.group[name]
+            enc = encode_shard(array, data, threads=self.compress_threads)
+            if enc is not None:
+                self.backend.put_parts(f"{array.path}/c/{shard}/0/0/0/0", enc.parts)
+                return enc
+        self._array(name)[start:stop] = data
+        return None
 
     def _array(self, name: str) -> zarr.Array:
         """An array of the entry, opened to write every chunk. write_empty_chunks is a runtime
@@ -229,14 +245,21 @@ class EntryWriter:
             raise StoreError(f"entry {self.key} was removed while this extract was writing it ({exc} is "
                              "gone; `featcache rm --force`?); re-run the extract to write it again") from None
 
-    def _checksum_record(self, shard: int, ids: tuple[str, ...], arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def _checksum_record(self, shard: int, ids: tuple[str, ...], arrays: dict[str, np.ndarray],
+                         shards: dict[str, EncodedShard | None]) -> np.ndarray:
         """(n, V, columns) crc32c of each sample's id, of its stored slice of every array, and of
-        its encoded level chunks as just written (read back from the shard backend)."""
+        its encoded level chunks as written (those the direct writer put: its own crc32c of the
+        bytes it handed to the atomic put; those zarr wrote: read back from the shard backend)."""
         columns = self.group["checksums"].attrs["columns"]
         record = np.zeros((len(ids), self.layout.views, len(columns)), np.uint32)
         for c, column in enumerate(columns):
+            enc = shards.get(column.removeprefix(CHUNK))
             if column.startswith(CHUNK):
-                record[..., c] = self._written_chunk_crcs(column.removeprefix(CHUNK), shard, len(ids))
+                record[..., c] = enc.chunk_crcs if enc is not None else self._written_chunk_crcs(
+                    column.removeprefix(CHUNK), shard, len(ids))
+                continue
+            if enc is not None and enc.value_crcs is not None:  # uncompressed: the same bytes
+                record[..., c] = enc.value_crcs
                 continue
             for i, sample_id in enumerate(ids):
                 for v in range(self.layout.views):
