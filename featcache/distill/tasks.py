@@ -96,15 +96,16 @@ class Tasks:
         (semi-supervised batches); None: all are."""
         per_term: dict[str, list[torch.Tensor]] = {}
         for task, rows in self.groups(dataset):
+            if has_mask is not None:  # an unlabelled sample's mask or class never reaches a loss
+                rows = torch.nonzero(has_mask)[:, 0] if rows is None else rows[has_mask[rows]]
+                if not len(rows):
+                    continue
             if isinstance(task, Segmentation):
                 value = task.loss(logits, mask) if rows is None else task.loss(logits[rows], mask[rows])
             else:
                 value = task.loss(_rows_of(student.classify(feats, task.head), rows), _rows_of(label, rows))
-            if has_mask is not None:
-                value = value[_rows_of(has_mask, rows)]
             per_term.setdefault(task.term, []).append(value)
-        return {term: torch.cat(values).mean() for term, values in per_term.items()
-                if sum(len(v) for v in values)}
+        return {term: torch.cat(values).mean() for term, values in per_term.items()}
 
     def scores(self, student: torch.nn.Module, logits: torch.Tensor, feats: dict[str, torch.Tensor],
                mask: torch.Tensor, label: torch.Tensor, dataset: torch.Tensor) -> torch.Tensor:

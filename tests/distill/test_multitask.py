@@ -112,6 +112,39 @@ def test_a_mixed_batch_gives_each_task_its_samples():
     assert set(only_seg) == {"seg"}
 
 
+def test_unlabelled_rows_of_a_mixed_batch_leave_the_task_terms():
+    class Student(torch.nn.Module):
+        def classify(self, feats, head):
+            return feats["enc"].mean((2, 3))[:, :3]
+
+    tasks = Tasks([Segmentation(), Classification("pets", 3)])
+    logits = torch.randn(4, 1, 4, 4)
+    mask = (torch.rand(4, 1, 4, 4) > 0.5).float()
+    feats = {"enc": torch.randn(4, 4, 2, 2)}
+    label = torch.tensor([-1, 2, -1, -1])  # row 3: an unlabelled classification image
+    dataset = torch.tensor([0, 1, 0, 1])
+    has_mask = torch.tensor([True, True, False, False])
+    semi = tasks.losses(Student(), logits, feats, mask, label, dataset, has_mask)
+    labelled = tasks.losses(Student(), logits[:2], {"enc": feats["enc"][:2]}, mask[:2], label[:2],
+                            dataset[:2])
+    assert semi.keys() == labelled.keys() == {"seg", "cls"}
+    assert all(torch.allclose(semi[k], labelled[k]) for k in semi)
+    none_labelled = torch.tensor([True, False, False, False])
+    assert set(tasks.losses(Student(), logits, feats, mask, label, dataset, none_labelled)) == {"seg"}
+
+
+def test_classification_trains_semi_supervised_beside_segmentation(cached_store, tmp_path):
+    root = make_classes(tmp_path)
+    _extract(cached_store, build_dataset("classes", root))
+    manifest = make_manifest(cached_store, tmp_path / "run",
+                             training={"epochs": 2, "views": 1, "train_fraction": 0.5},
+                             distill={"output": True, "probe_steps": 2, "unlabelled_batch": 2},
+                             datasets=[{"name": "blobs"}, {"name": "classes", "root": str(root)}])
+    result = train(manifest)
+    assert {"seg", "cls", "out"} <= set(result.loss_weights)
+    assert 0 <= result.best_val_dice <= 1
+
+
 def _cli(*args):
     from typer.testing import CliRunner
 
