@@ -63,12 +63,14 @@ TAPS = {"demo": {"stage2": "enc3", "embedding": ["enc4", "dec3"]}, "one": {"embe
 PAPER_HEADS = {"projector": "conv3x3", "feature_grid": "teacher"}
 
 
-def _manifest(args, store: str, run_dir: Path, distill: dict, train_fraction: float):
+def _manifest(args, store: str, run_dir: Path, distill: dict, train_fraction: float, entry: str = "auto"):
     return manifest_from_dict({
         "store": store, "run_dir": str(run_dir),
         # Only train slices are extracted; the benchmark never validates, so val reuses them.
         "datasets": [{"name": "demo", "options": {"num_slices": args.slices}, "val_split": "train"}],
-        "teachers": [{"name": "litemedsam", "levels": TAPS[args.taps]}],
+        # The entry extracted here, by key: a --store that also holds the demo's entry (all
+        # splits) has two that fit, and `auto` would refuse to choose.
+        "teachers": [{"name": "litemedsam", "levels": TAPS[args.taps], "entry": entry}],
         "student": {"image_size": args.image_size},
         "distill": distill,
         "training": {"epochs": 1000, "batch_size": args.batch_size, "seed": 0, "views": 1,
@@ -192,7 +194,7 @@ def run(tmp: Path) -> None:
     dataset = build_dataset("demo", None, num_slices=args.slices)
     teacher = build_teacher("litemedsam", None, None)
     t0 = time.perf_counter()
-    extract(dataset, teacher, store, ExtractSettings(split="train"), levels=list(TAPS[args.taps]))
+    entry = extract(dataset, teacher, store, ExtractSettings(split="train"), levels=list(TAPS[args.taps])).key
     extract_s = time.perf_counter() - t0
     _log(f"extracted in {extract_s:.1f} s")
     n_train = len(dataset.split_indices("train"))
@@ -201,7 +203,8 @@ def run(tmp: Path) -> None:
     # (d): (b) with output distillation (its teacher probes are fitted when the trainer is built,
     # outside the timed steps, as a run fits them once before its first step)
     cached_modes = {"a": {"enabled": False}, "b": {}, "b'": PAPER_HEADS, "d": {"output": True}}
-    trainers = {m: Trainer(_manifest(args, store.url, tmp / m, d, fraction)) for m, d in cached_modes.items()}
+    trainers = {m: Trainer(_manifest(args, store.url, tmp / m, d, fraction, entry))
+                for m, d in cached_modes.items()}
     prepare(trainers["d"].manifest, trainers["d"].built, trainers["d"].run, trainers["d"].settings, ignore)
     batches = {m: t._train_batches(0) for m, t in trainers.items()}
     times: dict[str, list[float]] = {m: [] for m in [*cached_modes, "c"]}
@@ -223,7 +226,7 @@ def run(tmp: Path) -> None:
     if args.skip_online:
         del times["c"], waits["c"]
     else:
-        online = Trainer(_manifest(args, store.url, tmp / "c", {}, fraction))
+        online = Trainer(_manifest(args, store.url, tmp / "c", {}, fraction, entry))
         teacher.to(online.device)
         _log("(c) online distillation")
         _reset_peak(online.device)

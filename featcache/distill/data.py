@@ -77,6 +77,11 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
         # Two models under one registry name (DINOv2 and RETFound through timm): the manifest's
         # arch tells them apart. Only then: a stored arch may carry a suffix (`vit_b-custom(...)`).
         matches = [r for r in matches if r.meta["teacher"].get("arch") == spec.arch] or matches
+    if len(matches) > 1:
+        # An entry of the whole dataset serves every split; one extracted with --split train (a
+        # benchmark's, say) only some: beside it, the whole one is the entry meant.
+        whole = [r for r in matches if len(r.ids) == len(dataset)]
+        matches = whole if len(whole) == 1 else matches
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:

@@ -67,6 +67,22 @@ def test_entry_lacking_validation_samples(tmp_path, blob_registry):
     _fails(manifest, StoreError, "val sample", "--split all")
 
 
+def test_a_whole_dataset_entry_is_chosen_beside_a_split_one(tmp_path, blob_registry):
+    store = FeatureStore(tmp_path / "store")
+    split = extract(BlobDataset(), TinyTeacher(), store,
+                    ExtractSettings(views=1, shard_size=4, split="train"))
+    whole = extract(BlobDataset(), TinyTeacher(), store, ExtractSettings(views=1, shard_size=4))
+    assert split.key != whole.key
+    manifest = make_manifest(store, tmp_path / "run", teachers=[{"name": "tiny", "levels": {"fine": "dec3"}}])
+    trainer = Trainer(manifest)
+    try:
+        assert trainer.data.sources[0].entries["tiny"].key == whole.key
+    finally:
+        trainer.close()
+    extract(BlobDataset(), TinyTeacher(), store, ExtractSettings(views=2, shard_size=4))  # a second whole one
+    _fails(manifest, ConfigError, "several entries fit", "entry:")
+
+
 def test_unknown_student_stage(cached_store, tmp_path):
     manifest = make_manifest(cached_store, tmp_path / "run",
                              teachers=[{"name": "tiny", "levels": {"fine": "dec9"}}])
