@@ -160,13 +160,7 @@ class LocalBackend(Backend):
         return True
 
     def put(self, key: str, data: bytes) -> None:
-        self.check_writable(f"write {key}")
-        path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)  # atomic: readers never see half a file
+        self.put_parts(key, [data])
 
     def put_parts(self, key: str, parts: list[Any]) -> None:
         self.check_writable(f"write {key}")

@@ -33,7 +33,7 @@ def single_threaded_decoding() -> None:
     blosc.set_nthreads(1)
 
 
-def _expected_codecs(meta: dict[str, Any]) -> dict[str, Any] | None:
+def expected_codecs(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The sharding configuration if `meta` is exactly featcache's level encoding, else None."""
     codecs = meta.get("codecs") or []
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
@@ -71,7 +71,7 @@ class LevelFastPath:
     @classmethod
     def for_array(cls, folder: str, array: Any) -> LevelFastPath | None:
         meta = array.metadata.to_dict()
-        conf = _expected_codecs(meta)
+        conf = expected_codecs(meta)
         if conf is None or tuple(conf["chunk_shape"])[:2] != (1, 1):
             return None
         return cls(folder, meta, conf)

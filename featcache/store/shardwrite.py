@@ -24,7 +24,7 @@ import google_crc32c
 import numpy as np
 from numcodecs import Blosc, Zstd
 
-from featcache.store.fastread import _expected_codecs
+from featcache.store.fastread import expected_codecs
 
 _EMPTY = np.uint64(2**64 - 1)
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -78,7 +78,7 @@ def level_spec(array: Any) -> tuple[dict[str, Any], tuple[int, ...]] | None:
     """(sharding config, chunks per shard) when `array` has featcache's level encoding with one
     inner chunk per (sample, view) and shards of (shard_size, V, C, H, W); else None."""
     meta = array.metadata.to_dict()
-    conf = _expected_codecs(meta)
+    conf = expected_codecs(meta)
     if conf is None:
         return None
     shape = tuple(meta["shape"])
