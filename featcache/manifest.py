@@ -173,6 +173,11 @@ class DistillSpec(_Strict):
     # binary mask, the top class otherwise) enter the output term. A probe fitted on a few
     # images extrapolates badly to images unlike them, and is mostly unsure there. 0 = every cell.
     output_confidence: float = Field(0.0, ge=0, lt=1)
+    # Which probes teach: "all" (at each student stage, its teachers' probes mixed by the gate) or
+    # "best": the one probe that scores highest on the validation split (its mask's Dice on its
+    # grid, its classes' accuracy) teaches alone. Every probe's score is in RUN/probes.csv. Probes
+    # on a teacher's native grid (feature_grid: teacher) see what a coarse grid averages away.
+    output_probes: Literal["all", "best"] = "all"
     # Semi-supervised training: this many unlabelled images join every training batch: the train
     # split's images that training.train_fraction leaves out of the labelled set (their masks are
     # never used). They train on the teachers' signals alone: the feature terms and, with output,

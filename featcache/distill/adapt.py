@@ -1,18 +1,23 @@
 """Task-adapted teachers for output distillation: fit each tap's probe on the cached features of
 the run's labelled training items, or reuse the probes a run with the same recipe fitted.
 
-Only `data.train_items` are read (the train split, after training.train_fraction): validation and
-test masks never reach a probe (tests/distill/test_output_kd.py checks it). Items are read once,
-without augmentation, and kept in memory for the fit: teacher features on the loss grids are small
-beside the images (the demo's 28 slices: about 18 MB).
+Only `data.train_items` are read for the fit (the train split, after training.train_fraction):
+validation and test masks never reach a probe (tests/distill/test_output_kd.py checks it). The
+fitted probes are then scored on the validation split, which already chooses the best checkpoint:
+RUN/probes.csv lists the scores, and with distill.output_probes "best" the top probe alone
+teaches. Items are read once, without augmentation, and kept in memory for the fit: teacher
+features on the loss grids are small beside the images (the demo's 28 slices: about 18 MB).
 """
 
 from __future__ import annotations
 
+import torch
+
 from featcache.distill.build import Training, items_dataset
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, to_device
-from featcache.distill.output_kd import fit_probes, probe_recipe
+from featcache.distill.model import DistillModel
+from featcache.distill.output_kd import fit_probes, probe_recipe, probe_scores
 from featcache.distill.run import Pretrained, Run
 from featcache.manifest import Manifest
 
@@ -27,13 +32,36 @@ def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: Step
                                                         "normalisation": manifest.distill.normalisation,
                                                         "image_size": manifest.student.image_size})
     saved = run.load_probes()
-    if saved is not None and saved.recipe == recipe:
+    fitted = saved is None or saved.recipe != recipe
+    if fitted:
+        probes.requires_grad_(True)
+        fit_probes(probes, model.targets, _batches(manifest, built, data.train_items, settings),
+                   manifest.distill.probe_steps)
+        run.save_probes(Pretrained(recipe, probes.state_dict(), manifest.distill.probe_steps))
+    else:
         probes.load_state_dict(saved.model)
-        return False
-    items = items_dataset(manifest, data.sources, data.train_items, model.targets, True, augment=False)
-    loader = make_loader(items, manifest.training.batch_size, 0, 1, settings.device)
-    batches = [to_device(batch, settings.device) for batch in loader]
-    probes.requires_grad_(True)
-    fit_probes(probes, model.targets, batches, manifest.distill.probe_steps)
-    run.save_probes(Pretrained(recipe, probes.state_dict(), manifest.distill.probe_steps))
-    return True
+    with torch.random.fork_rng(devices=[]):  # an observation: the loader's seed draw must not move training
+        scores = probe_scores(probes, model.targets, _batches(manifest, built, data.val_items, settings))
+    teaching = _choose(model, scores)
+    run.save_probe_scores([{"teacher": t.teacher, "level": t.level, "stage": t.stage,
+                            "val_score": f"{scores.get(t.key, float('nan')):.4f}",
+                            "teaches": int(t.key in teaching)} for t in model.targets])
+    return fitted
+
+
+def _batches(manifest: Manifest, built: Training, items: list, settings: StepSettings) -> list:
+    """`items` read once, without augmentation, with their teacher features, on the device."""
+    dataset = items_dataset(manifest, built.data.sources, items, built.model.targets, True, augment=False)
+    loader = make_loader(dataset, manifest.training.batch_size, 0, 1, settings.device)
+    return [to_device(batch, settings.device) for batch in loader]
+
+
+def _choose(model: DistillModel, scores: dict[str, float]) -> set[str]:
+    """The taps whose probes teach: all, or (output_probes "best") the top validation score's,
+    written into the model's output_taps so that a checkpoint keeps the choice."""
+    keys = [t.key for t in model.targets]
+    if getattr(model, "output_taps", None) is None:
+        return set(keys)
+    best = max(keys, key=lambda k: scores.get(k, float("-inf")))
+    model.output_taps.copy_(torch.tensor([k == best for k in keys]))
+    return {best}

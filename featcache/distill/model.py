@@ -22,7 +22,7 @@ within [1/max, max] (default [0.25, 4]) while staying smooth and trainable.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -126,6 +126,8 @@ class DistillModel(nn.Module):
             probes = ProbeSet(targets, student.mask_channels, self.cls_classes)
             self.output_probes = probes.requires_grad_(False)
             self.register_buffer("output_step", torch.zeros((), dtype=torch.long))
+            if spec.output_probes == "best":  # which taps teach: set by adapt.adapt_teachers
+                self.register_buffer("output_taps", torch.ones(len(targets), dtype=torch.bool))
         # Only trainable when it weighs something: a parameter that never receives a gradient
         # (the supervised baseline has one term) breaks DistributedDataParallel's reduction.
         self.log_vars = nn.Parameter(torch.zeros(len(self.terms)),
@@ -208,7 +210,9 @@ class DistillModel(nn.Module):
         the gate-weighted mix of its teachers' probe predictions; the mean over slots and samples."""
         temperature = self.temperature()
         per_slot = []
-        for slot in slots:
+        for slot in map(self._teaching, slots):
+            if not slot.members:
+                continue
             # teachers of one stage may meet it on different grids: mix them on the coarsest
             grid = min((target.shape[-2:] for target, _ in slot.grids), key=lambda g: g[0] * g[1])
             ok = torch.stack([F.adaptive_avg_pool2d(v, grid) for _, v in slot.grids]).mean(0)
@@ -228,6 +232,20 @@ class DistillModel(nn.Module):
         # KL's gradient shrinks as 1/T^2 with the temperature: scaled back as in Hinton et al.
         scale = temperature ** 2 if self.spec.output_loss == "kl" else 1.0
         return scale * torch.stack(per_slot).mean()
+
+    def _teaching(self, slot: _Slot) -> _Slot:
+        """The slot restricted to the taps whose probes teach (distill.output_probes), the gate's
+        weights renormalised over them."""
+        taps = getattr(self, "output_taps", None)
+        if taps is None:
+            return slot
+        keep = [j for j, t in enumerate(slot.members) if bool(taps[self.targets.index(t)])]
+        if len(keep) == len(slot.members):
+            return slot
+        w = slot.weights[:, keep]
+        return replace(slot, members=[slot.members[j] for j in keep],
+                       grids=[slot.grids[j] for j in keep],
+                       weights=w / w.sum(1, keepdim=True).clamp_min(1e-12))
 
     def _mixed_masks(self, slot: _Slot, grid: tuple[int, int], temperature: float) -> torch.Tensor:
         """The gate-weighted mix of the slot's teachers' probe probabilities on `grid`."""

@@ -110,6 +110,35 @@ def fit_probes(probes: ProbeSet, targets: list[Target], batches: list[dict[str, 
     return history
 
 
+@torch.no_grad()
+def probe_scores(probes: ProbeSet, targets: list[Target], batches: list[dict[str, Any]]) -> dict[str, float]:
+    """Each tap's probe scored on `batches` (the validation items): the mean over samples of its
+    mask's foreground Dice at the mask's resolution (its logits upsampled bilinearly, as a soft
+    label meets the student's output: probes on coarse and fine grids score alike), where the
+    teacher saw the image (an empty mask predicted empty scores 1), and for classification
+    samples whether its class is right. How well the probe generalises beyond the labelled items:
+    a probe over many channels fitted on a few images can fit them and still fail elsewhere."""
+    scores: dict[str, list[float]] = {t.key: [] for t in targets}
+    for b in batches:
+        seg = b["label"] < 0
+        for t in targets:
+            feature = b["teacher"][t.key]
+            if bool(seg.any()):
+                size = b["mask"].shape[-2:]
+                logits = F.interpolate(probes.mask_logits(t, feature[seg]), size=size, mode="bilinear",
+                                       align_corners=False)
+                pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(1) > 0
+                truth = b["mask"][seg][:, 0] > 0
+                ok = F.interpolate(b["valid"][t.key][seg], size=size, mode="nearest")[:, 0] > 0
+                inter = (pred & truth & ok).flatten(1).sum(1).double()
+                total = ((pred & ok).flatten(1).sum(1) + (truth & ok).flatten(1).sum(1)).double()
+                scores[t.key] += torch.where(total > 0, 2 * inter / total.clamp_min(1), 1.0).tolist()
+            if probes.classes and bool((~seg).any()):
+                cls = probes.class_logits(t, feature[~seg], b["valid"][t.key][~seg])
+                scores[t.key] += (cls.argmax(1) == b["label"][~seg]).double().tolist()
+    return {k: sum(v) / len(v) for k, v in scores.items() if v}
+
+
 def probe_recipe(entries: dict[str, str], items: list[tuple[str, int]], targets: list[Target],
                  settings: dict[str, Any]) -> str:
     """What the probes depend on: the store entries, the labelled items (sample id, view) they are

@@ -6,6 +6,7 @@ file names and what its checkpoints hold.
   RUN/checkpoints/best.pt         the epoch with the best validation Dice
   RUN/checkpoints/pretrained.pt   feature pretraining's result, with the recipe it came from
   RUN/checkpoints/probes.pt       output distillation's teacher probes, with their recipe
+  RUN/probes.csv                  each probe's validation score, and which ones teach
   RUN/metrics.csv, RUN/gates.csv  per-epoch training curves (the report and a resume read them)
   RUN/tensorboard/                optional per-epoch TensorBoard events
   RUN/eval/                       `featcache eval`: per_image.csv, summary.json, overlays/DATASET/ID.png,
@@ -330,6 +331,14 @@ class Run:
 
     def load_probes(self) -> Pretrained | None:
         return _load_recipe_file(self.probes_file)
+
+    @property
+    def probe_scores_csv(self) -> Path:
+        return self.path / "probes.csv"
+
+    def save_probe_scores(self, rows: list[dict[str, Any]]) -> None:
+        """Output distillation's probes, each with its validation score and whether it teaches."""
+        _append_csv(self.probe_scores_csv, rows, True)
 
     def save_pretrained(self, pretrained: Pretrained) -> None:
         _save(self.pretrained_file, {"recipe": pretrained.recipe, "model": pretrained.model,

@@ -141,3 +141,53 @@ def test_unsure_teacher_cells_leave_the_output_term():
     assert len(TARGETS) == 2
     assert out_term(0.0) > 0
     assert out_term(0.6) == 0.0
+
+
+def test_only_the_chosen_probe_teaches_with_output_probes_best():
+    """output_probes "best": a tap left out of output_taps cannot move the output term, whatever
+    its probe says; with "all" the same change moves it."""
+    from tests.distill.test_model import _batch, _model
+
+    def out_term(which, scramble):
+        model = _model(output=True, output_probes=which, loss_gate="fixed", output_temperature=[1.0, 1.0])
+        if which == "best":
+            model.output_taps.copy_(torch.tensor([True, False]))
+        if scramble:  # probe b: a confident, arbitrary mask
+            torch.nn.init.constant_(model.output_probes.masks["b/x@dec3".replace("/", "__")].bias, 9.0)
+        return float(model(*_batch())["terms"]["out"])
+
+    assert out_term("best", False) == out_term("best", True)
+    assert out_term("all", False) != out_term("all", True)
+
+
+def test_probe_scores_measure_the_mask_on_the_probes_grid():
+    from featcache.distill.output_kd import ProbeSet, probe_scores
+    from featcache.distill.targets import Target
+
+    t = Target("a", "x", 1, (8, 8), "dec3")
+    probes = ProbeSet([t], 1, 0)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, :16] = 1  # the top half, on the 8x8 grid: rows 0-3
+    feature = torch.where(torch.nn.functional.adaptive_avg_pool2d(mask, (8, 8)) > 0.5, 1.0, -1.0)
+    batch = {"label": torch.full((2,), -1), "mask": mask, "teacher": {t.key: feature},
+             "valid": {t.key: torch.ones(2, 1, 8, 8)}}
+    probe = probes.masks[next(iter(probes.masks))]
+    for sign, expected in ((1.0, 1.0), (-1.0, 0.0)):  # the mask itself, then its complement
+        torch.nn.init.constant_(probe.weight, sign)
+        torch.nn.init.zeros_(probe.bias)
+        assert probe_scores(probes, [t], [batch]) == {t.key: pytest.approx(expected)}
+
+
+def test_the_best_validated_probe_is_chosen_and_listed(cached_store, tmp_path):
+    manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 1},
+                             distill={"output": True, "probe_steps": 5, "output_probes": "best"})
+    train(manifest)
+    rows = list(csv.DictReader(Run(tmp_path / "run").probe_scores_csv.open()))
+    trainer = Trainer(manifest)
+    assert len(rows) == len(trainer.model.targets) >= 1
+    best = max(rows, key=lambda r: float(r["val_score"]))
+    assert [r["teaches"] for r in rows] == ["1" if r is best else "0" for r in rows]
+    state = Run(tmp_path / "run").load_checkpoint("last").payload()
+    trainer.close()
+    taps = state["distill"]["output_taps"]
+    assert int(taps.sum()) == 1  # the choice travels with the checkpoint (a resume keeps it)
