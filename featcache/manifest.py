@@ -174,9 +174,10 @@ class DistillSpec(_Strict):
     # images extrapolates badly to images unlike them, and is mostly unsure there. 0 = every cell.
     output_confidence: float = Field(0.0, ge=0, lt=1)
     # Which probes teach: "all" (at each student stage, its teachers' probes mixed by the gate) or
-    # "best": the one probe that scores highest on the validation split (its mask's Dice on its
-    # grid, its classes' accuracy) teaches alone. Every probe's score is in RUN/probes.csv. Probes
-    # on a teacher's native grid (feature_grid: teacher) see what a coarse grid averages away.
+    # "best": the one probe that scores highest on the validation split (its mask's Dice at the
+    # mask's resolution, its classes' accuracy) teaches alone. Every probe's score is in
+    # RUN/probes.csv. Probes on a teacher's native grid (feature_grid: teacher) see what a coarse
+    # grid averages away.
     output_probes: Literal["all", "best"] = "all"
     # Semi-supervised training: this many unlabelled images join every training batch: the train
     # split's images that training.train_fraction leaves out of the labelled set (their masks are

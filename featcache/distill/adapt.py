@@ -60,7 +60,7 @@ def _choose(model: DistillModel, scores: dict[str, float]) -> set[str]:
     """The taps whose probes teach: all, or (output_probes "best") the top validation score's,
     written into the model's output_taps so that a checkpoint keeps the choice."""
     keys = [t.key for t in model.targets]
-    if getattr(model, "output_taps", None) is None:
+    if model.output_taps is None:
         return set(keys)
     best = max(keys, key=lambda k: scores.get(k, float("-inf")))
     model.output_taps.copy_(torch.tensor([k == best for k in keys]))

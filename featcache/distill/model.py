@@ -126,8 +126,10 @@ class DistillModel(nn.Module):
             probes = ProbeSet(targets, student.mask_channels, self.cls_classes)
             self.output_probes = probes.requires_grad_(False)
             self.register_buffer("output_step", torch.zeros((), dtype=torch.long))
-            if spec.output_probes == "best":  # which taps teach: set by adapt.adapt_teachers
-                self.register_buffer("output_taps", torch.ones(len(targets), dtype=torch.bool))
+            # Which taps teach (output_probes "best", set by adapt.adapt_teachers); None: all
+            # (a None buffer is not in the state dict, so checkpoints of "all" runs are as before).
+            self.register_buffer("output_taps", torch.ones(len(targets), dtype=torch.bool)
+                                 if spec.output_probes == "best" else None)
         # Only trainable when it weighs something: a parameter that never receives a gradient
         # (the supervised baseline has one term) breaks DistributedDataParallel's reduction.
         self.log_vars = nn.Parameter(torch.zeros(len(self.terms)),
@@ -236,10 +238,9 @@ class DistillModel(nn.Module):
     def _teaching(self, slot: _Slot) -> _Slot:
         """The slot restricted to the taps whose probes teach (distill.output_probes), the gate's
         weights renormalised over them."""
-        taps = getattr(self, "output_taps", None)
-        if taps is None:
+        if self.output_taps is None:
             return slot
-        keep = [j for j, t in enumerate(slot.members) if bool(taps[self.targets.index(t)])]
+        keep = [j for j, t in enumerate(slot.members) if bool(self.output_taps[self.targets.index(t)])]
         if len(keep) == len(slot.members):
             return slot
         w = slot.weights[:, keep]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from featcache.distill.targets import Target
 from featcache.distill.targets import module_key as _mkey
+from featcache.distill.tasks import hard_dice
 
 
 def masked_pool(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -130,9 +131,8 @@ def probe_scores(probes: ProbeSet, targets: list[Target], batches: list[dict[str
                 pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(1) > 0
                 truth = b["mask"][seg][:, 0] > 0
                 ok = F.interpolate(b["valid"][t.key][seg], size=size, mode="nearest")[:, 0] > 0
-                inter = (pred & truth & ok).flatten(1).sum(1).double()
-                total = ((pred & ok).flatten(1).sum(1) + (truth & ok).flatten(1).sum(1)).double()
-                scores[t.key] += torch.where(total > 0, 2 * inter / total.clamp_min(1), 1.0).tolist()
+                seen = ok[:, None].float()
+                scores[t.key] += hard_dice(pred[:, None] * seen, truth[:, None] * seen).tolist()
             if probes.classes and bool((~seg).any()):
                 cls = probes.class_logits(t, feature[~seg], b["valid"][t.key][~seg])
                 scores[t.key] += (cls.argmax(1) == b["label"][~seg]).double().tolist()

@@ -44,13 +44,13 @@ class Segmentation:
         """Hard Dice per image (B,), the mean over foreground classes for K >= 2; a class empty in
         both prediction and mask scores 1."""
         if self.classes == 1:
-            return _dice((logits > 0).float(), mask)
+            return hard_dice((logits > 0).float(), mask)
         pred = F.one_hot(logits.argmax(1), self.classes + 1)[..., 1:].permute(0, 3, 1, 2).float()
         true = F.one_hot(mask[:, 0].long(), self.classes + 1)[..., 1:].permute(0, 3, 1, 2).float()
-        return _dice(pred, true).mean(1)
+        return hard_dice(pred, true).mean(1)
 
 
-def _dice(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+def hard_dice(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """pred, true (B, C, H, W) in {0, 1} -> Dice (B, C) (or (B,) for C = 1); empty vs empty = 1."""
     inter = (pred * true).flatten(2).sum(2)
     total = pred.flatten(2).sum(2) + true.flatten(2).sum(2)

@@ -146,6 +146,7 @@ def test_unsure_teacher_cells_leave_the_output_term():
 def test_only_the_chosen_probe_teaches_with_output_probes_best():
     """output_probes "best": a tap left out of output_taps cannot move the output term, whatever
     its probe says; with "all" the same change moves it."""
+    from featcache.distill.targets import module_key
     from tests.distill.test_model import _batch, _model
 
     def out_term(which, scramble):
@@ -153,14 +154,14 @@ def test_only_the_chosen_probe_teaches_with_output_probes_best():
         if which == "best":
             model.output_taps.copy_(torch.tensor([True, False]))
         if scramble:  # probe b: a confident, arbitrary mask
-            torch.nn.init.constant_(model.output_probes.masks["b/x@dec3".replace("/", "__")].bias, 9.0)
+            torch.nn.init.constant_(model.output_probes.masks[module_key("b/x@dec3")].bias, 9.0)
         return float(model(*_batch())["terms"]["out"])
 
     assert out_term("best", False) == out_term("best", True)
     assert out_term("all", False) != out_term("all", True)
 
 
-def test_probe_scores_measure_the_mask_on_the_probes_grid():
+def test_probe_scores_measure_the_mask_at_its_own_resolution():
     from featcache.distill.output_kd import ProbeSet, probe_scores
     from featcache.distill.targets import Target
 
