@@ -228,6 +228,8 @@ class DistillModel(nn.Module):
             per_sample = output_loss(student, mixed, ok, self.spec.output_loss)
             for task, rows in self.tasks.groups(dataset_index):
                 if isinstance(task, Classification):
+                    if rows is None:  # a batch of this task alone: every row
+                        rows = torch.arange(len(dataset_index), device=dataset_index.device)
                     per_sample = per_sample.index_put(
                         (rows,), self._class_output(task, rows, feats, slot, temperature))
             per_slot.append(per_sample.mean())
