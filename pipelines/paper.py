@@ -25,10 +25,16 @@ from featcache.study.paper import run_paper
 from featcache.study.paper_config import load_study_config
 from featcache.study.tables import fmt
 
+_EXAMPLE = "Example: python pipelines/paper.py --config manifests/paper-example.yaml"
+_USAGE = "\n    python pipelines/paper.py --config study.yaml [--out DIR]\n"
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", type=Path, required=True, help="study file (YAML); see manifests/")
+    p = argparse.ArgumentParser(description=__doc__.replace(_USAGE, ""), epilog=_EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, required=True,
+                   help="the study file (YAML): datasets with their roots, teachers with their checkpoints, "
+                        "student and training; format and comments in manifests/paper-example.yaml")
     p.add_argument("--out", type=Path, help="output folder (default: the study file's `out`)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     console = Console()

@@ -41,7 +41,30 @@ def _show(message, category, filename, lineno, file=None, line=None) -> None:  #
 warnings.showwarning = _show
 
 
+# `featcache --help` lists the commands in the order a newcomer uses them, under the stage they
+# belong to; a command not named here is listed last, under "Other".
+PANELS: dict[str, tuple[str, ...]] = {
+    "Start: your data and the teachers": ("datasets", "teachers", "init"),
+    "Stage 1: run the teachers once into the store": ("extract",),
+    "Stage 2: distil the student from the cache": ("distill", "study"),
+    "Evaluate and ship": ("eval", "report", "predict", "export"),
+    "The store": ("ls", "info", "verify", "rm", "gc"),
+}
+_ORDER = [name for names in PANELS.values() for name in names]
+
+
 class _Group(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for panel, names in PANELS.items():
+            for name in names:
+                if name in self.commands:
+                    self.commands[name].rich_help_panel = panel
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER))
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -100,8 +123,11 @@ def one_line(exc: FeatcacheError) -> str:
 app = typer.Typer(
     cls=_Group,
     name="featcache",
-    help="Run foundation-model teachers once into a Zarr feature cache, then distil a small "
-         "segmentation student from the cache alone.",
+    help="Run foundation-model teachers once over your images into a Zarr feature store, then "
+         "distil a small student (segmentation and classification) from the cache alone.\n\n"
+         "The flow: datasets check, init, extract, distill, eval and report, export. "
+         "Each command's --help ends with an example; the documentation is docs/index.md.",
+    epilog="Example: featcache extract --manifest manifests/demo.yaml",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -18,7 +18,7 @@ datasets_app = typer.Typer(help="List dataset loaders and check dataset folders.
 app.add_typer(datasets_app, name="datasets")
 
 
-@datasets_app.command("list")
+@datasets_app.command("list", epilog="Example: featcache datasets list")
 def list_datasets() -> None:
     """Show every registered dataset loader with its modality and expected layout."""
     table = Table(title="dataset loaders")
@@ -86,7 +86,7 @@ _SKIP_HELP = "Report problems without failing (those files are left out, as skip
 _OPTION_HELP = "Loader option KEY=VALUE, repeatable; values are YAML (axis=2, window='[-160, 240]')."
 
 
-@datasets_app.command("check")
+@datasets_app.command("check", epilog="Example: featcache datasets check --dataset folder --root my-data")
 def check(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Registered dataset name.")],
     root: Annotated[Path | None, typer.Option("--root", "-r", help="Dataset folder.")] = None,

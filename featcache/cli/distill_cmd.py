@@ -15,7 +15,7 @@ from featcache.cli.common import progress_bar, table
 from featcache.cli.events import TrainingDisplay
 
 
-@app.command()
+@app.command(epilog="Example: featcache distill --manifest manifests/demo.yaml --set training.epochs=5")
 def distill(
     manifest: Annotated[Path, typer.Option(help="Distillation manifest (YAML); see manifests/.")],
     set_: Annotated[list[str] | None, typer.Option(

@@ -20,7 +20,8 @@ Which = Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of th
 RunDir = Annotated[Path, typer.Option("--run", help="The run directory written by `featcache distill`.")]
 
 
-@app.command("eval")
+@app.command("eval", short_help="Score a run on a split: Dice, HD95 per image; accuracy, AUC, kappa.",
+             epilog="Example: featcache eval --run runs/demo --split val")
 def eval_(
     run: RunDir,
     split: Annotated[str, typer.Option(help="Split to evaluate: test, val, train or all.")] = "test",
@@ -55,7 +56,8 @@ def eval_(
                   f"run directory: {run}", soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help="Segment (and classify) new images or volumes with a trained student.",
+             epilog="Example: featcache predict --run runs/demo --input scans/ --out predictions/")
 def predict(
     run: RunDir,
     input: Annotated[Path, typer.Option("--input", help="An image or NIfTI file, or a folder of them.")],
@@ -115,7 +117,8 @@ def _print_scores(summary: PredictSummary, out: Path, info: dict) -> None:
     console.print(f"per-image results: {written[0]}; summary: {written[1]}", soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help="Write RUN/report/report.md and a self-contained report.html.",
+             epilog="Example: featcache report --run runs/demo")
 def report(
     run: RunDir,
     checkpoint: Which = "best",
@@ -131,7 +134,7 @@ def report(
                   f"one self-contained file, [bold]{result.html}[/]", soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog="Example: featcache export --run runs/demo --format onnx")
 def export(
     run: RunDir,
     format: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],

@@ -63,7 +63,7 @@ def _say(result, repair: bool) -> None:
                       "provenance (attrs featcache.dataset.skipped)")
 
 
-@app.command()
+@app.command(epilog="Example: featcache extract --teacher litemedsam --dataset demo")
 def extract(
     teacher: Annotated[str | None, typer.Option(help="Teacher name (`featcache teachers list`).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name (`featcache datasets list`).")] = None,

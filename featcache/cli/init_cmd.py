@@ -42,7 +42,8 @@ def render(manifest: Any, notes: list[str], argv: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@app.command()
+@app.command(short_help="Print a commented, validated manifest to start from.",
+             epilog="Example: featcache init --dataset folder --root my-data --teacher litemedsam > m.yaml")
 def init(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="A dataset (`featcache datasets list`).")],
     teacher: Annotated[list[str], typer.Option("--teacher", "-t", help="A teacher (repeat for several).")],

@@ -61,7 +61,7 @@ def _verify_now(fs: FeatureStore, key: str, reader) -> tuple[str, bool]:
     return f"FAILED now: {len(report.bad_ids)} bad, {len(report.problems)} problems", False
 
 
-@app.command("ls")
+@app.command("ls", epilog="Example: featcache ls --store /lab/featcache-store")
 def ls(store: StoreOpt = None,
        verify_: Annotated[bool, typer.Option("--verify", help="Verify every entry as it is listed (reads "
                                              "every chunk; exit 1 if one fails).")] = False) -> None:
@@ -101,7 +101,7 @@ def ls(store: StoreOpt = None,
         raise typer.Exit(1)
 
 
-@app.command("info")
+@app.command("info", epilog="Example: featcache info demo.litemedsam.32e6fb5518f8592f")
 def info(entry: Annotated[str, typer.Argument(help="Entry key, as `featcache ls` prints it.")],
          store: StoreOpt = None) -> None:
     """Show an entry's provenance: teacher, dataset, layout, precision report."""
@@ -128,7 +128,7 @@ def _compute(recorded: dict | None) -> str:
     return f"{recorded.get('dtype')} (teacher on {recorded.get('device')})"
 
 
-@app.command("verify")
+@app.command("verify", epilog="Example: featcache verify demo.litemedsam.32e6fb5518f8592f")
 def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entries if omitted.")] = None,
            store: StoreOpt = None) -> None:
     """Read every chunk and check checksums, commit markers, shapes, ids and statistics."""
@@ -163,7 +163,7 @@ def verify(entry: Annotated[str | None, typer.Argument(help="Entry key; all entr
         raise typer.Exit(1)
 
 
-@app.command("rm")
+@app.command("rm", epilog="Example: featcache rm demo.timm.e46ddfe2444f1da7 --yes")
 def rm(entry: Annotated[str, typer.Argument(help="Entry key to delete.")],
        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
        force: Annotated[bool, typer.Option("--force", help="Remove it even while an extract holds "
@@ -179,7 +179,7 @@ def rm(entry: Annotated[str, typer.Argument(help="Entry key to delete.")],
     console.print(f"removed {entry}")
 
 
-@app.command("gc")
+@app.command("gc", epilog="Example: featcache gc --store /lab/featcache-store")
 def gc_(store: StoreOpt = None) -> None:
     """Remove expired shard claims, data of uncommitted shards no writer holds, and abandoned
     entries (nothing committed, no live claim)."""

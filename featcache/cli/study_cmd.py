@@ -26,7 +26,7 @@ def _list(convert: Callable[[str], Any], example: str) -> Callable[[str | None],
     return parse
 
 
-@app.command()
+@app.command(epilog="Example: featcache study --manifest manifests/study-demo.yaml --quick")
 def study(
     manifest: Annotated[Path, typer.Option(help="Manifest (YAML) with an optional `study:` section; see "
                                                 "manifests/study-demo.yaml.")],

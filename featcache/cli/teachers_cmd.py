@@ -27,7 +27,7 @@ def _extract_flags(ctx: click.Context) -> dict[str, str]:
     return option_flags(root.command.get_command(root, "extract"))
 
 
-@teachers_app.command("list")
+@teachers_app.command("list", epilog="Example: featcache teachers list")
 def list_teachers(ctx: typer.Context) -> None:
     """List the built-in teachers with default levels, input size and weight sources (loads no weights)."""
     flags = _extract_flags(ctx)
