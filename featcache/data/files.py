@@ -28,6 +28,7 @@ class FileProblem(DatasetError):
     def __init__(self, path: Path | str, reason: str, hint: str = "") -> None:
         self.path = str(path)
         self.reason = reason
+        self.hint = hint
         message = f"{path}: {reason}; {hint}" if hint else f"{path}: {reason}"
         super().__init__(message, fields=("skip_bad",) if "skip_bad" in message else ())
 

@@ -31,7 +31,7 @@ def raise_first(problems: Sequence[FileProblem]) -> None:
     if more:
         raise FileProblem(first.path, f"{first.reason} (and {more} more problem(s); run `featcache "
                                       "datasets check` to list them all, or use skip_bad to leave "
-                                      "them out)")
+                                      "them out)", first.hint)
     raise first
 
 

@@ -55,6 +55,40 @@ def read_volume(path: Path) -> np.ndarray:
         raise FileProblem(path, f"unreadable or truncated NIfTI file ({exc})") from None
 
 
+def read_on_grid(path: Path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A 3D NIfTI volume laid on another volume's voxel grid, given as its (RAS+) affine and shape.
+
+    The file may store the grid in any axis order and direction (dcm2niix flips rows, ITK-SNAP or
+    3D Slicer may reverse slices): nibabel's orientation tools turn it into the grid's order. It
+    must be the same grid: every voxel within a tenth of a voxel of its place, or one line says so.
+    Nothing is resampled."""
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except _nib_errors() as exc:
+        raise FileProblem(path, f"unreadable or truncated NIfTI file ({exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise FileProblem(path, f"expected a 3D label volume, got shape {data.shape}")
+    turn = ornt_transform(io_orientation(image.affine), io_orientation(affine))
+    data = apply_orientation(data, turn)
+    moved = image.affine @ inv_ornt_aff(turn, image.shape[:3])
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)], dtype=np.float64).T
+    apart = float(np.linalg.norm(((moved - affine) @ corners)[:3], axis=0).max())
+    voxel = float(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0).min())
+    if tuple(data.shape) != tuple(shape) or apart > 0.1 * voxel:
+        raise FileProblem(path, f"label volume is not on its image's grid (shape {tuple(data.shape)} vs "
+                                f"{tuple(shape)}, voxels up to {apart:.2f} mm apart)",
+                          "save the label on the image's own grid (same size and affine; e.g. draw it "
+                          "on the converted series in ITK-SNAP or 3D Slicer)")
+    return np.ascontiguousarray(data)
+
+
 def check_labels(label: np.ndarray, path: Path, declared: set[int]) -> None:
     """Labels must be integers declared in dataset.json (a float or stray value means a wrong file)."""
     values = np.unique(label)

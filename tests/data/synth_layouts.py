@@ -229,6 +229,28 @@ def make_nnunet_png(tmp: Path, n: int = 5) -> Path:
     return root
 
 
+def make_dicom(tmp: Path, n: int = 4, depth: int = 5) -> Path:
+    """n CT cases of 16x16xdepth: images/case_k/series/IM*.dcm (names shuffled) and
+    labels/case_k.nii.gz stored row-flipped as dcm2niix writes (label 1 in slices 1-3, label 2 in
+    slice 2); dataset.json names the labels."""
+    import nibabel as nib
+
+    from tests.data.synth_dicom import flip_rows, ramp_volume, ras_affine, write_series
+
+    root = tmp / "dicom_ds"
+    (root / "labels").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "organ",
+                                                              "2": "tumour"}}))
+    for k in range(n):
+        write_series(root / "images" / f"case_{k}" / "series", ramp_volume((16, 16, depth), seed=k), seed=k)
+        label = np.zeros((16, 16, depth), np.uint8)
+        label[4:10, 5:12, 1:4] = 1
+        label[6:8, 6:8, 2] = 2
+        data, affine = flip_rows(label, ras_affine())
+        nib.save(nib.Nifti1Image(data, affine), root / "labels" / f"case_{k}.nii.gz")
+    return root
+
+
 def _mk(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -236,7 +258,8 @@ def _mk(path: Path) -> Path:
 
 MAKERS = {"busi": make_busi, "kvasir-seg": make_kvasir, "cvc-clinicdb": make_cvc, "drive": make_drive,
           "msd": make_msd, "folder": make_folder, "images": make_images, "aptos2019": make_aptos,
-          "isic2017": make_isic, "classes": make_classes, "nnunet": make_nnunet}
+          "isic2017": make_isic, "classes": make_classes, "nnunet": make_nnunet,
+          "dicom": make_dicom}
 
 # Other forms of a loader that the dataset contract covers too: variant -> (loader, maker, options).
 VARIANTS = {

@@ -92,12 +92,16 @@ class MSDSlices(SegmentationDataset):
             if vid in self._cache:
                 self._cache.move_to_end(vid)
                 return self._cache[vid]
-            image, label = load_volume(self.volumes[vid], self.config)
+            image, label = self._decode(vid)
             entry = (image, label, intensity_range(image, self.config.window, self.config.percentiles))
             self._cache[vid] = entry
             while len(self._cache) > max(1, self.max_cached_volumes):
                 self._cache.popitem(last=False)
             return entry
+
+    def _decode(self, vid: str) -> tuple[np.ndarray, np.ndarray]:
+        """Read one case from its files (subclasses read other formats)."""
+        return load_volume(self.volumes[vid], self.config)
 
     def _load(self, index: int) -> Sample:
         info = self.samples[index]
@@ -136,9 +140,12 @@ def _keep(fg: list[bool], policy: str | float, rng: np.random.Generator) -> list
     return sorted(full + [empty[i] for i in chosen])
 
 
-def volume_slices(vol: Volume, split: str, config: MSDConfig, seed: int) -> list[SampleInfo]:
-    """The kept slices of one volume (see the empty_slices policy), ids `<case>_s<k>`."""
-    fg = foreground_slices(vol.label, config.axis, config.foreground)
+def volume_slices(vol: Volume, split: str, config: MSDConfig, seed: int,
+                  fg: list[bool] | None = None) -> list[SampleInfo]:
+    """The kept slices of one volume (see the empty_slices policy), ids `<case>_s<k>`. `fg` (does
+    slice k hold foreground?) is read from the label file when not given."""
+    if fg is None:
+        fg = foreground_slices(vol.label, config.axis, config.foreground)
     rng = np.random.default_rng([seed, zlib.crc32(vol.id.encode())])
     spacing = [round(s, 6) for a, s in enumerate(vol.spacing[:3]) if a != config.axis]
     return [SampleInfo(f"{vol.id}_s{k:04d}", split, vol.id,

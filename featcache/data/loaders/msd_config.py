@@ -70,7 +70,8 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _declared(data: dict[str, Any], path: Path) -> dict[int, str]:
+def declared_labels(data: dict[str, Any], path: Path) -> dict[int, str]:
+    """dataset.json's `labels` as {value: name}, in the Decathlon or the nnU-Net v2 form."""
     raw = data.get("labels", {})
     try:
         if raw and all(isinstance(v, int) for v in raw.values()):  # nnU-Net v2: name -> value
@@ -161,7 +162,7 @@ def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
     data = read_dataset_json(path)
     raw_mod = data.get("modality") or data.get("channel_names") or {"0": "unknown"}
     modalities = tuple(str(raw_mod[k]) for k in sorted(raw_mod, key=lambda k: int(k)))
-    declared = _declared(data, path)
+    declared = declared_labels(data, path)
     return slice_config("msd", str(data.get("name", root.name)), modalities, declared, opts,
                         resolve_classes(opts["labels"], declared))
 
