@@ -31,7 +31,7 @@ _NEEDS_CHECKPOINT = ("sam", "medsam", "clip")
 
 def student_stages(student: StudentConfig) -> dict[str, tuple[int, int]]:
     """{stage: (channels, stride)} of the student a StudentConfig describes (random init: no weights read)."""
-    from featcache.distill.student import Student
+    from featcache.student import Student
 
     return dict(Student(student.model_copy(update={"encoder_weights": None})).stages)
 

@@ -2,8 +2,10 @@
 function (a lazy import is still a dependency) or under `if TYPE_CHECKING:` (a type a module
 names is a dependency a reader follows). No featcache modules import each other in a ring, and
 no module imports a higher layer: the foundations, then data, teachers, store and the manifest,
-then the two sibling stages (extract and distill, which never import each other), then
-evaluation and studies, then the CLI and the Python API on top."""
+then the run directory's format and the student network it holds (runs, student), then the two
+sibling stages (extract and distill, which never import each other), then evaluation and
+studies (which read runs but never import the training code), then the CLI and the Python API
+on top."""
 
 from __future__ import annotations
 
@@ -95,6 +97,14 @@ def test_extract_and_distill_do_not_import_each_other():
     assert crossings == []
 
 
+def test_evaluation_never_imports_the_training_code():
+    """A trained student is served (eval, predict, export) from runs/ and student/ alone."""
+    graph = import_graph(PACKAGE)
+    crossings = sorted(f"{m} imports {t}" for m, targets in graph.items() for t in targets
+                       if m.startswith("featcache.evaluate") and t.startswith("featcache.distill"))
+    assert crossings == []
+
+
 def test_no_import_cycles():
     assert cycles(import_graph(PACKAGE)) == []
 
@@ -103,6 +113,7 @@ LAYERS = [  # lowest first; a module may import its own layer and those below
     ("featcache.errors", "featcache.registry", "featcache.yamlconfig", "featcache.devices",
      "featcache.events", "featcache.version"),
     ("featcache.data", "featcache.teachers", "featcache.store", "featcache.manifest"),
+    ("featcache.runs", "featcache.student"),
     ("featcache.extract", "featcache.distill"),
     ("featcache.evaluate", "featcache.study", "featcache.starter"),
     ("featcache.cli", "featcache.api", "featcache.__main__", "featcache"),
@@ -130,8 +141,8 @@ def test_no_module_imports_a_higher_layer():
 
 
 def test_the_layer_check_sees_an_upward_import():
-    graph = {"featcache.store.reader": {"featcache.distill.run"}, "featcache.distill.run": set()}
-    assert upward_imports(graph) == ["featcache.store.reader imports featcache.distill.run"]
+    graph = {"featcache.store.reader": {"featcache.runs"}, "featcache.runs": set()}
+    assert upward_imports(graph) == ["featcache.store.reader imports featcache.runs"]
 
 
 def test_the_scan_sees_lazy_relative_and_type_checking_imports(tmp_path):

@@ -18,8 +18,8 @@ from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, to_device
 from featcache.distill.model import DistillModel
 from featcache.distill.output_kd import fit_probes, probe_recipe, probe_scores
-from featcache.distill.run import Pretrained, Run
 from featcache.manifest import Manifest
+from featcache.runs import Pretrained, Run
 
 
 def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: StepSettings) -> bool:

@@ -24,12 +24,12 @@ from featcache.distill.loaders import EpochBatches, low_priority_workers, resolv
 from featcache.distill.memory import check_fits
 from featcache.distill.model import DistillModel
 from featcache.distill.schedule import adamw, warmup_cosine
-from featcache.distill.student import Student
 from featcache.distill.targets import Target
 from featcache.distill.tasks import Classification, Segmentation, Task, Tasks
 from featcache.errors import ConfigError, DatasetError
 from featcache.manifest import DatasetSpec, Manifest
 from featcache.store import FeatureStore, default_store_url
+from featcache.student import Student
 
 Item = tuple[int, int, int]  # (source index, sample index, view)
 

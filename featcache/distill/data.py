@@ -25,11 +25,11 @@ from featcache.data.base import SegmentationDataset
 from featcache.data.photometric import Photometric, augment
 from featcache.data.views import ViewParams, apply_view, sample_view
 from featcache.distill.resample import normaliser, teacher_target
-from featcache.distill.student import student_input
 from featcache.distill.targets import Target, loss_grid
 from featcache.errors import ConfigError, CorruptEntryError, DatasetError, StoreError
 from featcache.manifest import Manifest, TeacherSpec
 from featcache.store import EntryReader, FeatureStore
+from featcache.student import student_input
 
 
 @dataclass

@@ -20,9 +20,9 @@ import psutil
 import torch
 
 from featcache.distill.data import Source
-from featcache.distill.student import Student
 from featcache.errors import ConfigError, FeatcacheWarning
 from featcache.manifest import Manifest
+from featcache.student import Student
 
 GiB = 2**30
 

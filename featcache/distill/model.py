@@ -33,11 +33,11 @@ from featcache.distill.losses import feature_loss, relative_reconstruction_loss
 from featcache.distill.output_kd import ProbeSet, mask_probabilities, output_loss
 from featcache.distill.output_kd import masked_pool as _masked_pool
 from featcache.distill.resample import area_pool
-from featcache.distill.student import Student
 from featcache.distill.targets import Target
 from featcache.distill.targets import module_key as _mkey
 from featcache.distill.tasks import OUT, Classification, Tasks
 from featcache.manifest import DistillSpec
+from featcache.student import Student
 
 
 def _to_grid(target: torch.Tensor, valid: torch.Tensor,

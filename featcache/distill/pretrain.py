@@ -26,10 +26,10 @@ from featcache.distill.distributed import BalancedShardSampler
 from featcache.distill.loaders import EpochBatches, make_loader
 from featcache.distill.loop import StepSettings, optimizer_step
 from featcache.distill.model import DistillModel
-from featcache.distill.run import Pretrained, Run
 from featcache.errors import DatasetError
 from featcache.events import PretrainReused, PretrainStarted, PretrainStep, ProgressFn
 from featcache.manifest import Manifest
+from featcache.runs import Pretrained, Run
 
 
 def recipe(manifest: Manifest, num_datasets: int) -> str:

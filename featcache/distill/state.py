@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from featcache.distill.build import Training, store_url
-from featcache.distill.run import Checkpoint, TrainingState
 from featcache.manifest import Manifest
+from featcache.runs import Checkpoint, TrainingState
 
 
 def snapshot(built: Training, manifest: Manifest, epoch: int, best: float, best_epoch: int,

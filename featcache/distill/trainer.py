@@ -30,13 +30,13 @@ from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, optimizer_step, validate
 from featcache.distill.pretrain import pretrain
-from featcache.distill.run import Checkpoint, Run, check_run_dir
 from featcache.distill.state import restore, snapshot
-from featcache.distill.student import count_params
 from featcache.distill.tblog import open_log
 from featcache.errors import CheckpointError
 from featcache.events import EpochDone, ProgressFn, TrainingStarted, TrainingStep, ignore
 from featcache.manifest import Manifest, same_settings
+from featcache.runs import Checkpoint, Run, check_run_dir
+from featcache.student import count_params
 
 LAST_CHECKPOINT_EVERY_S = 60.0
 

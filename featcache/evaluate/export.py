@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featcache.distill.run import Run
-from featcache.distill.student import Student, count_params
 from featcache.errors import CheckpointError, ConfigError
+from featcache.runs import Run
+from featcache.student import Student, count_params
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}

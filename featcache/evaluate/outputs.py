@@ -25,10 +25,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featcache.distill.run import Run, ScoredFolder
 from featcache.errors import CheckpointError
 from featcache.evaluate.accumulator import POOLED_LABEL, MetricAccumulator
 from featcache.evaluate.metrics import CONVENTION_TEXT, METRICS
+from featcache.runs import Run, ScoredFolder
 
 if TYPE_CHECKING:  # scikit-learn loads only where classification datasets are scored
     from featcache.evaluate.class_scores import ClassificationScores

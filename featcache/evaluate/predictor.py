@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from featcache.data.base import to_float_image
-from featcache.distill.run import Run
-from featcache.distill.student import Student, student_input
 from featcache.errors import ConfigError, DatasetError
 from featcache.evaluate.run_classes import RunClasses, numbered, run_classes
+from featcache.runs import Run
+from featcache.student import Student, student_input
 
 
 class Predictor:

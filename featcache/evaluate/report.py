@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featcache.distill.run import Checkpoint, Run
-from featcache.distill.student import count_params
 from featcache.errors import FeatcacheError
 from featcache.evaluate.accumulator import MEAN_CLASS
 from featcache.evaluate.document import Block, Bullets, Heading, Para, Picture, Table, to_html, to_markdown
@@ -26,6 +24,8 @@ from featcache.evaluate.metrics import METRICS
 from featcache.evaluate.outputs import read_eval_summary, read_per_image
 from featcache.evaluate.plots import plot_confusion, plot_gates, plot_metrics
 from featcache.evaluate.tables import fmt, mean_std
+from featcache.runs import Checkpoint, Run
+from featcache.student import count_params
 
 _SKIP_META = {"layout", "sample_ids"}
 

@@ -14,13 +14,13 @@ from typing import Any
 from featcache.data.base import SegmentationDataset
 from featcache.data.overlay import overlay_classes_png, overlay_png
 from featcache.data.registry import build_dataset
-from featcache.distill.run import Checkpoint, Run
 from featcache.errors import ConfigError
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.class_scores import ClassificationScores
 from featcache.evaluate.outputs import summary_dict, write_eval_outputs
 from featcache.evaluate.predict import Predictor
 from featcache.manifest import DatasetSpec
+from featcache.runs import Checkpoint, Run
 
 
 @dataclass

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featcache.distill.run import Run
 from featcache.errors import ConfigError
 from featcache.events import ProgressFn, RunDone, RunsPlanned, RunStarted, ignore
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, apply_overrides, manifest_from_dict, parse_overrides
+from featcache.runs import Run
 from featcache.study.runner import CellResult, ensure_extracted, run_cell
 from featcache.study.spec import Arm, QuickSpec, StudySpec, TestSet, read_study, runs_problem, slug
 from featcache.study.tables import fraction_label

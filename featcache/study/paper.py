@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from featcache.data.registry import build_dataset
-from featcache.distill.run import Run
 from featcache.errors import ConfigError, StoreError
 from featcache.evaluate.outputs import read_per_image
 from featcache.events import ProgressFn
+from featcache.runs import Run
 from featcache.store import FeatureStore, default_store_url
 from featcache.study.paper_config import StudyConfig, StudyDataset, study_manifest
 from featcache.study.runner import ExtractionRecord, ensure_extracted, run_cell

@@ -16,7 +16,6 @@ from typing import Any
 
 import yaml
 
-from featcache.distill.run import Run
 from featcache.errors import CheckpointError, ConfigError
 from featcache.events import (
     EvaluationStarted,
@@ -28,6 +27,7 @@ from featcache.events import (
 )
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, same_settings
+from featcache.runs import Run
 
 
 @dataclass

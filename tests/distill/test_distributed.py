@@ -7,7 +7,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import WeightedRandomSampler
 
 from featcache.distill.distributed import BalancedShardSampler
-from featcache.distill.run import Run
+from featcache.runs import Run
 from tests.distill import ddp_worker
 
 

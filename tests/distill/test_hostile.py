@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.distill import memory
-from featcache.distill.run import check_run_dir
-from featcache.distill.student import Student
 from featcache.errors import ConfigError, FeatcacheWarning
 from featcache.manifest import StudentConfig
+from featcache.runs import check_run_dir
+from featcache.student import Student
 from tests.distill.conftest import TINY_STUDENT, make_manifest
 
 runner = CliRunner()

@@ -14,10 +14,10 @@ import torch
 import yaml
 from PIL import Image
 
-from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import CheckpointError
 from featcache.events import TrainingStep
+from featcache.runs import Run
 from tests.distill.conftest import TINY_STUDENT, make_manifest
 
 

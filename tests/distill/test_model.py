@@ -3,9 +3,9 @@ import torch
 
 import featcache.distill.model as model_module
 from featcache.distill.model import DistillModel, _mkey, _to_grid
-from featcache.distill.student import Student
 from featcache.distill.targets import Target
 from featcache.manifest import DistillSpec, StudentConfig
+from featcache.student import Student
 
 TINY = StudentConfig(encoder="mobilenetv3_small_050", encoder_weights=None,
                      decoder_channels=[32, 16, 16, 8, 8])

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from featcache.data.registry import build_dataset
-from featcache.distill.run import Run
 from featcache.distill.tasks import Classification, Segmentation, Tasks
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import ConfigError
 from featcache.extract.runner import extract
 from featcache.extract.settings import ExtractSettings
+from featcache.runs import Run
 from tests.conftest import TinyTeacher
 from tests.data.synth_layouts import make_classes, make_nnunet_png
 from tests.distill.conftest import make_manifest

@@ -10,9 +10,9 @@ import torch
 
 import featcache.distill.adapt as adapt
 from featcache.distill.output_kd import mask_probabilities, mask_target, output_loss
-from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.manifest import DistillSpec
+from featcache.runs import Run
 from tests.distill.conftest import make_manifest
 
 
@@ -113,8 +113,8 @@ def test_a_label_map_becomes_class_fractions_per_cell():
 
 def test_the_temperature_decays_from_first_to_last():
     from featcache.distill.model import DistillModel
-    from featcache.distill.student import Student
     from featcache.distill.targets import Target
+    from featcache.student import Student
     from tests.distill.test_model import TINY
 
     model = DistillModel(Student(TINY), [Target("a", "x", 4, (8, 8), "dec3")], DistillSpec(output=True), 1)

@@ -4,10 +4,10 @@ import pytest
 import torch
 import yaml
 
-from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import StoreError
 from featcache.events import EpochDone
+from featcache.runs import Run
 from tests.distill.conftest import make_manifest
 
 

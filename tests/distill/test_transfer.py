@@ -7,10 +7,10 @@ import torch
 
 from featcache.data.photometric import Photometric, augment
 from featcache.distill.build import epoch_batches
-from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import ConfigError
 from featcache.events import PretrainStarted, ignore
+from featcache.runs import Run
 from tests.distill.conftest import make_manifest
 
 TAPS = [{"name": "tiny", "levels": {"fine": ["enc3", "dec3", "dec4"]}},

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from featcache.distill.run import Checkpoint, Run
-from featcache.distill.student import Student
 from featcache.manifest import StudentConfig
+from featcache.runs import Checkpoint, Run
+from featcache.student import Student
 
 TINY = StudentConfig(encoder="test_efficientnet", encoder_weights=None, in_channels=1,
                      decoder_channels=[16, 8, 8, 8, 8])

@@ -24,7 +24,7 @@ def test_distill_eval_report(cached_store, tmp_path):  # noqa: F811
     result = runner.invoke(app, ["report", "--run", str(run)])
     assert result.exit_code == 0, result.output
     text = (run / "report" / "report.md").read_text()
-    from featcache.distill.run import Run
+    from featcache.runs import Run
 
     entries = Run(run).load_checkpoint("best").entries
     assert all(k in text for k in entries.values()) and "invalid entry key" not in result.output

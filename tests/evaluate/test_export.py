@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.cli.app import console
-from featcache.distill.run import Run
 from featcache.errors import CheckpointError, ConfigError
 from featcache.evaluate.export import TOLERANCE, check_parity, export_run, load_runtime
+from featcache.runs import Run
 
 runner = CliRunner()
 

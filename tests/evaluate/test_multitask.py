@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.data.registry import build_dataset
-from featcache.distill.run import Checkpoint, Run
-from featcache.distill.student import Student
 from featcache.evaluate.predict import Predictor, predict_paths
 from featcache.evaluate.report import build_report
 from featcache.evaluate.run_eval import evaluate_run
+from featcache.runs import Checkpoint, Run
+from featcache.student import Student
 from tests.data.synth_layouts import make_aptos, make_nnunet_png
 from tests.evaluate.conftest import TINY
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from featcache.distill.encoder_weights import load_encoder_weights, timm_architecture
 from featcache.errors import ConfigError
 from featcache.manifest import StudentConfig
+from featcache.student.encoder_weights import load_encoder_weights, timm_architecture
 
 
 def resolve_normalisation(config: StudentConfig, encoder: nn.Module) -> StudentConfig:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featcache.distill.run import FORMAT, Checkpoint, Run
-from featcache.distill.student import Student, count_params
 from featcache.errors import ConfigError
 from featcache.manifest import Manifest, StudentConfig, same_settings
+from featcache.runs import FORMAT, Checkpoint, Run
+from featcache.student import Student, count_params
 
 TINY = StudentConfig(encoder="test_efficientnet", encoder_weights=None, in_channels=1,
                      decoder_channels=[16, 8, 8, 8, 8])

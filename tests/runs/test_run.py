@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featcache.distill.run import FORMAT, Checkpoint, Run
-from featcache.distill.student import Student
 from featcache.errors import CheckpointError
 from featcache.manifest import StudentConfig
+from featcache.runs import FORMAT, Checkpoint, Run
+from featcache.student import Student
 
 TINY = StudentConfig(encoder="test_efficientnet", encoder_weights=None, in_channels=1,
                      decoder_channels=[16, 8, 8, 8, 8])
@@ -111,14 +111,14 @@ def test_naming_a_runs_files_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, featcache.distill.run, featcache.evaluate.outputs\n"
+    code = ("import sys, featcache.runs, featcache.evaluate.outputs\n"
             "print([m for m in ('torch', 'timm') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_only_the_run_module_spells_the_run_directorys_files():
-    """A run file renamed in run.py is renamed everywhere: no other module joins these names."""
+    """A run file renamed in runs/layout.py is renamed everywhere: no other module joins these names."""
     import ast
     from pathlib import Path
 
@@ -130,7 +130,7 @@ def test_only_the_run_module_spells_the_run_directorys_files():
     root = Path(featcache.__file__).parent
     found = []
     for path in root.rglob("*.py"):
-        if path == root / "distill" / "run.py":
+        if path == root / "runs" / "layout.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and node.value in names:

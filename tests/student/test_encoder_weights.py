@@ -5,10 +5,10 @@ import pytest
 import timm
 import torch
 
-from featcache.distill.encoder_weights import bundled_weights_path, imagenet_state, lite_to_timm
-from featcache.distill.student import Student, count_params
 from featcache.errors import CheckpointError, ConfigError
 from featcache.manifest import StudentConfig
+from featcache.student import Student, count_params
+from featcache.student.encoder_weights import bundled_weights_path, imagenet_state, lite_to_timm
 
 
 def test_every_tensor_is_mapped_and_none_left_over():

@@ -1,0 +1,34 @@
+"""The run's CSV logs (metrics.csv, gates.csv, probes.csv): rows appended per epoch, and cut back
+to an epoch when a killed run is resumed, so a resumed run's logs read as one run's."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+
+def append_csv(path: Path, rows: list[dict[str, Any]], new: bool) -> None:
+    """Append rows (the header is the union of their keys, in order); new: rewrite the file."""
+    if not rows:
+        return
+    new = new or not path.exists()
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w" if new else "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def truncate_csv(path: Path, start_epoch: int) -> None:
+    """Keep only the rows of epochs before start_epoch."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], [r for r in reader if int(r["epoch"]) < start_epoch]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

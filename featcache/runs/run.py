@@ -1,0 +1,124 @@
+"""A run directory read and written: claimed by one training, its manifest and per-epoch logs,
+its checkpoints and the trained student they hold. Paths are layout.py's, the file format
+checkpoint.py's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featcache.errors import CheckpointError, ConfigError
+from featcache.runs.checkpoint import Checkpoint, Pretrained, load_payload, save_payload
+from featcache.runs.layout import RunLayout
+from featcache.runs.logs import append_csv, truncate_csv
+
+if TYPE_CHECKING:
+    from featcache.student import Student
+
+
+class Run(RunLayout):
+    """A run directory: its files' paths (RunLayout), logs and checkpoints."""
+
+    def claim(self, overwrite: bool, remove: bool = True) -> None:
+        """A fresh run never writes over another: a directory holding one is reused only with
+        --resume (the caller resumes) or --overwrite (its training files are removed here first,
+        by the one process that `remove`s: every torchrun rank checks, rank 0 deletes)."""
+        found = [path for path in self.training_files() if path.exists()]
+        if not found:
+            return
+        if not overwrite:
+            held = found[0].relative_to(self.path)
+            raise ConfigError(f"{self.path} already holds a run ({held}); pass resume to continue it, "
+                              "overwrite to replace it, or set another run_dir",
+                              fields=("resume", "overwrite"))
+        for path in found if remove else ():
+            path.unlink(missing_ok=True)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """The resolved manifest (as dumped) beside the run's files."""
+        import yaml
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.manifest_file.write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+    def log_epoch(self, epoch: int, train_row: dict[str, Any], val_row: dict[str, Any],
+                  gates: dict[str, dict[str, float]], fresh: bool) -> None:
+        """One epoch's rows of metrics.csv (train, val) and gates.csv ("dataset/stage" -> teacher
+        -> weight). fresh: the run started at epoch 0, so epoch 0 rewrites the files."""
+        append_csv(self.metrics_csv, [train_row, val_row], fresh and epoch == 0)
+        append_csv(self.gates_csv, [{"epoch": epoch, "dataset": k.split("/")[0], "stage": k.split("/")[1],
+                                     "teacher": t, "weight": w}
+                                    for k, tw in gates.items() for t, w in tw.items()],
+                   fresh and epoch == 0)
+
+    def truncate_logs(self, start_epoch: int) -> None:
+        """Drop the log rows of epochs from start_epoch on (a run killed after its checkpoint
+        redoes them when resumed)."""
+        for path in (self.metrics_csv, self.gates_csv):
+            truncate_csv(path, start_epoch)
+
+    def save_probe_scores(self, rows: list[dict[str, Any]]) -> None:
+        """Output distillation's probes, each with its validation score and whether it teaches."""
+        append_csv(self.probe_scores_csv, rows, True)
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self, which: str, checkpoint: Checkpoint) -> None:
+        save_payload(self.checkpoint_file(which), checkpoint.payload())
+
+    def load_checkpoint(self, which: str = "best") -> Checkpoint:
+        path = self.checkpoint_file(which)
+        if not self.path.is_dir():
+            raise CheckpointError(f"run directory {self.path} does not exist")
+        return Checkpoint.from_payload(load_payload(path), path)
+
+    def load_resume_point(self) -> Checkpoint:
+        """last.pt with the training state to resume from, or one line saying what the directory
+        holds instead and what to run."""
+        path = self.checkpoint_file("last")
+        if not path.is_file():
+            held = [p.relative_to(self.path).as_posix() for p in self.training_files() if p.exists()]
+            what = f"it holds {', '.join(held)}" if held else "it holds no run"
+            raise CheckpointError(f"{self.path} has no resume point (checkpoints/last.pt); {what}: "
+                                  "train it again with overwrite, or set another run_dir",
+                                  fields=("overwrite",))
+        checkpoint = self.load_checkpoint("last")
+        if checkpoint.training is None:
+            raise CheckpointError(f"{path} holds no training state to resume from; train again with "
+                                  "overwrite, or set another run_dir", fields=("overwrite",))
+        return checkpoint
+
+    def load_student(self, which: str = "best") -> tuple[Student, Checkpoint]:
+        """The trained student in eval mode, and the checkpoint it came from."""
+        from featcache.student import Student
+
+        checkpoint = self.load_checkpoint(which)
+        # The state dict holds the encoder's weights: the file they once came from (a path on
+        # another machine, say) is not read again.
+        student = Student(checkpoint.student_config.model_copy(update={"encoder_weights": None}))
+        student.config = checkpoint.student_config
+        try:
+            student.load_state_dict(checkpoint.student)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.path}: checkpoint does not match its student config: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        return student.eval(), checkpoint
+
+    def save_probes(self, probes: Pretrained) -> None:
+        save_payload(self.probes_file, probes.payload())
+
+    def load_probes(self) -> Pretrained | None:
+        return _load_recipe_file(self.probes_file)
+
+    def save_pretrained(self, pretrained: Pretrained) -> None:
+        save_payload(self.pretrained_file, pretrained.payload())
+
+    def load_pretrained(self) -> Pretrained | None:
+        """The saved feature pretraining, or None when there is none."""
+        return _load_recipe_file(self.pretrained_file)
+
+
+def _load_recipe_file(path: Path) -> Pretrained | None:
+    """A state saved with the recipe it came from (pretrained.pt, probes.pt); None if absent."""
+    if not path.is_file():
+        return None
+    return Pretrained.from_payload(load_payload(path))
