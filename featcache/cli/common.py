@@ -5,6 +5,8 @@ output."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +23,25 @@ from rich.progress import (
 from rich.table import Table
 
 from featcache.cli.app import console
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler or `kill` stopping the job) unwinds like Ctrl-C: `finally` blocks run,
+    so an extract releases its shard claims and writer lease instead of leaving them for another
+    host to wait out (claims of a dead process are expired at once only on its own host)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

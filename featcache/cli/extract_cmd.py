@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar
 import typer
 
 from featcache.cli.app import app, console
-from featcache.cli.common import progress_bar, table
+from featcache.cli.common import progress_bar, sigterm_as_interrupt, table
 from featcache.cli.events import Display
 from featcache.errors import ConfigError
 from featcache.events import Event, ImagesExtracted, ShardsCommitted, StatisticsRead
@@ -141,9 +141,14 @@ def extract(
                            levels=levels.split(",") if levels else None)]
     rows = []
     for job in jobs:
-        with progress_bar() as bar:
-            result = run_job(job, settings, store_url=store, workers=workers, scheduler=scheduler,
-                             progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"), repair=repair)
+        try:
+            with sigterm_as_interrupt(), progress_bar() as bar:
+                result = run_job(job, settings, store_url=store, workers=workers, scheduler=scheduler,
+                                 progress=_Reporter(bar, f"{job.teacher} × {job.dataset}"), repair=repair)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: claims were released on the way out
+            console.print("[yellow]interrupted: committed shards are kept; the same command resumes "
+                          "the entry[/yellow]")
+            raise typer.Exit(130) from None
         _say(result, repair)
         rows.append((job.teacher, job.dataset, result.key, result.status,
                      f"{result.samples}×{result.views}", result.shards_written,

@@ -71,12 +71,14 @@ def ls(store: StoreOpt = None,
     for col in ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
                 "on disk", "created", "verified"):
         table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left",
-                         no_wrap=col in ("key", "teacher", "verified"))  # keys are copied into commands
+                         no_wrap=col in ("key", "teacher", "complete", "verified"))  # keys are copied into commands
     readers, damaged = fs.scan()
     failed = bool(damaged) and verify_
     for key, reader in readers.items():
         row = entry_summary(fs, key, reader)
         done = f"{row['complete_fraction']:.0%}" + ("" if row["complete"] else " (partial)")
+        if not verify_ and last_verification(fs.backend, key) is None:
+            done += " (not verified)"  # the markers say committed; only verify reads the chunks
         if row["missing"]:  # named as damage below, like an entry that cannot be opened
             done += " DAMAGED"
             damaged[key] = (f"array {row['missing'][0]} has no zarr.json"
@@ -97,6 +99,9 @@ def ls(store: StoreOpt = None,
         console.print(table)
     for key, why in damaged.items():  # listed, not fatal: the other entries stay usable
         console.print(f"[red]DAMAGED[/] {key}: {why}", highlight=False, soft_wrap=True)
+    foreign = fs.foreign()
+    if foreign:
+        console.print(f"not featcache entries, left alone: {', '.join(foreign)}", highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -297,6 +297,7 @@ def _renew(writer: EntryWriter, last: float) -> float:
         return last
     for shard in list(writer.claims.held):
         writer.renew(shard)
+    writer.claims.renew_entry()
     return now
 
 

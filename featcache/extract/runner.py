@@ -37,7 +37,7 @@ from featcache.teachers.compute import check_compute_device
 from featcache.version import FEATURE_FORMAT_VERSION, __version__
 
 __all__ = ["EntryPlan", "ExtractionResult", "ProgressFn", "extract", "extraction_key",
-           "finalize_entry", "plan_entry"]
+           "finalize_entry", "plan_entry", "wider_entry_levels"]
 
 _DEFAULTS = ExtractSettings()
 
@@ -155,6 +155,9 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
     computes them, so the repaired entry's bytes equal a fresh one's.
     """
     plan = plan_entry(dataset, teacher, settings, levels=levels)
+    wider = None if store.exists(plan.key) else wider_entry_levels(store, dataset, teacher, settings, plan)
+    if wider is not None:  # an entry of the same recipe with more levels holds these: it is the hit
+        plan = plan_entry(dataset, teacher, settings, levels=wider)
     views = settings.views
     skipped = len(plan.attrs["dataset"]["skipped"])
     repaired = reopen_damaged(store, plan.key, plan.layout, plan.attrs) if (
@@ -163,6 +166,19 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
         return ExtractionResult(plan.key, "cached" if repaired is None else "repaired", len(plan.indices),
                                 views, 0, 0.0, 0, skipped, repaired=repaired)
     writer = store.create_entry(plan.key, plan.layout, plan.attrs)
+    writer.hold()  # from here until this returns, `featcache rm` refuses the entry
+    try:
+        return _fill(store, writer, dataset, teacher, plan, settings, progress, wait_poll_s, adopt,
+                     repaired, skipped)
+    finally:
+        writer.let_go()
+
+
+def _fill(store: FeatureStore, writer: EntryWriter, dataset: SegmentationDataset, teacher: Teacher,
+          plan: EntryPlan, settings: ExtractSettings, progress: ProgressFn | None, wait_poll_s: float,
+          adopt: bool, repaired: list[int] | None, skipped: int) -> ExtractionResult:
+    """extract()'s work on the open entry: adopt, extract the missing shards, finalize."""
+    views = settings.views
     status = "repaired" if repaired is not None else (
         "extracted" if not writer.committed().any() else "resumed")
     start = time.perf_counter()
@@ -179,14 +195,34 @@ def extract(dataset: SegmentationDataset, teacher: Teacher, store: FeatureStore,
             if not writer.missing_shards():
                 break
             time.sleep(wait_poll_s)  # other writers hold the rest: wait for their commits or expiry
+            writer.claims.renew_entry()
     except BaseException:
         if repaired is None:  # an entry under repair held data: it stays, to be repaired again
             _drop_if_empty(store, writer)
         raise
+    if repaired is not None:  # every shard written counts, also one that had lost its marker
+        repaired = sorted(set(repaired) | set(run.shards))
     stats, covered = ({}, set()) if repaired is not None else (run.stats, set(run.shards))
     finalize_once(store, writer, plan, stats, covered, time.perf_counter() - start, progress, wait_poll_s)
     return ExtractionResult(plan.key, status, len(plan.indices), views, len(run.shards),
                             time.perf_counter() - start, run.feature_bytes, skipped, repaired=repaired)
+
+
+def wider_entry_levels(store: FeatureStore, dataset: SegmentationDataset, teacher: Teacher,
+                       settings: ExtractSettings, plan: EntryPlan) -> list[str] | None:
+    """The levels of an entry in the store that is this plan's recipe with more levels (a
+    complete one first), or None. Its key is recomputed from those levels, so only an entry of
+    the same teacher weights, data, split, views and precision can match."""
+    found = []
+    for key in store.entries():
+        reader = store.open(key, allow_incomplete=True)
+        if ((reader.meta.get("teacher") or {}).get("name") != teacher.name
+                or not set(plan.names) <= set(reader.levels) <= set(teacher.available_levels)):
+            continue
+        levels = list(reader.levels)
+        if extraction_key(dataset, teacher, levels, settings)[0] == key:
+            found.append((not reader.complete, key, levels))
+    return min(found)[2] if found else None
 
 
 def _drop_if_empty(store: FeatureStore, writer: EntryWriter) -> None:
@@ -195,6 +231,7 @@ def _drop_if_empty(store: FeatureStore, writer: EntryWriter) -> None:
     holds a live claim (rm refuses then; that writer still fills it)."""
     try:
         if not writer.committed().any():
+            writer.let_go()  # its own lease must not stop the removal
             store.remove(writer.key)
     except (FeatcacheError, KeyError, OSError):  # a live claim of another writer, or gone already
         pass
@@ -210,6 +247,7 @@ def finalize_once(store: FeatureStore, writer: EntryWriter, plan: EntryPlan,
         if is_complete(store, plan.key):
             return
         time.sleep(wait_poll_s)
+        writer.claims.renew_entry()
     try:
         if not is_complete(store, plan.key):
             finalize_entry(store, writer, plan, stats, covered, seconds, progress)

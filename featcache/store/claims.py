@@ -8,6 +8,12 @@ does not own. Expiry uses wall clocks: hosts sharing a store need clocks within 
 process is gone from this same host counts as expired at once (a crashed local run resumes).
 A lost race or a stale claim never corrupts data: shard content is deterministic and the commit
 marker is written only after all data.
+
+Beside shard claims, each extract holds a writer lease on the whole entry for as long as it has
+the entry open, `<entry>/claims/writer.<token>.json` (same body, renewed like a claim): between
+two shards, or while it computes statistics, no shard may be claimed, yet the entry is live.
+`featcache rm` refuses an entry with a live lease, and a writer whose lease object is gone (an
+`rm --force`) stops by name before it writes again.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from featcache.store.backends import Backend
 
 DEFAULT_TTL_S = 600.0
+WRITER = "writer"  # the first part of a writer lease's name: never a shard number
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Claims:
         self.owner = owner or new_owner()
         self.ttl_s = ttl_s
         self.held: dict[int, int] = {}  # shard -> generation this writer holds
+        self.lease: str | None = None  # this writer's lease object on the entry, while held
         # writer threads release the shards they commit while the main thread claims and renews
         self._lock = threading.RLock()
 
@@ -71,22 +79,38 @@ class Claims:
         return f"{self.prefix}/{shard}.{generation}.json"
 
     def all(self) -> list[Claim]:
-        """Every claim object in the entry (all generations)."""
+        """Every shard claim object in the entry (all generations)."""
+        return [claim for _, claim in self._read(shards=True)]
+
+    def writers(self) -> list[Claim]:
+        """Every writer lease on the entry (shard -1), live or expired."""
+        return [claim for _, claim in self._read(shards=False)]
+
+    def live(self) -> list[Claim]:
+        """Live shard claims and writer leases: while there is one, the entry is being written."""
+        return [c for c in self.all() + self.writers() if not c.expired]
+
+    def _read(self, shards: bool) -> list[tuple[str, Claim]]:
+        """(object key, claim) of the shard claims, or of the writer leases."""
         out = []
         for key in self.backend.list(self.prefix):
             name = key.rsplit("/", 1)[-1]
             parts = name.split(".")
-            if len(parts) != 3 or parts[2] != "json" or not parts[0].isdigit():
+            if len(parts) != 3 or parts[2] != "json" or parts[0].isdigit() != shards:
                 continue
+            if shards and not parts[1].isdigit():
+                continue
+            if not shards and parts[0] != WRITER:
+                continue
+            shard, generation = (int(parts[0]), int(parts[1])) if shards else (-1, 0)
             raw = self.backend.get(key)
             try:
                 body = json.loads(raw or b"{}")
-                out.append(Claim(int(parts[0]), int(parts[1]), str(body["owner"]),
-                                 float(body["expires"]), str(body.get("host", "")),
-                                 int(body.get("pid", 0))))
-            except (ValueError, KeyError):
+                out.append((key, Claim(shard, generation, str(body["owner"]), float(body["expires"]),
+                                       str(body.get("host", "")), int(body.get("pid", 0)))))
+            except (ValueError, KeyError, TypeError):
                 # a half-visible or damaged claim counts as expired so it can be taken over
-                out.append(Claim(int(parts[0]), int(parts[1]), "?", 0.0))
+                out.append((key, Claim(shard, generation, "?", 0.0)))
         return out
 
     def current(self, shard: int) -> Claim | None:
@@ -137,8 +161,32 @@ class Claims:
                 self.backend.delete(self._key(shard, generation))
 
     def remove_expired(self) -> int:
-        """Delete expired claim objects (gc); returns how many."""
-        stale = [c for c in self.all() if c.expired]
-        for c in stale:
-            self.backend.delete(self._key(c.shard, c.generation))
+        """Delete expired claim objects and writer leases (gc); returns how many."""
+        stale = [key for key, c in self._read(True) + self._read(False) if c.expired]
+        for key in stale:
+            self.backend.delete(key)
         return len(stale)
+
+    # -- the writer lease on the whole entry ----------------------------------------------------
+    def hold_entry(self) -> None:
+        """Take this writer's lease on the entry (see the module docstring)."""
+        with self._lock:
+            if self.lease is None:
+                self.lease = f"{self.prefix}/{WRITER}.{uuid.uuid4().hex[:16]}.json"
+                self.backend.put(self.lease, self._body(-1, 0))
+
+    def renew_entry(self) -> None:
+        with self._lock:
+            if self.lease is not None and not self.lease_lost():
+                self.backend.put(self.lease, self._body(-1, 0))
+
+    def release_entry(self) -> None:
+        with self._lock:
+            lease, self.lease = self.lease, None
+            if lease is not None:
+                self.backend.delete(lease)
+
+    def lease_lost(self) -> bool:
+        """True when this writer held a lease and its object is gone: the entry was removed
+        (`featcache rm --force`) under it."""
+        return self.lease is not None and self.backend.get(self.lease) is None

@@ -10,6 +10,9 @@ from typing import Any
 from featcache.errors import StoreError
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,150}$")
+# what entry_key gives: dataset slug, teacher slug, content hash (a user's folder is never taken
+# for a damaged entry: `my_notes` has another form)
+ENTRY_NAME = re.compile(r"^[a-z0-9-]+\.[a-z0-9-]+\.[0-9a-f]+$")
 
 # blosc: lz4 + bitshuffle (the default; fastest to decode, smallest on feature maps we measured);
 # zstd: level 3 (the codec of entries written before blosc); none: crc32c only, no size reduction.

@@ -70,7 +70,7 @@ def _abandoned(store: FeatureStore, reader: EntryReader, claims: Claims) -> bool
     claim's lease ago (a writer claims its first shard right after creating the entry). What a
     failed extraction leaves behind; an entry with committed shards is kept, since re-running the
     extract resumes it."""
-    if reader.complete or reader.committed.any() or any(not c.expired for c in claims.all()):
+    if reader.complete or reader.committed.any() or claims.live():
         return False
     try:
         created = dt.datetime.fromisoformat(str(reader.meta.get("created_utc"))).timestamp()

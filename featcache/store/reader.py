@@ -57,6 +57,7 @@ class EntryReader:
                                     f"{exc}); `featcache rm {key}` removes it") from None
         self._arrays: dict[str, Any] = {}
         self._side: dict[tuple[str, int], np.ndarray] = {}  # (array, shard) -> rows of _per_sample
+        self._checked: set[tuple[str, int]] = set()  # (array, sample) rows matched with the record
         self._committed = self._read_committed()
         self._index = {sid: i for i, sid in enumerate(self.layout.sample_ids)}
         self._columns: dict[str, int] | None = None  # checksum record columns (format 2)
@@ -199,11 +200,12 @@ class EntryReader:
         if block is None:
             start, stop = self.layout.shard_range(shard)
             block = self._get(name, slice(start, stop), index, what)
-            if name != "checksums":  # every row checked once, when its shard is first read:
-                # the asked-for row first, so that an error names that sample if it is bad itself
-                for row in [local, *(r for r in range(stop - start) if r != local)]:
-                    self._match_record(start + row, name, block[row], None)
             self._side[(name, shard)] = block
+        if name != "checksums" and (name, index) not in self._checked:
+            # each row checked once, when first asked for: an error names that sample and only
+            # a bad row fails (a row that failed is checked again on the next read)
+            self._match_record(index, name, block[local], None)
+            self._checked.add((name, index))
         return block[local]
 
     # -- integrity (integrity.py): what was read is what was committed at this position ------
@@ -225,9 +227,8 @@ class EntryReader:
             column = self._columns["sample_id"]
             self._id_mismatch[shard] = [start + row for row in range(stop - start)
                                         if id_crc(self.ids[start + row]) != int(block[row, 0, column])]
-        bad = self._id_mismatch[shard]
-        if bad:  # an edited sample_ids: the shard cannot be trusted; name this sample if it is one
-            self._compare(index if index in bad else bad[0], "sample id", 0, 1)
+        if index in self._id_mismatch[shard]:  # an edited sample_ids: this position holds another id
+            self._compare(index, "sample id", 0, 1)
         return record
 
     def _match_record(self, index: int, name: str, data: np.ndarray, view: int | None) -> None:
@@ -293,10 +294,15 @@ class EntryReader:
         expected = sorted({k.split("/", 1)[1] for k in recorded if k.split("/", 1)[0] == level})
         if not present:
             raise CorruptEntryError(f"entry {self.key} has no statistics for level {level}; {REPAIR}")
-        if expected and names != expected:
-            missing = sorted(set(expected) - set(names))
+        missing = sorted(set(expected) - set(names))
+        if missing:
             raise CorruptEntryError(f"entry {self.key}: statistics {', '.join(missing)} for level {level} "
                                     f"are missing; {REPAIR}")
+        unrecorded = sorted(set(names) - set(expected))
+        if recorded and unrecorded:  # the statistics are there; their checksum record is not
+            raise CorruptEntryError(f"entry {self.key}: statistic(s) {', '.join(unrecorded)} of level "
+                                    f"{level} have no checksum in the entry's stats_crc32c (its metadata "
+                                    f"was edited), so they cannot be checked; {REPAIR}")
         out = {}
         for name in names:
             what = f"statistic stats/{level}/{name}"

@@ -11,6 +11,7 @@ writes). The extraction then fills the uncommitted shards and finalizes the entr
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from featcache.errors import CorruptEntryError
@@ -31,6 +32,8 @@ def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
     if verify_entry(store.open(key, allow_incomplete=True), store.backend).ok:
         return None
     store.backend.delete(f"{key}/{VERIFIED}")  # the entry changes: the old outcome is stale
+    _drop_garbled_nodes(store, key)
+    _restore_sample_ids(store, key, layout)
     # reopening recreates array nodes whose zarr.json is gone, with the spec they were made with
     writer = store.create_entry(key, layout, attrs)
     reader = store.open(key, allow_incomplete=True)
@@ -54,6 +57,35 @@ def reopen_damaged(store: FeatureStore, key: str, layout: EntryLayout,
     return shards
 
 
+def _drop_garbled_nodes(store: FeatureStore, key: str) -> None:
+    """Delete the zarr.json of every node inside the entry that is no JSON object: zarr cannot
+    even look past it, and reopening recreates an array node that is gone (the entry's own
+    zarr.json is not touched: without it the entry cannot be opened at all)."""
+    for name in store.backend.list(key):
+        if not name.endswith("/zarr.json") or name == f"{key}/zarr.json":
+            continue
+        try:
+            ok = isinstance(json.loads(store.backend.get(name) or b""), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            store.backend.delete(name)
+
+
+def _restore_sample_ids(store: FeatureStore, key: str, layout: EntryLayout) -> None:
+    """An edited `sample_ids` is restored from the recipe: the entry key is a hash of the dataset
+    fingerprint, which covers every sample id, so the ids this key was extracted with are the
+    layout's. The checksum record then tells whether each position's data is that sample's."""
+    group = store.root[key]
+    meta = dict(group.attrs["featcache"])
+    stored = meta.get("layout")
+    if meta.get("sample_ids") == list(layout.sample_ids) or not (
+            isinstance(stored, dict) and layout.same_data(stored)):
+        return
+    meta["sample_ids"] = list(layout.sample_ids)
+    group.attrs["featcache"] = meta
+
+
 def repair_command(meta: dict[str, Any]) -> str:
     """The `featcache extract … --repair` that repairs an entry, from what the entry records:
     teacher, arch, dataset, root, split, views, view seed, precision and levels, then the options
@@ -67,6 +99,7 @@ def repair_command(meta: dict[str, Any]) -> str:
                ("--root", dataset.get("root"), None), ("--split", dataset.get("split"), "all"),
                ("--views", layout.get("views"), 1), ("--view-seed", views.get("seed"), 0),
                ("--precision", layout.get("precision"), "fp16"),
+               ("--shard-size", layout.get("shard_size"), 16),  # the layout must match to reopen
                ("--levels", ",".join(lv["name"] for lv in layout.get("levels", [])) or None, None)]
     parts += [f"{flag} {value}" for flag, value, default in options if value not in (None, "", default)]
     unrecorded = ([] if dataset.get("root") else ["--root"]) + ["--checkpoint or --random-init"]

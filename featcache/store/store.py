@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 import warnings
@@ -14,7 +15,7 @@ from zarr.errors import ContainsGroupError, ZarrUserWarning
 from featcache.errors import CorruptEntryError, IncompleteEntryError, StoreError
 from featcache.store.backends import Backend, open_backend, probe_backend
 from featcache.store.claims import DEFAULT_TTL_S, Claims
-from featcache.store.layout import EntryLayout, check_key, entry_key, is_key
+from featcache.store.layout import ENTRY_NAME, EntryLayout, check_key, entry_key, is_key
 from featcache.store.reader import EntryReader
 from featcache.store.writer import EntryWriter, disk_errors
 
@@ -77,8 +78,30 @@ class FeatureStore:
 
     def keys(self) -> list[str]:
         """Every entry folder, readable or not (what `ls` shows and `rm` can remove). Folders
-        whose name is no entry key (rm's hidden trash, stray files) are not entries."""
-        return [name for name in self.backend.children() if is_key(name)]
+        that are no entry (rm's hidden trash, a user's own folder) are left out: see foreign()."""
+        return [name for name in self.backend.children() if self._is_entry(name)]
+
+    def foreign(self) -> list[str]:
+        """Folders in the store that featcache did not write (a user's notes): never listed as
+        entries, never removed."""
+        return [name for name in self.backend.children()
+                if not name.startswith(".") and not self._is_entry(name)]
+
+    def _is_entry(self, name: str) -> bool:
+        """A folder is an entry when its zarr.json carries featcache's metadata; one whose
+        zarr.json is gone or unreadable (a damaged entry) when its name has the form only
+        entry_key gives (`dataset.teacher.hash`)."""
+        if not is_key(name):
+            return False
+        raw = self.backend.get(f"{name}/zarr.json")
+        if raw is not None:
+            try:
+                attributes = json.loads(raw).get("attributes") or {}
+                if isinstance(attributes, dict) and "featcache" in attributes:
+                    return True
+            except (ValueError, AttributeError):
+                pass  # damaged: judged by its name
+        return bool(ENTRY_NAME.match(name))
 
     def scan(self) -> tuple[dict[str, EntryReader], dict[str, str]]:
         """Open every entry: (key -> reader) of readable ones, (key -> why) of damaged ones.
@@ -106,7 +129,13 @@ class FeatureStore:
         return self._present(check_key(key))
 
     def _present(self, key: str) -> bool:
-        return key in self.keys()
+        return key in self.backend.children() and self._is_entry(key)
+
+    def _not_an_entry(self, key: str) -> StoreError:
+        if key in self.foreign():
+            return StoreError(f"{key} in store {self.url} is not a featcache entry (featcache did not "
+                              "write it), so featcache leaves it alone; `featcache ls` lists entries")
+        return StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
 
     def _group(self, key: str) -> zarr.Group:
         """The entry's zarr group; a missing or unparsable zarr.json is a CorruptEntryError."""
@@ -139,7 +168,7 @@ class FeatureStore:
     def open(self, key: str, allow_incomplete: bool = False) -> EntryReader:
         check_key(key)
         if not self._present(key):
-            raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
+            raise self._not_an_entry(key)
         reader = EntryReader(self._group(key), key, self.backend)
         if not allow_incomplete and not reader.complete:
             raise IncompleteEntryError(self.incomplete_hint(reader))
@@ -151,7 +180,7 @@ class FeatureStore:
         committed and no live claim is what a failed extraction leaves: the same command would
         fail the same way until its cause is fixed."""
         done = f"{reader.committed_fraction:.0%} of shards committed"
-        live = any(not c.expired for c in Claims(self.backend, reader.key).all())
+        live = bool(Claims(self.backend, reader.key).live())
         if reader.committed.any() or live:
             return f"entry {reader.key} is incomplete ({done}); re-run the same `featcache extract` to " \
                    "finish it"
@@ -170,12 +199,13 @@ class FeatureStore:
         self.backend.check_writable(f"remove entry {key}")
         check_key(key)
         if not self._present(key):
-            raise StoreError(f"store {self.url} has no entry {key}; `featcache ls` lists entries")
+            raise self._not_an_entry(key)
         if not force:
-            live = [c for c in Claims(self.backend, key).all() if not c.expired]
+            live = Claims(self.backend, key).live()
             if live:
-                raise StoreError(f"entry {key} is being written (shard {live[0].shard} claimed by "
-                                 f"{live[0].owner}); wait for that extract to finish, or pass force",
+                what = f"shard {live[0].shard} claimed" if live[0].shard >= 0 else "held open"
+                raise StoreError(f"entry {key} is being written ({what} by {live[0].owner}); wait for "
+                                 "that extract to finish, or pass force (the extract then fails)",
                                  fields=("force",))
         hidden = f"{TRASH}/{key}.{uuid.uuid4().hex[:8]}"
         if self.backend.rename_out_of_sight(key, hidden):

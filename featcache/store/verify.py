@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,10 +108,17 @@ def _check_metadata(reader: EntryReader, report: VerifyReport) -> None:
                 report.stats_bad = True
     for level in reader.levels:  # per-shard precision sums: every chunk's crc32c
         try:
-            np.asarray(reader.array(f"report/{level}")[:])
+            rows = np.asarray(reader.array(f"report/{level}")[:])
         except Exception as exc:
             report.problems.append(f"array report/{level} is corrupt ({type(exc).__name__}: {exc})")
             report.bad_shards |= _bad_rows(reader.array(f"report/{level}"), reader.committed)
+            continue
+        # a deleted chunk reads as the fill value, NaN: lost data in a committed shard
+        lost = [int(k) for k in np.flatnonzero(reader.committed) if np.isnan(rows[k]).any()]
+        if lost:
+            report.problems.append(f"array report/{level}: committed shard(s) {lost[:5]} have no "
+                                   "precision report (chunk missing)")
+            report.bad_shards |= set(lost)
 
 
 def _bad_rows(array, committed: np.ndarray) -> set[int]:
@@ -139,10 +147,20 @@ def _check_sample(reader: EntryReader, index: int, report: VerifyReport) -> None
 
 
 def _check_objects(reader: EntryReader, backend, report: VerifyReport) -> set[int]:
-    """Committed shards whose level data objects are missing (zarr would read them as zeros)."""
+    """Committed shards whose level data objects are missing (zarr would read them as zeros) or,
+    on a local folder, are links that leave the store (their bytes may change under it)."""
     lost: set[int] = set()
     if backend is None:
         return lost
+    for name in _links_out(reader, backend):
+        report.problems.append(f"{name.removeprefix(reader.key + '/')} is a link to outside the store")
+        array, _, chunk = name.removeprefix(reader.key + "/").partition("/c/")
+        if array.startswith("stats/"):
+            report.stats_bad = True  # recomputed by the repair
+        elif chunk.split("/")[0].isdigit():  # chunked by shard: the shard is extracted again
+            lost.add(int(chunk.split("/")[0]))
+        else:
+            report.unfixable.append(report.problems[-1])
     for lv in reader.levels:
         present = set(backend.list(f"{reader.key}/levels/{lv}/c"))
         for shard in np.flatnonzero(reader.committed):
@@ -151,6 +169,21 @@ def _check_objects(reader: EntryReader, backend, report: VerifyReport) -> set[in
                 report.problems.append(f"level {lv}: committed shard {shard} has no data object")
                 lost.add(int(shard))
     return lost
+
+
+def _links_out(reader: EntryReader, backend) -> list[str]:
+    """Objects of the entry that are symbolic links resolving outside the store's folder."""
+    root = getattr(backend, "root", None)
+    if root is None:  # object stores have no links
+        return []
+    store = os.path.realpath(root)
+    out = []
+    for dirpath, dirnames, files in os.walk(os.path.join(root, reader.key)):
+        for name in files + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) and os.path.commonpath([store, os.path.realpath(path)]) != store:
+                out.append(os.path.relpath(path, root).replace(os.sep, "/"))
+    return sorted(out)
 
 
 def verify_entry(reader: EntryReader, backend=None) -> VerifyReport:

@@ -147,8 +147,28 @@ class EntryWriter:
         return cls(group, layout, backend, **options)
 
     # -- shards and claims -------------------------------------------------------------------
+    def hold(self) -> None:
+        """Lease the whole entry while this writer has it open (claims.py): `featcache rm` then
+        refuses it, and an `rm --force` makes this writer fail by name instead of writing on."""
+        self.claims.hold_entry()
+
+    def let_go(self) -> None:
+        self.claims.release_entry()
+
+    def check_present(self) -> None:
+        """A StoreError when the entry was removed under this (lease-holding) writer."""
+        if self.claims.lease_lost():
+            raise self._removed("its writer lease is gone")
+
+    def _removed(self, what: str) -> StoreError:
+        return StoreError(f"entry {self.key} was removed while this extract was writing it ({what}; "
+                          "`featcache rm --force`?); nothing more was written: re-run the extract to "
+                          "write it again")
+
     def committed(self) -> np.ndarray:
-        return np.asarray(self.group["committed"][:]).astype(bool)
+        self.check_present()
+        with self._vanished():
+            return np.asarray(self.group["committed"][:]).astype(bool)
 
     def missing_shards(self) -> list[int]:
         return [int(k) for k in np.flatnonzero(~self.committed())]
@@ -191,6 +211,7 @@ class EntryWriter:
         Releases this writer's claim on the shard, if it holds one.
         """
         self.backend.check_writable(f"write entry {self.key}")
+        self.check_present()
         start, stop = self.layout.shard_range(shard)
         ids = self.layout.sample_ids[start:stop]
         encoded = {lv.name: self._encode_level(shard, lv, features.get(lv.name), ids, consume)
@@ -211,6 +232,7 @@ class EntryWriter:
                 self._array(f"report/{name}")[shard] = enc.report
             if "checksums" in self.group:  # written last before the commit marker, like the data
                 self._array("checksums")[start:stop] = self._checksum_record(shard, ids, arrays, shards)
+            self.check_present()  # never a commit marker into an entry removed meanwhile
             self._array("committed")[shard] = 1  # after the data: this is the commit
         self.claims.release(shard)
         return ShardWritten(sum(enc.stored.nbytes for enc in encoded.values()),
@@ -242,8 +264,7 @@ class EntryWriter:
         try:
             yield
         except KeyError as exc:
-            raise StoreError(f"entry {self.key} was removed while this extract was writing it ({exc} is "
-                             "gone; `featcache rm --force`?); re-run the extract to write it again") from None
+            raise self._removed(f"{exc} is gone") from None
 
     def _checksum_record(self, shard: int, ids: tuple[str, ...], arrays: dict[str, np.ndarray],
                          shards: dict[str, EncodedShard | None]) -> np.ndarray:
@@ -308,7 +329,7 @@ class EntryWriter:
     def finalize(self, stats: dict[str, dict[str, np.ndarray]], extra_attrs: dict[str, Any]) -> None:
         """Store per-level statistics and mark the entry complete (all shards must be committed)."""
         self.backend.check_writable(f"finalize entry {self.key}")
-        missing = self.missing_shards()
+        missing = self.missing_shards()  # checks the lease too
         if missing:
             raise StoreError(f"entry {self.key}: cannot finalize, shards {missing[:5]} not committed")
         sums = {}
@@ -325,7 +346,8 @@ class EntryWriter:
         meta["precision_report"] = self.precision_report()
         meta["complete"] = True
         meta["completed_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        with disk_errors(self.backend.url):
+        self.check_present()
+        with disk_errors(self.backend.url), self._vanished():
             self.group.attrs["featcache"] = meta
 
     def _write_stat(self, path: str, arr: np.ndarray) -> None:

@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from featcache.cli import app
-from featcache.errors import StoreError
 from featcache.extract.runner import extract
 from featcache.extract.settings import ExtractSettings
 from featcache.store import FeatureStore, verify_entry
@@ -74,17 +73,20 @@ def test_repair_re_extracts_exactly_the_bad_shards_and_matches_a_fresh_entry(tmp
     assert again.status == "cached" and again.repaired is None and calls == []
 
 
-def test_damage_no_shard_fixes_names_rm(tmp_path):
-    """Edited sample ids are no shard's damage: the repair says what does, and writes nothing."""
+def test_edited_sample_ids_are_restored_from_the_recipe(tmp_path):
+    """Edited sample ids are no shard's damage: the entry key fixes them (issue 36), so the repair
+    writes them back, extracts nothing, and the entry is byte for byte what it was."""
+    _, fresh = _entry(tmp_path, "fresh")
     store, entry = _entry(tmp_path, "s")
     meta = json.loads((entry / "zarr.json").read_text())
     ids = meta["attributes"]["featcache"]["sample_ids"]
     meta["attributes"]["featcache"]["sample_ids"] = [ids[0]] * len(ids)
     (entry / "zarr.json").write_text(json.dumps(meta))
-    before = _files(entry)
-    with pytest.raises(StoreError, match="featcache rm"):
-        extract(BlobDataset(), TinyTeacher(), FeatureStore(store.url), SETTINGS, repair=True)
-    assert _files(entry) == before
+    teacher = TinyTeacher()
+    calls = count_forwards(teacher)
+    result = extract(BlobDataset(), teacher, FeatureStore(store.url), SETTINGS, repair=True)
+    assert result.status == "repaired" and result.repaired == [] and calls == []
+    assert _files(entry) == _files(fresh)
 
 
 def test_cli_repair_and_the_hints_that_name_it(tmp_path):
