@@ -61,6 +61,9 @@ def _duplicate_ids(name: str, samples: list[SampleInfo]) -> DatasetError | None:
     for s in samples:
         if s.id in seen:
             first, second = (x.meta.get("file", x.id) for x in (seen[s.id], s))
+            if first == second:  # one file listed twice (a CSV row repeated)
+                return DatasetError(f"{name}: {first!r} is listed twice (sample id {s.id!r}); remove "
+                                    "the repeated row")
             return DatasetError(f"{name}: {first!r} and {second!r} both become sample id {s.id!r}; "
                                 "rename one of them")
         seen[s.id] = s
@@ -145,6 +148,11 @@ class SegmentationDataset(ABC):
     def load(self, index: int) -> Sample:
         sample = self._load(index)
         sample.meta = {**self.samples[index].meta, **sample.meta}
+        if sample.image.dtype.kind == "f" and not np.isfinite(sample.image).all():
+            # a dataset error, named before a teacher or a student blames itself for NaN
+            source = sample.meta.get("file") or sample.meta.get("volume") or sample.id
+            raise DatasetError(f"{self.name}: sample {sample.id} ({source}) holds non-finite pixel "
+                               "values (NaN or inf); fix the file or leave it out (skip_bad)")
         return sample
 
     @abstractmethod
@@ -188,6 +196,10 @@ def to_float_image(array: np.ndarray, source: str) -> np.ndarray:
     if array.dtype == np.uint16:
         return array.astype(np.float32) / 65535.0
     out = array.astype(np.float32)
+    bad = out.size - int(np.count_nonzero(np.isfinite(out)))
+    if bad:  # min/max would be NaN and the image silently all zeros
+        raise DatasetError(f"{source}: holds {bad} non-finite pixel value(s) (NaN or inf); replace them "
+                           "or leave the file out")
     lo, hi = float(out.min()), float(out.max())
     return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
 

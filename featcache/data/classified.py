@@ -70,6 +70,10 @@ class ClassificationDataset(SegmentationDataset):
             detail = f"; {len(skipped)} file(s) skipped, first: {skipped[0]['path']}: " \
                      f"{skipped[0]['reason']}" if skipped else ""
             raise DatasetError(f"{cls.name}: no usable samples found{detail}")
+        present = sorted({e[0].meta["class"] for e in entries})
+        if len(present) < 2:  # nothing to tell apart: a run would score 1.0 and serve nothing
+            raise DatasetError(f"{cls.name}: every usable image is of class {present[0]!r}; a classifier "
+                               "needs images of at least two classes (one folder or label per class)")
         dataset = cls([e[0] for e in entries], [e[1] for e in entries], fingerprint_options(opts),
                       classes)
         dataset.skipped = skipped

@@ -19,7 +19,7 @@ from featcache.data.digest import cached_fact, file_key
 from featcache.data.files import FileProblem
 
 T = TypeVar("T")
-_VERSION = "v1"  # bump when a validation rule changes, so cached verdicts are recomputed
+_VERSION = "v2"  # bump when a validation rule changes, so cached verdicts are recomputed (v2: NaN)
 
 
 def raise_first(problems: Sequence[FileProblem]) -> None:
@@ -33,6 +33,17 @@ def raise_first(problems: Sequence[FileProblem]) -> None:
                                       "datasets check` to list them all, or use skip_bad to leave "
                                       "them out)", first.hint)
     raise first
+
+
+def skipped_reasons(skipped: Sequence[dict[str, str]], show: int = 3) -> str:
+    """'; N file(s) skipped: path: reason; ...' for an error that says nothing was left to use:
+    why each file went, not only how many."""
+    if not skipped:
+        return ""
+    named = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:show])
+    more = f"; and {len(skipped) - show} more (`featcache datasets check` lists them)" \
+        if len(skipped) > show else ""
+    return f"; {len(skipped)} file(s) skipped: {named}{more}"
 
 
 def screen(items: Sequence[T], files: Callable[[T], Sequence[Path]], validate: Callable[[T], None],

@@ -100,6 +100,15 @@ def check_labels(label: np.ndarray, path: Path, declared: set[int]) -> None:
                                 f"{sorted(declared)}")
 
 
+def check_finite(volume: np.ndarray, path: Path) -> None:
+    """NaN or inf voxels are the file's fault, said before any teacher or student sees them
+    (normalising would spread them over the whole volume)."""
+    bad = volume.size - int(np.count_nonzero(np.isfinite(volume)))
+    if bad:
+        raise FileProblem(path, f"holds {bad} non-finite voxel(s) (NaN or inf); replace them (e.g. "
+                                "with the background value) or leave the case out (skip_bad)")
+
+
 def slice_at(k: int, axis: int) -> tuple[int | slice, ...]:
     """Index of slice k along axis (0-2) of a 3D volume. Basic indexing gives a view: `take` copies
     through a path that is ~100x slower on the Fortran-ordered arrays nibabel returns."""

@@ -29,6 +29,7 @@ from featcache.distill.targets import Target, loss_grid
 from featcache.errors import ConfigError, CorruptEntryError, DatasetError, StoreError
 from featcache.manifest import Manifest, TeacherSpec
 from featcache.store import EntryReader, FeatureStore
+from featcache.store.reader import REPAIR
 from featcache.student import student_input
 
 
@@ -100,6 +101,12 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
                 f"(it has {', '.join(lacking[0].levels)}); fix teachers.{spec.label}.levels or re-extract "
                 f"with --levels {','.join(spec.levels)}")
     else:
+        from featcache.teachers.registry import TEACHERS  # names only: no teacher code is imported
+
+        if spec.name not in TEACHERS:
+            raise ConfigError(f"teacher {spec.name!r} is no teacher featcache knows (it knows "
+                              f"{', '.join(sorted(TEACHERS))}) and the store has no entry of it; fix "
+                              "teachers[].name (`featcache teachers list`, `featcache ls`)")
         hint = (f"run `featcache extract --teacher {spec.name} --dataset {dataset.name}` first"
                 f" with level(s) {', '.join(spec.levels)}")
     raise StoreError(f"store {store.url} has no complete entry for teacher {spec.label} on dataset "
@@ -114,9 +121,22 @@ def _check_samples(source: Source, indices: list[int], split: str) -> None:
         missing = [source.dataset.samples[i].id for i in indices
                    if source.dataset.samples[i].id not in known]
         if missing:
-            raise StoreError(f"entry {reader.key} (teacher {name}) lacks {len(missing)} {split} "
-                             f"sample(s) of dataset {source.dataset.name}, e.g. {missing[0]!r}; "
-                             "extract with --split all")
+            _lacking(source, name, reader, missing, split)
+
+
+def _lacking(source: Source, name: str, reader: EntryReader, missing: list[str], split: str) -> None:
+    """Why an entry of this dataset's fingerprint lacks samples: extracted for another split, or
+    (extracted for this one, or naming ids the dataset does not have) its sample_ids were edited."""
+    extracted = (reader.meta.get("dataset") or {}).get("split", "all")
+    foreign = sorted(set(reader.ids) - {s.id for s in source.dataset.samples})
+    if extracted in ("all", split) or foreign:
+        named = f" and names {foreign[0]!r}, which the dataset does not have" if foreign else ""
+        raise CorruptEntryError(f"entry {reader.key} (teacher {name}) was extracted with --split "
+                                f"{extracted}, yet its sample_ids lack {missing[0]!r}{named}: its "
+                                f"metadata was edited or damaged; {REPAIR}")
+    raise StoreError(f"entry {reader.key} (teacher {name}) lacks {len(missing)} {split} "
+                     f"sample(s) of dataset {source.dataset.name}, e.g. {missing[0]!r}; it was "
+                     f"extracted with --split {extracted}: extract with --split all")
 
 
 def _check_views(source: Source, indices: list[int]) -> None:

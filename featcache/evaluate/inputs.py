@@ -105,6 +105,10 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
         volume = volume[..., 0]
     if volume.ndim != 3:
         raise DatasetError(f"{path}: volume has shape {volume.shape}; predict takes one-channel 3D volumes")
+    bad = volume.size - int(np.count_nonzero(np.isfinite(volume)))
+    if bad:  # the percentiles would be NaN and every slice blank: no mask is better than an empty one
+        raise DatasetError(f"{path}: volume holds {bad} non-finite voxel(s) (NaN or inf); replace them "
+                           "(e.g. with the background value) and predict again")
     return volume, np.asarray(img.affine, dtype=np.float64)
 
 

@@ -92,19 +92,22 @@ def _read_part(csv_path: Path, folder: Path) -> tuple[list[Labelled], list[FileP
     """(labelled images, missing or ambiguous images, notes) of one part."""
     index = {stem: paths for stem, paths in image_index(folder).items()
              if not stem.endswith("_superpixels")}  # the release's superpixel maps are no images
-    items, problems, listed = [], [], set()
+    items, problems, listed = [], [], {}
     for line, row in csv_rows(csv_path, COLUMNS):
         where = f"{csv_path}:{line}"
         if not row["image_id"]:
             raise DatasetError(f"{where}: empty image_id")
-        listed.add(row["image_id"])
+        if row["image_id"] in listed:
+            raise DatasetError(f"{where}: image_id {row['image_id']!r} is listed twice (first on line "
+                               f"{listed[row['image_id']]}); remove the repeated row")
+        listed[row["image_id"]] = line
         image = find_image(index, row["image_id"], folder, f"{csv_path.name}:{line}")
         label = _label(row, where)
         if isinstance(image, FileProblem):
             problems.append(image)
         else:
             items.append(Labelled(image, label))
-    return items, problems, unlisted_note(index, listed, folder, csv_path.name)
+    return items, problems, unlisted_note(index, set(listed), folder, csv_path.name)
 
 
 def _locate(root: Path) -> Path:

@@ -40,8 +40,9 @@ from featcache.data.loaders.msd_config import (
     stored_labels,
 )
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
-from featcache.data.screen import raise_first, screen
+from featcache.data.screen import raise_first, screen, skipped_reasons
 from featcache.data.volumes import (
+    check_finite,
     check_labels,
     foreground_slices,
     intensity_range,
@@ -124,6 +125,7 @@ def load_volume(vol: Volume, config: MSDConfig) -> tuple[np.ndarray, np.ndarray]
         raise FileProblem(vol.label, f"label shape {label.shape} differs from image {vol.image.name} "
                                      f"shape {image.shape}")
     check_labels(label, vol.label, set(config.declared_labels))
+    check_finite(image, vol.image)
     return image, label
 
 
@@ -180,8 +182,7 @@ def slice_dataset(cls: type[MSDSlices], root: Path, config: MSDConfig,
         volumes, skipped = kept, skipped + bad
     samples = [s for v in volumes for s in volume_slices(v, split_of[v.id], config, opts["seed"])]
     if not samples:
-        raise DatasetError(f"{cls.name}: no slices to use in {root}"
-                           + (f"; {len(skipped)} file(s) skipped" if skipped else ""))
+        raise DatasetError(f"{cls.name}: no slices to use in {root}" + skipped_reasons(skipped))
     stored = fingerprint_options({**opts, "window": config.window,
                                   "labels": stored_labels(config.classes)})
     dataset = cls(samples, {v.id: v for v in volumes}, config, stored)

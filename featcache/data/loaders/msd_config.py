@@ -160,11 +160,26 @@ def read_config(root: Path, opts: dict[str, Any]) -> MSDConfig:
     """dataset.json + options -> MSDConfig; every bad option is one DatasetError line."""
     path = root / "dataset.json"
     data = read_dataset_json(path)
-    raw_mod = data.get("modality") or data.get("channel_names") or {"0": "unknown"}
-    modalities = tuple(str(raw_mod[k]) for k in sorted(raw_mod, key=lambda k: int(k)))
+    key = "modality" if data.get("modality") else "channel_names"
+    modalities = _modalities(data.get(key) or {"0": "unknown"}, path, key)
     declared = declared_labels(data, path)
     return slice_config("msd", str(data.get("name", root.name)), modalities, declared, opts,
                         resolve_classes(opts["labels"], declared))
+
+
+def _modalities(raw: Any, path: Path, key: str) -> tuple[str, ...]:
+    """The channel names in channel order: the Decathlon's {"0": "CT", "1": ...}, or a list
+    (["CT"]) or one name ("CT") as some converted datasets write them."""
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, (list, tuple)) and raw and all(isinstance(m, str) for m in raw):
+        return tuple(raw)
+    if isinstance(raw, dict) and raw:
+        keys = [k for k in raw if str(k).isdigit()]
+        if len(keys) == len(raw) and sorted(int(k) for k in keys) == list(range(len(keys))):
+            return tuple(str(raw[k]) for k in sorted(keys, key=int))
+    raise DatasetError(f"{path}: key {key!r} must map channel numbers 0, 1, ... to names, e.g. "
+                       f'{{"0": "CT"}} (or list them: ["CT"]), got {raw!r}')
 
 
 def slice_config(loader: str, task: str, modalities: tuple[str, ...], declared: dict[int, str],

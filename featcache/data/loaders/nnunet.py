@@ -36,7 +36,7 @@ from featcache.data.loaders.msd_config import (
 )
 from featcache.data.loaders.nnunet_config import NnunetJson, find_cases, read_nnunet_json
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
-from featcache.data.screen import raise_first, screen
+from featcache.data.screen import raise_first, screen, skipped_reasons
 from featcache.data.volumes import check_labels, label_map, read_header
 from featcache.errors import DatasetError
 
@@ -145,8 +145,7 @@ def _build_2d(root: Path, meta: NnunetJson, options: dict[str, Any]) -> NnunetIm
                             salt=f"nnunet:{channels}:{channel}")
         skipped += bad
     if not found:
-        raise DatasetError(f"nnunet: no usable cases in {root}" + (f"; {len(skipped)} file(s) skipped"
-                                                                   if skipped else ""))
+        raise DatasetError(f"nnunet: no usable cases in {root}" + skipped_reasons(skipped))
     ids = [safe_id(case) for case, _, _ in found]
     split_of = assign_splits(ids, opts["seed"], opts["fractions"])
     samples = [SampleInfo(i, split_of[i], i, {"case": case, "file": str(image.relative_to(root))})
