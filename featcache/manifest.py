@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -192,6 +192,10 @@ class DistillSpec(_Strict):
         unknown = set(v) - {"seg", "cls", "feat", "recon", "out"}
         if unknown:
             raise ValueError(f"unknown loss term(s) {sorted(unknown)}; use seg, cls, feat, recon, out")
+        negative = sorted(term for term, weight in v.items() if weight < 0)
+        if negative:  # a negative weight maximises its term: the loss falls without bound
+            raise ValueError(f"weight of {negative[0]} is {v[negative[0]]}; loss weights must be >= 0 "
+                             "(0 switches a term off)")
         return v
 
 
@@ -222,8 +226,8 @@ class TrainingSpec(_Strict):
     warmup_epochs: int = Field(1, ge=0)
     grad_clip: float = Field(1.0, ge=0)
     amp: bool = False
-    seed: int = 42
-    views: int | Literal["all"] = "all"
+    seed: int = Field(42, ge=0, lt=2**32)  # numpy's generators take seeds in [0, 2**32)
+    views: Annotated[int, Field(ge=1)] | Literal["all"] = "all"
     train_fraction: float = Field(1.0, gt=0, le=1)  # low-data regime: keep this share of train
     # DataLoader processes reading the store ahead of the student; "auto" = min(4, CPUs per rank - 1).
     # Items are deterministic (stored views are replayed), so this never changes the results.

@@ -31,9 +31,12 @@ def check_fits(manifest: Manifest, student: Student, sources: list[Source], devi
     """Raise one ConfigError naming student.image_size and training.batch_size, with what fits,
     when one step's activations cannot fit in the free memory of `device`; a FeatcacheWarning
     when batch_size is larger than the training set."""
+    warn_no_effect(manifest)
     tr, size = manifest.training, manifest.student.image_size
     items = training_item_count(manifest, sources)
-    batch = min(tr.batch_size, items)  # what a step holds: a larger batch_size is one batch of all
+    extra = unlabelled_per_batch(manifest)  # drawn with replacement: every one of them counts
+    labelled = min(tr.batch_size, items)  # what a step holds: a larger batch_size is one batch of all
+    batch = labelled + extra
     if tr.batch_size > items:  # legitimate for a few labels (a study's 10% arm), so not an error
         warnings.warn(f"training.batch_size {tr.batch_size} is larger than the training set ({items} "
                       f"items: images x views of the train splits): every epoch is one batch of {items}",
@@ -46,13 +49,34 @@ def check_fits(manifest: Manifest, student: Student, sources: list[Source], devi
     if need <= free:
         return
     largest = int(math.sqrt(free / (per_px * batch)) // stride * stride)
-    fits = int(free // (per_px * size**2))
+    fits = int(free // (per_px * size**2)) - extra
+    names = f"training.batch_size {labelled}" + (f" and distill.unlabelled_batch {extra}" if extra else "")
     raise ConfigError(
-        f"student.image_size {size} with training.batch_size {batch} needs at least "
+        f"student.image_size {size} with {names} needs at least "
         f"{need / GiB:.1f} GiB of activations per step, and {where} has {free / GiB:.1f} GiB free: "
-        + (f"at batch_size {batch} image_size up to {largest} fits" if largest >= stride
-           else f"no image_size fits at batch_size {batch}")
+        + (f"at {batch} images per batch image_size up to {largest} fits" if largest >= stride
+           else f"no image_size fits at {batch} images per batch")
         + (f"; at image_size {size} batch_size up to {fits} fits" if fits >= 1 else ""))
+
+
+def unlabelled_per_batch(manifest: Manifest) -> int:
+    """Unlabelled images each training batch gains (distill.unlabelled_batch), 0 where they are
+    off: without teachers, or with train_fraction 1.0 (no image is left out of the labelled set)."""
+    active = manifest.distill.enabled and manifest.teachers and manifest.training.train_fraction < 1.0
+    return manifest.distill.unlabelled_batch if active else 0
+
+
+def warn_no_effect(manifest: Manifest) -> None:
+    """A FeatcacheWarning for each setting that is valid but does nothing in this manifest."""
+    d, tr = manifest.distill, manifest.training
+    if d.unlabelled_batch and not unlabelled_per_batch(manifest):
+        why = ("training.train_fraction is 1.0, so no train image is left unlabelled"
+               if d.enabled and manifest.teachers else "it needs teachers (distill.enabled and teachers)")
+        warnings.warn(f"distill.unlabelled_batch {d.unlabelled_batch} has no effect: {why}",
+                      FeatcacheWarning, stacklevel=2)
+    if d.output_probes != "all" and not d.output:
+        warnings.warn(f"distill.output_probes {d.output_probes} has no effect: output distillation is "
+                      "off (distill.output: false)", FeatcacheWarning, stacklevel=2)
 
 
 def activation_bytes(student: Student, size: int) -> int:
