@@ -101,16 +101,22 @@ def resolve_entry(store: FeatureStore, spec: TeacherSpec, dataset: SegmentationD
                 f"(it has {', '.join(lacking[0].levels)}); fix teachers.{spec.label}.levels or re-extract "
                 f"with --levels {','.join(spec.levels)}")
     else:
-        from featcache.teachers.registry import TEACHERS  # names only: no teacher code is imported
-
-        if spec.name not in TEACHERS:
-            raise ConfigError(f"teacher {spec.name!r} is no teacher featcache knows (it knows "
-                              f"{', '.join(sorted(TEACHERS))}) and the store has no entry of it; fix "
-                              "teachers[].name (`featcache teachers list`, `featcache ls`)")
-        hint = (f"run `featcache extract --teacher {spec.name} --dataset {dataset.name}` first"
-                f" with level(s) {', '.join(spec.levels)}")
+        hint = _extract_first(spec, dataset)
     raise StoreError(f"store {store.url} has no complete entry for teacher {spec.label} on dataset "
                      f"{dataset.name}: {hint}")
+
+
+def _extract_first(spec: TeacherSpec, dataset: SegmentationDataset) -> str:
+    """The hint for a teacher the store has no entry of: the extract to run, when featcache knows
+    the teacher; an unknown name is a typo in the manifest, not something to extract."""
+    from featcache.teachers.registry import TEACHERS  # names only: no teacher code is imported
+
+    if spec.name not in TEACHERS:
+        raise ConfigError(f"teacher {spec.name!r} is no teacher featcache knows (it knows "
+                          f"{', '.join(sorted(TEACHERS))}) and the store has no entry of it; fix "
+                          "teachers[].name (`featcache teachers list`, `featcache ls`)")
+    return (f"run `featcache extract --teacher {spec.name} --dataset {dataset.name}` first"
+            f" with level(s) {', '.join(spec.levels)}")
 
 
 def _check_samples(source: Source, indices: list[int], split: str) -> None:

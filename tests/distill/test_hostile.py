@@ -75,6 +75,11 @@ def test_what_fits_is_computed_from_the_free_memory(monkeypatch):
             image_size = 96
             in_channels = 3
 
+        class distill:
+            enabled, unlabelled_batch, output, output_probes = False, 0, False, "all"
+
+        teachers: list = []
+
     monkeypatch.setattr(memory, "free_bytes", lambda device: (need, "RAM"))
     monkeypatch.setattr(memory, "training_item_count", lambda manifest, sources: 100)
     fits = r"image_size up to 64 fits; at image_size 96 batch_size up to 1 fits"
