@@ -71,7 +71,8 @@ def ls(store: StoreOpt = None,
     for col in ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
                 "on disk", "created", "verified"):
         table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left",
-                         no_wrap=col in ("key", "teacher", "complete", "verified"))  # keys are copied into commands
+                         # keys are copied into commands
+                         no_wrap=col in ("key", "teacher", "complete", "verified"))
     readers, damaged = fs.scan()
     failed = bool(damaged) and verify_
     for key, reader in readers.items():

@@ -68,7 +68,7 @@ def unlabelled_per_batch(manifest: Manifest) -> int:
 
 def warn_no_effect(manifest: Manifest) -> None:
     """A FeatcacheWarning for each setting that is valid but does nothing in this manifest."""
-    d, tr = manifest.distill, manifest.training
+    d = manifest.distill
     if d.unlabelled_batch and not unlabelled_per_batch(manifest):
         why = ("training.train_fraction is 1.0, so no train image is left unlabelled"
                if d.enabled and manifest.teachers else "it needs teachers (distill.enabled and teachers)")

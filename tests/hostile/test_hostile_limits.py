@@ -15,7 +15,7 @@ from featcache.store import FeatureStore
 from featcache.store.claims import Claims
 from tests.conftest import BlobDataset, TinyTeacher
 from tests.hostile.conftest import PYTHON, REPO, child_env, cli
-from tests.store.storehelpers import KEY, fill
+from tests.store.storehelpers import fill
 
 
 def test_hostile_ls_says_an_entry_was_never_verified(tmp_path):
@@ -49,7 +49,8 @@ def test_hostile_sigterm_during_extract_releases_its_claims(tmp_path):
     args = ["extract", "--teacher", "tiny", "--dataset", "blobs", "--store", str(store), "--device", "cpu",
             "--batch-size", "1", "--shard-size", "2", "--loader-workers", "0"]
     proc = subprocess.Popen([PYTHON, str(REPO / "tests/hostile/slow_extract.py"), "0.3", *args],
-                            env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         deadline = time.monotonic() + 90
         key = None

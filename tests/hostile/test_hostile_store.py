@@ -113,8 +113,8 @@ def test_hostile_edited_sample_ids_are_named_truly_and_repaired(tmp_path, edit):
 
 def test_hostile_distill_names_an_edited_id_as_damage_not_a_split(tmp_path):
     """Item 15: an id edited to "bogus" in an entry extracted with --split all is damage."""
-    from featcache.errors import CorruptEntryError
     from featcache.distill.data import Source, _check_samples
+    from featcache.errors import CorruptEntryError
 
     store, entry = _entry(tmp_path)
     _edit_meta(entry, lambda m: m["sample_ids"].__setitem__(6, "bogus"))
