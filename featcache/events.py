@@ -61,6 +61,14 @@ class TrainingStep(Event):
     loss: float
 
 
+def epoch_number(index: int) -> int:
+    """The epoch as people count it: the first is epoch 1. Everything a person reads counts so
+    (the console, metrics.csv, gates.csv, eval's summary.json, report.md, TensorBoard, a study's
+    results.csv); indices in the code and in checkpoints count from 0."""
+    return index + 1
+
+
+
 @dataclass(frozen=True)
 class EpochDone(Event):
     epoch: int  # 0-based

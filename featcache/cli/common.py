@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.progress import (
@@ -46,10 +48,91 @@ def sigterm_as_interrupt():
 
 @contextmanager
 def progress_bar():
+    """Live bars on a terminal; elsewhere (a log file under nohup, a scheduler, a pipe) one line per
+    tenth of the work, per minute at most apart, and per epoch (LineProgress)."""
+    if not console.is_terminal:
+        with LineProgress(console) as progress:
+            yield progress
+        return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TaskProgressColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as progress:
         yield progress
+
+
+@dataclass
+class _Line:
+    description: str
+    total: float | None
+    completed: float = 0
+    info: str = ""
+    started: float = field(default_factory=lambda: time.monotonic())
+    said_at: float = field(default_factory=lambda: time.monotonic())
+    said_tenth: int = 0
+    said_done: bool = False
+
+
+class LineProgress:
+    """rich.progress.Progress's add_task/update/advance/remove_task as plain log lines, for output
+    that is not a terminal, where live bars print nothing until they end. A task says a line when
+    it passes a tenth of its total, when `every_s` seconds have passed since its last line, when
+    an update passes `milestone=True` (an epoch's end) and when it completes."""
+
+    def __init__(self, out: Any, every_s: float = 60.0) -> None:
+        self.out, self.every_s = out, every_s
+        self.tasks: dict[int, _Line] = {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for task in self.tasks.values():
+            if not task.said_done and task.completed:
+                self._say(task)
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0,
+                 info: str = "", **fields: Any) -> int:
+        self.tasks[len(self.tasks)] = _Line(description, total, completed, info)
+        return len(self.tasks) - 1
+
+    def remove_task(self, task_id: int) -> None:
+        task = self.tasks.pop(task_id)
+        if not task.said_done and task.completed:
+            self._say(task)
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+    def update(self, task_id: int, *, total: float | None = None, completed: float | None = None,
+               advance: float | None = None, description: str | None = None, info: str | None = None,
+               milestone: bool = False, **fields: Any) -> None:
+        task = self.tasks[task_id]
+        task.total = task.total if total is None else total
+        task.completed = completed if completed is not None else task.completed + (advance or 0)
+        task.description = description or task.description
+        task.info = task.info if info is None else info
+        tenth = int(10 * task.completed / task.total) if task.total else 0
+        done = bool(task.total) and task.completed >= task.total
+        late = time.monotonic() - task.said_at >= self.every_s
+        if milestone or late or tenth > task.said_tenth or (done and not task.said_done):
+            task.said_tenth, task.said_done = max(tenth, task.said_tenth), done
+            self._say(task)
+
+    def _say(self, task: _Line) -> None:
+        task.said_at = time.monotonic()
+        elapsed = task.said_at - task.started
+        count = f"{task.completed:g}/{task.total:g} ({100 * task.completed / task.total:.0f}%)" \
+            if task.total else f"{task.completed:g}"
+        eta = ""
+        if task.total and 0 < task.completed < task.total:
+            eta = f", about {_clock(elapsed * (task.total - task.completed) / task.completed)} left"
+        self.out.print(f"{task.description}: {count} {task.info}".rstrip()
+                       + f" [{_clock(elapsed)} elapsed{eta}]", highlight=False, markup=False)
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]],

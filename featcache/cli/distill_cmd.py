@@ -13,6 +13,7 @@ import typer
 from featcache.cli.app import app, console
 from featcache.cli.common import progress_bar, table
 from featcache.cli.events import TrainingDisplay
+from featcache.events import epoch_number
 
 
 @app.command(epilog="Example: featcache distill --manifest manifests/demo.yaml --set training.epochs=5")
@@ -50,7 +51,8 @@ def distill(
                             ["dataset/stage", "teacher", "weight"], rows))
     console.print(table("distillation", ["run dir", "epochs", "best val Dice", "best epoch",
                                          "student params", "seconds", "steps/s", "loss weights"],
-                        [(result.run_dir, result.epochs, f"{result.best_val_dice:.4f}", result.best_epoch + 1,
+                        [(result.run_dir, result.epochs, f"{result.best_val_dice:.4f}",
+                          epoch_number(result.best_epoch),
                           f"{result.student_params / 1e6:.2f}M", f"{result.seconds:.0f}",
                           f"{result.steps_per_s:.2f}",
                           " ".join(f"{k}={v:.2f}" for k, v in result.loss_weights.items()))]))

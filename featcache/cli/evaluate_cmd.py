@@ -12,6 +12,7 @@ from rich.table import Table
 from featcache.cli.app import app, console
 from featcache.cli.common import classification_table, failures_table, progress_bar, summary_table
 from featcache.errors import DatasetError
+from featcache.events import epoch_number
 
 if TYPE_CHECKING:
     from featcache.evaluate.predict import PredictSummary
@@ -45,7 +46,7 @@ def eval_(
         task = bar.add_task(f"evaluating {split}", total=None, info="")
         result = evaluate_run(run, split, checkpoint, dataset, empty, threshold,
                               progress=lambda d, t: bar.update(task, completed=d, total=t))
-    epoch = result.checkpoint.epoch + 1
+    epoch = epoch_number(result.checkpoint.epoch)
     title = f"{run} · {checkpoint} checkpoint (epoch {epoch})"
     if result.summary["groups"]:
         console.print(summary_table(result.summary, title=title))

@@ -16,6 +16,7 @@ from featcache.events import (
     PretrainStep,
     TrainingStarted,
     TrainingStep,
+    epoch_number,
 )
 
 
@@ -59,8 +60,9 @@ class TrainingDisplay(Display):
                                                 completed=e.start_epoch * e.steps_per_epoch, info="")
 
     def step(self, e: TrainingStep) -> None:
-        self.bar.update(self.tasks["train"], advance=1, info=f"epoch {e.epoch + 1} loss {e.loss:.3f}")
+        self.bar.update(self.tasks["train"], advance=1,
+                        info=f"epoch {epoch_number(e.epoch)} loss {e.loss:.3f}")
 
     def epoch_done(self, e: EpochDone) -> None:
-        self.bar.update(self.tasks["train"], info=f"epoch {e.epoch + 1} val Dice {e.val_score:.3f} "
-                                                  f"(best {e.best:.3f})")
+        self.bar.update(self.tasks["train"], milestone=True,  # a log line per epoch off a terminal
+                        info=f"epoch {epoch_number(e.epoch)} val Dice {e.val_score:.3f} (best {e.best:.3f})")

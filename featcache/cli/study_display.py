@@ -17,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from featcache.cli.common import LineProgress
 from featcache.cli.events import Display
 from featcache.events import (
     EpochDone,
@@ -36,6 +37,7 @@ from featcache.events import (
     StatisticsRead,
     TrainingStarted,
     TrainingStep,
+    epoch_number,
 )
 
 
@@ -52,9 +54,11 @@ class StudyDisplay(Display):
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=console)
+        # Off a terminal (a log file, a scheduler) live bars print nothing until they end: lines.
+        self.progress: Progress | LineProgress = LineProgress(console) if not console.is_terminal else \
+            Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                     console=console)
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> StudyDisplay:
@@ -109,10 +113,12 @@ class StudyDisplay(Display):
         self.progress.update(self.tasks["train"], completed=e.start_epoch * e.steps_per_epoch)
 
     def training_step(self, e: TrainingStep) -> None:
-        self.progress.update(self.tasks["train"], advance=1, info=f"epoch {e.epoch + 1} loss {e.loss:.3f}")
+        self.progress.update(self.tasks["train"], advance=1,
+                             info=f"epoch {epoch_number(e.epoch)} loss {e.loss:.3f}")
 
     def epoch_done(self, e: EpochDone) -> None:
-        self.progress.update(self.tasks["train"], info=f"epoch {e.epoch + 1} val score {e.val_score:.3f}")
+        self.progress.update(self.tasks["train"], milestone=True,
+                             info=f"epoch {epoch_number(e.epoch)} val score {e.val_score:.3f}")
 
     def evaluation_started(self, e: EvaluationStarted) -> None:
         self._task("eval", "  evaluating", None)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from featcache.errors import ConfigError
+from featcache.events import epoch_number
 
 OVERLAYS = 4  # validation images drawn per epoch: enough to see progress, small event files
 MISSING = 'training.log: tensorboard needs the tensorboard package: pip install "featcache[tensorboard]"'
@@ -54,24 +55,25 @@ class TensorBoardLog:
         from it on, as the CSV rows are truncated on resume."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=first_epoch)
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=epoch_number(first_epoch))
 
     def log_epoch(self, epoch: int, row: dict[str, Any], val_dice: float,
                   gates: dict[str, dict[str, float]]) -> None:
         """row: the epoch's metrics.csv train row (loss terms, lr, seconds, w_<term> loss weights)."""
         if self.writer is None:
             self._open(epoch)
+        step = epoch_number(epoch)  # TensorBoard's x axis counts epochs as metrics.csv does
         for key, value in row.items():
             if key in ("epoch", "split", "seconds"):
                 continue
             tag = f"loss_weight/{key[2:]}" if key.startswith("w_") else "lr" if key == "lr" else f"loss/{key}"
-            self.writer.add_scalar(tag, float(value), epoch)
+            self.writer.add_scalar(tag, float(value), step)
         for where, weights in gates.items():
             for teacher, weight in weights.items():
-                self.writer.add_scalar(f"gate/{where}/{teacher}", weight, epoch)
-        self.writer.add_scalar("val/dice", val_dice, epoch)
+                self.writer.add_scalar(f"gate/{where}/{teacher}", weight, step)
+        self.writer.add_scalar("val/dice", val_dice, step)
         for i, picture in enumerate(self._overlays()):
-            self.writer.add_image(f"val/overlay/{i}", picture, epoch, dataformats="HWC")
+            self.writer.add_image(f"val/overlay/{i}", picture, step, dataformats="HWC")
         self.writer.flush()  # readable while training runs, not only at the end
 
     def _overlays(self) -> list[np.ndarray]:

@@ -24,6 +24,7 @@ from featcache.evaluate.metrics import METRICS
 from featcache.evaluate.outputs import read_eval_summary, read_per_image
 from featcache.evaluate.plots import plot_confusion, plot_gates, plot_metrics
 from featcache.evaluate.tables import fmt, mean_std
+from featcache.events import epoch_number
 from featcache.runs import Checkpoint, Run
 from featcache.student import count_params
 
@@ -154,7 +155,7 @@ def _student_section(run: Run, which: str) -> tuple[list[str], Checkpoint]:
     student, checkpoint = run.load_student(which)
     config = student.config.model_dump(mode="json")
     size = checkpoint.image_size
-    lines = [f"checkpoint: `{which}` (epoch {checkpoint.epoch}, best val Dice "
+    lines = [f"checkpoint: `{which}` (epoch {epoch_number(checkpoint.epoch)}, best val Dice "
              f"{fmt(checkpoint.best_val_dice)})",
              f"parameters: {count_params(student):,}", f"input: {config['in_channels']} × {size} × {size}"]
     lines += [f"{k}: `{v}`" for k, v in config.items() if k not in ("in_channels", "image_size")]

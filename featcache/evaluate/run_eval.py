@@ -17,8 +17,9 @@ from featcache.data.registry import build_dataset
 from featcache.errors import ConfigError
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.class_scores import ClassificationScores
-from featcache.evaluate.outputs import summary_dict, write_eval_outputs
+from featcache.evaluate.outputs import summary_dict, write_metric_files
 from featcache.evaluate.predict import Predictor
+from featcache.events import epoch_number
 from featcache.manifest import DatasetSpec
 from featcache.runs import Checkpoint, Run
 
@@ -62,7 +63,7 @@ def _score_segmentation(predictor: Predictor, spec: DatasetSpec, data: Segmentat
         sample = data.load(i)
         spacing = sample.meta.get("spacing")
         spacing = tuple(spacing[:2]) if spacing else None
-        target = None if overlay_run is None else Run(overlay_run).eval_overlay(spec.name, sample.id)
+        target = None if overlay_run is None else Run(overlay_run).eval_overlay(spec.name, sample.id, split)
         if classes is None:
             pred = predictor.masks([sample.image], sample.id)[0]
             acc.add(sample.id, spec.name, split, pred, sample.mask.astype(bool), spacing=spacing)
@@ -115,8 +116,10 @@ def score_dataset(predictor: Predictor, spec: DatasetSpec, split: str, acc: Metr
 def evaluate_run(run_dir: Path, split: str = "test", which: str = "best", dataset: str | None = None,
                  empty: str = "empty_as_one", threshold: float = 0.5, overlays: bool = True,
                  progress=None) -> EvalResult:
-    """Score every image of `split` for the run's datasets (or one); writes RUN/eval/*."""
+    """Score every image of `split` for the run's datasets (or one); writes RUN/eval/* for the test
+    split, RUN/eval-SPLIT/* for another (Run.eval_of)."""
     run = Run(run_dir)
+    folder = run.eval_of(split)
     student, checkpoint = run.load_student(which)
     predictor = Predictor(student, checkpoint.image_size, threshold)
     datasets = checkpoint.manifest.datasets
@@ -127,8 +130,9 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str = "best", datase
     acc, scores = MetricAccumulator(empty=empty), ClassificationScores()
     for spec in specs:
         score_dataset(predictor, spec, split, acc, run.path if overlays else None, progress, scores)
-    info = {"checkpoint": which, "epoch": checkpoint.epoch, "threshold": threshold}
-    csv_path, json_path = write_eval_outputs(run.path, acc, info, scores)
+    info = {"checkpoint": which, "epoch": epoch_number(checkpoint.epoch), "split": split,
+            "threshold": threshold}
+    csv_path, json_path = write_metric_files(folder.path, acc, info, scores)
     return EvalResult(acc, summary_dict(acc, info, scores), checkpoint, csv_path, json_path,
-                      run.eval.overlays_dir if overlays else None, scores,
-                      run.eval.per_image_classes_csv if len(scores) else None)
+                      folder.overlays_dir if overlays else None, scores,
+                      folder.per_image_classes_csv if len(scores) else None)

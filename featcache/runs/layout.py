@@ -9,8 +9,9 @@ module that spells their names.
   RUN/probes.csv                  each probe's validation score, and which ones teach
   RUN/metrics.csv, RUN/gates.csv  per-epoch training curves (the report and a resume read them)
   RUN/tensorboard/                optional per-epoch TensorBoard events
-  RUN/eval/                       `featcache eval`: per_image.csv, summary.json, overlays/DATASET/ID.png,
-                                  per_image_classes.csv (classification datasets)
+  RUN/eval/                       `featcache eval` of the test split: per_image.csv, summary.json,
+                                  overlays/DATASET/ID.png, per_image_classes.csv (classification)
+  RUN/eval-SPLIT/                 `featcache eval --split SPLIT` of any other split (val, train, all)
   RUN/eval-orientation/           a study's scores on other orientations (the same files)
   RUN/report/                     `featcache report`: report.md, report.html and their pictures
   RUN/export/                     `featcache export`: the exported students (and their recipes)
@@ -19,10 +20,11 @@ module that spells their names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from featcache.errors import CheckpointError
+from featcache.errors import CheckpointError, ConfigError
 
 WHICH = ("best", "last")
 
@@ -83,8 +85,16 @@ class RunLayout:
 
     @property
     def eval(self) -> ScoredFolder:
-        """What `featcache eval` writes."""
-        return ScoredFolder(self.path / "eval")
+        """What `featcache eval` writes for the test split (what the report reads by default)."""
+        return self.eval_of("test")
+
+    def eval_of(self, split: str) -> ScoredFolder:
+        """What `featcache eval --split SPLIT` writes: RUN/eval for the test split, RUN/eval-SPLIT
+        for any other, so scoring the validation split never replaces the test scores."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", split):
+            raise ConfigError(f"split {split!r} is not a split name (letters, digits, _ and -)",
+                              fields=("split",))
+        return ScoredFolder(self.path / ("eval" if split == "test" else f"eval-{split}"))
 
     @property
     def orientation_eval(self) -> ScoredFolder:
@@ -131,9 +141,9 @@ class RunLayout:
             raise CheckpointError(f"unknown checkpoint {which!r}; use best or last")
         return self.path / "checkpoints" / f"{which}.pt"
 
-    def eval_overlay(self, dataset: str, sample_id: str) -> Path:
-        """Where eval writes (and the report looks for) the overlay of one sample."""
-        return self.eval.overlays_dir / dataset / f"{sample_id}.png"
+    def eval_overlay(self, dataset: str, sample_id: str, split: str = "test") -> Path:
+        """Where eval writes (and the report looks for) one sample's overlay, per split."""
+        return self.eval_of(split).overlays_dir / dataset / f"{sample_id}.png"
 
     def training_files(self) -> list[Path]:
         """The files whose presence means the directory holds a run (started or finished)."""

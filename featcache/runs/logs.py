@@ -7,6 +7,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from featcache.events import epoch_number
+
 
 def append_csv(path: Path, rows: list[dict[str, Any]], new: bool) -> None:
     """Append rows (the header is the union of their keys, in order); new: rewrite the file."""
@@ -22,12 +24,14 @@ def append_csv(path: Path, rows: list[dict[str, Any]], new: bool) -> None:
 
 
 def truncate_csv(path: Path, start_epoch: int) -> None:
-    """Keep only the rows of epochs before start_epoch."""
+    """Keep only the rows of epochs before the 0-based index start_epoch (the files number epochs
+    from 1: featcache.events.epoch_number)."""
     if not path.exists():
         return
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or [], [r for r in reader if int(r["epoch"]) < start_epoch]
+        fields, rows = reader.fieldnames or [], [r for r in reader
+                                                 if int(r["epoch"]) < epoch_number(start_epoch)]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featcache.errors import CheckpointError, ConfigError
+from featcache.events import epoch_number
 from featcache.runs.checkpoint import Checkpoint, Pretrained, load_payload, save_payload
 from featcache.runs.layout import RunLayout
 from featcache.runs.logs import append_csv, truncate_csv
@@ -44,9 +45,12 @@ class Run(RunLayout):
     def log_epoch(self, epoch: int, train_row: dict[str, Any], val_row: dict[str, Any],
                   gates: dict[str, dict[str, float]], fresh: bool) -> None:
         """One epoch's rows of metrics.csv (train, val) and gates.csv ("dataset/stage" -> teacher
-        -> weight). fresh: the run started at epoch 0, so epoch 0 rewrites the files."""
-        append_csv(self.metrics_csv, [train_row, val_row], fresh and epoch == 0)
-        append_csv(self.gates_csv, [{"epoch": epoch, "dataset": k.split("/")[0], "stage": k.split("/")[1],
+        -> weight), `epoch` the 0-based index, written as its epoch_number. fresh: the run started
+        at the first epoch, so that epoch rewrites the files."""
+        number = epoch_number(epoch)
+        rows = [{**row, "epoch": number} for row in (train_row, val_row)]
+        append_csv(self.metrics_csv, rows, fresh and epoch == 0)
+        append_csv(self.gates_csv, [{"epoch": number, "dataset": k.split("/")[0], "stage": k.split("/")[1],
                                      "teacher": t, "weight": w}
                                     for k, tw in gates.items() for t, w in tw.items()],
                    fresh and epoch == 0)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from featcache.errors import ConfigError
-from featcache.events import ProgressFn, RunDone, RunsPlanned, RunStarted, ignore
+from featcache.events import ProgressFn, RunDone, RunsPlanned, RunStarted, epoch_number, ignore
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, apply_overrides, manifest_from_dict, parse_overrides
 from featcache.runs import Run
@@ -258,7 +258,7 @@ def result_rows(plan: StudyPlan, cell: StudyCell, result: CellResult) -> list[di
                "pooled_dice": g.get("pooled_dice"), "hd95_mean": g.get("hd95_mean"),
                "hd95_unit": g.get("hd95_unit"), "params": result.params,
                "train_seconds": round(result.train_seconds, 1), "best_val_dice": result.best_val_dice,
-               "best_epoch": result.best_epoch + 1}
+               "best_epoch": epoch_number(result.best_epoch)}
         for label in plan.teachers:
             row[f"gate_{label}"] = result.teacher_gate(label)
         for term, weight in sorted(result.loss_weights.items()):

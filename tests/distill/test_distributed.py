@@ -53,6 +53,6 @@ def test_two_process_ddp_training(cached_store, tmp_path):
     checkpoint = Run(run_dir).load_checkpoint("last")
     assert checkpoint.epoch == 1 and checkpoint.world_size == 2
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    assert [(r["epoch"], r["split"]) for r in rows] == [("0", "train"), ("0", "val"), ("1", "train"),
-                                                       ("1", "val")]
+    assert [(r["epoch"], r["split"]) for r in rows] == [("1", "train"), ("1", "val"), ("2", "train"),
+                                                       ("2", "val")]
     assert not list(run_dir.glob("**/*.tmp"))

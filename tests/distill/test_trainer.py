@@ -26,8 +26,8 @@ def test_train_writes_run_and_gates(cached_store, tmp_path):
     result = train(manifest)
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
-    assert [(int(r["epoch"]), r["split"]) for r in rows] == [(0, "train"), (0, "val"), (1, "train"),
-                                                             (1, "val")]
+    assert [(int(r["epoch"]), r["split"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"),
+                                                             (2, "val")]
     assert "feat" in rows[0] and "recon" in rows[0] and 0 <= float(rows[1]["val_dice"]) <= 1
     gates = list(csv.DictReader((tmp_path / "run" / "gates.csv").open()))
     assert {g["teacher"] for g in gates if g["stage"] == "dec3"} == {"tiny", "tiny2"}
@@ -88,7 +88,7 @@ def test_a_run_dir_is_reused_only_with_resume_or_overwrite(cached_store, tmp_pat
     assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before  # untouched
     train(manifest, overwrite=True)
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["0", "0"]  # one run's rows, not two
+    assert [r["epoch"] for r in rows] == ["1", "1"]  # one run's rows, not two
     # Resuming it with other settings is refused; the CLI names its flag for the overrides.
     from typer.testing import CliRunner
 
