@@ -123,12 +123,14 @@ def _print_scores(summary: PredictSummary, out: Path, info: dict) -> None:
 def report(
     run: RunDir,
     checkpoint: Which = "best",
+    split: Annotated[str, typer.Option(help="Whose scores to report: the split `featcache eval` "
+                                            "scored (test: RUN/eval; another: RUN/eval-SPLIT).")] = "test",
 ) -> None:
     """Write RUN/report/report.md and report.html: metrics, training curves, gate weights, best and
     worst cases, provenance. The HTML page embeds its pictures: it opens offline and can be sent as is."""
     from featcache.evaluate.report import build_report
 
-    result = build_report(run, checkpoint)
+    result = build_report(run, checkpoint, split=split)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(f"wrote [bold]{result.path}[/] with {len(result.plots)} plot(s), and the same page as "

@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.measure import Measurement
 from rich.table import Table
 
 from featcache.cli.app import app, console
@@ -61,6 +62,29 @@ def _verify_now(fs: FeatureStore, key: str, reader) -> tuple[str, bool]:
     return f"FAILED now: {len(report.bad_ids)} bad, {len(report.problems)} problems", False
 
 
+def _print_whole(table: Table) -> None:
+    """Print a table without cutting a column name or a cell short. Off a terminal (a log, a pipe)
+    there is no width to respect: the table gets the width it needs. On a terminal too narrow
+    for every column, each entry is printed as a block of `column: value` lines instead."""
+    needs = Measurement.get(console, console.options.update_width(10_000), table)
+    if not console.is_terminal:
+        width = console.width  # print(width=) cannot widen past the console's own width
+        console.width = max(width, needs.maximum)
+        try:
+            console.print(table)
+        finally:
+            console.width = width
+        return
+    if needs.minimum <= console.width:
+        console.print(table)
+        return
+    names = [str(c.header) for c in table.columns]
+    for row in zip(*(list(c.cells) for c in table.columns), strict=True):
+        console.print(f"[bold]{row[0]}[/]", highlight=False, soft_wrap=True)
+        for name, cell in zip(names[1:], row[1:], strict=True):
+            console.print(f"  {name}: {cell}", highlight=False, soft_wrap=True)
+
+
 @app.command("ls", epilog="Example: featcache ls --store /lab/featcache-store")
 def ls(store: StoreOpt = None,
        verify_: Annotated[bool, typer.Option("--verify", help="Verify every entry as it is listed (reads "
@@ -70,9 +94,10 @@ def ls(store: StoreOpt = None,
     table = Table(title=f"featcache store {fs.url}")
     for col in ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
                 "on disk", "created", "verified"):
+        # Keys are copied into commands: never folded. A column is never narrower than its name
+        # (rich would cut "precision" to "precisi…"); the long cells fold instead.
         table.add_column(col, justify="right" if col in ("samples", "views", "on disk") else "left",
-                         # keys are copied into commands
-                         no_wrap=col in ("key", "teacher", "complete", "verified"))
+                         no_wrap=col in ("key", "teacher", "complete", "verified"), min_width=len(col))
     readers, damaged = fs.scan()
     failed = bool(damaged) and verify_
     for key, reader in readers.items():
@@ -97,7 +122,7 @@ def ls(store: StoreOpt = None,
         console.print(f"store {fs.url} has no entries; `featcache extract` writes one")
         return
     if table.rows:
-        console.print(table)
+        _print_whole(table)
     for key, why in damaged.items():  # listed, not fatal: the other entries stay usable
         console.print(f"[red]DAMAGED[/] {key}: {why}", highlight=False, soft_wrap=True)
     foreign = fs.foreign()

@@ -106,9 +106,10 @@ def write_eval_outputs(run_dir: Path, accumulator: MetricAccumulator, info: dict
     return write_metric_files(Run(run_dir).eval.path, accumulator, info, classification)
 
 
-def read_eval_summary(run_dir: Path) -> dict[str, Any] | None:
-    """RUN/eval/summary.json as a dict (nulls stay None), or None when eval has not been run."""
-    return read_summary(Run(run_dir).eval.path)
+def read_eval_summary(run_dir: Path, split: str = "test") -> dict[str, Any] | None:
+    """The summary.json of `featcache eval` on that split (RUN/eval, RUN/eval-SPLIT) as a dict
+    (nulls stay None), or None when that split has not been evaluated."""
+    return read_summary(Run(run_dir).eval_of(split).path)
 
 
 def read_summary(folder: Path) -> dict[str, Any] | None:
@@ -126,9 +127,10 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
     return summary
 
 
-def read_per_image(run_dir: Path) -> list[dict[str, Any]] | None:
-    """RUN/eval/per_image.csv with metrics as floats (empty cells as NaN), or None when absent."""
-    path = Run(run_dir).eval.per_image_csv
+def read_per_image(run_dir: Path, split: str = "test") -> list[dict[str, Any]] | None:
+    """per_image.csv of eval on that split with metrics as floats (empty cells as NaN), or None
+    when absent."""
+    path = Run(run_dir).eval_of(split).per_image_csv
     if not path.is_file():
         return None
     with path.open(newline="") as fh:
@@ -143,10 +145,10 @@ def read_per_image(run_dir: Path) -> list[dict[str, Any]] | None:
     return rows
 
 
-def read_per_image_classes(run_dir: Path) -> list[dict[str, Any]] | None:
-    """RUN/eval/per_image_classes.csv with the p_<class> cells as floats (None where empty), or
-    None when eval scored no classification dataset."""
-    path = Run(run_dir).eval.per_image_classes_csv
+def read_per_image_classes(run_dir: Path, split: str = "test") -> list[dict[str, Any]] | None:
+    """per_image_classes.csv of eval on that split with the p_<class> cells as floats (None where
+    empty), or None when eval scored no classification dataset."""
+    path = Run(run_dir).eval_of(split).per_image_classes_csv
     if not path.is_file():
         return None
     with path.open(newline="") as fh:

@@ -39,10 +39,15 @@ class ReportResult:
     html: Path | None = None  # report.html
 
 
-def _metrics_section(summary: dict[str, Any] | None, notes: list[str]) -> list[Block]:
+def _metrics_section(summary: dict[str, Any] | None, run: Run, split: str, notes: list[str]) -> list[Block]:
     if summary is None:
-        notes.append("no eval/summary.json: run `featcache eval` for the metrics table")
-        return [Para("Not evaluated yet: run `featcache eval`.", emphasis=True)]
+        flag = "" if split == "test" else f" --split {split}"
+        others = sorted(p.name for p in run.path.glob("eval-*") if (p / "summary.json").is_file())
+        also = f" (evaluated: {', '.join(others)}; `featcache report --split SPLIT` reports one)" \
+            if others else ""
+        notes.append(f"the {split} split is not evaluated: run `featcache eval --run {run.path}{flag}` "
+                     f"for the metrics table{also}")
+        return [Para(f"The {split} split is not evaluated yet: run `featcache eval{flag}`.", emphasis=True)]
     groups = summary.get("groups", [])
     if not groups:
         return []  # a classification-only run: its table follows
@@ -78,9 +83,9 @@ def _classification_section(summary: dict[str, Any] | None, out: Path,
     return blocks
 
 
-def _cases_section(run: Run, out: Path, k: int, notes: list[str]) -> list[Block]:
+def _cases_section(run: Run, out: Path, k: int, split: str, notes: list[str]) -> list[Block]:
     # One row per image: a label map's per-class rows are left to the table, its mean ranks it.
-    scored = read_per_image(run.path)
+    scored = read_per_image(run.path, split)
     rows = [r for r in scored or [] if r["class"] in ("", MEAN_CLASS)]
     if scored is not None and not rows:  # eval ran, on classification datasets only
         return [Para("No segmentation dataset was evaluated: no cases to show.", emphasis=True)]
@@ -101,7 +106,7 @@ def _cases_section(run: Run, out: Path, k: int, notes: list[str]) -> list[Block]
     for label, r in picks:
         blocks.append(Bullets([f"**{label}** `{r['dataset']}/{r['id']}`: Dice {fmt(r['dice'])}, "
                                f"HD95 {fmt(r['hd95'], 2)} {r['hd95_unit']}"]))
-        source = run.eval_overlay(r["dataset"], r["id"])
+        source = run.eval_overlay(r["dataset"], r["id"], split)
         if source.is_file():
             target = out / "cases" / f"{label}_{r['dataset']}_{r['id']}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -176,9 +181,10 @@ def _curves_sections(run: Run, out: Path, result: ReportResult) -> list[Block]:
     return blocks
 
 
-def build_report(run_dir: Path, which: str = "best", cases: int = 3) -> ReportResult:
+def build_report(run_dir: Path, which: str = "best", cases: int = 3, split: str = "test") -> ReportResult:
     """Write RUN/report/report.md (+ curves.png, gates.png, cases/) and report.html (the same page,
-    self-contained); returns what was written."""
+    self-contained) with `featcache eval`'s scores of `split` (its own folder: Run.eval_of);
+    returns what was written."""
     run_dir = Path(run_dir)
     run = Run(run_dir)
     student_lines, checkpoint = _student_section(run, which)  # fails first on a bad run dir
@@ -187,13 +193,13 @@ def build_report(run_dir: Path, which: str = "best", cases: int = 3) -> ReportRe
     result = ReportResult(run.report_page, html=run.report_html)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     title = f"Run report: {run_dir.name}"
-    summary = read_eval_summary(run_dir)
+    summary = read_eval_summary(run_dir, split)
     blocks: list[Block] = [
         Heading(1, title), Para(f"Run directory `{run_dir}`, written {now}."),
-        Heading(2, "Metrics"), *_metrics_section(summary, result.notes),
+        Heading(2, f"Metrics: the {split} split"), *_metrics_section(summary, run, split, result.notes),
         *_classification_section(summary, out, result),
         *_curves_sections(run, out, result),
-        Heading(2, "Best and worst cases"), *_cases_section(run, out, cases, result.notes),
+        Heading(2, "Best and worst cases"), *_cases_section(run, out, cases, split, result.notes),
         Heading(2, "Student"), Bullets(student_lines),
         Heading(2, "Feature store entries (provenance)"), *_provenance_section(checkpoint, result.notes)]
     result.path.write_text(to_markdown(blocks, out))

@@ -23,7 +23,7 @@ from featcache.evaluate.outputs import read_per_image
 from featcache.events import ProgressFn
 from featcache.runs import Run
 from featcache.store import FeatureStore, default_store_url
-from featcache.study.paper_config import StudyConfig, StudyDataset, study_manifest
+from featcache.study.paper_config import StudyConfig, StudyDataset, require_paths, study_manifest
 from featcache.study.runner import ExtractionRecord, ensure_extracted, run_cell
 from featcache.study.tables import fmt, md_table, write_csv
 
@@ -162,7 +162,9 @@ def paper_latex(result: PaperResult) -> str:
 
 def run_paper(config: StudyConfig, out: Path | None = None, progress: ProgressFn | None = None
               ) -> PaperResult:
-    """Extract (cache hits for complete entries), distil jointly, evaluate, write the tables."""
+    """Extract (cache hits for complete entries), distil jointly, evaluate, write the tables. Every
+    root and checkpoint is checked first: all that are missing are named in one error."""
+    require_paths(config)
     out = Path(out or config.out)
     store_url = config.store or default_store_url()
     manifest = study_manifest(config, out / "run").model_copy(update={"store": store_url})

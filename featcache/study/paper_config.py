@@ -94,6 +94,24 @@ def load_study_config(path: str | Path) -> StudyConfig:
     return config
 
 
+def missing_paths(config: StudyConfig) -> list[str]:
+    """Every dataset root and teacher checkpoint the study names that is not on this machine, as
+    "datasets busi root /path": all of them, so a placeholder-filled file is fixed in one edit."""
+    missing = [f"datasets {d.title} root {d.root}" for d in config.datasets
+               if d.root is not None and not Path(d.root).exists()]
+    missing += [f"teachers {t.alias or t.name} checkpoint {t.checkpoint}" for t in config.teachers
+                if t.checkpoint is not None and not Path(t.checkpoint).exists()]
+    return missing
+
+
+def require_paths(config: StudyConfig, source: str = "study config") -> None:
+    """Refuse a study whose roots or checkpoints are missing, naming every one of them."""
+    missing = missing_paths(config)
+    if missing:
+        raise ConfigError(f"{source}: {len(missing)} path(s) do not exist on this machine; edit each "
+                          f"(EDIT-ME marks the example's placeholders): {'; '.join(missing)}")
+
+
 def _check_unique(config: StudyConfig, path: Path) -> None:
     titles = [d.title for d in config.datasets]
     dup = sorted({n for n in titles if titles.count(n) > 1})

@@ -191,3 +191,35 @@ def test_classes_truncated_image_under_check(tmp_path):
     report = check_dataset("classes", root)
     assert [p["path"].endswith("bad.png") for p in report.problems] == [True]
     assert build_dataset("classes", root, skip_bad=True).skipped[0]["path"].endswith("bad.png")
+
+
+def test_classes_says_its_order_and_can_be_graded(tmp_path):
+    """A newcomer is told that folder names are sorted alphabetically (datasets check prints the
+    dataset's notes), and can declare ordered grades: kappa is then reported."""
+    from typer.testing import CliRunner
+
+    from featcache.cli import app
+    from featcache.evaluate.class_scores import ClassificationScores
+
+    root = make_classes(tmp_path)
+    result = CliRunner().invoke(app, ["datasets", "check", "-d", "classes", "-r", str(root)],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "sorted alphabetically: 0 cat, 1 dog, 2 zebra" in text and "graded: true" in text
+
+    plain = build_dataset("classes", root)
+    graded = build_dataset("classes", root, graded=True)
+    assert (plain.graded, graded.graded) == (False, True) and graded.describe()["graded"]
+    assert graded.fingerprint() == plain.fingerprint()  # the same data: the same store entries
+    listed = build_dataset("classes", root, classes=["cat", "dog", "zebra"], graded=True)
+    assert not listed.notes  # the order was chosen, so there is nothing to point out
+    with pytest.raises(DatasetError, match="graded must be true or false"):
+        build_dataset("classes", root, graded="yes")
+
+    scores = ClassificationScores()
+    scores.declare("classes", listed.classes, listed.graded)
+    probs = np.eye(3, dtype=np.float32)
+    for k in range(6):
+        scores.add(f"s{k}", "classes", "test", k % 3, probs[(k + (k == 5)) % 3])
+    assert scores.summary_rows()[0]["kappa"] is not None

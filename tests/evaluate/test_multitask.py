@@ -148,7 +148,7 @@ def test_multiclass_eval_scores_each_class_and_their_mean(mixed_run):
     mean_group = summary["groups"][0]
     assert mean_group["dice_mean"] == pytest.approx(np.mean([float(r["dice"]) for r in rows
                                                               if r["class"] == "mean"]))
-    assert len(list((mixed_run / "eval" / "overlays" / "nnunet").glob("*.png"))) == 5
+    assert len(list((mixed_run / "eval-all" / "overlays" / "nnunet").glob("*.png"))) == 5
 
 
 def test_cli_eval_prints_both_tables(mixed_run):
@@ -166,7 +166,7 @@ def test_report_shows_classification_and_separate_training_panels(mixed_run, mon
     text_of = matplotlib.axes.Axes.text
     monkeypatch.setattr(matplotlib.axes.Axes, "text",
                         lambda self, x, y, s, *a, **k: said.append(str(s)) or text_of(self, x, y, s, *a, **k))
-    result = build_report(mixed_run)
+    result = build_report(mixed_run, split="all")
     page = result.path.read_text()
     assert "## Classification" in page and "| aptos2019 | all | 15 |" in page
     confusion = mixed_run / "report" / "confusion" / "aptos2019_all.png"
@@ -268,5 +268,5 @@ def test_report_of_a_classification_only_run(roots, tmp_path):
     out = runner.invoke(app, ["eval", "--run", str(run), "--split", "all"], terminal_width=200)
     assert out.exit_code == 0, out.output
     assert "pooled" not in out.output  # no segmentation table for a run without masks
-    page = build_report(run).path.read_text()
+    page = build_report(run, split="all").path.read_text()
     assert "(confusion/aptos2019_all.png)" in page and "No segmentation dataset was evaluated" in page

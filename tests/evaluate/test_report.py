@@ -6,8 +6,9 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.data.overlay import overlay_png
+from featcache.distill.run import Run
 from featcache.evaluate.accumulator import MetricAccumulator
-from featcache.evaluate.outputs import eval_overlay_path, write_eval_outputs
+from featcache.evaluate.outputs import eval_overlay_path, write_eval_outputs, write_metric_files
 from featcache.evaluate.report import build_report
 from featcache.store import EntryLayout, FeatureStore, LevelLayout
 from tests.evaluate.conftest import make_run
@@ -50,7 +51,7 @@ def test_report_without_eval_or_csvs_says_what_is_missing(tmp_path):
     result = build_report(run)
     assert any("featcache eval" in n for n in result.notes)
     assert any("gates.csv" in n for n in result.notes)
-    assert len(result.plots) == 1 and "Not evaluated yet" in result.path.read_text()
+    assert len(result.plots) == 1 and "The test split is not evaluated yet" in result.path.read_text()
 
 
 def test_provenance_from_a_real_store_and_an_unreachable_one(tmp_path):
@@ -121,3 +122,18 @@ def test_html_report_is_self_contained_with_every_table_and_picture(tmp_path):
     for heading in ("Metrics", "Training curves", "Gate weights", "Best and worst cases", "Student",
                     "Feature store entries (provenance)", "pooled Dice"):
         assert heading in text
+
+
+def test_a_report_reports_the_split_it_is_asked_for(tmp_path):
+    """`eval --split val` writes RUN/eval-val; the report stays the test report unless asked for
+    another split, and says what it has when the test split was never scored."""
+    run = make_run(tmp_path / "run")
+    acc = MetricAccumulator()
+    acc.add("a", "blobs", "val", np.ones((4, 4), bool), np.ones((4, 4), bool))
+    write_metric_files(Run(run).eval_of("val").path, acc, {"split": "val"})
+    result = build_report(run)
+    text = result.path.read_text()
+    assert "## Metrics: the test split" in text and "The test split is not evaluated yet" in text
+    assert any("evaluated: eval-val" in n and "--split SPLIT" in n for n in result.notes)
+    text = build_report(run, split="val").path.read_text()
+    assert "## Metrics: the val split" in text and "| blobs | val |" in text

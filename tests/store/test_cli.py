@@ -69,3 +69,24 @@ def test_ls_tells_two_checkpoints_of_one_teacher_apart(tmp_path):
     assert "(11111111)" in res.output and "(22222222)" in res.output, res.output
     res = _run("info", "blobs.tiny.aaaaaaaaaaaaaaaa", "--store", str(tmp_path / "store"))
     assert "/home/1/teacher.pth" in res.output
+
+
+def test_ls_never_cuts_a_column_name_or_a_cell(tmp_path, monkeypatch):
+    """Off a terminal (CliRunner, a log) the table takes the width it needs; on a narrow terminal
+    each entry is a block of `column: value` lines."""
+    from featcache.cli.app import console
+
+    url = str(tmp_path / "store")
+    fill(FeatureStore(url))
+    names = ("key", "dataset", "teacher", "levels", "samples", "views", "precision", "complete",
+             "on disk", "created", "verified")
+    res = _run("ls", "--store", url)
+    assert res.exit_code == 0 and "…" not in res.output, res.output
+    header = next(line for line in res.output.splitlines() if "precision" in line)
+    assert all(f" {name} " in header for name in names)
+
+    monkeypatch.setattr(type(console), "is_terminal", property(lambda self: True))
+    monkeypatch.setattr(console, "_width", 60)
+    res = _run("ls", "--store", url)
+    assert res.exit_code == 0 and "…" not in res.output, res.output
+    assert KEY in res.output and "  precision: " in res.output and "  verified: never" in res.output

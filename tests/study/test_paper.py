@@ -111,3 +111,19 @@ def test_example_config_parses_and_marks_its_placeholders():
     assert all("global" in t.levels for t in config.teachers)
     paths = [d.root for d in config.datasets] + [t.checkpoint for t in config.teachers if t.checkpoint]
     assert paths and all("EDIT-ME" in p for p in paths)
+
+
+def test_the_example_names_every_missing_path_at_once(capsys):
+    """A newcomer who runs the example (or forgets a placeholder) learns every path to edit in one
+    try, not one per run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_pipeline", ROOT / "pipelines" / "paper.py")
+    paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper)
+    assert paper.main(["--config", str(ROOT / "manifests" / "paper-example.yaml")]) == 1
+    text = " ".join(capsys.readouterr().out.split())
+    assert "8 path(s) do not exist" in text
+    for name in ("busi root", "kvasir-seg root", "covid-ct root", "msd-heart root", "aptos2019 root",
+                 "isic2017 root", "medsam checkpoint", "retfound checkpoint"):
+        assert name in text, name

@@ -1,12 +1,16 @@
 """`classes`: any classification dataset laid out as one sub-folder per class (the ImageFolder
 convention of torchvision): root/<class>/<image>.
 
-Class names are the sub-folder names, sorted (label index = position), unless the option
-`classes` lists them: then that list is the order, a listed class without a folder is an error,
-and so is a folder that is not listed (rename, remove or list it). If root instead holds split
-folders `train/` and `val/` and/or `test/`, each with the class sub-folders, those are the splits;
-otherwise splits are drawn by seed within each class. Images are read as RGB unless channels=1.
-Hidden files and folders (.DS_Store, .ipynb_checkpoints) are ignored.
+Class names are the sub-folder names sorted alphabetically (label index = position; the dataset's
+notes say so, and `featcache datasets check` prints them), unless the option `classes` lists
+them: then that list is the order, a listed class without a folder is an error, and so is a
+folder that is not listed (rename, remove or list it). `graded: true` declares the classes
+ordered grades (in that order, so list them): evaluation then reports quadratic weighted kappa,
+as for APTOS. It changes only the metrics, never the data, so it is not part of the fingerprint.
+If root instead holds split folders `train/` and `val/` and/or `test/`, each with the class
+sub-folders, those are the splits; otherwise splits are drawn by seed within each class. Images
+are read as RGB unless channels=1. Hidden files and folders (.DS_Store, .ipynb_checkpoints) are
+ignored.
 """
 
 from __future__ import annotations
@@ -83,9 +87,12 @@ SUMMARY = ("generic classification: one sub-folder per class (ImageFolder), opti
 
 
 def build_classes(root: Path | None, **options: Any) -> ClassFolders:
-    opts = resolve_options("classes", options, {"classes": None, "channels": 3})
+    opts = resolve_options("classes", options, {"classes": None, "channels": 3, "graded": False})
     if opts["channels"] not in (1, 3):
         raise DatasetError(f"classes: channels must be 1 or 3, got {opts['channels']!r}")
+    graded = opts.pop("graded")  # how the labels are scored, not which data: not fingerprinted
+    if not isinstance(graded, bool):
+        raise DatasetError(f"classes: graded must be true or false, got {graded!r}")
     root = require_root("classes", root, EXPECTED)
     parts = _split_roots(root)
     found = sorted({name for _, folder in parts for name in _subfolders(folder)})
@@ -103,4 +110,11 @@ def build_classes(root: Path | None, **options: Any) -> ClassFolders:
     official = [s for s in splits if s is not None] if parts[0][0] is not None else None
     entries = stratified_entries(ids, items, classes, root, opts, official)
     cls = ClassFolders if opts["channels"] == 3 else GreyClassFolders
-    return cls.build(entries, [], opts, classes)  # type: ignore[return-value]
+    dataset = cls.build(entries, [], opts, classes)
+    dataset.graded = graded
+    if opts["classes"] is None:
+        order = ", ".join(f"{k} {name}" for k, name in enumerate(classes))
+        dataset.notes.append(f"class labels follow the folder names sorted alphabetically: {order}; "
+                             "list them in the option `classes` for another order, and set "
+                             "`graded: true` if they are ordered grades (kappa is then reported)")
+    return dataset  # type: ignore[return-value]
