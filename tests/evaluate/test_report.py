@@ -6,10 +6,10 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.data.overlay import overlay_png
-from featcache.distill.run import Run
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.outputs import eval_overlay_path, write_eval_outputs, write_metric_files
 from featcache.evaluate.report import build_report
+from featcache.runs import Run
 from featcache.store import EntryLayout, FeatureStore, LevelLayout
 from tests.evaluate.conftest import make_run
 
