@@ -183,8 +183,29 @@ class DistillSpec(_Strict):
     # split's images that training.train_fraction leaves out of the labelled set (their masks are
     # never used). They train on the teachers' signals alone: the feature terms and, with output,
     # the probes' soft labels. The labelled draw, epochs and schedule stay as without them, so a
-    # run with and without is a paired comparison. 0 = off; no effect without teachers.
+    # run with and without is a paired comparison. 0 = off; no effect without teachers or a
+    # self_teacher.
     unlabelled_batch: int = Field(0, ge=0)
+    # How far output distillation trusts each probe (distill/trust.py): "validation" weighs a
+    # teaching probe by how much better it scores on the validation split than the student does at
+    # its latest validation: 1 when at least output_trust_margin better, falling linearly to 0
+    # where the student is as good (a probe worse than its student teaches nothing); "fixed":
+    # every probe always teaches with weight 1.
+    output_trust: Literal["validation", "fixed"] = "validation"
+    output_trust_margin: float = Field(0.05, gt=0, le=1)
+    # The teacher-free semi-supervised baseline (distill/mean_teacher.py): "mean_teacher" teaches
+    # the student with an exponential moving average of itself (decay self_teacher_decay) on the
+    # labelled and the unlabelled_batch images, by the output term's loss and temperature. It
+    # reads no teacher: it needs enabled: false.
+    self_teacher: Literal["none", "mean_teacher"] = "none"
+    self_teacher_decay: float = Field(0.99, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _self_teacher_alone(self) -> DistillSpec:
+        if self.self_teacher != "none" and self.enabled:
+            raise ValueError("distill.self_teacher is the teacher-free baseline: set distill.enabled: "
+                             "false with it (it reads no teacher)")
+        return self
 
     @field_validator("loss_weights")
     @classmethod

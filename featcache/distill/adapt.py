@@ -43,6 +43,8 @@ def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: Step
     with torch.random.fork_rng(devices=[]):  # an observation: the loader's seed draw must not move training
         scores = probe_scores(probes, model.targets, _batches(manifest, built, data.val_items, settings))
     teaching = _choose(model, scores)
+    if model.output_trust is not None:  # trust.py compares these with the student's validations
+        model.probe_val.copy_(torch.tensor([scores.get(t.key, float("nan")) for t in model.targets]))
     run.save_probe_scores([{"teacher": t.teacher, "level": t.level, "stage": t.stage,
                             "val_score": f"{scores.get(t.key, float('nan')):.4f}",
                             "teaches": int(t.key in teaching)} for t in model.targets])

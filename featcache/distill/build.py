@@ -119,7 +119,8 @@ def build_data(manifest: Manifest, sources: list[Source], targets: list[Target],
         s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed)]
     val_items = [it for s in sources for it in training_items(
         s, manifest.datasets[s.index].val_split, 1, 1.0, tr.seed)]
-    extra = manifest.distill.unlabelled_batch if with_teachers else 0
+    semi = with_teachers or manifest.distill.self_teacher != "none"  # a teacher, or the student's average
+    extra = manifest.distill.unlabelled_batch if semi else 0
     unlabelled = [it for s in sources for it in training_items(
         s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed, left_out=True)
         ] if extra else []

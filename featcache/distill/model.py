@@ -30,12 +30,14 @@ import torch.nn.functional as F
 
 from featcache.distill.heads import Projector, ReturnDecoder, pointwise
 from featcache.distill.losses import feature_loss, relative_reconstruction_loss
+from featcache.distill.mean_teacher import MeanTeacher
 from featcache.distill.output_kd import ProbeSet, mask_probabilities, output_loss
 from featcache.distill.output_kd import masked_pool as _masked_pool
 from featcache.distill.resample import area_pool
 from featcache.distill.targets import Target
 from featcache.distill.targets import module_key as _mkey
 from featcache.distill.tasks import OUT, Classification, Tasks
+from featcache.distill.trust import trust
 from featcache.manifest import DistillSpec
 from featcache.student import Student
 
@@ -93,8 +95,12 @@ class DistillModel(nn.Module):
         super().__init__()
         self.student, self.targets, self.spec = student, targets, spec
         self.tasks = tasks or Tasks.binary(num_datasets)
+        # The teacher-free baseline's own average (mean_teacher.py): its consistency term is "out".
+        self.mean_teacher = (MeanTeacher(student, spec.self_teacher_decay)
+                             if spec.self_teacher == "mean_teacher" else None)
         # The loss terms: the tasks' (seg, cls), then distillation's (out only when asked for).
-        self.terms = (*self.tasks.terms, "feat", "recon", *((OUT,) if spec.output else ()))
+        soft_labels = spec.output or self.mean_teacher is not None
+        self.terms = (*self.tasks.terms, "feat", "recon", *((OUT,) if soft_labels else ()))
         classes = [t.classes for t in self.tasks.by_dataset if isinstance(t, Classification)]
         self.cls_classes = max(classes, default=0)
         use = spec.enabled and bool(targets)
@@ -122,14 +128,19 @@ class DistillModel(nn.Module):
         # Output distillation's task-adapted teachers: fitted before training (output_kd.py), frozen.
         self.output_probes: ProbeSet | None = None
         self.output_steps = 1  # the run's optimizer steps (build_training sets it): T's schedule
+        if soft_labels:
+            self.register_buffer("output_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("output_trust", None)  # (set below) None: fixed trust, not in the state
         if use and spec.output:
             probes = ProbeSet(targets, student.mask_channels, self.cls_classes)
             self.output_probes = probes.requires_grad_(False)
-            self.register_buffer("output_step", torch.zeros((), dtype=torch.long))
             # Which taps teach (output_probes "best", set by adapt.adapt_teachers); None: all
             # (a None buffer is not in the state dict, so checkpoints of "all" runs are as before).
             self.register_buffer("output_taps", torch.ones(len(targets), dtype=torch.bool)
                                  if spec.output_probes == "best" else None)
+            if spec.output_trust == "validation":  # trust.py: each probe's weight, and its score
+                self.output_trust = torch.ones(len(targets))
+                self.register_buffer("probe_val", torch.full((len(targets),), math.nan))
         # Only trainable when it weighs something: a parameter that never receives a gradient
         # (the supervised baseline has one term) breaks DistributedDataParallel's reduction.
         self.log_vars = nn.Parameter(torch.zeros(len(self.terms)),
@@ -167,6 +178,12 @@ class DistillModel(nn.Module):
             if self.output_probes is not None and labelled:
                 terms[OUT] = self._output_term(logits, feats, slots, dataset_index)
                 self.output_step += int(self.training)
+        if self.mean_teacher is not None and labelled:
+            if self.training:  # the average of the weights the last step left
+                self.mean_teacher.update(self.student)
+            terms[OUT] = self.mean_teacher.loss(self.student, logits, feats, image, self.tasks, dataset_index,
+                                                self.temperature(), self.spec.output_loss)
+            self.output_step += int(self.training)
         total = (self._combine(terms) if labelled else self._fixed(terms)) + aux
         return {"loss": total, "logits": logits, "terms": {k: v.detach() for k, v in terms.items()},
                 "gates": gate_weights}
@@ -215,6 +232,7 @@ class DistillModel(nn.Module):
         for slot in map(self._teaching, slots):
             if not slot.members:
                 continue
+            slot, trusted = self._trusted(slot)
             # teachers of one stage may meet it on different grids: mix them on the coarsest
             grid = min((target.shape[-2:] for target, _ in slot.grids), key=lambda g: g[0] * g[1])
             ok = torch.stack([F.adaptive_avg_pool2d(v, grid) for _, v in slot.grids]).mean(0)
@@ -232,7 +250,7 @@ class DistillModel(nn.Module):
                         rows = torch.arange(len(dataset_index), device=dataset_index.device)
                     per_sample = per_sample.index_put(
                         (rows,), self._class_output(task, rows, feats, slot, temperature))
-            per_slot.append(per_sample.mean())
+            per_slot.append((per_sample if trusted is None else per_sample * trusted).mean())
         # KL's gradient shrinks as 1/T^2 with the temperature: scaled back as in Hinton et al.
         scale = temperature ** 2 if self.spec.output_loss == "kl" else 1.0
         return scale * torch.stack(per_slot).mean()
@@ -249,6 +267,22 @@ class DistillModel(nn.Module):
         return replace(slot, members=[slot.members[j] for j in keep],
                        grids=[slot.grids[j] for j in keep],
                        weights=w / w.sum(1, keepdim=True).clamp_min(1e-12))
+
+    def _trusted(self, slot: _Slot) -> tuple[_Slot, torch.Tensor | None]:
+        """With output_trust "validation": the slot's gate weights times each probe's trust
+        (trust.py), renormalised, and their sum per sample (B,), which scales the slot's term: a
+        slot whose probes are all untrusted teaches nothing. (slot, None) when trust is fixed."""
+        if self.output_trust is None:
+            return slot, None
+        tau = self.output_trust[[self.targets.index(t) for t in slot.members]]
+        w = slot.weights * tau
+        mass = w.sum(1)
+        return replace(slot, weights=w / mass.clamp_min(1e-12)[:, None]), mass
+
+    def student_validated(self, score: float) -> None:
+        """After each validation: every probe's trust from its validation score and the student's."""
+        if self.output_trust is not None:
+            self.output_trust.copy_(trust(self.probe_val, score, self.spec.output_trust_margin))
 
     def _mixed_masks(self, slot: _Slot, grid: tuple[int, int], temperature: float) -> torch.Tensor:
         """The gate-weighted mix of the slot's teachers' probe probabilities on `grid`."""
@@ -337,7 +371,8 @@ class DistillModel(nn.Module):
 
     def _combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.distilling:
-            return sum(terms[name] for name in self.tasks.terms if name in terms)
+            total = sum(terms[name] for name in self.tasks.terms if name in terms)
+            return total + self.fixed_weight(OUT) * terms[OUT] if OUT in terms else total
         total = torch.zeros((), device=next(iter(terms.values())).device)
         log_vars = self.bounded_log_vars()
         for i, name in enumerate(self.terms):
@@ -358,15 +393,22 @@ class DistillModel(nn.Module):
 
     def active_terms(self) -> tuple[str, ...]:
         if not self.distilling:
-            return self.tasks.terms
+            return (*self.tasks.terms, *((OUT,) if self.mean_teacher is not None else ()))
         return tuple(t for t in self.terms if t != "recon" or self.spec.return_decoder)
 
     def loss_weights(self) -> dict[str, float]:
         """The weight each loss term currently gets (only the terms this model computes)."""
         active = self.active_terms()
         if not self.distilling:
-            return dict.fromkeys(active, 1.0)
+            return {n: 1.0 if n in self.tasks.terms else self.fixed_weight(n) for n in active}
+        trusted = {} if self.output_trust is None else {"out_trust": self._mean_trust()}
         if self.spec.loss_gate == "uncertainty":
-            return {n: math.exp(-float(v)) for n, v in zip(self.terms, self.bounded_log_vars().detach(),
-                                                             strict=True) if n in active}
-        return {n: self.fixed_weight(n) for n in active}
+            return {**{n: math.exp(-float(v)) for n, v in zip(self.terms, self.bounded_log_vars().detach(),
+                                                               strict=True) if n in active}, **trusted}
+        return {**{n: self.fixed_weight(n) for n in active}, **trusted}
+
+    def _mean_trust(self) -> float:
+        """The mean trust of the probes that teach (all, or output_probes "best"'s one)."""
+        teaching = (torch.ones_like(self.output_trust, dtype=torch.bool) if self.output_taps is None
+                    else self.output_taps)
+        return float(self.output_trust[teaching].mean())

@@ -174,6 +174,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, row: dict[str, Any], gates: dict[str, dict[str, float]]) -> None:
         """Validate, then (rank 0) log the epoch and write its checkpoints."""
         score = self._validate()
+        self.model.student_validated(score)  # output distillation's trust in each probe (trust.py)
         improved = score > self.best
         if improved:
             self.best, self.best_epoch = score, epoch
