@@ -2,6 +2,10 @@
 
 Axial by default; `planes: [coronal, sagittal]` gives the other two orientations (for testing
 orientation transfer, or as a pool of unlabelled images for feature pretraining).
+`target: gm_left` is the grey matter of the left hemisphere alone: the tissue looks the same on
+both sides, so a per-pixel probe on a teacher's features cannot tell the target from its mirror
+image, and only context (where in the head a cell lies) decides: a benchmark where the task-adapted
+probes of output distillation are weak.
 
 nilearn ships the template and its grey-matter, white-matter and brain masks inside its wheel, so
 this dataset needs no download and no root. The default target, grey matter, is a thin folded
@@ -21,7 +25,7 @@ import numpy as np
 from featcache.data.base import Sample, SampleInfo, SegmentationDataset, assign_splits
 from featcache.errors import DatasetError
 
-TARGETS = ("gm", "wm", "brain")
+TARGETS = ("gm", "wm", "brain", "gm_left")
 # Plane -> (volume axis the slice is taken along, id letter, the two in-plane axes).
 PLANES = {"axial": (2, "z", (0, 1)), "coronal": (1, "y", (0, 2)), "sagittal": (0, "x", (1, 2))}
 
@@ -32,10 +36,14 @@ def _volumes(target: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     from nilearn import datasets as nd  # the only nilearn import; loads files from its wheel
 
     template = nd.load_mni152_template(resolution=1)
+    tissue = target.split("_")[0]
     loader = {"gm": nd.load_mni152_gm_mask, "wm": nd.load_mni152_wm_mask,
-              "brain": nd.load_mni152_brain_mask}[target]
+              "brain": nd.load_mni152_brain_mask}[tissue]
     volume = np.asarray(template.dataobj, dtype=np.float32)
     mask = (np.asarray(loader(resolution=1).dataobj) > 0).astype(np.uint8)
+    if target.endswith("_left"):  # world x < 0 (RAS: the subject's left), from the affine
+        x = template.affine[0, 0] * np.arange(mask.shape[0]) + template.affine[0, 3]
+        mask = mask * (x < 0).astype(np.uint8)[:, None, None]
     lo, hi = np.percentile(volume[volume > 0], [1, 99])
     volume = np.clip((volume - lo) / (hi - lo), 0, 1).astype(np.float32)
     spacing = tuple(float(z) for z in template.header.get_zooms()[:3])
