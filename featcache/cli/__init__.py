@@ -7,6 +7,7 @@ from featcache.cli import (  # noqa: F401
     evaluate_cmd,
     extract_cmd,
     init_cmd,
+    probe_cmd,
     store_cmd,
     study_cmd,
     teachers_cmd,

@@ -46,7 +46,7 @@ warnings.showwarning = _show
 PANELS: dict[str, tuple[str, ...]] = {
     "Start: your data and the teachers": ("datasets", "teachers", "init"),
     "Stage 1: run the teachers once into the store": ("extract",),
-    "Stage 2: distil the student from the cache": ("distill", "study"),
+    "Stage 2: distil the student from the cache": ("probe", "distill", "study"),
     "Evaluate and ship": ("eval", "report", "predict", "export"),
     "The store": ("ls", "info", "verify", "rm", "gc"),
 }

@@ -71,8 +71,8 @@ def study(
 def _print_results(plan: Any, rows: list[dict[str, Any]]) -> None:
     from featcache.study.tables import ablation_summary, findings, fmt, setting_title, summary_columns
 
-    runs = [(r["arm"], setting_title(r), r["seed"], fmt(r["dice_mean"]), fmt(r["hd95_mean"], 2),
-             fmt(r["train_seconds"], 0)) for r in rows]
+    runs = [(r["arm"] or "T", setting_title(r), r["seed"], fmt(r["dice_mean"]), fmt(r.get("hd95_mean"), 2),
+             fmt(r.get("train_seconds"), 0)) for r in rows]
     console.print(table("study runs", ["#", "setting", "seed", "Dice", "HD95", "train s"], runs))
     body, caption = ablation_summary(rows, plan.names, plan.reference)
     columns = summary_columns(plan.reference)

@@ -23,6 +23,7 @@ from featcache.events import ProgressFn, RunDone, RunsPlanned, RunStarted, epoch
 from featcache.extract.settings import ExtractSettings
 from featcache.manifest import Manifest, apply_overrides, manifest_from_dict, parse_overrides
 from featcache.runs import Run
+from featcache.study.reference import TEACHER_ARM, reference_row, safe_probe_test_score, teacher_name
 from featcache.study.runner import CellResult, ensure_extracted, run_cell
 from featcache.study.spec import Arm, QuickSpec, StudySpec, TestSet, read_study, runs_problem, slug
 from featcache.study.tables import fraction_label
@@ -59,10 +60,12 @@ class StudyPlan:
     test_sets: list[TestSet]
     cells: list[StudyCell]  # in run order: seed, fraction, arm
     notes: list[str] = field(default_factory=list)
+    teacher: str | None = None  # the teacher reference row's name (reference.py), once it is scored
 
     @property
     def names(self) -> dict[int, str]:
-        return {k: a.name for k, a in self.arms.items()}
+        return {**{k: a.name for k, a in self.arms.items()},
+                **({TEACHER_ARM: self.teacher} if self.teacher else {})}
 
     def parent(self, number: int) -> int | None:
         """The arm `number` changes one thing of: its compared_to, else the arm before it."""
@@ -286,12 +289,39 @@ def run_study(plan: StudyPlan, progress: ProgressFn | None = None) -> list[dict[
         new = result_rows(plan, cell, result)
         rows += new
         progress(RunDone(label, k, new[0], result.skipped))
-    return rows
+    return rows + teacher_rows(plan, rows)
+
+
+def teacher_rows(plan: StudyPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The teacher's reference rows (reference.py): per (label fraction, seed) and dataset, the
+    best probe of the first arm with output distillation, on that dataset's test split (extra test
+    sets would need the teacher's features of their images: left out). Sets plan.teacher."""
+    found_all, out = [], []
+    for fraction in plan.fractions:
+        for seed in plan.seeds:
+            cell = next((c for c in plan.cells if c.fraction == fraction and c.seed == seed
+                         and c.manifest.distill.enabled and c.manifest.distill.output), None)
+            if cell is None:
+                continue
+            run = str(Run(cell.manifest.run_dir).path)
+            for d, spec in enumerate(cell.manifest.datasets):
+                base = next((r for r in rows if r["run_dir"] == run and r["test"] == spec.name), None)
+                found = safe_probe_test_score(cell.manifest, cell.manifest.run_dir, d) if base else None
+                if found is None:
+                    continue
+                found_all.append(found)
+                keep = ("label_fraction", "seed", "steps", "test", "test_title", "run_dir")
+                out.append(reference_row({k: base[k] for k in keep}, found))
+    if found_all:
+        plan.teacher = teacher_name(found_all)
+        for row in out:
+            row["arm_name"] = plan.teacher
+    return out
 
 
 def total_train_seconds(rows: list[dict[str, Any]]) -> float:
     """Training seconds summed over distinct runs (each run has a row per test set)."""
-    runs = {r["run_dir"]: r["train_seconds"] for r in rows}
+    runs = {r["run_dir"]: r["train_seconds"] for r in rows if int(r["arm"]) != TEACHER_ARM}
     return float(sum(v for v in runs.values() if v is not None and math.isfinite(v)))
 
 

@@ -13,11 +13,12 @@ import matplotlib
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 
-from featcache.study.tables import group_stats, setting, setting_title  # noqa: E402
+from featcache.study.tables import TEACHER_ARM, group_stats, setting, setting_title  # noqa: E402
 
 
 def ablation_plot(rows: Sequence[dict[str, Any]], names: dict[int, str], path: Path) -> Path:
     """Each panel: per arm the per-seed Dice (dots) and mean ± std (bar)."""
+    rows = [r for r in rows if int(r["arm"]) != TEACHER_ARM]  # the figure compares arms
     settings = list(dict.fromkeys(setting(r) for r in rows))
     titles = {setting(r): setting_title(r) for r in rows}
     dice = group_stats(rows, "dice_mean")
@@ -45,6 +46,30 @@ def ablation_plot(rows: Sequence[dict[str, Any]], names: dict[int, str], path: P
     legend = "; ".join(f"{k}: {names[k]}" for k in configs)
     fig.text(0.5, 0.005, legend, ha="center", va="bottom", fontsize=6.5, wrap=True)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def probe_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """`featcache probe`'s figure: per dataset, a validation and a test bar per teacher level,
+    in the table's order (best validation first)."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(4.0, 1.1 * len(rows) / len(datasets) + 2), 4.2),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], datasets, strict=True):
+        mine = [r for r in rows if r["dataset"] == name]
+        xs = range(len(mine))
+        ax.bar([x - 0.2 for x in xs], [r["val_score"] for r in mine], 0.4, label="validation")
+        ax.bar([x + 0.2 for x in xs], [r["test_score"] for r in mine], 0.4, label="test", alpha=0.6)
+        ax.set_xticks(list(xs), [f"{r['teacher']}\n{r['level']}" for r in mine], fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("linear probe score (Dice or accuracy)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
     plt.close(fig)

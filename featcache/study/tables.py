@@ -99,7 +99,7 @@ def findings(rows: Sequence[dict[str, Any]], names: dict[int, str], reference: i
     """Computed sentences per setting: the last arm against the reference, and every arm whose
     interval against the reference excludes zero."""
     out = []
-    arms = sorted({int(r["arm"]) for r in rows})
+    arms = sorted({int(r["arm"]) for r in rows} - {TEACHER_ARM})
     if reference not in arms:
         return out
     titles = _titles(rows)
@@ -119,12 +119,19 @@ def summary_columns(reference: int) -> tuple[str, ...]:
             "Δ vs the one before [95% CI]")
 
 
+# The teacher's reference row (featcache/study/reference.py) is "arm" 0: paired against the
+# reference arm like any arm, never the arm before another, listed last in its setting as "T".
+TEACHER_ARM = 0
+
+
 def _parent(rows: Sequence[dict[str, Any]], arm: int, arms: list[int]) -> int | None:
     """The arm's compared_to when it ran, else the nearest arm before it that ran."""
+    if arm == TEACHER_ARM:
+        return None
     named = next((int(r["compared_to"]) for r in rows
                   if int(r["arm"]) == arm and not _missing(r.get("compared_to")) and r["compared_to"] != ""),
                  None)
-    return named if named in arms else max((c for c in arms if c < arm), default=None)
+    return named if named in arms else max((c for c in arms if TEACHER_ARM < c < arm), default=None)
 
 
 def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str], reference: int
@@ -137,16 +144,20 @@ def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str], refe
     arms = sorted({k for _, k in dice})
     order, titles = _settings(rows), _titles(rows)
     body = []
-    for where, k in sorted(dice, key=lambda wk: (order.index(wk[0]), wk[1])):
+    for where, k in sorted(dice, key=lambda wk: (order.index(wk[0]), wk[1] or math.inf)):
         prev = _parent(rows, k, arms)
         has_ref = k != reference and (where, reference) in dice
         vs_ref = paired(rows, where, k, reference).text() if has_ref else "–"
         vs_prev = paired(rows, where, k, prev).text() if prev is not None else "–"
-        body.append([k, names[k], titles[where], pm(dice[(where, k)]), pm(hd[(where, k)], 2),
-                     pm(secs[(where, k)], 0), vs_ref, vs_prev])
+        body.append(["T" if k == TEACHER_ARM else k, names[k], titles[where], pm(dice[(where, k)]),
+                     pm(hd[(where, k)], 2), pm(secs[(where, k)], 0), vs_ref, vs_prev])
     caption = (f"Per-image Dice and HD95 ({unit}) averaged per run, then mean ± std over seeds {seeds}. "
                f"{PAIRED_RULE}. The one before: the arm k changes one thing of (k-1 unless the arm "
                "names another).")
+    if TEACHER_ARM in arms:
+        caption += (" T: the teacher itself, as output distillation used it: the best validated probe "
+                    "of the first arm with output distillation, on the same test images (its Dice "
+                    "at the mask's resolution in the student's frame).")
     return body, caption
 
 

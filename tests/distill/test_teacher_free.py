@@ -13,11 +13,11 @@ import torch
 import featcache.distill.build as build
 import featcache.distill.data as data_module
 from featcache.distill.mean_teacher import MeanTeacher
-from featcache.distill.run import Run
 from featcache.distill.trainer import Trainer
 from featcache.distill.trust import trust
 from featcache.errors import ConfigError
 from featcache.manifest import DistillSpec, manifest_from_dict
+from featcache.runs import Run
 from tests.distill.conftest import make_manifest
 
 TEACHER_FREE = {"enabled": False, "self_teacher": "mean_teacher", "unlabelled_batch": 2}

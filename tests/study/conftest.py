@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.distill.conftest import TINY_STUDENT, blob_registry  # noqa: F401 (a fixture for test_study)
+from tests.distill.conftest import TINY_STUDENT, blob_registry, cached_store  # noqa: F401 (fixtures)
 
 torch.set_num_threads(1)
 

@@ -66,7 +66,8 @@ def test_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, tiny_tea
     cli = CliRunner()
     first = cli.invoke(app, ["study", "--manifest", str(manifest), "--out", str(out)])
     assert first.exit_code == 0, first.output
-    rows = _rows(out / "results.csv")
+    everything = _rows(out / "results.csv")
+    rows = [r for r in everything if r["arm"] != "0"]
     # The default arms x 2 label fractions x 2 seeds, each scored on blobs' test split and the extra set.
     assert [(r["arm"], r["label_fraction"], r["seed"], r["test"]) for r in rows] == [
         (str(k), f, str(s), t) for s in (0, 1) for f in ("1.0", "0.5") for k in (1, 2, 3, 4)
@@ -86,12 +87,20 @@ def test_study_runs_end_to_end_and_resumes_without_retraining(tmp_path, tiny_tea
     assert (out / "study.png").stat().st_size > 10_000
     assert "study runs" in first.output and "reused" not in first.output
     assert "50% labels: 3 of 6 blobs training images" in table
+    # The teacher as a row: arm 3's best probe on blobs' own test split, per (fraction, seed).
+    teacher = [r for r in everything if r["arm"] == "0"]
+    assert [(r["label_fraction"], r["seed"], r["test"]) for r in teacher] == [
+        (f, s, "blobs") for f in ("1.0", "0.5") for s in ("0", "1")]
+    assert all(0 <= float(r["dice_mean"]) <= 1 and r["probe"].startswith("tiny") for r in teacher)
+    assert all(r["run_dir"].endswith(f"output-distillation-f{r['label_fraction']}-s{r['seed']}".replace(
+        "f1.0", "f1")) for r in teacher)
+    assert "| T | teacher: its best probe (tiny" in table and "T: the teacher itself" in table
 
     monkeypatch.setattr(runner, "_train", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = cli.invoke(app, ["study", "--manifest", str(manifest), "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert again.output.count("reused (finished before)") == 16
-    assert [r["dice_mean"] for r in _rows(out / "results.csv")] == [r["dice_mean"] for r in rows]
+    assert [r["dice_mean"] for r in _rows(out / "results.csv")] == [r["dice_mean"] for r in everything]
 
     changed = cli.invoke(app, ["study", "--manifest", str(manifest), "--out", str(out), "--arms", "1",
                                "--seeds", "0", "--set", "training.steps=3"])
