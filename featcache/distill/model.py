@@ -185,8 +185,10 @@ class DistillModel(nn.Module):
                                                 self.temperature(), self.spec.output_loss)
             self.output_step += int(self.training)
         total = (self._combine(terms) if labelled else self._fixed(terms)) + aux
-        return {"loss": total, "logits": logits, "terms": {k: v.detach() for k, v in terms.items()},
-                "gates": gate_weights}
+        logged = {k: v.detach() for k, v in terms.items()}
+        if OUT in terms and self.output_trust is not None:  # metrics.csv's out_trust: not a loss term
+            logged["out_trust"] = self._mean_trust()
+        return {"loss": total, "logits": logits, "terms": logged, "gates": gate_weights}
 
     def _slot(self, stage: str, members: list[Target], feats: dict[str, torch.Tensor],
               teacher: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
@@ -401,14 +403,13 @@ class DistillModel(nn.Module):
         active = self.active_terms()
         if not self.distilling:
             return {n: 1.0 if n in self.tasks.terms else self.fixed_weight(n) for n in active}
-        trusted = {} if self.output_trust is None else {"out_trust": self._mean_trust()}
         if self.spec.loss_gate == "uncertainty":
-            return {**{n: math.exp(-float(v)) for n, v in zip(self.terms, self.bounded_log_vars().detach(),
-                                                               strict=True) if n in active}, **trusted}
-        return {**{n: self.fixed_weight(n) for n in active}, **trusted}
+            return {n: math.exp(-float(v)) for n, v in zip(self.terms, self.bounded_log_vars().detach(),
+                                                             strict=True) if n in active}
+        return {n: self.fixed_weight(n) for n in active}
 
-    def _mean_trust(self) -> float:
+    def _mean_trust(self) -> torch.Tensor:
         """The mean trust of the probes that teach (all, or output_probes "best"'s one)."""
         teaching = (torch.ones_like(self.output_trust, dtype=torch.bool) if self.output_taps is None
                     else self.output_taps)
-        return float(self.output_trust[teaching].mean())
+        return self.output_trust[teaching].mean()
