@@ -23,7 +23,7 @@ def _manifest(tmp_path, store, teachers):
 
 def test_probe_cmd_ranks_every_teacher_level_from_the_cache(tmp_path, cached_store):
     teachers = [{"name": "tiny", "levels": {"fine": "dec3"}}, {"name": "tiny2", "levels": {"fine": "dec3"}},
-                {"name": "absent", "levels": {"x": "dec3"}}]
+                {"name": "timm", "arch": "vit_tiny_patch16_224", "levels": {"block1": "dec3"}}]
     out = tmp_path / "probe"
     result = CliRunner().invoke(app, ["probe", "--manifest", str(_manifest(tmp_path, cached_store, teachers)),
                                       "--out", str(out)])
@@ -36,12 +36,13 @@ def test_probe_cmd_ranks_every_teacher_level_from_the_cache(tmp_path, cached_sto
     assert vals == sorted(vals, reverse=True)  # best validation first
     assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("val_score", "test_score"))
     assert {r["grid"] for r in rows} == {"16x16", "8x8"} and {r["dataset"] for r in rows} == {"blobs"}
-    assert "skipped teacher absent" in result.output and "linear probes" in result.output
+    assert "skipped teacher timm" in result.output and "linear probes" in result.output
     assert "| blobs | " in (out / "probes.md").read_text()
     assert (out / "probes.png").stat().st_size > 5_000
 
 
 def test_probe_cmd_with_no_entry_at_all_is_one_clear_error(tmp_path, cached_store):
-    path = _manifest(tmp_path, cached_store, [{"name": "absent", "levels": {"x": "dec3"}}])
+    absent = {"name": "timm", "arch": "vit_tiny_patch16_224", "levels": {"block1": "dec3"}}  # no entry
+    path = _manifest(tmp_path, cached_store, [absent])
     result = CliRunner().invoke(app, ["probe", "--manifest", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "featcache extract" in result.output
