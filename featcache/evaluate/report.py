@@ -42,7 +42,7 @@ class ReportResult:
 def _metrics_section(summary: dict[str, Any] | None, run: Run, split: str, notes: list[str]) -> list[Block]:
     if summary is None:
         flag = "" if split == "test" else f" --split {split}"
-        others = sorted(p.name for p in run.path.glob("eval-*") if (p / "summary.json").is_file())
+        others = [name for name in run.scored_folders() if name != "eval"]
         also = f" (evaluated: {', '.join(others)}; `featcache report --split SPLIT` reports one)" \
             if others else ""
         notes.append(f"the {split} split is not evaluated: run `featcache eval --run {run.path}{flag}` "

@@ -141,6 +141,10 @@ class RunLayout:
             raise CheckpointError(f"unknown checkpoint {which!r}; use best or last")
         return self.path / "checkpoints" / f"{which}.pt"
 
+    def scored_folders(self) -> list[str]:
+        """The names of the run's folders holding eval's scores (eval, eval-val, a study's eval-NAME)."""
+        return sorted(p.name for p in self.path.glob("eval*") if ScoredFolder(p).summary_json.is_file())
+
     def eval_overlay(self, dataset: str, sample_id: str, split: str = "test") -> Path:
         """Where eval writes (and the report looks for) one sample's overlay, per split."""
         return self.eval_of(split).overlays_dir / dataset / f"{sample_id}.png"
