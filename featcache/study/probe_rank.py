@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from featcache.devices import resolve_device
 from featcache.distill.build import build_sources, build_tasks, items_dataset
 from featcache.distill.data import Source, training_items
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import to_device
-from featcache.distill.output_kd import ProbeSet, fit_probes, probe_scores
+from featcache.distill.output_kd import ProbeSet, fit_probes, mask_target, probe_scores
 from featcache.distill.targets import Target
 from featcache.distill.tasks import Classification
 from featcache.errors import ConfigError, StoreError
@@ -102,13 +103,49 @@ def _fit_and_score(manifest: Manifest, source: Source, task: Any, target: Target
     mask_channels = 1 if isinstance(task, Classification) or task.classes == 1 else task.classes + 1
     torch.manual_seed(manifest.training.seed)
     probes = ProbeSet([target], mask_channels, classes).to(device)
-    fit_probes(probes, [target], _batches(manifest, source, target, splits["train"], device),
-               manifest.distill.probe_steps)
+    train = _batches(manifest, source, target, splits["train"], device)
+    if classes:
+        fit_probes(probes, [target], train, manifest.distill.probe_steps)
+    else:
+        fit_mask_probe(probes.masks[next(iter(probes.masks))], train, target, manifest.distill.probe_steps)
     out = {}
     for split in ("val", "test"):
         scores = probe_scores(probes, [target], _batches(manifest, source, target, splits[split], device))
         out[f"{split}_score"] = scores.get(target.key, float("nan"))
     return out
+
+
+def fit_mask_probe(conv: torch.nn.Conv2d, batches: list[dict[str, Any]], target: Target, steps: int,
+                   lr: float = 1e-2) -> None:
+    """output_kd.fit_probes' objective and optimiser for one mask probe (Adam at `lr`, one step
+    per full pass; a batch's samples weigh 1/batch size, each cell by the share of its sample the
+    teacher saw), with every cell of every batch in one matrix: one product per pass instead of a
+    convolution per batch. Side by side on the demo's stage-2 map (28 slices, 30 passes, a busy
+    2-core machine): 4.0 against 16.1 CPU seconds, weights within 2e-5, the same validation Dice."""
+    xs, ys, ws = [], [], []
+    for b in batches:
+        feature, valid = b["teacher"][target.key], b["valid"][target.key]
+        y = mask_target(b["mask"], conv.out_channels, feature.shape[-2:])
+        w = valid / valid.flatten(1).sum(1).clamp_min(1.0)[:, None, None, None] / len(b["label"])
+        xs.append(feature.permute(0, 2, 3, 1).flatten(0, 2))
+        ys.append(y.permute(0, 2, 3, 1).flatten(0, 2))
+        ws.append(w.flatten())
+    x, y, w = torch.cat(xs), torch.cat(ys), torch.cat(ws)
+    weight = conv.weight.detach().flatten(1).clone().requires_grad_(True)  # (M, C)
+    bias = conv.bias.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        logits = torch.addmm(bias, x, weight.T)
+        if logits.shape[1] == 1:
+            per_cell = F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0], reduction="none")
+        else:
+            per_cell = -(y * torch.log_softmax(logits, dim=1)).sum(1)
+        (per_cell * w).sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        conv.weight.copy_(weight.view_as(conv.weight))
+        conv.bias.copy_(bias)
 
 
 def _batches(manifest: Manifest, source: Source, target: Target, items: list[tuple[int, int, int]],
