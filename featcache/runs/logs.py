@@ -25,13 +25,16 @@ def append_csv(path: Path, rows: list[dict[str, Any]], new: bool) -> None:
 
 def truncate_csv(path: Path, start_epoch: int) -> None:
     """Keep only the rows of epochs before the 0-based index start_epoch (the files number epochs
-    from 1: featcache.events.epoch_number)."""
+    from 1: featcache.events.epoch_number). A log written before epochs were numbered from 1 (it
+    has an epoch 0) is renumbered first, so a resumed old run's rows all count from 1."""
     if not path.exists():
         return
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or [], [r for r in reader
-                                                 if int(r["epoch"]) < epoch_number(start_epoch)]
+        fields, rows = reader.fieldnames or [], list(reader)
+    if any(int(r["epoch"]) == 0 for r in rows):
+        rows = [{**r, "epoch": str(int(r["epoch"]) + 1)} for r in rows]
+    rows = [r for r in rows if int(r["epoch"]) < epoch_number(start_epoch)]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
