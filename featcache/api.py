@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import default_collate
 
 from featcache.data.base import SegmentationDataset
 from featcache.data.registry import build_dataset
+from featcache.distill.batches import Finish
 from featcache.distill.data import DistillItems, Source, training_items
 from featcache.distill.targets import Target
 from featcache.errors import ConfigError, StoreError
@@ -200,7 +203,11 @@ class CachedFeatures(DistillItems):
                          channels=channels, normalisation=normalisation, with_teachers=True)
 
     def __getitem__(self, k: int) -> dict[str, Any]:
-        item = super().__getitem__(k)
+        # One item finished as the trainer finishes a batch of them (batches.Finish), on the CPU.
+        raw = super().__getitem__(k)
+        batch = Finish(self, torch.device("cpu"))(default_collate([raw]))
+        item = {key: value[0] if isinstance(raw.get(key), torch.Tensor) or key.startswith(("t:", "v:"))
+                else raw[key] for key, value in batch.items() if key not in ("epoch", "item")}
         # The trainer's keys also name the student stage a target feeds; here there is none.
         features = {_name(t): item.pop(f"t:{t.key}").float() for t in self.targets}
         valid = {_name(t): item.pop(f"v:{t.key}") for t in self.targets}

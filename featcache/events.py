@@ -44,6 +44,17 @@ class PretrainReused(Event):
 
 
 @dataclass(frozen=True)
+class FeaturesResident(Event):
+    """Teacher targets being made resident in the training process (training.resident_features)."""
+
+    done: int  # items decoded so far
+    total: int  # items to decode (0: nothing fits, every teacher is read per step)
+    mib: float  # memory they take
+    where: str  # "RAM", "GPU cuda:0", ...
+    streamed: tuple[str, ...] = ()  # teachers that did not fit: read from the store per step
+
+
+@dataclass(frozen=True)
 class TrainingStarted(Event):
     epochs: int
     steps_per_epoch: int

@@ -258,11 +258,23 @@ class TrainingSpec(_Strict):
     # threads leave: a few percent faster on a CPU box that runs nothing else, far slower when
     # anything else runs beside it (the worker starves). "auto" = "normal".
     worker_priority: Literal["auto", "normal", "low"] = "auto"
+    # Teacher targets held in memory, decoded once before the first step (each batch then a
+    # gather): "auto" = a teacher's fit in half of the free GPU memory (training on a GPU) or RAM;
+    # a size in GiB caps them (never above what is free); "off" reads the store every step. The
+    # same numbers either way.
+    resident_features: float | Literal["auto", "off"] = "auto"
     device: str = "auto"
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     # Experiment logs: csv (metrics.csv, gates.csv) and, with the tensorboard extra, TensorBoard
     # events in run_dir/tensorboard/ (loss terms and weights, gates, val Dice, overlays per epoch).
     log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])
+
+    @field_validator("resident_features")
+    @classmethod
+    def _positive_size(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not v > 0:
+            raise ValueError("use a size in GiB > 0, auto or off")
+        return v
 
     @field_validator("log")
     @classmethod
@@ -366,8 +378,9 @@ def same_settings(saved: Any, manifest: Manifest) -> bool:
         then = Manifest.model_validate(saved)
     except ValidationError:
         return False
-    # Where the run logs to changes no result: switching TensorBoard on for a resume is fine.
-    ignore = {"training": {"log"}}
+    # Where the run logs to, or whether its features are resident, changes no result: switching
+    # TensorBoard on for a resume is fine.
+    ignore = {"training": {"log", "resident_features"}}
     return then.model_dump(mode="json", exclude=ignore) == manifest.model_dump(mode="json", exclude=ignore)
 
 

@@ -21,11 +21,15 @@ teacher code; the trainer never does.
     python pipelines/bench_distill.py                   # about 3 minutes on 2 CPU cores
     python pipelines/bench_distill.py --image-size 256 --batch-size 16 --steps 20   # on a GPU
 
---simulate-student MS instead (sim_distill.py): the real training loader (cache reads, checks,
-normalisation, resampling onto the heads' grids, image views) feeding a stand-in student step that
-sleeps MS, against reading the same features from raw .npy files, per loader worker count.
+(b) trains from the trainer's loader as a run does: targets resident in memory (the default
+training.resident_features: auto), batches finished in the training process.
 
-    python pipelines/bench_distill.py --simulate-student 0 --image-size 256 --batch-size 16 --slices 100
+--simulate-student MS instead (sim_distill.py): the training loader alone, feeding a stand-in
+student step that sleeps MS: the per-sample loader featcache had before issue 35, the batched one
+(stored maps from the workers, finished in the training process) and the resident one, against a
+bare np.load of the same features, per loader worker count, in interleaved rounds.
+
+    python pipelines/bench_distill.py --simulate-student 0 --image-size 256 --batch-size 16
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ from torch.utils.data import Dataset
 
 from featcache.data.registry import build_dataset
 from featcache.data.views import ViewParams, apply_view
+from featcache.distill.batches import Finish
 from featcache.distill.build import epoch_batches
 from featcache.distill.data import DistillItems
 from featcache.distill.loaders import make_loader
-from featcache.distill.resample import normaliser, teacher_target
+from featcache.distill.resample import normaliser, teacher_targets
 from featcache.distill.trainer import Trainer, prepare
 from featcache.events import ignore
 from featcache.extract.runner import extract
@@ -99,25 +104,25 @@ class OnlineItems(Dataset):
 
 
 def _online_batches(trainer: Trainer, teacher: Teacher, workers: int) -> Iterator[dict[str, Any]]:
-    """Batches in the same order as (b), with teacher features computed now, on the batch."""
+    """Batches in the same order as (b), with teacher features computed now, on the batch, and
+    normalised and resampled as (b)'s are (batched, on the training device)."""
     reader = trainer.data.sources[0].entries[trainer.model.targets[0].teacher]
     levels = list(dict.fromkeys(t.level for t in trainer.model.targets))
     norms = {level: normaliser(reader, level, "standardize") for level in levels}
     st = trainer.manifest.student
     plain = DistillItems(trainer.data.sources, trainer.data.train_items, [], st.image_size, st.in_channels,
                          "none", False, trainer.data.train_set.augment, trainer.manifest.training.seed)
-    online = OnlineItems(plain, teacher)
+    finish = Finish(plain, trainer.device)  # the image's augmentation and the mask, as (b)'s
     tr = trainer.manifest.training
-    for batch in make_loader(online, tr.batch_size, workers, tr.prefetch_factor, trainer.device,
-                             batches=epoch_batches(trainer.data, tr.batch_size, 0),
+    for batch in make_loader(OnlineItems(plain, teacher), tr.batch_size, workers, tr.prefetch_factor,
+                             trainer.device, batches=epoch_batches(trainer.data, tr.batch_size, 0),
                              low_priority=trainer.data.low_priority_workers):
-        feats = teacher.extract(batch.pop("teacher_input"), levels)  # level -> (B, C, h, w)
-        boxes = batch.pop("box")
+        x, boxes = batch.pop("teacher_input"), batch.pop("box")
+        batch = finish(batch)
+        feats = teacher.extract(x, levels, host=False)  # level -> (B, C, h, w) on the device
         for t in trainer.model.targets:
-            pairs = [teacher_target(f.numpy(), norms[t.level], box.numpy(), t.loss_grid)
-                     for f, box in zip(feats[t.level], boxes, strict=True)]
-            batch[f"t:{t.key}"] = torch.stack([f for f, _ in pairs])
-            batch[f"v:{t.key}"] = torch.stack([v for _, v in pairs])
+            target, valid = teacher_targets(feats[t.level].float(), norms[t.level], boxes, t.loss_grid)
+            batch[f"t:{t.key}"], batch[f"v:{t.key}"] = target.half(), valid
         yield batch
 
 
@@ -165,8 +170,10 @@ def _args() -> argparse.Namespace:
                    help="demo: LiteMedSAM stage2 -> enc3, embedding -> enc4 and dec3 (the demo manifest); "
                         "one: the embedding at dec3")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per round (and for (c))")
-    p.add_argument("--rounds", type=int, default=5, help="turns of (a), (b), (b')")
+    p.add_argument("--steps", type=int, default=6,
+                   help="timed steps per round (and for (c)); with --simulate-student, batches per turn")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="turns of (a), (b), (b'), (d); with --simulate-student, of every loader")
     p.add_argument("--workers", default="auto", help="loader workers for every mode (auto or a count)")
     p.add_argument("--worker-priority", default="auto", choices=["auto", "normal", "low"],
                    help="training.worker_priority for every mode (auto = normal; low = nice 19)")

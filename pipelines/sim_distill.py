@@ -1,13 +1,25 @@
-"""`bench_distill.py --simulate-student MS`: the cache loader at accelerator speed, simulated.
+"""`bench_distill.py --simulate-student MS`: the training loader at accelerator speed, simulated.
 
-The trainer's real training loader (DistillItems: the image decoded, viewed, augmented and
-resized for the student; each tapped teacher level read from the store, checked, decoded,
-normalised and resampled onto its head's loss grid; batches collated across worker processes)
-feeds a stand-in student step that only sleeps MS. Beside it, per worker count: (raw) the very
-same loader with the store's reader swapped for one that reads the same fp16 features from raw
-`.npy` files (np.load, to float32: no decompression, no checksums), so the ratio is what the
-cache costs the loader; and (bare) a DataLoader that only reads those .npy files, the floor of
-any loader. Samples/s of each, the ratio, and per core (workers, or 1 for the main process).
+Each loader feeds a stand-in student step that only sleeps MS, per loader worker count:
+
+  per-sample  the loader before issue 35: each item finished in a worker, one at a time: its
+              teacher maps read from the store (checked, decoded), normalised and resampled onto
+              every tap's loss grid, its image augmented (the same code as the batched path,
+              run on batches of one, as featcache.CachedFeatures does);
+  batched     workers hand over the image and the stored float16 maps; the training process
+              finishes the whole batch (featcache/distill/batches.py), on the GPU when there is one;
+  resident    the targets decoded once into memory (featcache/distill/resident.py, the default
+              training.resident_features: auto); workers hand over the image only, a batch's
+              targets are a gather;
+  bare        a DataLoader that only np.loads the same features from raw .npy files (float16 ->
+              float32): the floor of any loader reading them.
+
+The loaders take turns for --rounds rounds (every worker count, every loader, --steps batches
+each after a warm-up that drains what it prefetched while the others ran), so that a shared
+machine's slow minutes hit all alike; each rate is the median over rounds, each ratio the median of
+its per-round ratios. loader_speedup: the best new path (batched or resident) over per-sample at
+the worker count where the best new path is fastest (every count is printed); loader_over_npload:
+that best new path over the best bare np.load (any worker count) in the same round.
 
 The store is filled by extraction with a stand-in teacher (sim_extract.py): LiteMedSAM's level
 shapes and its real features of one slice, so that the entry compresses as a real one does; the
@@ -16,7 +28,9 @@ loader's work does not depend on the values.
 
 from __future__ import annotations
 
+import copy
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,59 +40,38 @@ from typing import Any
 import numpy as np
 import torch
 from sim_extract import StandInTeacher
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from featcache.data.registry import build_dataset
+from featcache.distill.batches import Finish
 from featcache.distill.build import epoch_batches
-from featcache.distill.data import DistillItems, Source
+from featcache.distill.data import DistillItems
 from featcache.distill.loaders import make_loader
+from featcache.distill.resident import item_bytes, make_resident
 from featcache.distill.trainer import Trainer
+from featcache.events import ignore
 from featcache.extract.runner import extract
 from featcache.extract.settings import ExtractSettings
-from featcache.store import EntryReader, FeatureStore
+from featcache.store import FeatureStore
 from featcache.teachers.registry import build_teacher
 
-
-class NpyReader:
-    """The reading methods of an EntryReader that DistillItems uses, over raw .npy copies."""
-
-    def __init__(self, reader: EntryReader, files: list[list[Path]], levels: list[str]) -> None:
-        self._index = {sid: i for i, sid in enumerate(reader.ids)}
-        self._files = {(i, level): f[j] for i, f in enumerate(files) for j, level in enumerate(levels)}
-        self._frames = np.stack([reader.frames(i) for i in range(len(reader.ids))])
-        self._params = np.stack([reader.view_params(i) for i in range(len(reader.ids))])
-
-    def index_of(self, sample_id: str) -> int:
-        return self._index[sample_id]
-
-    def read(self, index: int, level: str, view: int | None = None) -> np.ndarray:
-        data = torch.from_numpy(np.load(self._files[(index, level)])).float().numpy()  # view 0 only
-        return data if view is not None else data[None]
-
-    def frames(self, index: int) -> np.ndarray:
-        return self._frames[index]
-
-    def view_params(self, index: int) -> np.ndarray:
-        return self._params[index]
+PREFETCH = 2  # batches each worker keeps ready (drained by each turn's warm-up)
+NEW = ("batched", "resident")
 
 
-class NpyItems(DistillItems):
-    """The trainer's items with NpyReaders: they pickle into loader workers as they are."""
+class PerSample(Dataset):
+    """Training items finished one at a time where they are read (a loader worker): the
+    per-sample loader of featcache before issue 35."""
 
-    @classmethod
-    def like(cls, items: DistillItems, files: list[list[Path]], levels: list[str]) -> NpyItems:
-        raw = cls.__new__(cls)
-        raw.__dict__.update(items.__dict__)
-        raw.sources = [Source(s.index, s.dataset, {t: NpyReader(r, files, levels)
-                                                   for t, r in s.entries.items()}, s.views)
-                       for s in items.sources]
-        return raw
+    def __init__(self, items: DistillItems) -> None:
+        self.items = items
 
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def __len__(self) -> int:
+        return len(self.items)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        one = Finish(self.items, torch.device("cpu"))(default_collate([self.items[k]]))
+        return {key: value[0] for key, value in one.items()}
 
 
 class RawFeatures(Dataset):
@@ -114,22 +107,25 @@ def fill_store(args, store: FeatureStore, levels: list[str]) -> list[list[Path]]
     return files
 
 
-def _rate(batches: Iterator[Any], ms: float, warmup: int, steps: int, size: int) -> float:
-    """Samples/s over `steps` batches after `warmup`, each followed by a `ms` stand-in step."""
-    for _ in range(warmup):
+def _rate(batches: Iterator[Any], ms: float, warmup: int, steps: int, size: int,
+          device: torch.device) -> float:
+    """Samples/s over `steps` batches after `warmup`, each followed by a `ms` stand-in step (on a
+    GPU the batch's work on the device is waited for, as a step would)."""
+    def one() -> None:
         next(batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         time.sleep(ms / 1000)
+
+    for _ in range(warmup):
+        one()
     start = time.perf_counter()
     for _ in range(steps):
-        next(batches)
-        time.sleep(ms / 1000)
+        one()
     return steps * size / (time.perf_counter() - start)
 
 
-def _raw_batches(files: list[list[Path]], batch: int, workers: int) -> Iterator[Any]:
-    extra = {"persistent_workers": True, "prefetch_factor": 2} if workers else {}
-    loader = DataLoader(RawFeatures(files), batch_size=batch, shuffle=True, num_workers=workers,
-                        drop_last=True, **extra)
+def _forever(loader: DataLoader) -> Iterator[Any]:
     while True:
         yield from loader
 
@@ -144,37 +140,83 @@ def simulate(args, manifest_for, taps: dict[str, Any]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _loaders(args, trainer: Trainer, files: list[list[Path]]
+             ) -> tuple[dict[tuple[str, int], Iterator[Any]], dict[str, float]]:
+    """(mode, workers) -> a batch iterator over all epochs, for every mode and worker count; and
+    what making the targets resident cost."""
+    streamed = trainer.data.train_set
+    held = copy.copy(streamed)
+    start = time.perf_counter()
+    make_resident(held, "auto", trainer.device, ignore)
+    if not held.resident_teachers:
+        raise SystemExit("the resident targets do not fit in half the free memory here")
+    cost = {"seconds": time.perf_counter() - start,
+            "mib": sum(item_bytes(held, t) for t in held.resident_teachers) * len(held) / 2**20}
+    size, device, out = args.batch_size, trainer.device, {}
+    for w in args.worker_sweep:
+        def loader(items: Dataset, w: int = w) -> Iterator[Any]:
+            batches = epoch_batches(trainer.data, size, 0)
+            return iter(make_loader(items, size, w, PREFETCH, device, batches=batches))
+
+        out[("per-sample", w)] = loader(PerSample(streamed))
+        out[("batched", w)] = loader(streamed)
+        out[("resident", w)] = loader(held)
+        extra = {"persistent_workers": True, "prefetch_factor": PREFETCH} if w else {}
+        out[("bare", w)] = _forever(DataLoader(RawFeatures(files), batch_size=size, shuffle=True,
+                                               num_workers=w, drop_last=True, **extra))
+    return out, cost
+
+
 def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
     store = FeatureStore(tmp / "store")
     files = fill_store(args, store, list(taps))
     per_sample = sum(np.load(f, mmap_mode="r").nbytes for f in files[0])
+    args.workers = 0
+    manifest = manifest_for(args, store.url, tmp / "run", {}, 1.0)
+    trainer = Trainer(manifest.model_copy(update={"training": manifest.training.model_copy(
+        update={"resident_features": "off"})}))
+    loaders, cost = _loaders(args, trainer, files)
     print(f"featcache loader simulation: demo, {len(files)} train slices, student {args.image_size} px, "
-          f"batch {args.batch_size}, LiteMedSAM taps {taps}, {per_sample / 1e6:.2f} MB fp16 "
-          f"features per sample; stand-in student step {args.simulate_student:g} ms; "
-          f"{args.warmup} + {args.steps} batches per point", flush=True)
-    print("samples/s delivered:  featcache = the trainer's loader;  raw = the same loader reading .npy "
-          "files;  bare = np.load of the features alone")
-    print(f"{'workers':>7} {'featcache':>10} {'raw':>8} {'ratio':>6} {'featcache/core':>14} "
-          f"{'raw/core':>9} {'bare':>8}")
-    results: dict[str, float] = {}
-    for workers in args.worker_sweep:
-        args.workers = workers
-        trainer = Trainer(manifest_for(args, store.url, tmp / f"run{workers}", {}, 1.0))
-        ms, size = args.simulate_student, args.batch_size
-        cached = _rate(trainer._train_batches(0), ms, args.warmup, args.steps, size)
-        raw_items = NpyItems.like(trainer.data.train_set, files, list(taps))
-        tr = trainer.manifest.training
-        raw_loader = make_loader(raw_items, size, trainer.data.workers, tr.prefetch_factor, trainer.device,
-                                 batches=epoch_batches(trainer.data, tr.batch_size, 0),
-                             low_priority=trainer.data.low_priority_workers)
-        raw = _rate(iter(raw_loader), ms, args.warmup, args.steps, size)
-        del raw_loader  # its persistent workers end here
-        trainer.close()
-        bare = _rate(_raw_batches(files, size, workers), ms, args.warmup, args.steps, size)
-        cores = max(1, workers)
-        print(f"{workers:7d} {cached:10.1f} {raw:8.1f} {cached / raw:6.2f} {cached / cores:14.1f} "
-              f"{raw / cores:9.1f} {bare:8.1f}", flush=True)
-        results.update({f"samples_s_featcache_w{workers}": cached, f"samples_s_npy_w{workers}": raw,
-                        f"featcache_over_npy_w{workers}": cached / raw, f"samples_s_bare_w{workers}": bare})
+          f"batch {args.batch_size}, LiteMedSAM taps {taps}, {per_sample / 1e6:.2f} MB fp16 features per "
+          f"sample; device {trainer.device}; stand-in student step {args.simulate_student:g} ms; "
+          f"{args.rounds} rounds of {args.steps} batches per loader after a warm-up of workers x "
+          f"{PREFETCH} + 1; resident targets {cost['mib']:.0f} MiB, made in {cost['seconds']:.1f} s",
+          flush=True)
+    rates: dict[tuple[str, int], list[float]] = {key: [] for key in loaders}
+    for r in range(args.rounds):
+        for (mode, w), batches in loaders.items():
+            rates[(mode, w)].append(_rate(batches, args.simulate_student, w * PREFETCH + 1, args.steps,
+                                          args.batch_size, trainer.device))
+        done = ", ".join(f"{m} w{w} {v[-1]:.1f}" for (m, w), v in rates.items())
+        print(f"  round {r + 1}/{args.rounds} (samples/s): {done}", flush=True)
+    _report(args, rates)
+    del loaders  # persistent workers end here
+    trainer.close()
+
+
+def _report(args, rates: dict[tuple[str, int], list[float]]) -> None:
+    """The table (medians over rounds), the ratios (medians of per-round ratios), RESULT lines."""
+    med = {key: statistics.median(v) for key, v in rates.items()}
+    sweep = args.worker_sweep
+    best = {w: max(NEW, key=lambda m, w=w: med[(m, w)]) for w in sweep}  # the best new path per count
+    speedup = {w: statistics.median(a / b for a, b in zip(rates[(best[w], w)], rates[("per-sample", w)],
+                                                          strict=True)) for w in sweep}
+    top = max(sweep, key=lambda w: med[(best[w], w)])
+    bare_best = [max(rates[("bare", w)][r] for w in sweep) for r in range(args.rounds)]
+    over_npload = statistics.median(a / b for a, b in zip(rates[(best[top], top)], bare_best, strict=True))
+    print(f"samples/s delivered, median of {args.rounds} rounds (machine shared: read the ratios):")
+    print(f"{'workers':>7} {'per-sample':>10} {'batched':>8} {'resident':>9} {'bare':>8} "
+          f"{'best new / per-sample':>22} {'per core: per-sample':>21} {'best new':>9}")
+    for w in sweep:
+        cores, old, new = max(1, w), med[("per-sample", w)], med[(best[w], w)]
+        print(f"{w:7d} {old:10.1f} {med[('batched', w)]:8.1f} {med[('resident', w)]:9.1f} "
+              f"{med[('bare', w)]:8.1f} {speedup[w]:17.2f} ({best[w][:3]}) {old / cores:21.1f} "
+              f"{new / cores:9.1f}")
+    print(f"best new path: {best[top]} at {top} worker(s): {speedup[top]:.2f}x the per-sample loader at the "
+          f"same count (target >= 5), {over_npload:.2f}x the best bare np.load of the same features "
+          "(target >= 0.8)")
+    results = {f"samples_s_{m.replace('-', '_')}_w{w}": v for (m, w), v in med.items()}
+    results.update({f"loader_speedup_w{w}": v for w, v in speedup.items()})
+    results.update(loader_speedup=speedup[top], loader_over_npload=over_npload)
     for name, value in results.items():  # machine-readable, last: `grep ^RESULT`
         print(f"RESULT {name} {value:.4g}")

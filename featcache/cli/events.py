@@ -11,6 +11,7 @@ from featcache.cli.app import console
 from featcache.events import (
     EpochDone,
     Event,
+    FeaturesResident,
     PretrainReused,
     PretrainStarted,
     PretrainStep,
@@ -37,7 +38,8 @@ class TrainingDisplay(Display):
 
     renders: ClassVar[dict[type[Event], str]] = {
         PretrainStarted: "pretrain_started", PretrainStep: "pretrain_step", PretrainReused: "pretrain_reused",
-        TrainingStarted: "started", TrainingStep: "step", EpochDone: "epoch_done"}
+        TrainingStarted: "started", TrainingStep: "step", EpochDone: "epoch_done",
+        FeaturesResident: "resident"}
 
     def __init__(self, bar: Any) -> None:
         self.bar, self.tasks = bar, {}
@@ -51,6 +53,17 @@ class TrainingDisplay(Display):
 
     def pretrain_reused(self, e: PretrainReused) -> None:
         console.print(f"feature pretraining: reusing {e.path} (same recipe)")
+
+    def resident(self, e: FeaturesResident) -> None:
+        if e.done == 0:
+            if e.streamed:
+                console.print(f"teacher(s) {', '.join(e.streamed)}: their features do not fit "
+                              "training.resident_features; read from the store every step")
+            if e.total:
+                self.tasks["resident"] = self.bar.add_task("resident features", total=e.total,
+                                                           info=f"{e.mib:,.0f} MiB in {e.where}")
+        else:
+            self.bar.update(self.tasks["resident"], completed=e.done)
 
     def started(self, e: TrainingStarted) -> None:
         console.print(f"student: {e.params / 1e6:.2f}M parameters, device {e.device}, "

@@ -25,6 +25,7 @@ from featcache.events import (
     Event,
     ExtractionDone,
     ExtractionStarted,
+    FeaturesResident,
     ImagesEvaluated,
     ImagesExtracted,
     PretrainReused,
@@ -49,7 +50,8 @@ class StudyDisplay(Display):
         StatisticsRead: "statistics_read", ShardsCommitted: "shards_committed",
         ExtractionDone: "extraction_done", RunsPlanned: "runs_planned", RunStarted: "run_started",
         PretrainStarted: "pretrain_started", PretrainStep: "pretrain_step", PretrainReused: "pretrain_reused",
-        TrainingStarted: "training_started", TrainingStep: "training_step", EpochDone: "epoch_done",
+        FeaturesResident: "resident", TrainingStarted: "training_started", TrainingStep: "training_step",
+        EpochDone: "epoch_done",
         EvaluationStarted: "evaluation_started", ImagesEvaluated: "images_evaluated", RunDone: "run_done"}
 
     def __init__(self, console: Console) -> None:
@@ -107,6 +109,12 @@ class StudyDisplay(Display):
 
     def pretrain_reused(self, e: PretrainReused) -> None:
         pass  # a study shares one pretraining across label fractions: nothing to say per run
+
+    def resident(self, e: FeaturesResident) -> None:
+        if e.total and e.done == 0:
+            self._task("train", "  resident features", e.total, f"{e.mib:,.0f} MiB in {e.where}")
+        elif e.total:
+            self.progress.update(self.tasks["train"], completed=e.done)
 
     def training_started(self, e: TrainingStarted) -> None:
         self._task("train", "  training", e.epochs * e.steps_per_epoch)

@@ -1,9 +1,12 @@
 """Online photometric augmentation of the student's input: brightness, contrast, gamma, noise, blur.
 
 Only intensities change, never geometry, so the teacher features cached for the image (resampled
-onto the student's frame with the stored view's box) stay aligned with it pixel for pixel. The
-random draw comes from a generator the caller seeds per (run seed, epoch, item), so a run is
-reproducible whatever the number of loader workers.
+onto the student's frame with the stored view's box) stay aligned with it pixel for pixel.
+
+Two halves: `draw` makes one image's random choices (which operations, their strengths, the noise
+field) from a generator the caller seeds per (run seed, epoch, item), so a run is reproducible
+whatever the number of loader workers or the batch an item lands in; `augment` applies the draws
+of a whole batch at once, on the batch's device (the GPU when training on one).
 """
 
 from __future__ import annotations
@@ -28,37 +31,100 @@ class Photometric:
     blur: float = 1.0
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """x (C, H, W) blurred with a separable Gaussian (reflect padding, same size)."""
-    radius = max(1, math.ceil(2.5 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = x.shape[0]
-    y = F.pad(x[None], (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.conv2d(y, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return y[0]
+@dataclass(frozen=True)
+class Draw:
+    """One image's augmentation: each operation's strength, None where it is not applied."""
+
+    blur: float | None = None  # Gaussian sigma
+    contrast: float | None = None  # factor about the image's mean
+    brightness: float | None = None  # shift
+    gamma: float | None = None  # exponent
+    noise: float | None = None  # std of the noise
+    noise_field: np.ndarray | None = None  # standard normal, the image's shape
 
 
-def augment(x: torch.Tensor, spec: Photometric, rng: np.random.Generator) -> torch.Tensor:
-    """x (C, H, W) in [0, 1] -> the same shape in [0, 1], intensities changed only."""
+def draw(spec: Photometric, rng: np.random.Generator, shape: tuple[int, ...]) -> Draw:
+    """One image's (C, H, W) random choices, drawn from `rng` in a fixed order: blur, contrast,
+    brightness, gamma, noise (its field before its strength)."""
 
     def chosen(bound: float) -> bool:
         return bound > 0 and rng.random() < spec.p
 
-    y = x
-    if chosen(spec.blur):
-        y = _gaussian_blur(y, float(rng.uniform(0.3, max(0.3, spec.blur))))
-    if chosen(spec.contrast):
-        mean = y.mean()
-        y = (y - mean) * float(rng.uniform(1 - spec.contrast, 1 + spec.contrast)) + mean
-    if chosen(spec.brightness):
-        y = y + float(rng.uniform(-spec.brightness, spec.brightness))
-    y = y.clamp(0, 1)
-    if chosen(spec.gamma):
-        y = y ** float(math.exp(rng.uniform(-spec.gamma, spec.gamma)))
+    blur = float(rng.uniform(0.3, max(0.3, spec.blur))) if chosen(spec.blur) else None
+    contrast = float(rng.uniform(1 - spec.contrast, 1 + spec.contrast)) if chosen(spec.contrast) else None
+    brightness = float(rng.uniform(-spec.brightness, spec.brightness)) if chosen(spec.brightness) else None
+    gamma = float(math.exp(rng.uniform(-spec.gamma, spec.gamma))) if chosen(spec.gamma) else None
+    noise = field = None
     if chosen(spec.noise):
-        noise = torch.from_numpy(rng.standard_normal(y.shape, dtype=np.float32))
-        y = (y + float(rng.uniform(0, spec.noise)) * noise).clamp(0, 1)
-    return y.contiguous()
+        field = rng.standard_normal(shape, dtype=np.float32)
+        noise = float(rng.uniform(0, spec.noise))
+    return Draw(blur, contrast, brightness, gamma, noise, field)
+
+
+def _kernel(sigma: float, radius: int, like: torch.Tensor) -> torch.Tensor:
+    t = torch.arange(-radius, radius + 1, dtype=like.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (kernel / kernel.sum()).to(like.device)
+
+
+def _gaussian_blur(x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+    """x (n, C, H, W), one sigma per image, all of one kernel radius -> blurred with a separable
+    Gaussian (reflect padding, same size): one depthwise convolution over all n*C planes."""
+    n, c, h, w = x.shape
+    radius = max(1, math.ceil(2.5 * sigmas[0]))
+    kernels = torch.stack([_kernel(s, radius, x) for s in sigmas]).repeat_interleave(c, 0)  # (n*C, K)
+    y = F.pad(x.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, kernels[:, None, None, :], groups=n * c)
+    y = F.conv2d(y, kernels[:, None, :, None], groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def _blurred(x: torch.Tensor, rows: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+    """x with images `rows` blurred, one convolution per kernel size (a new tensor)."""
+    y = x.clone()
+    by_radius: dict[int, list[int]] = {}
+    for k, sigma in enumerate(sigmas):
+        by_radius.setdefault(max(1, math.ceil(2.5 * sigma)), []).append(k)
+    for ks in by_radius.values():
+        picked = rows[ks].to(y.device)
+        y[picked] = _gaussian_blur(y[picked], [sigmas[k] for k in ks])
+    return y
+
+
+def _rows(draws: list[Draw], name: str) -> tuple[torch.Tensor, list[float]]:
+    """The images an operation is applied to, and its strength for each."""
+    picked = [(i, getattr(d, name)) for i, d in enumerate(draws) if getattr(d, name) is not None]
+    return torch.tensor([i for i, _ in picked], dtype=torch.long), [v for _, v in picked]
+
+
+def _per_image(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype).to(like.device).view(-1, 1, 1, 1)
+
+
+def augment(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
+    """x (B, C, H, W) in [0, 1] and one Draw per image -> a new tensor of the same shape in [0, 1],
+    intensities changed only; each operation touches only the images it was drawn for, in the
+    order blur, contrast, brightness (then every image clamped), gamma, noise (clamped). Few
+    passes over the batch: on a CPU each is a memory-bound sweep."""
+    rows, sigmas = _rows(draws, "blur")
+    y = _blurred(x, rows, sigmas) if len(rows) else x
+    # Contrast about the image's mean and brightness together: one affine sweep y * f + s, with
+    # f = 1 and s = 0 (exactly y) for the images neither was drawn for.
+    factor, shift = torch.ones(len(draws)), torch.zeros(len(draws))
+    rows, factors = _rows(draws, "contrast")
+    if len(rows):
+        mean = y.mean((1, 2, 3)).cpu()[rows]
+        factor[rows] = torch.tensor(factors)
+        shift[rows] = mean * (1 - factor[rows])
+    rows, shifts = _rows(draws, "brightness")
+    shift[rows] += torch.tensor(shifts)
+    y = torch.addcmul(_per_image(shift.tolist(), y), y, _per_image(factor.tolist(), y)).clamp_(0, 1)
+    rows, exponents = _rows(draws, "gamma")
+    if len(rows):
+        rows = rows.to(y.device)
+        y[rows] = y[rows] ** _per_image(exponents, y)
+    rows, stds = _rows(draws, "noise")
+    if len(rows):
+        field = torch.from_numpy(np.stack([draws[i].noise_field for i in rows.tolist()])).to(y.device)
+        y.index_add_(0, rows.to(y.device), _per_image(stds, y) * field).clamp_(0, 1)
+    return y

@@ -1,10 +1,12 @@
 """Training data from the cache alone: images and masks from the dataset, teacher features from
 the store, with the exact stored view replayed on image and mask.
 
-Teacher features are normalised and resampled onto the student's frame with the box recorded per
-sample and view (see resample.py), straight onto the grid the loss is computed on; a level tapped
-at several student stages is read once and resampled onto each stage's grid. Training inputs then
-get online photometric augmentation (intensities only, so the features stay aligned).
+An item is what is cheap to move between processes: the student's input (the image with its
+stored view, at the student's size, not yet augmented), the mask as uint8, and for each teacher
+whose features are not resident in the training process (resident.py) its stored maps as they
+are stored (float16 for fp16 entries) with the box recorded for the view. The training process
+finishes whole batches (batches.py): the teacher maps normalised and resampled onto every tap's
+loss grid, the photometric augmentation, on the GPU when there is one.
 
 Item indices carry the epoch: index k of a dataset of n items is item k % n in epoch k // n
 (see `Trainer.epoch_batches`), which seeds the augmentation per (run seed, epoch, item) and keeps
@@ -22,9 +24,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from featcache.data.base import SegmentationDataset
-from featcache.data.photometric import Photometric, augment
+from featcache.data.photometric import Photometric
 from featcache.data.views import ViewParams, apply_view, sample_view
-from featcache.distill.resample import normaliser, teacher_target
+from featcache.distill.resample import normaliser
 from featcache.distill.targets import Target, loss_grid
 from featcache.errors import ConfigError, CorruptEntryError, DatasetError, StoreError
 from featcache.manifest import Manifest, TeacherSpec
@@ -181,7 +183,8 @@ def build_targets(manifest: Manifest, sources: list[Source], stages: dict[str, t
 
 
 class DistillItems(Dataset):
-    """Items are (source index, sample index, view); returns student input, mask and targets.
+    """Items are (source index, sample index, view); returns the cheap part of a training item
+    (see the module docstring); `batches.Finish` makes a batch of them what a step consumes.
 
     augment: photometric augmentation of the student input (training), None for none; seed: the
     run's seed, which with the epoch and item seeds each augmentation draw. labelled: how many of
@@ -207,16 +210,22 @@ class DistillItems(Dataset):
                 for teacher, level in self.taps:
                     self.norm[(s.index, teacher, level)] = normaliser(s.entries[teacher], level,
                                                                       normalisation)
+        # Teachers whose targets the training process holds (resident.py sets both); their maps
+        # are not read per item. `resident` stays in the training process: it never pickles.
+        self.resident_teachers: frozenset[str] = frozenset()
+        self.resident: Any = None
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled into DataLoader worker processes (spawn/forkserver): readers hold locks and
-        caches that do not pickle, so they travel as their zarr group + key and are reopened."""
+        caches that do not pickle, so they travel as their zarr group + key and are reopened.
+        Resident targets stay behind: workers never read them."""
         state = dict(self.__dict__)
         state["sources"] = [Source(s.index, s.dataset, {}, s.views) for s in self.sources]
         state["_readers"] = [{n: (r.group, r.key) for n, r in s.entries.items()} for s in self.sources]
+        state["resident"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -225,47 +234,58 @@ class DistillItems(Dataset):
             source.entries = {n: EntryReader(group, key) for n, (group, key) in handles.items()}
         self.__dict__.update(state)
 
-    def _view(self, source: Source, sample_id: str, view: int) -> tuple[ViewParams, dict[str, int]]:
-        """The view's parameters (as stored; without a store, as extraction would store them with
-        the default view seed) and the sample's index in each entry."""
+    def _view(self, source: Source, sample_id: str, view: int) -> ViewParams:
+        """The view's parameters: as stored (without a store, as extraction would store them with
+        the default view seed)."""
         if not source.entries:
-            return (sample_view(sample_id, view) if view else ViewParams()), {}
-        entry_index = {name: reader.index_of(sample_id) for name, reader in source.entries.items()}
-        first_name, first = next(iter(source.entries.items()))
-        return ViewParams.from_array(first.view_params(entry_index[first_name])[view]), entry_index
+            return sample_view(sample_id, view) if view else ViewParams()
+        first = next(iter(source.entries.values()))
+        return ViewParams.from_array(first.view_params(first.index_of(sample_id))[view])
 
     def locate(self, k: int) -> tuple[int, int, tuple[int, int, int]]:
         """An epoch-carrying index -> (epoch, item position, (source, sample index, view))."""
         epoch, k = divmod(k, len(self.items))
         return epoch, k, self.items[k]
 
+    def streamed_teachers(self) -> list[str]:
+        """The teachers whose maps items carry (those not resident in the training process)."""
+        teachers = dict.fromkeys(teacher for teacher, _ in self.taps)
+        return [t for t in teachers if t not in self.resident_teachers]
+
+    def stored(self, k: int, teachers: list[str]) -> dict[str, Any]:
+        """Item k's stored maps of `teachers`, read through the store's verified path: "f:T/LEVEL"
+        as stored (float16 for fp16 entries: what the store holds, half the bytes of float32)
+        and "b:T", the box of the image on T's grid for the item's view."""
+        _, _, (src_i, index, view) = self.locate(k)
+        source = self.sources[src_i]
+        sample_id = source.dataset.samples[index].id
+        out: dict[str, Any] = {"dataset": src_i}
+        for teacher in teachers:
+            reader = source.entries[teacher]
+            i = reader.index_of(sample_id)
+            out[f"b:{teacher}"] = torch.from_numpy(reader.frames(i)[view])
+            half = reader.precision.dtype == "float16"  # float16 values survive float32 exactly
+            for (name, level) in self.taps:
+                if name == teacher:
+                    feature = torch.from_numpy(reader.read(i, level, view))
+                    out[f"f:{teacher}/{level}"] = feature.half() if half else feature
+        return out
+
     def __getitem__(self, k: int) -> dict[str, Any]:
         epoch, k, (src_i, index, view) = self.locate(k)
         source = self.sources[src_i]
         sample = source.dataset.load(index)
-        params, entry_index = self._view(source, sample.id, view)
         has_mask = k < self.labelled
         given = sample.mask if has_mask else np.zeros_like(sample.mask)
-        image, mask = apply_view(sample.image, given, params)
-        x = student_input(image, self.image_size, self.channels)
-        if self.augment is not None:
-            x = augment(x, self.augment, np.random.default_rng([self.seed, epoch, k]))
-        m = torch.from_numpy(mask.astype(np.float32))[None, None]
-        m = F.interpolate(m, size=(self.image_size,) * 2, mode="nearest")[0]
-        item: dict[str, Any] = {"image": x, "mask": m, "label": sample.label if has_mask else -1,
-                                "dataset": src_i, "index": index, "has_mask": has_mask}
+        image, mask = apply_view(sample.image, given, self._view(source, sample.id, view))
+        m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None]
+        item: dict[str, Any] = {
+            "image": student_input(image, self.image_size, self.channels),
+            "mask": F.interpolate(m, size=(self.image_size,) * 2, mode="nearest")[0],
+            "label": sample.label if has_mask else -1, "dataset": src_i, "index": index,
+            "has_mask": has_mask, "epoch": epoch, "item": k}
         if self.with_teachers:
-            for (teacher, level), targets in self.taps.items():
-                reader, i = source.entries[teacher], entry_index[teacher]
-                feature, box = reader.read(i, level, view), reader.frames(i)[view]
-                for t in targets:
-                    target, valid = teacher_target(feature, self.norm[(src_i, teacher, level)], box,
-                                                   t.loss_grid)
-                    # float16 across the process boundary: the batch's shared-memory pages cost
-                    # page faults per byte on both sides (a visible share of a CPU step), and on
-                    # a GPU the copy to the device halves. The store holds float16 to begin with.
-                    item[f"t:{t.key}"] = target.half()
-                    item[f"v:{t.key}"] = valid
+            item.update(self.stored(k, self.streamed_teachers()))
         return item
 
 

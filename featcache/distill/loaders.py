@@ -1,5 +1,7 @@
 """Prefetching loaders over the store: worker processes decode images and read teacher features
-ahead of the student, so a training step never waits on I/O.
+ahead of the student, so a training step never waits on I/O; the training process finishes each
+batch of training items as it arrives (batches.py: augmentation and teacher targets, batched, on
+the training device).
 
 Training batches of every epoch come from one loader iterator (`EpochBatches`), so workers keep
 `prefetch_factor` batches ready each across epoch boundaries too; validation's loader keeps its
@@ -11,10 +13,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from featcache.distill.batches import Finish
+from featcache.distill.data import DistillItems
 from featcache.errors import ConfigError
 from featcache.store import single_threaded_decoding
 
@@ -92,16 +97,31 @@ def _init_worker(low_priority: bool, _: int) -> None:
         os.nice(19)
 
 
+class FinishingLoader(DataLoader):
+    """A DataLoader over DistillItems whose batches the training process finishes as they come."""
+
+    def __init__(self, dataset: DistillItems, finish: Finish, **options: Any) -> None:
+        super().__init__(dataset, **options)
+        self.finish = finish
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(self.finish, super().__iter__())
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int, prefetch_factor: int,
                 device: torch.device, batches: EpochBatches | None = None,
                 low_priority: bool = False) -> DataLoader:
     """A DataLoader with persistent, prefetching workers when workers > 0 (at nice 19 if
-    low_priority), in the order of `batches` if given, else in order in batches of batch_size."""
+    low_priority), in the order of `batches` if given, else in order in batches of batch_size.
+    Over DistillItems its batches come finished (batches.Finish) on `device`."""
     extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers > 0 else {}
     order = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size}
     # Its own generator: starting workers must not consume the global RNG (the gate's dropout),
     # or a resumed run (whose workers start at a later epoch) would diverge from an uninterrupted one.
-    return DataLoader(dataset, shuffle=False, num_workers=workers,
-                      worker_init_fn=functools.partial(_init_worker, low_priority),
-                      generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
-                      **order, **extra)
+    options = dict(shuffle=False, num_workers=workers,
+                   worker_init_fn=functools.partial(_init_worker, low_priority),
+                   generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
+                   **order, **extra)
+    if isinstance(dataset, DistillItems):
+        return FinishingLoader(dataset, Finish(dataset, device), **options)
+    return DataLoader(dataset, **options)

@@ -70,7 +70,7 @@ def validate(student: torch.nn.Module, tasks: Tasks, batches: Any, device: torch
     with torch.no_grad():
         for batch in batches:
             logits, feats = student.forward_features(batch["image"].to(device))
-            scores = tasks.scores(student, logits.float().cpu(), feats, batch["mask"], batch["label"],
+            scores = tasks.scores(student, logits.float().cpu(), feats, batch["mask"].cpu(), batch["label"],
                                   batch["dataset"])
             total += torch.tensor([float(scores.sum()), len(scores)], dtype=torch.float64)
     student.train()

@@ -30,6 +30,7 @@ from featcache.distill.epoch_stats import EpochStats
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, optimizer_step, validate
 from featcache.distill.pretrain import pretrain
+from featcache.distill.resident import make_resident
 from featcache.distill.state import restore, snapshot
 from featcache.distill.tblog import open_log
 from featcache.errors import CheckpointError
@@ -89,6 +90,7 @@ class Trainer:
         """Training batches from one loader iterator over all epochs: workers prefetch across
         epoch ends."""
         d, tr = self.data, self.manifest.training
+        make_resident(d.train_set, tr.resident_features, self.device, self.progress, self.dist.world_size)
         self._train = make_loader(d.train_set, tr.batch_size, d.workers, tr.prefetch_factor, self.device,
                                   batches=epoch_batches(d, tr.batch_size, start_epoch, skip),
                                   low_priority=d.low_priority_workers)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 import featcache
 from featcache.distill.data import DistillItems
+from featcache.distill.loaders import make_loader
 from featcache.errors import ConfigError, StoreError
 from featcache.evaluate.predict import Predictor
 from tests.evaluate.conftest import blob_image, tiny_run  # noqa: F401  (fixture)
@@ -52,9 +53,11 @@ def test_dataset_yields_images_masks_and_aligned_features(api_store):
     assert item["valid"]["tiny/fine"].shape == (1, 16, 16)
     # The same values the trainer's loader gives (it carries them as float16).
     plain = DistillItems(sources=data.sources, items=data.items, targets=data.targets, image_size=32,
-                         channels=1, normalisation="standardize", with_teachers=True)[1]
+                         channels=1, normalisation="standardize", with_teachers=True)
+    trainer_batch = next(iter(make_loader(plain, 3, 0, 1, torch.device("cpu"))))  # finished batched
     key = next(t.key for t in data.targets if (t.teacher, t.level) == ("tiny2", "fine"))
-    torch.testing.assert_close(item["features"]["tiny2/fine"], plain[f"t:{key}"].float())
+    torch.testing.assert_close(item["features"]["tiny2/fine"], trainer_batch[f"t:{key}"][1].float())
+    torch.testing.assert_close(item["mask"], trainer_batch["mask"][1])
     batch = next(iter(DataLoader(data, batch_size=3)))
     assert batch["features"]["tiny/coarse"].shape == (3, 16, 8, 8)
     coarse = featcache.CachedFeatures(entries[0], levels=["fine"], grid=(4, 4), image_size=32)

@@ -49,7 +49,8 @@ def test_two_process_ddp_training(cached_store, tmp_path):
     assert ranks[0]["params"] == ranks[1]["params"]  # gradients were averaged across ranks
     assert ranks[0]["steps_per_epoch"] == 1  # 12 items / 2 ranks / batch 4, last partial dropped
     assert ranks[0]["val_dice"] == ranks[1]["val_dice"]  # validation summed over both shards
-    assert ranks[0]["events"] == ["EpochDone", "TrainingStarted", "TrainingStep"] and ranks[1]["events"] == []
+    assert ranks[0]["events"] == ["EpochDone", "FeaturesResident", "TrainingStarted", "TrainingStep"]
+    assert ranks[1]["events"] == []
     checkpoint = Run(run_dir).load_checkpoint("last")
     assert checkpoint.epoch == 1 and checkpoint.world_size == 2
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))

@@ -23,7 +23,7 @@ def test_items_pickle_into_spawned_workers(cached_store, tmp_path):
     items = trainer.data.train_set
     items[0]  # warm the readers' fast-path caches (the unpicklable part)
     clone = pickle.loads(pickle.dumps(items))
-    assert any(k.startswith("t:") for k in clone[3])
+    assert any(k.startswith("f:") for k in clone[3])  # the stored maps, finished in the trainer
     _same(items[3], clone[3])
     loader = torch.utils.data.DataLoader(items, batch_size=2, num_workers=1,
                                          multiprocessing_context="spawn")

@@ -8,8 +8,21 @@ import torch
 import torch.nn.functional as F
 
 from featcache.distill.model import _to_grid
-from featcache.distill.resample import area_to_student_frame, teacher_target, warp_to_student_frame
+from featcache.distill.resample import teacher_targets
 from featcache.distill.targets import loss_grid
+
+
+def teacher_target(feature, norm, box, grid):
+    """One map (C, h, w) through the batched resampling, as a batch of one."""
+    feature = torch.as_tensor(feature)
+    target, valid = teacher_targets(feature[None], norm, np.asarray(box, np.float32)[None], grid)
+    return target[0], valid[0]
+
+
+def warp_to_student_frame(feature, box):
+    return teacher_target(feature, None, box, None)
+
+
 
 
 def _feature(c=3, h=8, w=8, seed=0):
@@ -30,7 +43,7 @@ def test_padding_never_enters_a_mean(image_on):
     box = np.array([0, 0, 1, 0.5])
     if image_on == "top":
         f, box = f.transpose(0, 2, 1).copy(), np.array([0, 0, 0.5, 1])
-    target, valid = area_to_student_frame(torch.from_numpy(f), box, (4, 4))
+    target, valid = teacher_target(f, None, box, (4, 4))
     # Each student cell covers 2 teacher cells along the image's long side, 1 across.
     expected = torch.from_numpy(f[:, :, :4]).unflatten(1, (4, 2)).mean(2)
     if image_on == "top":
@@ -77,13 +90,33 @@ def test_close_to_warping_then_pooling_inside_the_image():
     torch.testing.assert_close(fast_valid, slow_valid[0])
 
 
-def test_finer_or_equal_grid_keeps_the_bilinear_warp():
-    f = _feature()
-    box = np.array([0, 0, 1, 0.5])
+@pytest.mark.parametrize("box", [[0, 0, 1, 0.5], [0.1, -0.2, 0.95, 1.3], [0, 0, 1, 1.0]])
+def test_finer_or_equal_grid_is_the_bilinear_warp_of_grid_sample(box):
+    """On the teacher's own grid the separable weights are grid_sample's (bilinear, zero padding)
+    on the box's affine grid, and the validity is grid_sample of ones > 0.5."""
+    f = torch.from_numpy(_feature())
     target, valid = teacher_target(f, None, box, (8, 8))
-    expected, ok = warp_to_student_frame(torch.from_numpy(f), box)
-    torch.testing.assert_close(target, expected)
-    assert torch.equal(valid, ok)
+    y0, x0, y1, x1 = box
+    theta = torch.tensor([[[x1 - x0, 0.0, x0 + x1 - 1.0], [0.0, y1 - y0, y0 + y1 - 1.0]]])
+    grid = F.affine_grid(theta, [1, 1, 8, 8], align_corners=False)
+    expected = F.grid_sample(f[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    ones = F.grid_sample(torch.ones(1, 1, 8, 8), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)[0]
+    torch.testing.assert_close(target, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(valid, (ones > 0.5).float())
+
+
+def test_each_row_of_a_batch_is_resampled_with_its_own_box():
+    """A batch mixing boxes (images of several shapes) gives each row what it gives alone."""
+    f = torch.from_numpy(np.stack([_feature(seed=s) for s in range(4)]))
+    boxes = np.float32([[0, 0, 1, 1], [0, 0, 1, 0.5], [0, 0, 1, 1], [0.2, 0, 0.8, 1]])
+    norm = (np.float32([1, 2, 3]), np.float32([0.5, 2, 4]))
+    for grid in [(4, 4), None]:
+        target, valid = teacher_targets(f, norm, boxes, grid)
+        for i in range(4):
+            alone, ok = teacher_target(f[i], norm, boxes[i], grid)
+            torch.testing.assert_close(target[i], alone)
+            assert torch.equal(valid[i], ok)
 
 
 def test_loss_grid_follows_the_projector():

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from featcache.data.photometric import Photometric, augment
+from featcache.data.photometric import Photometric, augment, draw
 from featcache.distill.build import epoch_batches
+from featcache.distill.loaders import make_loader
 from featcache.distill.trainer import Trainer, train
 from featcache.errors import ConfigError
 from featcache.events import PretrainStarted, ignore
@@ -23,15 +24,21 @@ def test_a_level_tapped_at_several_stages(cached_store, tmp_path):
     # 32 px student: enc3 4x4, dec3 8x8 (both coarser than fine's 16x16), dec4 16x16.
     assert grids == {"tiny/fine@enc3": (4, 4), "tiny/fine@dec3": (8, 8), "tiny/fine@dec4": (16, 16),
                      "tiny2/coarse@enc3": (4, 4)}
-    item = trainer.data.train_set[0]
-    assert item["t:tiny/fine@enc3"].shape == (8, 4, 4) and item["t:tiny/fine@dec4"].shape == (8, 16, 16)
+    batch = next(trainer._train_batches(0))
+    assert batch["t:tiny/fine@enc3"].shape == (4, 8, 4, 4)
+    assert batch["t:tiny/fine@dec4"].shape == (4, 8, 16, 16)
     # One stored map, averaged onto each grid: the coarse tap is the mean of the fine one.
-    fine = item["t:tiny/fine@dec3"].float()
-    torch.testing.assert_close(item["t:tiny/fine@enc3"].float(),
-                               torch.nn.functional.avg_pool2d(fine[None], 2)[0], atol=2e-3, rtol=1e-2)
-    out = trainer.train_step(next(trainer._train_batches(0)))
+    fine = batch["t:tiny/fine@dec3"].float()
+    torch.testing.assert_close(batch["t:tiny/fine@enc3"].float(),
+                               torch.nn.functional.avg_pool2d(fine, 2), atol=2e-3, rtol=1e-2)
+    out = trainer.train_step(batch)
     assert set(out["gates"]) == {"enc3", "dec3", "dec4"} and out["gates"]["enc3"].shape[1] == 2
     trainer.close()
+
+
+def _finished(trainer, k):
+    """Item k (epoch-carrying) as a batch of one, finished as the trainer finishes batches."""
+    return next(iter(make_loader(trainer.data.train_set, 1, 0, 1, trainer.device, batches=[[k]])))
 
 
 def test_photometric_augmentation_changes_intensities_only(cached_store, tmp_path):
@@ -39,20 +46,20 @@ def test_photometric_augmentation_changes_intensities_only(cached_store, tmp_pat
     augmented = Trainer(make_manifest(cached_store, tmp_path / "b", training={"augment": {"p": 1.0}}))
     n = len(plain.data.train_set)
     for k in (0, n + 1):  # epoch 0 and epoch 1
-        a, b = plain.data.train_set[k], augmented.data.train_set[k]
+        a, b = _finished(plain, k), _finished(augmented, k)
         assert not torch.equal(a["image"], b["image"]) and a["image"].shape == b["image"].shape
         assert torch.equal(a["mask"], b["mask"])
         for key in a:
             if key.startswith(("t:", "v:")):
                 assert torch.equal(a[key], b[key]), key  # the cached features are untouched
     # Reproducible per (seed, epoch, item), different across epochs.
-    assert torch.equal(augmented.data.train_set[3]["image"], augmented.data.train_set[3]["image"])
-    assert not torch.equal(augmented.data.train_set[3]["image"], augmented.data.train_set[n + 3]["image"])
+    assert torch.equal(_finished(augmented, 3)["image"], _finished(augmented, 3)["image"])
+    assert not torch.equal(_finished(augmented, 3)["image"], _finished(augmented, n + 3)["image"])
     # No geometry change: a vertical edge stays where it was under every operation.
     x = torch.zeros(1, 16, 16)
     x[:, :, 8:] = 1.0
     for seed in range(20):
-        y = augment(x, Photometric(p=1.0, noise=0.0), np.random.default_rng(seed))
+        y = augment(x[None], [draw(Photometric(p=1.0, noise=0.0), np.random.default_rng(seed), x.shape)])[0]
         assert (y[:, :, 9:] > y[:, :, :7].max()).all()
     plain.close()
     augmented.close()
