@@ -16,7 +16,7 @@ from featcache.data.photometric import Photometric
 from featcache.data.views import ViewParams, apply_view
 from featcache.distill.data import DistillItems
 from featcache.distill.resample import _area_weights, normalise
-from featcache.distill.student import student_input
+from featcache.student import student_input
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -3,9 +3,9 @@ classification samples), each dataset validated by its own metric, and a checkpo
 cannot hide a failing task."""
 
 import torch
-from torch.utils.data import default_collate
 
 from featcache.data.registry import build_dataset
+from featcache.distill.loaders import make_loader
 from featcache.distill.trainer import Trainer, train
 from featcache.extract.runner import extract
 from featcache.extract.settings import ExtractSettings
@@ -38,7 +38,8 @@ def test_balance_output_distillation_trains_beside_a_classification_dataset(cach
         trainer.resume()  # the probes come back from the checkpoint, as on distill --resume
         train_set = trainer.data.train_set
         rows = [k for k, (source, _, _) in enumerate(trainer.data.train_items) if source == 1][:2]
-        out = trainer.train_step(default_collate([train_set[k] for k in rows]))
+        batch = next(iter(make_loader(train_set, 2, 0, 1, trainer.device, batches=[rows])))  # finished
+        out = trainer.train_step(batch)
         assert torch.isfinite(out["loss"]) and "out" in out["terms"] and "cls" in out["terms"]
         assert "seg" not in out["terms"]
     finally:
