@@ -9,6 +9,9 @@ OUT/device_check.json and OUT/device_check.md (a README-ready table):
   on the GPU, compression and writes on the host threads), all as sim_extract.py measures them;
 - distillation steps/s at 256 px, batch 16, from the cache (b) against the student alone (a)
   (bench_distill.py, reading the LiteMedSAM entry extracted above);
+- the distillation loader alone at 256 px, batch 16 (bench_distill.py --simulate-student 0): the
+  per-sample loader, the batched one finished on the GPU and the resident one, against a bare
+  np.load of the same features, at 0 / 1 / 2 workers;
 - peak GPU memory of each;
 - a torchrun 1-process NCCL smoke run (ddp_smoke.py).
 
@@ -43,10 +46,13 @@ HERE = Path(__file__).resolve().parent
 SIZES = {
     "gpu": {"slices": 120, "batch": 32, "shard": 16, "sam_images": 64, "sam_batch": 16, "workers": [2, 4, 8],
             "distill": ["--image-size", "256", "--batch-size", "16", "--warmup", "3", "--steps", "15",
-                        "--rounds", "3", "--skip-online"]},
+                        "--rounds", "3", "--skip-online"],
+            "loader": ["--image-size", "256", "--batch-size", "16", "--rounds", "3", "--steps", "6"]},
     "smoke": {"slices": 6, "batch": 2, "shard": 2, "sam_images": 2, "sam_batch": 2, "workers": [0],
               "distill": ["--image-size", "64", "--batch-size", "2", "--warmup", "0", "--steps", "1",
-                          "--rounds", "1", "--train", "2", "--skip-online", "--workers", "0"]},
+                          "--rounds", "1", "--train", "2", "--skip-online", "--workers", "0"],
+              "loader": ["--image-size", "64", "--batch-size", "2", "--rounds", "1", "--steps", "1",
+                         "--worker-sweep", "0"]},
 }
 
 
@@ -124,9 +130,25 @@ def check_distill(size: dict, store: FeatureStore, env: dict[str, str]) -> dict:
     return _results(cmd, env)
 
 
+def check_loader(size: dict, env: dict[str, str]) -> dict:
+    """bench_distill.py --simulate-student 0: the training loader alone (its own small store)."""
+    cmd = [sys.executable, str(HERE / "bench_distill.py"), "--simulate-student", "0", "--slices",
+           str(size["slices"]), *size["loader"]]
+    return _results(cmd, env)
+
+
 def check_ddp(env: dict[str, str]) -> dict:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     return _results([torchrun, "--standalone", "--nproc_per_node", "1", str(HERE / "ddp_smoke.py")], env)
+
+
+def _loader_rates(rates: dict) -> str:
+    """The loader simulation's samples/s per worker count and its two ratios, in one cell."""
+    counts = sorted({int(k.rsplit("_w", 1)[1]) for k in rates if k.startswith("samples_s_bare_w")})
+    cells = [f"w{w}: " + " / ".join(f"{rates.get(f'samples_s_{m}_w{w}', 0):.0f}"
+                                    for m in ("per_sample", "batched", "resident", "bare")) for w in counts]
+    return (f"{'; '.join(cells)}; best new ÷ per-sample {rates.get('loader_speedup', 0):.1f}×, "
+            f"÷ np.load {rates.get('loader_over_npload', 0):.2f}×")
 
 
 def table(r: dict) -> str:
@@ -150,6 +172,8 @@ def table(r: dict) -> str:
          f"(a) {d.get('steps_s_a', 0):.2f}, (b) {d.get('steps_s_b', 0):.2f} steps/s, "
          f"(b)/(a) {d.get('b_over_a', 0):.2f}",
          f"(a) {mib(d.get('peak_gpu_mib_a'))}, (b) {mib(d.get('peak_gpu_mib_b'))}"),
+        ("distillation loader alone, 256 px, batch 16, samples/s: per-sample / batched (finished on "
+         "the device) / resident / bare np.load, per worker count", _loader_rates(r["loader"]), "–"),
         ("torchrun, 1 process, all-reduce", f"{r['ddp']['backend']}: "
          f"{'ok' if r['ddp'].get('ddp_allreduce_ok') == 1 else 'FAILED'}", "–"),
     ]
@@ -183,6 +207,8 @@ def main() -> None:
         print(f"stages: {r['stages']}", flush=True)
         r["distill"] = check_distill(size, store, env)
         print(f"distill: {r['distill']}", flush=True)
+        r["loader"] = check_loader(size, env)
+        print(f"loader: {r['loader']}", flush=True)
         r["ddp"] = {"backend": "gloo" if smoke else "nccl", **check_ddp(env)}
         print(f"ddp: {r['ddp']}", flush=True)
     r["seconds"] = time.perf_counter() - start

@@ -25,6 +25,10 @@ def test_device_check_without_a_gpu_says_so_and_smokes_every_path(tmp_path):
     assert min(stages[k] for k in ("loader_img_s_w0", "device_resize_img_s", "commit_img_s_blosc",
                                    "commit_img_s_none")) > 0
     assert result["distill"]["steps_s_a"] > 0 and result["distill"]["steps_s_b"] > 0
+    loader = result["loader"]
+    assert min(loader[f"samples_s_{m}_w0"] for m in ("per_sample", "batched", "resident", "bare")) > 0
+    assert loader["loader_speedup"] > 0 and loader["loader_over_npload"] > 0
     assert result["ddp"] == {"backend": "gloo", "ddp_allreduce_ok": 1.0}
     table = (tmp_path / "out" / "device_check.md").read_text()
     assert "| what | rate | peak GPU memory |" in table and "CPU SMOKE" in table and "gloo: ok" in table
+    assert "best new ÷ per-sample" in table
