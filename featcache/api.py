@@ -174,8 +174,9 @@ class CachedFeatures(DistillItems):
     concatenated. `roots` is the dataset folder (or {dataset name: folder}); the demo needs none.
     `grid` is (h, w) for every level (default: each teacher's own grid; a coarser one is
     area-averaged). `normalisation`: "standardize" with the stored statistics, "phis" or "none".
-    It is the training loader's own Dataset (DistillItems) with friendlier keys, so it reads at its
-    speed; wrap it in a torch DataLoader with workers as usual.
+    It is the training loader's own Dataset (DistillItems) with friendlier keys, each item finished
+    alone where it is read, by the code the trainer finishes its batches with: wrap it in a torch
+    DataLoader with workers as usual.
     """
 
     def __init__(self, entries: Entry | Sequence[Entry],

@@ -141,9 +141,9 @@ def simulate(args, manifest_for, taps: dict[str, Any]) -> None:
 
 
 def _loaders(args, trainer: Trainer, files: list[list[Path]]
-             ) -> tuple[dict[tuple[str, int], Iterator[Any]], dict[str, float]]:
-    """(mode, workers) -> a batch iterator over all epochs, for every mode and worker count; and
-    what making the targets resident cost."""
+             ) -> tuple[dict[tuple[str, int], Iterator[Any]], DistillItems, dict[str, float]]:
+    """(mode, workers) -> a batch iterator over all epochs, for every mode and worker count; the
+    items with resident targets; and what making them resident cost."""
     streamed = trainer.data.train_set
     held = copy.copy(streamed)
     start = time.perf_counter()
@@ -164,7 +164,7 @@ def _loaders(args, trainer: Trainer, files: list[list[Path]]
         extra = {"persistent_workers": True, "prefetch_factor": PREFETCH} if w else {}
         out[("bare", w)] = _forever(DataLoader(RawFeatures(files), batch_size=size, shuffle=True,
                                                num_workers=w, drop_last=True, **extra))
-    return out, cost
+    return out, held, cost
 
 
 def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
@@ -175,7 +175,7 @@ def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
     manifest = manifest_for(args, store.url, tmp / "run", {}, 1.0)
     trainer = Trainer(manifest.model_copy(update={"training": manifest.training.model_copy(
         update={"resident_features": "off"})}))
-    loaders, cost = _loaders(args, trainer, files)
+    loaders, held, cost = _loaders(args, trainer, files)
     print(f"featcache loader simulation: demo, {len(files)} train slices, student {args.image_size} px, "
           f"batch {args.batch_size}, LiteMedSAM taps {taps}, {per_sample / 1e6:.2f} MB fp16 features per "
           f"sample; device {trainer.device}; stand-in student step {args.simulate_student:g} ms; "
@@ -190,8 +190,32 @@ def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
         done = ", ".join(f"{m} w{w} {v[-1]:.1f}" for (m, w), v in rates.items())
         print(f"  round {r + 1}/{args.rounds} (samples/s): {done}", flush=True)
     _report(args, rates)
+    _stages(args, held, trainer.device)
     del loaders  # persistent workers end here
     trainer.close()
+
+
+def _stages(args, held: DistillItems, device: torch.device) -> None:
+    """Per-core rates of the resident path's two halves, for projections: a worker's item (the
+    image read, viewed and resized, the mask; the targets are resident) and the training process
+    finishing a batch of them (gather, augmentation) on `device`. Medians of 3 batches."""
+    size, n = args.batch_size, len(held)
+    finish = Finish(held, device)
+
+    def timed(work: Any) -> float:
+        start = time.perf_counter()
+        work()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return size / (time.perf_counter() - start)
+
+    items = statistics.median(timed(lambda: [held[k % n] for k in range(size)]) for _ in range(3))
+    batch = default_collate([held[k % n] for k in range(size)])
+    finished = statistics.median(timed(lambda: finish(batch)) for _ in range(3))
+    print(f"stages alone, one core each: a worker's items (image, view, resize, mask) {items:.0f}/s; "
+          f"finishing resident batches on {device} (gather, augmentation) {finished:.0f} samples/s")
+    print(f"RESULT items_s_per_worker {items:.4g}")
+    print(f"RESULT finish_samples_s {finished:.4g}")
 
 
 def _report(args, rates: dict[tuple[str, int], list[float]]) -> None:
