@@ -27,7 +27,7 @@ from featcache.distill.batches import Finish
 from featcache.distill.data import DistillItems, Source, training_items
 from featcache.distill.targets import Target
 from featcache.errors import ConfigError, StoreError
-from featcache.evaluate.predict import Predictor
+from featcache.evaluate.predictor import Predictor
 from featcache.store import EntryReader, FeatureStore
 
 __all__ = ["CachedFeatures", "Entry", "Store", "load_student", "open_store"]

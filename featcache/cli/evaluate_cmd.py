@@ -76,7 +76,8 @@ def predict(
     With --masks, inputs that have a mask are scored as `featcache eval` scores a split (Dice, IoU,
     precision, recall, HD95; mean ± std, median, pooled Dice) into OUT/per_image.csv and summary.json.
     """
-    from featcache.evaluate.predict import Predictor, predict_paths
+    from featcache.evaluate.predict import predict_paths
+    from featcache.evaluate.predictor import Predictor
     from featcache.evaluate.tables import fmt
 
     predictor = Predictor.from_run(run, checkpoint, threshold)

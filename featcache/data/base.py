@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from featcache.data.recipe import Labels, Recipe
 from featcache.errors import DatasetError
 
 SPLITS = ("train", "val", "test")
@@ -127,6 +128,15 @@ class SegmentationDataset(ABC):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def recipe(self) -> Recipe:
+        """How one of the dataset's files becomes the student's input and a prediction goes back
+        (data/recipe.py): here a 2D image file read with the dataset's channels; loaders of other
+        formats declare their own."""
+        mask_mode = str(self.options.get("mask_mode", "auto"))
+        return Recipe("image", channels=self.channels, labels=Labels(tuple(self.classes), None, mask_mode),
+                      task=self.task)
 
     @property
     def ids(self) -> list[str]:

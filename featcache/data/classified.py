@@ -18,9 +18,11 @@ import numpy as np
 
 from featcache.data.base import Sample, SampleInfo, SegmentationDataset, assign_splits_by_stratum
 from featcache.data.digest import digest_files
-from featcache.data.files import FileProblem, list_images, read_image
+from featcache.data.files import FileProblem, list_images
 from featcache.data.options import fingerprint_options
+from featcache.data.recipe import Recipe
 from featcache.data.screen import raise_first, screen
+from featcache.data.serving import image_input
 from featcache.errors import DatasetError
 
 
@@ -47,7 +49,7 @@ class ClassificationDataset(SegmentationDataset):
     def _load(self, index: int) -> Sample:
         """-> image float32 (H, W, channels), mask uint8 (H, W) zeros, label = class index."""
         info = self.samples[index]
-        image = read_image(self.files[index], self.channels)
+        image = image_input(self.files[index], self.recipe)
         return Sample(info.id, image, np.zeros(image.shape[:2], np.uint8), label=info.meta["label"])
 
     def content_digest(self, index: int) -> str:
@@ -63,7 +65,8 @@ class ClassificationDataset(SegmentationDataset):
             raise_first(problems)
         else:
             skipped = [p.record() for p in problems]
-            entries, bad = screen(entries, lambda e: (e[1],), lambda e: read_image(e[1], cls.channels),
+            recipe = Recipe("image", channels=cls.channels)
+            entries, bad = screen(entries, lambda e: (e[1],), lambda e: image_input(e[1], recipe),
                                   salt=cls.name)
             skipped += bad
         if not entries:

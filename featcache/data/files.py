@@ -19,6 +19,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 LOSSY_EXTS = (".jpg", ".jpeg")
 MASK_MODES = ("auto", "binary", "threshold")
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16/32-bit: convert("L") would clip them
+_TO_RGB_MODES = ("P", "CMYK", "YCbCr", "HSV", "LAB")  # read "as stored": these become RGB
 
 
 class FileProblem(DatasetError):
@@ -56,16 +57,38 @@ def _decode(path: Path) -> Image.Image:
     return im
 
 
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """Decode an image file -> float32 (H, W, channels) in [0, 1]; 16-bit greyscale keeps its range."""
+def decode_image(path: Path, channels: int | None) -> np.ndarray:
+    """Decode an image file -> its raw values, (H, W, C) with C = `channels` (1: greyscale by PIL's
+    "L", 3: RGB) or, for None, as stored (grey stays one channel, palette and other colour modes
+    become RGB, alpha is kept for `to_float_image` to drop). 16-bit greyscale keeps its range."""
     im = _decode(path)
     if im.mode in _WIDE_MODES:
         array = np.asarray(im)
         if channels == 3:
             array = np.repeat(array[:, :, None], 3, axis=2)
+    elif channels is None:
+        array = _as_stored(im, path)
     else:
         array = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    return to_float_image(array, str(path))
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _as_stored(im: Image.Image, path: Path) -> np.ndarray:
+    if im.mode in _TO_RGB_MODES:
+        im = im.convert("RGB")
+    array = np.asarray(im)
+    if im.mode == "1":
+        return array.astype(np.uint8) * 255
+    if array.ndim == 3 and array.shape[2] not in (1, 3, 4):
+        raise FileProblem(path, f"image has {array.shape[2]} channels (mode {im.mode}); save it as "
+                                "greyscale or RGB")
+    return array
+
+
+def read_image(path: Path, channels: int | None) -> np.ndarray:
+    """Decode an image file -> float32 (H, W, C) in [0, 1] (see decode_image; the file type's full
+    range is [0, 1]: 8-bit / 255, 16-bit / 65535)."""
+    return to_float_image(decode_image(path, channels), str(path))
 
 
 def resolve_mask_mode(path: Path, mode: str) -> str:

@@ -19,12 +19,13 @@ from featcache.data.files import (
     FileProblem,
     check_same_size,
     list_images,
-    read_image,
     read_mask,
     resolve_mask_mode,
 )
 from featcache.data.options import fingerprint_options
+from featcache.data.recipe import Recipe
 from featcache.data.screen import raise_first, screen
+from featcache.data.serving import image_input
 from featcache.errors import DatasetError
 
 
@@ -39,9 +40,10 @@ class Pair:
         return (self.image, *self.masks)
 
 
-def load_pair(pair: Pair, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> image float32 (H, W, channels) in [0, 1], mask uint8 (H, W) in {0, 1} (union of masks)."""
-    image = read_image(pair.image, channels)
+def load_pair(pair: Pair, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    """-> image float32 (H, W, channels) in [0, 1] through the dataset's recipe, mask uint8 (H, W)
+    in {0, 1} (union of masks)."""
+    image = image_input(pair.image, recipe)
     mask = np.zeros(image.shape[:2], np.uint8)
     for path in pair.masks:
         part = read_mask(path, pair.mask_mode)
@@ -58,7 +60,7 @@ class PairedDataset(SegmentationDataset):
         self.pairs = pairs
 
     def _load(self, index: int) -> Sample:
-        image, mask = load_pair(self.pairs[index], self.channels)
+        image, mask = load_pair(self.pairs[index], self.recipe)
         return Sample(self.samples[index].id, image, mask)
 
     def content_digest(self, index: int) -> str:
@@ -90,7 +92,7 @@ class PairedDataset(SegmentationDataset):
 def _validate(pair: Pair, channels: int) -> None:
     for path in pair.masks:
         resolve_mask_mode(path, pair.mask_mode)  # an unknown mode is a usage error, not a bad file
-    load_pair(pair, channels)
+    load_pair(pair, Recipe("image", channels=channels))
 
 
 def match_stems(image_dir: Path, mask_dir: Path, mask_mode: str = "auto",

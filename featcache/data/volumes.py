@@ -1,8 +1,8 @@
-"""NIfTI volumes for slice datasets: reading (via nibabel), intensity normalisation, label selection.
+"""NIfTI volumes (via nibabel, the one module that imports it): reading, label selection, slices.
 
-Volumes keep their stored voxel order (no reorientation): slice k along axis a is
-`volume[slice_at(k, a)]`, whose rows and columns are the two remaining axes in order, so
-meta["spacing"] lists those axes' voxel sizes in mm (what HD95 in mm needs).
+Slice k along axis a is `volume[slice_at(k, a)]`, whose rows and columns are the two remaining
+axes in order, so meta["spacing"] lists those axes' voxel sizes in mm (what HD95 in mm needs).
+How voxels become the student's input (intensity, orientation) is the recipe's: serving.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from featcache.data.files import FileProblem
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DEFAULT_CT_WINDOW = (-160.0, 240.0)  # abdominal soft tissue (HU); lungs want e.g. (-1000, 400)
+DEFAULT_PERCENTILES = (1.0, 99.0)  # MRI: the volume's 1st-99th percentile -> [0, 1]
 
 
 def nifti_stem(path: Path) -> str | None:
@@ -89,6 +90,46 @@ def read_on_grid(path: Path, affine: np.ndarray, shape: tuple[int, ...]) -> np.n
     return np.ascontiguousarray(data)
 
 
+def nifti_scan(path: Path, channel: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A NIfTI file -> (its voxels (X, Y, Z) with the header's scaling applied, channel `channel`
+    of a 4D file; its 4 x 4 affine). A damaged file, or NaN or inf voxels, is one line naming it."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        voxels = _one_channel(np.asanyarray(image.dataobj), path, channel)
+    except _nib_errors() as exc:
+        raise FileProblem(path, f"unreadable or truncated NIfTI file ({exc})") from None
+    check_finite(voxels, path)
+    return voxels, np.asarray(image.affine, np.float64)
+
+
+def _one_channel(volume: np.ndarray, path: Path, channel: int) -> np.ndarray:
+    if volume.ndim == 4 and channel < volume.shape[3]:
+        return volume[..., channel]
+    if volume.ndim != 3:
+        raise FileProblem(path, f"volume has shape {volume.shape}; expected a 3D volume"
+                                + (f" (or a 4D one with channel {channel})" if volume.ndim == 4 else ""))
+    return volume
+
+
+def read_label_volume(path: Path) -> np.ndarray:
+    """A NIfTI label map -> int64 (X, Y, Z) label values; non-integer values are one line."""
+    volume = _one_channel(read_volume(path), path, 0)
+    if not np.all(np.mod(volume, 1) == 0):
+        raise FileProblem(path, "label volume holds non-integer values; save class labels")
+    return volume.astype(np.int64)
+
+
+def save_nifti(values: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    """Write (X, Y, Z) values (a mask, a label map) as NIfTI on the grid `affine` places."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(values, affine), str(path))
+    return path
+
+
 def check_labels(label: np.ndarray, path: Path, declared: set[int]) -> None:
     """Labels must be integers declared in dataset.json (a float or stray value means a wrong file)."""
     values = np.unique(label)
@@ -117,6 +158,25 @@ def slice_at(k: int, axis: int) -> tuple[int | slice, ...]:
     return tuple(index)
 
 
+def orientation(affine: np.ndarray, to: str, assume: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """nibabel orientation transforms (forward, back) that turn stored voxels to the axis codes
+    `to` ("PRS": axis 0 runs to posterior, 1 to the right, 2 to superior) and back; the stored
+    axes' codes come from the affine, or are `assume`d (the header ignored)."""
+    from nibabel import orientations as ornt
+
+    start = ornt.axcodes2ornt(tuple(assume)) if assume else ornt.io_orientation(affine)
+    end = ornt.axcodes2ornt(tuple(to))
+    return ornt.ornt_transform(start, end), ornt.ornt_transform(end, start)
+
+
+def reorient(array: np.ndarray, transform: np.ndarray | None) -> np.ndarray:
+    """The first three axes of `array` permuted and flipped by a transform from `orientation`
+    (a view: nothing is copied); None leaves it as it is."""
+    from nibabel.orientations import apply_orientation
+
+    return array if transform is None else apply_orientation(array, transform)
+
+
 def select(label: np.ndarray, labels: tuple[int, ...] | None) -> np.ndarray:
     """Label volume/slice -> uint8 foreground: any label > 0, or the chosen label values."""
     hit = label > 0 if labels is None else np.isin(label, labels)
@@ -143,25 +203,3 @@ def foreground_slices(path: Path, axis: int, labels: tuple[int, ...] | None) -> 
         return json.dumps([bool(b) for b in fg.any(axis=other)])
 
     return json.loads(cached_fact(f"fgslices:v1:{axis}:{labels}:{file_key(path)}", compute))
-
-
-def intensity_range(volume: np.ndarray, window: tuple[float, float] | None,
-                    percentiles: tuple[float, float]) -> tuple[float, float]:
-    """(lo, hi) mapped to 0 and 1: a fixed window (CT, in HU) or the volume's percentiles (MRI).
-
-    MRI percentiles ignore exact zeros when there are some (skull-stripped or padded background),
-    so the background does not decide the contrast of the tissue.
-    """
-    if window is not None:
-        return float(window[0]), float(window[1])
-    values = volume[volume != 0] if np.any(volume != 0) else volume.reshape(-1)
-    lo, hi = np.percentile(values, percentiles)
-    return float(lo), float(hi)
-
-
-def normalise(slice_: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(H, W) raw intensities -> float32 (H, W, 1) clipped to [lo, hi] and scaled to [0, 1]."""
-    if hi <= lo:
-        return np.zeros((*slice_.shape, 1), np.float32)
-    out = (slice_.astype(np.float32) - lo) / (hi - lo)
-    return np.clip(out, 0.0, 1.0)[:, :, None]

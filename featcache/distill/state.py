@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from featcache.data.recipe import Recipe
 from featcache.distill.build import Training, store_url
 from featcache.manifest import Manifest
 from featcache.runs import Checkpoint, TrainingState
@@ -27,7 +28,14 @@ def snapshot(built: Training, manifest: Manifest, epoch: int, best: float, best_
         epoch=epoch, student_config=model.student.config, student=model.student.state_dict(),
         saved_manifest=manifest.model_dump(mode="json"), best_val_dice=best, best_epoch=best_epoch,
         store=store_url(manifest, built.with_teachers), entries=entries, world_size=world_size,
-        training=state, steps_into_next=steps_into_next)
+        training=state, steps_into_next=steps_into_next, recipes=_recipes(built))
+
+
+def _recipes(built: Training) -> dict[str, Recipe]:
+    """Each dataset's input recipe by its name (name:index when two share a loader: two roots)."""
+    names = [s.dataset.name for s in built.data.sources]
+    return {(n if names.count(n) == 1 else f"{n}:{s.index}"): s.dataset.recipe
+            for n, s in zip(names, built.data.sources, strict=True)}
 
 
 def restore(built: Training, checkpoint: Checkpoint) -> None:

@@ -1,13 +1,19 @@
-"""Running a trained student on user files: masks, NIfTI volumes and overlays.
+"""Running a trained student on user files: masks, volumes, class probabilities and overlays.
 
-Outputs under OUT:
-  masks/STEM.png          2D inputs: the mask at the input's size, 0 or 255; for a multi-class
-                          student the label map (0 = background, k = class k) as a palette PNG
-                          whose colours are the overlays'
-  masks/STEM.nii.gz       NIfTI inputs: uint8 {0, 1} mask volume (label map 0..K for a multi-class
-                          student) with the input's affine
-  overlays/STEM.png       2D inputs: image with the prediction (and ground truth) filled, see overlay.py
-  overlays/STEM_zNNN.png  NIfTI inputs: the slice with the largest predicted area
+Every input is read with the recipe of the dataset it is like (the run's, data/recipe.py), so it
+is served the pixels its dataset was trained on, and each prediction goes back onto the input's
+own grid and label values. The student runs in PyTorch (`Predictor`) or ONNX Runtime
+(`OnnxPredictor`): this module imports neither.
+
+Outputs under OUT, named by the input (by the case for nnU-Net's CASE_0000 files):
+  masks/NAME.png          2D inputs: the mask at the input's size, 0 or 255; for a multi-class
+                          student a palette PNG of the dataset's label values, coloured as the
+                          overlays
+  masks/NAME.nii.gz       volumes: the mask (label values for a multi-class student) on the input's
+                          grid: its shape and affine
+  overlays/NAME.png       2D inputs: image with the prediction (and ground truth) filled, see overlay.py
+  overlays/NAME_sliceNNN.png  volumes: the slice (along the recipe's axis) with the largest
+                          predicted area
   class_probabilities.csv 2D inputs, students with classification heads: one row per input and head
                           (input, head, predicted_class, p_<class>); a run trained on classification
                           datasets only writes no masks
@@ -26,14 +32,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from featcache.data.overlay import label_palette, overlay_classes_png, overlay_png
+from featcache.data.overlay import class_colour, overlay_classes_png, overlay_png
+from featcache.data.readers import Scan, read_scan
+from featcache.data.recipe import Recipe
+from featcache.data.serving import SlicedVolume, input_planes, label_values, read_classes
+from featcache.data.volumes import save_nifti, slice_at
 from featcache.errors import DatasetError, FeatcacheError
 from featcache.evaluate import inputs as io
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.outputs import write_metric_files
-from featcache.evaluate.predictor import Predictor
+from featcache.evaluate.served import Served, choose_recipe
 
-__all__ = ["Predictor", "PredictResult", "PredictSummary", "predict_paths", "write_scores"]
+__all__ = ["PredictResult", "PredictSummary", "predict_paths", "write_scores"]
 
 CLASS_CSV = "class_probabilities.csv"
 
@@ -58,49 +68,48 @@ class PredictSummary:
     class_csv: Path | None = None  # written when any input was classified
 
 
-def _find_mask(masks_dir: Path | None, stem: str) -> Path | None:
-    if masks_dir is None:
-        return None
-    for suffix in io.IMAGE_SUFFIXES + io.VOLUME_SUFFIXES:
-        for candidate in (masks_dir / f"{stem}{suffix}", masks_dir / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
-    return None
+@dataclass
+class _Job:
+    """One input being served: what it is, how it is read, where its outputs go."""
+
+    item: io.Input
+    recipe: Recipe
+    scan: Scan
+    out: Path
+    gt: np.ndarray | None = None  # ground-truth classes on the scan's grid
 
 
-def _ground_truth(path: Path | None, shape: tuple[int, ...], source: Path,
-                  mask_classes: int = 1) -> np.ndarray | None:
-    """The ground truth for `source`: a bool mask, or a label map for a multi-class student."""
+def _ground_truth(path: Path | None, job: _Job, predictor: Served) -> np.ndarray | None:
+    """The ground truth as classes (0 background, k class k), read as the dataset trains on it."""
     if path is None:
         return None
-    gt = io.read_mask(path) if mask_classes == 1 else io.read_label_map(path)
-    if gt.shape != shape:
-        raise DatasetError(f"{path}: mask shape {gt.shape} does not match input {source} {shape}")
-    if mask_classes > 1 and gt.size and (gt.min() < 0 or gt.max() > mask_classes):
-        raise DatasetError(f"{path}: label map holds value {int(gt.max())}; the student knows classes "
-                           f"0..{mask_classes} (0 = background)")
-    return gt
+    gt = read_classes(path, job.recipe)
+    if gt.shape != job.scan.grid:
+        raise DatasetError(f"{path}: mask shape {gt.shape} does not match input {job.item.path} "
+                           f"{job.scan.grid}")
+    return gt > 0 if predictor.mask_classes == 1 else gt
 
 
-def _score(predictor: Predictor, summary: PredictSummary, stem: str, pred: np.ndarray,
-           gt: np.ndarray | None, spacing: tuple[float, ...] | None = None) -> float | None:
-    """Score into summary.scores; the Dice (mean over classes for label maps), None without gt."""
-    if gt is None:
-        return None
-    names = predictor.classes.mask
-    if names is None:
-        return summary.scores.add(stem, summary.group, "predict", pred, gt, spacing)["dice"]
-    return summary.scores.add_label_map(stem, summary.group, "predict", pred, gt, names, spacing)["dice"]
-
-
-def _segment(predictor: Predictor, images: list[np.ndarray], source: str) -> list[np.ndarray]:
-    """bool masks for a binary student, uint8 label maps for a multi-class one."""
-    if predictor.classes.mask is None:
+def _segment(predictor: Served, images: list[np.ndarray], source: str) -> list[np.ndarray]:
+    """bool masks for a binary student, uint8 label maps (classes) for a multi-class one."""
+    if predictor.mask_classes == 1:
         return predictor.masks(images, source)
     return predictor.label_maps(images, source)
 
 
-def _overlay(predictor: Predictor, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None,
+def _score(predictor: Served, summary: PredictSummary, job: _Job, pred: np.ndarray) -> float | None:
+    """Score into summary.scores; the Dice (mean over classes for label maps), None without gt."""
+    if job.gt is None:
+        return None
+    spacing = _voxel_size(job.scan.affine) if job.scan.is_volume else None
+    names = predictor.classes.mask
+    if names is None:
+        return summary.scores.add(job.item.name, summary.group, "predict", pred, job.gt, spacing)["dice"]
+    return summary.scores.add_label_map(job.item.name, summary.group, "predict", pred, job.gt, names,
+                                        spacing)["dice"]
+
+
+def _overlay(predictor: Served, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None,
              path: Path, caption: str | None = None) -> Path:
     names = predictor.classes.mask
     if names is None:
@@ -108,19 +117,30 @@ def _overlay(predictor: Predictor, image: np.ndarray, pred: np.ndarray, gt: np.n
     return overlay_classes_png(image, pred, gt, names, path, caption)
 
 
-def _save_mask_png(pred: np.ndarray, path: Path, names: tuple[str, ...] | None) -> Path:
-    """A binary mask as 0/255 greyscale; a label map as a palette PNG (values = class indices)."""
+def _save_mask_png(pred: np.ndarray, path: Path, recipe: Recipe, multi: bool) -> Path:
+    """A binary mask as 0/255 greyscale; a label map as a palette PNG of the label values."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if names is None:
-        Image.fromarray(pred.astype(np.uint8) * 255).save(path)
+    values = label_values(pred.astype(np.uint8), recipe, binary_value=255)
+    if not multi:
+        Image.fromarray(values).save(path)
     else:
-        picture = Image.fromarray(pred.astype(np.uint8), mode="P")
-        picture.putpalette(label_palette(len(names)))
+        picture = Image.fromarray(values.astype(np.uint8), mode="P")
+        picture.putpalette(_value_palette(recipe))
         picture.save(path)
     return path
 
 
-def _classify(predictor: Predictor, image: np.ndarray, path: Path, summary: PredictSummary) -> dict[str, str]:
+def _value_palette(recipe: Recipe) -> list[int]:
+    """A PIL palette over label values: 0 black, each class's values in its overlay colour."""
+    classes = recipe.labels.values or ((1,),)
+    flat = [0, 0, 0] * (max(max(v) for v in classes) + 1)
+    for k, values in enumerate(classes):
+        for v in values:
+            flat[3 * v: 3 * v + 3] = class_colour(k + 1)
+    return flat
+
+
+def _classify(predictor: Served, image: np.ndarray, path: Path, summary: PredictSummary) -> dict[str, str]:
     """Run every classification head on one image; rows go to summary.class_rows."""
     predicted = {}
     for head, names in predictor.classes.heads.items():
@@ -137,67 +157,74 @@ def _voxel_size(affine: np.ndarray) -> tuple[float, ...] | None:
     return sizes if all(math.isfinite(v) and v > 0 for v in sizes) else None
 
 
-def predict_image(predictor: Predictor, path: Path, out: Path, gt_path: Path | None,
-                  summary: PredictSummary) -> PredictResult:
-    image = io.read_image(path)
+def predict_image(predictor: Served, job: _Job, summary: PredictSummary) -> PredictResult:
+    image = input_planes(job.scan, job.recipe)[0]
+    path, name = job.item.path, job.item.name
     classes = _classify(predictor, image, path, summary)
     if not predictor.classes.segments:  # a classification run: its decoder was never trained
-        return PredictResult(path, tuple(image.shape[:2]), None, [], None, classes)
-    gt = _ground_truth(gt_path, image.shape[:2], path, predictor.mask_classes)
+        return PredictResult(path, job.scan.grid, None, [], None, classes)
     pred = _segment(predictor, [image], str(path))[0]
-    stem = io.input_stem(path)
-    mask_path = _save_mask_png(pred, out / "masks" / f"{stem}.png", predictor.classes.mask)
-    over = _overlay(predictor, image, pred, gt, out / "overlays" / f"{stem}.png")
-    score = _score(predictor, summary, stem, pred, gt)
-    return PredictResult(path, tuple(image.shape[:2]), float((pred > 0).mean()), [mask_path, over], score,
-                         classes)
+    mask_path = _save_mask_png(pred, job.out / "masks" / f"{name}.png", job.recipe,
+                               predictor.mask_classes > 1)
+    over = _overlay(predictor, image, pred, job.gt, job.out / "overlays" / f"{name}.png")
+    score = _score(predictor, summary, job, pred)
+    return PredictResult(path, job.scan.grid, float((pred > 0).mean()), [mask_path, over], score, classes)
 
 
-def predict_volume(predictor: Predictor, path: Path, out: Path, gt_path: Path | None,
-                   summary: PredictSummary) -> PredictResult:
-    import nibabel as nib
-
+def predict_volume(predictor: Served, job: _Job, summary: PredictSummary) -> PredictResult:
     if not predictor.classes.segments:
         heads = ", ".join(predictor.classes.heads)
-        raise DatasetError(f"{path}: this run classifies 2D images (heads: {heads}); "
+        raise DatasetError(f"{job.item.path}: this run classifies 2D images (heads: {heads}); "
                            "it has no trained mask decoder for a volume")
-    raw, affine = io.read_volume(path)
-    gt = _ground_truth(gt_path, raw.shape, path, predictor.mask_classes)
-    volume = io.normalise_volume(raw)
-    planes = [io.volume_slice(volume, z)[:, :, None] for z in range(volume.shape[2])]
-    pred = np.stack([io.slice_to_volume(m) for m in _segment(predictor, planes, str(path))], axis=2)
-    stem = io.input_stem(path)
-    mask_path = out / "masks" / f"{stem}.nii.gz"
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(pred.astype(np.uint8), affine), str(mask_path))
-    areas = (pred > 0).sum(axis=(0, 1))
-    z = int(areas.argmax()) if areas.any() else volume.shape[2] // 2
-    gt_plane = None if gt is None else io.volume_slice(gt, z)
-    over_path = out / "overlays" / f"{stem}_z{z:03d}.png"
-    over = _overlay(predictor, planes[z], io.volume_slice(pred, z), gt_plane, over_path,
-                    caption=f"slice z={z}")
-    score = _score(predictor, summary, stem, pred, gt, _voxel_size(affine))
-    return PredictResult(path, tuple(raw.shape), float((pred > 0).mean()), [mask_path, over], score)
+    volume = SlicedVolume(job.scan, job.recipe)
+    planes = [volume.plane(k) for k in range(len(volume))]
+    pred = volume.to_grid(_segment(predictor, planes, str(job.item.path)))
+    values = label_values(pred.astype(np.uint8), job.recipe)
+    mask_path = save_nifti(values, job.scan.affine, job.out / "masks" / f"{job.item.name}.nii.gz")
+    turned = volume.orient(pred)
+    areas = (turned > 0).sum(axis=tuple(a for a in range(3) if a != volume.axis))
+    k = int(areas.argmax()) if areas.any() else len(volume) // 2
+    at = slice_at(k, volume.axis)
+    gt_plane = None if job.gt is None else volume.orient(job.gt)[at]
+    over = _overlay(predictor, planes[k], turned[at], gt_plane,
+                    job.out / "overlays" / f"{job.item.name}_slice{k:03d}.png",
+                    caption=f"slice {k} (axis {volume.axis})")
+    score = _score(predictor, summary, job, pred)
+    return PredictResult(job.item.path, job.scan.grid, float((pred > 0).mean()), [mask_path, over], score)
 
 
-def predict_paths(predictor: Predictor, source: Path, out: Path, masks_dir: Path | None = None,
-                  keep_going: bool = False) -> PredictSummary:
-    """Predict every input in `source` (a file or folder) into `out`. A bad input raises its
-    FeatcacheError, or with keep_going is recorded in `failures` while the others are written.
-    Inputs with a ground-truth mask are scored into `summary.scores`; see `write_scores`."""
+def _serve(predictor: Served, item: io.Input, out: Path, masks_dir: Path | None, dataset: str | None,
+           summary: PredictSummary) -> PredictResult:
+    recipe = choose_recipe(predictor.recipes, item.path, dataset)
+    job = _Job(item, recipe, read_scan(item.path, recipe), out)
+    job.gt = _ground_truth(io.find_mask(masks_dir, item), job, predictor)
+    run = predict_volume if job.scan.is_volume else predict_image
+    return run(predictor, job, summary)
+
+
+def _channel(predictor: Served, dataset: str | None) -> int:
+    """The channel file of nnU-Net inputs to read: that of the recipe(s) (0 when they differ)."""
+    channels = {r.channel for name, r in predictor.recipes.items() if dataset in (None, name)}
+    return channels.pop() if len(channels) == 1 else 0
+
+
+def predict_paths(predictor: Served, source: Path, out: Path, masks_dir: Path | None = None,
+                  keep_going: bool = False, dataset: str | None = None) -> PredictSummary:
+    """Predict every input in `source` (a file or folder) into `out`, each read with its recipe
+    (that of `dataset`, when given). A bad input raises its FeatcacheError, or with keep_going is
+    recorded in `failures` while the others are written. Inputs with a ground-truth mask are
+    scored into `summary.scores`; see `write_scores`."""
     source, out = Path(source), Path(out)
     summary = PredictSummary(group=source.name if source.is_dir() else source.parent.name)
     if masks_dir is not None and not Path(masks_dir).is_dir():
         raise DatasetError(f"masks {masks_dir} is not a folder", fields=("masks",))
-    for path in io.list_inputs(Path(source)):
+    for item in io.list_inputs(source, _channel(predictor, dataset)):
         try:
-            gt_path = _find_mask(masks_dir, io.input_stem(path))
-            run = predict_volume if io.is_volume(path) else predict_image
-            summary.results.append(run(predictor, path, out, gt_path, summary))
+            summary.results.append(_serve(predictor, item, out, masks_dir, dataset, summary))
         except FeatcacheError as exc:
             if not keep_going:
                 raise
-            summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            summary.failures.append((str(item.path), str(exc).removeprefix(f"{item.path}: ")))
     if summary.class_rows:
         summary.class_csv = _write_class_csv(out / CLASS_CSV, summary.class_rows)
     return summary

@@ -1,5 +1,6 @@
 """A trained student at its training resolution, from numpy images to masks, label maps and
-class probabilities at each image's own size (`Predictor`); predict.py writes its outputs."""
+class probabilities at each image's own size (`Predictor`), with the input recipes it was trained
+on; predict.py writes its outputs. The ONNX Runtime counterpart is onnx_predictor.py."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from featcache.data.base import to_float_image
+from featcache.data.recipe import Recipe
+from featcache.data.serving import open_planes, to_grid
 from featcache.errors import ConfigError, DatasetError
 from featcache.evaluate.run_classes import RunClasses, numbered, run_classes
+from featcache.evaluate.served import check_threshold, choose_recipe
 from featcache.runs import Run
+from featcache.runs.compat import legacy_recipes
 from featcache.student import Student, student_input
 
 
@@ -20,21 +25,22 @@ class Predictor:
     """A student at its training resolution; maps (H, W, C) images to (H, W) masks of the same size
     (`threshold` applies to a binary student's sigmoid; a multi-class one takes the argmax)."""
 
-    def __init__(self, student: Student, image_size: int, threshold: float = 0.5, batch: int = 8) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"threshold {threshold} must lie strictly between 0 and 1",
-                              fields=("threshold",))
+    def __init__(self, student: Student, image_size: int, threshold: float = 0.5, batch: int = 8,
+                 recipes: dict[str, Recipe] | None = None) -> None:
         self.student = student.eval()
         self.image_size = int(image_size)
-        self.threshold = threshold
+        self.threshold = check_threshold(threshold)
         self.batch = batch
         self.channels = student.config.in_channels
         self.classes: RunClasses = numbered(student.config)  # from_run names them by the datasets
+        # How files become inputs (data/recipe.py): the run's; a bare student reads them as
+        # featcache did before recipes were saved.
+        self.recipes = recipes or legacy_recipes(student.config.mask_classes)
 
     @classmethod
     def from_run(cls, run_dir: Path, which: str = "best", threshold: float = 0.5) -> Predictor:
         student, checkpoint = Run(run_dir).load_student(which)
-        predictor = cls(student, checkpoint.image_size, threshold)
+        predictor = cls(student, checkpoint.image_size, threshold, recipes=checkpoint.recipes)
         predictor.classes = run_classes(student.config, checkpoint.manifest)
         return predictor
 
@@ -97,11 +103,19 @@ class Predictor:
             out.append(torch.softmax(self.student.predict_classes(x, head), dim=1).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0))
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """One numpy image, (H, W) or (H, W, C), uint8/uint16 or float (rescaled to [0, 1] by its
-        min and max, as image files are read) -> float32 (H, W) foreground probabilities at its size."""
+    def predict(self, image: np.ndarray | str | Path, dataset: str | None = None) -> np.ndarray:
+        """Foreground probabilities, float32, on the input's own grid.
+
+        A file (image or volume) is read with the recipe of the dataset it is like (or of
+        `dataset`), exactly as training read that dataset's files: (H, W) for an image, (X, Y, Z) in
+        stored voxel order for a volume. A numpy image, (H, W) or (H, W, C), uint8/uint16 or float
+        (rescaled to [0, 1] by its min and max, as image files are read), gives (H, W)."""
+        if isinstance(image, (str, Path)):
+            recipe = choose_recipe(self.recipes, Path(image), dataset)
+            scan, planes = open_planes(Path(image), recipe)
+            return to_grid(self.probabilities(planes, str(image)), scan, recipe)
         return self.probabilities([to_float_image(np.asarray(image), "image")], "image")[0]
 
-    def predict_mask(self, image: np.ndarray) -> np.ndarray:
-        """Like `predict`, thresholded: bool (H, W)."""
-        return self.predict(image) >= self.threshold
+    def predict_mask(self, image: np.ndarray | str | Path, dataset: str | None = None) -> np.ndarray:
+        """Like `predict`, thresholded: bool on the input's grid."""
+        return self.predict(image, dataset) >= self.threshold

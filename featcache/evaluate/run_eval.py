@@ -18,7 +18,7 @@ from featcache.errors import ConfigError
 from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.class_scores import ClassificationScores
 from featcache.evaluate.outputs import summary_dict, write_metric_files
-from featcache.evaluate.predict import Predictor
+from featcache.evaluate.predictor import Predictor
 from featcache.events import epoch_number
 from featcache.manifest import DatasetSpec
 from featcache.runs import Checkpoint, Run

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from featcache.errors import CheckpointError
+from featcache.data.recipe import Recipe
+from featcache.errors import CheckpointError, ConfigError
 from featcache.manifest import Manifest, StudentConfig
 from featcache.runs.compat import known_keys, upgrade
 from featcache.yamlconfig import validation_message
@@ -53,6 +54,8 @@ class Checkpoint:
     world_size: int = 1
     training: TrainingState | None = None
     steps_into_next: int = 0  # optimizer steps already taken in epoch `epoch + 1` (an interrupt)
+    # How each dataset's files become the student's input (data/recipe.py), by dataset name.
+    recipes: dict[str, Recipe] = field(default_factory=dict)
     path: Path | None = None  # the file it was read from
 
     @property
@@ -84,6 +87,7 @@ class Checkpoint:
             "student": self.student, "best_val_dice": self.best_val_dice, "best_epoch": self.best_epoch,
             "manifest": self.saved_manifest, "image_size": self.image_size, "store": self.store,
             "world_size": self.world_size, "entries": self.entries, "steps_into_next": self.steps_into_next,
+            "recipes": {name: recipe.to_dict() for name, recipe in self.recipes.items()},
             **({"distill": state.distill, "optimizer": state.optimizer, "scheduler": state.scheduler,
                 "rng": state.rng} if state is not None else {}),
         }
@@ -103,7 +107,8 @@ class Checkpoint:
                    best_val_dice=payload.get("best_val_dice"), best_epoch=payload.get("best_epoch"),
                    entries=payload["entries"], store=payload["store"],
                    world_size=int(payload.get("world_size", 1)), training=training,
-                   steps_into_next=int(payload.get("steps_into_next", 0)), path=path)
+                   steps_into_next=int(payload.get("steps_into_next", 0)),
+                   recipes=_recipes(payload["recipes"], path), path=path)
 
 
 def _student_config(payload: dict[str, Any], path: Path) -> StudentConfig:
@@ -113,6 +118,13 @@ def _student_config(payload: dict[str, Any], path: Path) -> StudentConfig:
     except ValidationError as exc:
         raise CheckpointError(f"{path}: its student config does not validate: "
                               f"{validation_message(exc)}") from None
+
+
+def _recipes(raw: dict[str, Any], path: Path) -> dict[str, Recipe]:
+    try:
+        return {str(name): Recipe.from_dict(recipe) for name, recipe in raw.items()}
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its input recipe does not read: {exc}") from None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from featcache.data.recipe import Intensity, Labels, Recipe, Slicing
 from featcache.manifest import StudentConfig
 
 Payload = dict[str, Any]
@@ -79,6 +80,27 @@ def _identity_normalisation(payload: Payload, path: Path) -> Payload:
     return {**payload, "student_config": config}
 
 
+def legacy_recipes(mask_classes: int) -> dict[str, Recipe]:
+    """What `featcache predict` applied to every run before recipes: 2D images as stored (grey or
+    RGB, the student's input adapter matching its channels), and NIfTI volumes the demo's way (the
+    1st-99th percentile of the positive voxels, axial slices of the stored voxels shown as a RAS
+    volume's are, whatever the header says); label maps held class indices."""
+    k = int(mask_classes)
+    labels = Labels() if k == 1 else Labels(tuple(f"class {i}" for i in range(1, k + 1)),
+                                            tuple((i,) for i in range(1, k + 1)))
+    volumes = Recipe("nifti", channels=1, intensity=Intensity("percentiles", 1.0, 99.0, "positive"),
+                     slicing=Slicing(axis=2, orientation="PRS", assume="RAS"), labels=labels)
+    return {"images (before recipes)": Recipe("image", channels=None, labels=labels),
+            "volumes (before recipes)": volumes}
+
+
+def _recipes_of_before(payload: Payload, path: Path) -> Payload:
+    if "recipes" in payload:
+        return payload
+    classes = payload["student_config"].get("mask_classes", 1)
+    return {**payload, "recipes": {k: r.to_dict() for k, r in legacy_recipes(classes).items()}}
+
+
 STEPS: tuple[Step, ...] = (
     Step("entries were a list of keys (or of {'key': ...}); now {'dataset/teacher': key}, where "
          "each old key stands for itself", _entries_as_dict),
@@ -88,6 +110,8 @@ STEPS: tuple[Step, ...] = (
          "out", _student_keys_of_today),
     Step("before the input normalisation existed, [0, 1] images were fed unchanged: mean 0, std 1",
          _identity_normalisation),
+    Step("before the input recipe was saved, predict read every run's inputs one way: "
+         "legacy_recipes", _recipes_of_before),
 )
 
 

@@ -233,7 +233,7 @@ def extra_scores(run_dir: Path, test: TestSet) -> dict[str, Any]:
     and read back on a re-run: its summary row."""
     from featcache.evaluate.accumulator import MetricAccumulator
     from featcache.evaluate.outputs import read_summary, write_metric_files
-    from featcache.evaluate.predict import Predictor
+    from featcache.evaluate.predictor import Predictor
     from featcache.evaluate.run_eval import score_dataset
 
     folder = Run(run_dir).path / f"eval-{test.name}"

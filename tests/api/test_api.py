@@ -13,7 +13,7 @@ import featcache
 from featcache.distill.data import DistillItems
 from featcache.distill.loaders import make_loader
 from featcache.errors import ConfigError, StoreError
-from featcache.evaluate.predict import Predictor
+from featcache.evaluate.predictor import Predictor
 from tests.evaluate.conftest import blob_image, tiny_run  # noqa: F401  (fixture)
 
 

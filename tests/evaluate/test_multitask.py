@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.data.registry import build_dataset
-from featcache.evaluate.predict import Predictor, predict_paths
+from featcache.evaluate.predict import predict_paths
+from featcache.evaluate.predictor import Predictor
 from featcache.evaluate.report import build_report
 from featcache.evaluate.run_eval import evaluate_run
 from featcache.runs import Checkpoint, Run
@@ -184,17 +185,17 @@ def test_predict_writes_label_maps_and_class_probabilities(mixed_run, roots, tmp
     predictor = Predictor.from_run(mixed_run)
     assert predictor.classes.mask == ("road", "car") and predictor.classes.heads["aptos2019"][0] == "no DR"
     summary = predict_paths(predictor, src, tmp_path / "out", roots["nnunet"] / "labelsTr")
-    with Image.open(tmp_path / "out" / "masks" / "road_00_0000.png") as im:
+    with Image.open(tmp_path / "out" / "masks" / "road_00.png") as im:  # named by the case
         assert im.mode == "P" and set(np.unique(np.asarray(im))) <= {0, 1, 2}
         assert im.getpalette()[3:9] == [230, 159, 0, 86, 180, 233]  # road, car: the overlays' colours
-    assert (tmp_path / "out" / "overlays" / "road_00_0000.png").is_file()
+    assert (tmp_path / "out" / "overlays" / "road_00.png").is_file()
     rows = list(csv.DictReader(summary.class_csv.open()))
     assert summary.class_csv == tmp_path / "out" / "class_probabilities.csv" and len(rows) == 5
     assert rows[0]["head"] == "aptos2019" and list(rows[0])[3] == "p_no DR"
     assert sum(float(v) for k, v in rows[0].items() if k.startswith("p_")) == pytest.approx(1.0, abs=1e-5)
     assert summary.results[0].classes["aptos2019"] == rows[0]["predicted_class"]
-    # masks named like the inputs are missing the _0000 suffix, so nothing is scored here
-    assert len(summary.scores) == 0
+    # nnU-Net's CASE_0000 images pair with its CASE labels: every case is scored, per class
+    assert {r["id"] for r in summary.scores.per_image_rows()} == {f"road_{i:02d}" for i in range(5)}
 
 
 def test_predict_scores_label_maps_against_masks(mixed_run, roots, tmp_path):

@@ -10,9 +10,11 @@ from typer.testing import CliRunner
 
 from featcache.cli import app
 from featcache.cli.app import console
+from featcache.data.readers import read_scan
+from featcache.data.serving import SlicedVolume
 from featcache.errors import DatasetError
-from featcache.evaluate.inputs import normalise_volume, volume_slice
-from featcache.evaluate.predict import Predictor, predict_paths
+from featcache.evaluate.predict import predict_paths
+from featcache.evaluate.predictor import Predictor
 from tests.evaluate.conftest import blob_image
 
 runner = CliRunner()
@@ -83,16 +85,16 @@ def test_nifti_volume_keeps_shape_and_affine(tiny_run, tmp_path):
 
 
 def test_volume_slices_match_the_image_path(tiny_run, tmp_path):
-    """Slice z of the volume output equals predicting that (normalised, oriented) slice alone."""
+    """Slice k of the volume output equals predicting that slice alone, read through the recipe."""
     src = tmp_path / "v.nii"
     _volume(src)
     predictor = Predictor.from_run(tiny_run)
     predict_paths(predictor, src, tmp_path / "out")
     vol = np.asarray(nib.load(str(tmp_path / "out" / "masks" / "v.nii.gz")).dataobj)
-    raw = np.asarray(nib.load(str(src)).dataobj)
-    plane = volume_slice(normalise_volume(raw), 2)
-    alone = predictor.masks([plane[:, :, None]])[0]
-    assert np.array_equal(volume_slice(vol, 2).astype(bool), alone)
+    recipe = predictor.recipes["volumes (before recipes)"]
+    volume = SlicedVolume(read_scan(src, recipe), recipe)
+    alone = predictor.masks([volume.plane(2)])[0]
+    assert np.array_equal(volume.orient(vol)[:, :, 2].astype(bool), alone)
 
 
 def test_corrupt_input_stops_without_keep_going(tiny_run, tmp_path):

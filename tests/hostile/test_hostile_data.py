@@ -67,13 +67,14 @@ def test_hostile_a_float_image_with_nan_is_named_not_blanked(tmp_path):
     """Item 9 for 2D: a float TIFF with NaN was silently all zeros."""
     from PIL import Image
 
-    from featcache.evaluate.inputs import read_image
+    from featcache.data.recipe import Recipe
+    from featcache.data.serving import image_input
 
     pixels = np.full((8, 8), 0.5, np.float32)
     pixels[2, 3] = np.nan
     Image.fromarray(pixels, mode="F").save(tmp_path / "x.tif")
     with pytest.raises(DatasetError, match="x.tif: holds 1 non-finite pixel"):
-        read_image(tmp_path / "x.tif")
+        image_input(tmp_path / "x.tif", Recipe("image"))  # as predict reads it
 
 
 def test_hostile_a_one_class_classification_dataset_is_refused_at_the_start(tmp_path, monkeypatch):

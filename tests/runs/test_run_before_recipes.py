@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featcache.evaluate.predict import Predictor, predict_paths
+from featcache.evaluate.predict import predict_paths
+from featcache.evaluate.predictor import Predictor
 from featcache.evaluate.run_eval import evaluate_run
 from featcache.runs import Run
 

@@ -46,6 +46,7 @@ from featcache.data.loaders.msd_config import (
     stored_labels,
 )
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
+from featcache.data.readers import Scan
 from featcache.data.screen import raise_first, screen
 from featcache.data.volumes import check_labels, nifti_stem, read_on_grid, select
 from featcache.errors import DatasetError
@@ -77,14 +78,17 @@ class DicomCase:
 class DicomSlices(MSDSlices):
     name = "dicom"
     modality = "CT / MR / PT (per series)"
+    reader = "dicom"  # its recipe's reader: a series folder (data/readers.py READERS)
 
     def __init__(self, samples: list, volumes: dict[str, DicomCase], config: MSDConfig,
                  options: dict[str, Any]) -> None:
         super().__init__(samples, volumes, config, options)  # type: ignore[arg-type]
         self._case_digests: dict[str, str] = {}
 
-    def _decode(self, vid: str) -> tuple[np.ndarray, np.ndarray]:
-        return load_case(self.volumes[vid], self.config)  # type: ignore[arg-type]
+    def _decode(self, vid: str) -> tuple[Scan, np.ndarray]:
+        case = self.case(vid)
+        image, label = load_case(case, self.config)
+        return Scan(case.folder, image, case.series.affine_array), label
 
     def case(self, vid: str) -> DicomCase:
         return self.volumes[vid]  # type: ignore[return-value]

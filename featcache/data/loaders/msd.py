@@ -40,17 +40,11 @@ from featcache.data.loaders.msd_config import (
     stored_labels,
 )
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
+from featcache.data.readers import Scan
+from featcache.data.recipe import Intensity, Labels, Recipe, Slicing
 from featcache.data.screen import raise_first, screen, skipped_reasons
-from featcache.data.volumes import (
-    check_finite,
-    check_labels,
-    foreground_slices,
-    intensity_range,
-    label_map,
-    normalise,
-    read_volume,
-    slice_at,
-)
+from featcache.data.serving import SlicedVolume, class_map
+from featcache.data.volumes import check_labels, foreground_slices, nifti_scan, read_volume, slice_at
 from featcache.errors import DatasetError
 
 EXPECTED = "an MSD task folder (dataset.json, imagesTr/*.nii.gz, labelsTr/*.nii.gz)"
@@ -62,6 +56,7 @@ class MSDSlices(SegmentationDataset):
     name = "msd"
     modality = "CT / MRI (per dataset.json)"
     channels = 1
+    reader = "nifti"  # the registered reader (data/readers.py) its recipe names
 
     def __init__(self, samples: list[SampleInfo], volumes: dict[str, Volume], config: MSDConfig,
                  options: dict[str, Any]) -> None:
@@ -75,7 +70,12 @@ class MSDSlices(SegmentationDataset):
         # access (training) wants more: raise `max_cached_volumes` if memory allows.
         self.max_cached_volumes = 1
         self._lock = threading.Lock()
-        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[SlicedVolume, np.ndarray]] = OrderedDict()
+        self._recipe = slice_recipe(config, self.reader)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self._recipe
 
     def __getstate__(self) -> dict[str, Any]:
         # Picklable for worker processes: the lock and the decoded volumes stay behind.
@@ -87,28 +87,30 @@ class MSDSlices(SegmentationDataset):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def _volume(self, vid: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-        """(image (X, Y, Z), label (X, Y, Z), (lo, hi)) of one case, decoded once while cached."""
+    def _volume(self, vid: str) -> tuple[SlicedVolume, np.ndarray]:
+        """(the case's image through the recipe, its label (X, Y, Z)), decoded once while cached."""
         with self._lock:
             if vid in self._cache:
                 self._cache.move_to_end(vid)
                 return self._cache[vid]
-            image, label = self._decode(vid)
-            entry = (image, label, intensity_range(image, self.config.window, self.config.percentiles))
+            scan, label = self._decode(vid)
+            volume = SlicedVolume(scan, self.recipe)
+            entry = (volume, volume.orient(label))
             self._cache[vid] = entry
             while len(self._cache) > max(1, self.max_cached_volumes):
                 self._cache.popitem(last=False)
             return entry
 
-    def _decode(self, vid: str) -> tuple[np.ndarray, np.ndarray]:
-        """Read one case from its files (subclasses read other formats)."""
+    def _decode(self, vid: str) -> tuple[Scan, np.ndarray]:
+        """Read one case from its files -> (its image scan, its label (X, Y, Z)); subclasses read
+        other formats."""
         return load_volume(self.volumes[vid], self.config)
 
     def _load(self, index: int) -> Sample:
         info = self.samples[index]
-        image, label, (lo, hi) = self._volume(info.meta["volume"])
-        at = slice_at(info.meta["slice"], self.config.axis)
-        return Sample(info.id, normalise(image[at], lo, hi), label_map(label[at], self.config.classes))
+        volume, label = self._volume(info.meta["volume"])
+        k = info.meta["slice"]
+        return Sample(info.id, volume.plane(k), class_map(label[slice_at(k, volume.axis)], self.recipe))
 
     def content_digest(self, index: int) -> str:
         info = self.samples[index]
@@ -116,17 +118,24 @@ class MSDSlices(SegmentationDataset):
         return digest_files([vol.image, vol.label], salt=f"slice {info.meta['slice']}")
 
 
-def load_volume(vol: Volume, config: MSDConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Decode and check one case -> image (X, Y, Z) of the chosen channel, label (X, Y, Z)."""
-    image, label = read_volume(vol.image), read_volume(vol.label)
-    if image.ndim == 4:
-        image = image[..., config.channel]
+def slice_recipe(config: MSDConfig, reader: str = "nifti") -> Recipe:
+    """How `msd` (and the loaders built on it) read a case: the CT window or the percentiles of
+    the volume's nonzero voxels, slices along the axis in stored voxel order, the chosen labels."""
+    intensity = Intensity("window", *config.window) if config.window is not None else \
+        Intensity("percentiles", *config.percentiles, "nonzero")
+    return Recipe(reader, channels=1, channel=config.channel, intensity=intensity,
+                  slicing=Slicing(axis=config.axis), labels=Labels(config.class_names, config.classes))
+
+
+def load_volume(vol: Volume, config: MSDConfig) -> tuple[Scan, np.ndarray]:
+    """Decode and check one case -> its image scan (the chosen channel), label (X, Y, Z)."""
+    image, affine = nifti_scan(vol.image, config.channel)
+    label = read_volume(vol.label)
     if image.shape != label.shape:
         raise FileProblem(vol.label, f"label shape {label.shape} differs from image {vol.image.name} "
                                      f"shape {image.shape}")
     check_labels(label, vol.label, set(config.declared_labels))
-    check_finite(image, vol.image)
-    return image, label
+    return Scan(vol.image, image, affine), label  # nifti_scan refused NaN or inf voxels
 
 
 def _keep(fg: list[bool], policy: str | float, rng: np.random.Generator) -> list[int]:

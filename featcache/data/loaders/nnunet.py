@@ -24,7 +24,7 @@ import numpy as np
 
 from featcache.data.base import Sample, SampleInfo, SegmentationDataset, assign_splits, safe_id
 from featcache.data.digest import digest_files
-from featcache.data.files import FileProblem, check_same_size, read_image, read_label_image
+from featcache.data.files import FileProblem, check_same_size, read_label_image
 from featcache.data.loaders.msd import DEFAULTS, MSDSlices, slice_dataset
 from featcache.data.loaders.msd_config import (
     Classes,
@@ -36,7 +36,9 @@ from featcache.data.loaders.msd_config import (
 )
 from featcache.data.loaders.nnunet_config import NnunetJson, find_cases, read_nnunet_json
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
+from featcache.data.recipe import Labels, Recipe
 from featcache.data.screen import raise_first, screen, skipped_reasons
+from featcache.data.serving import image_input
 from featcache.data.volumes import check_labels, label_map, read_header
 from featcache.errors import DatasetError
 
@@ -65,8 +67,12 @@ class NnunetImages(SegmentationDataset):
         self.classes = class_names(classes, meta.labels)
         self.modality = "/".join(meta.channels) if channels == 3 else meta.channels[options["channel"]]
 
+    @property
+    def recipe(self) -> Recipe:
+        return image_recipe(self.channels, self.options["channel"], self.label_classes, self.classes)
+
     def _load(self, index: int) -> Sample:
-        image, mask = decode_pair(self.files[index], self.channels, self.meta, self.label_classes)
+        image, mask = decode_pair(self.files[index], self.recipe, self.meta)
         return Sample(self.samples[index].id, image, mask)
 
     def content_digest(self, index: int) -> str:
@@ -87,15 +93,20 @@ def _rgb(root: Path, meta: NnunetJson) -> bool:
     return meta.is_2d and len(meta.channels) == 3 and not any((root / "imagesTr").glob("*_0001.png"))
 
 
-def decode_pair(files: tuple[Path, Path], channels: int, meta: NnunetJson, classes: Classes
+def image_recipe(channels: int, channel: int, classes: Classes, names: tuple[str, ...]) -> Recipe:
+    """How a 2D case is read: its _000c file (RGB when the three channels share _0000.png)."""
+    return Recipe("image", channels=channels, channel=channel, labels=Labels(names, classes))
+
+
+def decode_pair(files: tuple[Path, Path], recipe: Recipe, meta: NnunetJson
                 ) -> tuple[np.ndarray, np.ndarray]:
     """-> image float32 (H, W, channels), mask uint8 (H, W) label map 0..len(classes)."""
     image_path, label_path = files
-    image = read_image(image_path, channels)
+    image = image_input(image_path, recipe)
     raw = read_label_image(label_path)
     check_same_size(image, raw, image_path, label_path)
     check_labels(raw, label_path, set(meta.labels))
-    return image, label_map(raw, classes)
+    return image, label_map(raw, recipe.labels.values)
 
 
 def _volumes(root: Path, meta: NnunetJson, opts: dict[str, Any]
@@ -136,12 +147,13 @@ def _build_2d(root: Path, meta: NnunetJson, options: dict[str, Any]) -> NnunetIm
     classes = _classes(opts["labels"], meta)
     found, problems = find_cases(root, meta, channel)
     channels = 3 if rgb else 1
+    recipe = image_recipe(channels, channel, classes, class_names(classes, meta.labels))
     if not opts["skip_bad"]:
         raise_first(problems)
         skipped: list[dict[str, str]] = []
     else:
         skipped = [p.record() for p in problems]
-        found, bad = screen(found, lambda f: f[1:], lambda f: decode_pair(f[1:], channels, meta, classes),
+        found, bad = screen(found, lambda f: f[1:], lambda f: decode_pair(f[1:], recipe, meta),
                             salt=f"nnunet:{channels}:{channel}")
         skipped += bad
     if not found:
