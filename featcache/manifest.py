@@ -384,9 +384,25 @@ def same_settings(saved: Any, manifest: Manifest) -> bool:
     return then.model_dump(mode="json", exclude=ignore) == manifest.model_dump(mode="json", exclude=ignore)
 
 
+def relative_roots(data: Any, base: Path) -> Any:
+    """Dataset roots written relative (`root: data/BUSI`) are relative to the folder of the file
+    that names them, as every config-driven tool reads paths, so a manifest works from any
+    working directory; absolute roots and roots already resolved are unchanged. Applies to
+    `datasets` and `pretrain.datasets` (the manifest's data, before validation)."""
+    if not isinstance(data, dict):
+        return data
+    pretrain = data.get("pretrain")
+    for specs in (data.get("datasets"), pretrain.get("datasets") if isinstance(pretrain, dict) else None):
+        for spec in specs if isinstance(specs, list) else []:
+            root = spec.get("root") if isinstance(spec, dict) else None
+            if isinstance(root, str) and root and not Path(root).expanduser().is_absolute():
+                spec["root"] = str(Path(base).resolve() / root)
+    return data
+
+
 def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:
     path = Path(path)
-    data = read_yaml(path, "manifest", "see manifests/ for examples")
+    data = relative_roots(read_yaml(path, "manifest", "see manifests/ for examples"), path.parent)
     if isinstance(data, dict):
         # `featcache study`'s own section (featcache/study/spec.py): the rest is a manifest that
         # distill and extract read as usual.

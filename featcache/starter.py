@@ -93,6 +93,13 @@ def teacher_taps(name: str, image_size: int, stages: dict[str, tuple[int, int]]
     return taps, notes
 
 
+def _absolute(path: str | Path) -> str:
+    """A file or folder given on the command line, absolute when it exists here: the manifest then
+    works from any folder (a relative root would be read relative to the manifest's own folder)."""
+    found = Path(path).expanduser()
+    return str(found.resolve()) if found.exists() else str(path)
+
+
 def build_manifest(dataset: str, root: Path | None, teachers: list[str], checkpoints: list[str],
                    image_size: int) -> tuple[Manifest, list[str]]:
     """(Manifest, comment lines about the choices made). A classification dataset also taps each
@@ -114,13 +121,14 @@ def build_manifest(dataset: str, root: Path | None, teachers: list[str], checkpo
                          f"the {len(data.classes)}-class classifier reads")
         spec: dict[str, Any] = {"name": name, "levels": levels}
         if i in paths:
-            spec["checkpoint"] = str(paths[i])
+            spec["checkpoint"] = _absolute(paths[i])
         elif name in _NEEDS_CHECKPOINT:
             notes.append(f"{name}: no --checkpoint given; set teachers[{i}].checkpoint to its weights file")
         specs.append(spec)
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in data.options.items() if k != "root"}
     manifest = Manifest.model_validate({
         "run_dir": f"runs/{dataset}", "store": None,
-        "datasets": [{"name": dataset, "root": None if root is None else str(root), "options": options}],
+        "datasets": [{"name": dataset, "root": None if root is None else _absolute(root),
+                      "options": options}],
         "teachers": specs, "student": {"image_size": image_size}})
     return manifest, notes

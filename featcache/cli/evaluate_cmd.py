@@ -11,11 +11,12 @@ from rich.table import Table
 
 from featcache.cli.app import app, console
 from featcache.cli.common import classification_table, failures_table, progress_bar, summary_table
-from featcache.errors import DatasetError
+from featcache.errors import ConfigError, DatasetError
 from featcache.events import epoch_number
 
 if TYPE_CHECKING:
     from featcache.evaluate.predict import PredictSummary
+    from featcache.evaluate.served import Served
 
 Which = Annotated[str, typer.Option("--checkpoint", help="Which checkpoint of the run: best or last.")]
 RunDir = Annotated[Path, typer.Option("--run", help="The run directory written by `featcache distill`.")]
@@ -60,31 +61,66 @@ def eval_(
 @app.command(short_help="Segment (and classify) new images or volumes with a trained student.",
              epilog="Example: featcache predict --run runs/demo --input scans/ --out predictions/")
 def predict(
-    run: RunDir,
-    input: Annotated[Path, typer.Option("--input", help="An image or NIfTI file, or a folder of them.")],
+    input: Annotated[Path, typer.Option("--input", help="An image or volume file, or a folder of them "
+                                                        "(nnU-Net CASE_0000 files are read per case).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (masks/, overlays/).")],
+    run: Annotated[Path | None, typer.Option("--run", help="The run directory written by "
+                                                           "`featcache distill`.")] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="Instead of --run: a student exported by `featcache export --format onnx`, "
+                        "run by ONNX Runtime (no torch needed).")] = None,
     checkpoint: Which = "best",
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Read inputs with this training dataset's recipe (needed only when the run's "
+                          "datasets read the same kind of file differently).")] = None,
     threshold: Annotated[float, typer.Option(help="Foreground probability threshold.")] = 0.5,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Write the good inputs when some "
                                                                   "fail; list failures at the end.")] = False,
     masks: Annotated[Path | None, typer.Option(
-        "--masks", help="Folder of ground-truth masks named like the inputs (drawn, scored).")] = None,
+        "--masks", help="Folder of ground-truth masks named like the inputs, or like their cases "
+                        "(nnU-Net labelsTr): drawn and scored.")] = None,
 ) -> None:
     """Segment images or volumes with a trained student; write masks (label maps for multi-class
-    students) and overlays, and for students with classification heads OUT/class_probabilities.csv.
+    students) on each input's own grid and overlays, and for students with classification heads
+    OUT/class_probabilities.csv. Each input is read with the recipe its training dataset was read
+    with (the intensity scaling, slicing and orientation saved in the run or the exported model).
 
     With --masks, inputs that have a mask are scored as `featcache eval` scores a split (Dice, IoU,
     precision, recall, HD95; mean ± std, median, pooled Dice) into OUT/per_image.csv and summary.json.
     """
     from featcache.evaluate.predict import predict_paths
-    from featcache.evaluate.predictor import Predictor
-    from featcache.evaluate.tables import fmt
 
-    predictor = Predictor.from_run(run, checkpoint, threshold)
-    summary = predict_paths(predictor, input, out, masks, keep_going)
+    predictor = _served(run, model, checkpoint, threshold)
+    summary = predict_paths(predictor, input, out, masks, keep_going, dataset)
     for note in predictor.classes.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    heads = list(predictor.classes.heads)
+    _print_predictions(summary, list(predictor.classes.heads), out)
+    if masks is not None:
+        _print_scores(summary, out, {"run": str(run or model), "checkpoint": checkpoint,
+                                     "threshold": threshold, "masks": str(masks)})
+    if summary.failures:
+        console.print(failures_table(summary.failures))
+        raise DatasetError(f"{len(summary.failures)} of {len(summary.failures) + len(summary.results)} "
+                           f"inputs failed (listed above); the others were written to {out}")
+
+
+def _served(run: Path | None, model: Path | None, checkpoint: str, threshold: float) -> Served:
+    """The student to predict with: a run's checkpoint (PyTorch) or an exported ONNX file."""
+    if (run is None) == (model is None):
+        raise ConfigError("give the student as --run DIR or as --model FILE.onnx (one of them)",
+                          fields=("run", "model"))
+    if model is not None:
+        from featcache.evaluate.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(model, threshold)
+    from featcache.evaluate.predictor import Predictor
+
+    return Predictor.from_run(run, checkpoint, threshold)
+
+
+def _print_predictions(summary: PredictSummary, heads: list[str], out: Path) -> None:
+    from featcache.evaluate.tables import fmt
+
     table = Table(title=f"Predictions in {out}")
     for column in ("input", "shape", "foreground", "dice", "mask", *heads):
         table.add_column(column)
@@ -97,13 +133,6 @@ def predict(
         console.print(table)
     if summary.class_csv is not None:
         console.print(f"class probabilities: {summary.class_csv}", soft_wrap=True)
-    if masks is not None:
-        _print_scores(summary, out, {"run": str(run), "checkpoint": checkpoint, "threshold": threshold,
-                                     "masks": str(masks)})
-    if summary.failures:
-        console.print(failures_table(summary.failures))
-        raise DatasetError(f"{len(summary.failures)} of {len(summary.failures) + len(summary.results)} "
-                           f"inputs failed (listed above); the others were written to {out}")
 
 
 def _print_scores(summary: PredictSummary, out: Path, info: dict) -> None:
@@ -148,7 +177,9 @@ def export(
     out: Annotated[Path | None, typer.Option("--out", help="Output file (default: RUN/export/...).")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs for the median latency.")] = 20,
 ) -> None:
-    """Export the student to ONNX or TorchScript, check it matches PyTorch, and time it on CPU."""
+    """Export the student with every head to ONNX or TorchScript, with its input recipe (in the ONNX
+    metadata and as STEM.recipe.json beside the file); check it matches PyTorch, and time it on CPU.
+    `featcache predict --model FILE.onnx` serves the file with ONNX Runtime alone."""
     from featcache.evaluate.export import export_run
 
     r = export_run(run, format, out, image_size, checkpoint, runs)
@@ -156,11 +187,11 @@ def export(
     table.add_row("file", str(r.path))
     table.add_row("input", f"(B, C, {r.image_size}, {r.image_size}), batch B dynamic")
     table.add_row("parameters", f"{r.params:,} (the whole student, every head)")
-    if r.heads_left_out:
-        table.add_row("not in the file", "classification heads " + ", ".join(r.heads_left_out)
-                      + ": the file holds the mask path only")
+    table.add_row("outputs", ", ".join(r.outputs) + " (mask logits, then each classification head's)")
+    table.add_row("input recipe", f"{r.recipe} (and in the ONNX metadata): how to read, scale and slice "
+                                  "inputs, and the outputs' classes" if r.format == "onnx" else str(r.recipe))
     table.add_row("file size", f"{r.file_bytes / 1e6:.2f} MB")
-    table.add_row("parity", f"max |Δ logits| {r.max_abs_diff:.2e} ≤ {r.tolerance:.1e}")
+    table.add_row("parity", f"max |Δ output| {r.max_abs_diff:.2e} ≤ {r.tolerance:.1e}")
     table.add_row("CPU latency, batch 1", f"PyTorch {r.torch_ms:.1f} ms, {r.runtime} {r.runtime_ms:.1f} ms "
                                           f"(median of {runs}, {r.threads} thread(s))")
     console.print(table)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 import typer
 from rich.table import Table
 
 from featcache.cli.app import app, as_flags, console, option_flags
-from featcache.teachers.base import LevelSpec
-from featcache.teachers.registry import describe_teachers
+
+if TYPE_CHECKING:  # the teachers (torch) load when a teachers command runs, not with the CLI
+    from featcache.teachers.base import LevelSpec
 
 teachers_app = typer.Typer(help="Inspect the available teachers.", no_args_is_help=True)
 app.add_typer(teachers_app, name="teachers")
@@ -30,6 +33,8 @@ def _extract_flags(ctx: click.Context) -> dict[str, str]:
 @teachers_app.command("list", epilog="Example: featcache teachers list")
 def list_teachers(ctx: typer.Context) -> None:
     """List the built-in teachers with default levels, input size and weight sources (loads no weights)."""
+    from featcache.teachers.registry import describe_teachers
+
     flags = _extract_flags(ctx)
     table = Table(title="featcache teachers", show_lines=True)
     for column in ("name", "architectures", "default levels", "other levels", "input", "weights"):

@@ -1,11 +1,15 @@
-"""Exporting the student for edge devices (ONNX or TorchScript), with a parity and latency check.
+"""Exporting the student for edge devices (ONNX or TorchScript), whole and with its recipe, with a
+parity and latency check.
 
 The exported graph takes images (B, C, S, S) at the one size S it was exported for (the batch is
-dynamic) and returns mask logits (B, M, S, S), exactly as `Student.forward` (M = 1 for a binary
-student, K + 1 softmax channels for K mask classes). Classification heads are not in the file:
-the result names them (`heads_left_out`) so nobody ships a classifier believing it is there.
-Parity: on random inputs the exported logits must match PyTorch within
-TOLERANCE · max(1, max |logits|) (absolute difference).
+dynamic) and returns every head: mask logits (B, M, S, S) named "logits", exactly as
+`Student.forward` (M = 1 for a binary student, K + 1 softmax channels for K mask classes), then
+each classification head's logits (B, n) named "class_logits.<dataset>". What a deployment needs
+to feed it and read it (deploy.py's serving document: the input recipe of every dataset, the
+resize, the outputs and their classes) goes into the ONNX file's metadata and, for either format,
+into a JSON file beside it, so the file alone is enough to serve the student.
+Parity: on random inputs every exported output must match PyTorch within
+TOLERANCE · max(1, max |output|) (absolute difference).
 ONNX uses torch's TorchScript-based exporter (dynamo=False): it needs only the `onnx` package, not
 onnxscript, and handles the student's fixed-size interpolations.
 """
@@ -16,13 +20,16 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from featcache.errors import CheckpointError, ConfigError
+from featcache.evaluate.deploy import MASK_OUTPUT, class_output, serving_document, write_document
+from featcache.evaluate.run_classes import run_classes
 from featcache.runs import Run
 from featcache.student import Student, count_params
 
@@ -30,6 +37,7 @@ FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4
 OPSET = 17
+Runtime = Callable[[np.ndarray], list[np.ndarray]]
 
 
 @dataclass
@@ -45,46 +53,80 @@ class ExportResult:
     runtime_ms: float
     runtime: str  # "onnxruntime <version>" or "torchscript"
     threads: int
-    heads_left_out: list[str] = field(default_factory=list)  # classification heads not exported
+    outputs: list[str]  # the file's outputs: the mask logits, then one per classification head
+    recipe: Path  # the serving document beside the file (JSON)
+
+
+class AllHeads(nn.Module):
+    """The student with every head: images (B, C, S, S) -> (mask logits, class logits of each
+    classification head in sorted order)."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+        self.heads = sorted(student.config.classifiers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, named = self.student.forward_features(x)
+        return (logits, *(self.student.classify(named, h) for h in self.heads))
+
+
+def output_names(student: Student) -> list[str]:
+    return [MASK_OUTPUT, *(class_output(h) for h in sorted(student.config.classifiers))]
 
 
 def export_student(student: Student, image_size: int, fmt: str, path: Path) -> Path:
-    """Write `student` (eval mode) as ONNX or TorchScript for (B, C, image_size, image_size) inputs."""
+    """Write `student` (eval mode, every head) as ONNX or TorchScript for (B, C, S, S) inputs."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    student = student.eval()
+    model, names = AllHeads(student.eval()).eval(), output_names(student)
     x = torch.rand(1, student.config.in_channels, image_size, image_size)
     with warnings.catch_warnings():
         # Tracing warns that shape checks become constants: intended, the size is fixed at export.
         warnings.simplefilter("ignore")
         if fmt == "onnx":
-            torch.onnx.export(student, (x,), str(path), input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=names,
+                              dynamic_axes={n: {0: "batch"} for n in ["image", *names]},
                               opset_version=OPSET, dynamo=False)
         else:
             with torch.no_grad():
-                torch.jit.trace(student, x).save(str(path))
+                torch.jit.trace(model, x).save(str(path))
     return path
 
 
-def load_runtime(path: Path, fmt: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """A function float32 (B, C, S, S) -> logits (B, 1, S, S) running the exported file, and its name."""
+def _write_metadata(path: Path, document: dict) -> None:
+    """The serving document into the ONNX file's metadata_props (key featcache.serving)."""
+    import json
+
+    import onnx
+
+    from featcache.evaluate.deploy import METADATA_KEY
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(document)
+    onnx.save(model, str(path))
+
+
+def load_runtime(path: Path, fmt: str) -> tuple[Runtime, str]:
+    """A function float32 (B, C, S, S) -> every output of the exported file, and its name."""
     if fmt == "onnx":
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return (lambda x: session.run(None, {"image": x})[0]), f"onnxruntime {ort.__version__}"
+        from featcache.evaluate.onnx_predictor import onnx_session
+
+        session = onnx_session(path, torch.get_num_threads())
+        return (lambda x: session.run(None, {"image": x})), f"onnxruntime {ort.__version__}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(path), map_location="cpu")
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()
+            return [t.numpy() for t in module(torch.from_numpy(x))]
 
     return run, "torchscript"
 
@@ -101,43 +143,55 @@ def median_ms(fn: Callable[[], object], runs: int = 20, warmup: int = 3) -> floa
     return statistics.median(times)
 
 
-def check_parity(student: Student, run: Callable[[np.ndarray], np.ndarray], image_size: int,
-                 batches: tuple[int, ...] = (1, 2), seed: int = 0) -> tuple[float, float]:
-    """(max abs logit difference, the bound it must stay under) on seeded random inputs."""
+def check_parity(student: Student, run: Runtime, image_size: int, batches: tuple[int, ...] = (1, 2),
+                 seed: int = 0) -> tuple[float, float]:
+    """(max abs difference over every output, the bound it must stay under) on seeded random inputs."""
     gen = torch.Generator().manual_seed(seed)
+    model = AllHeads(student.eval())
     worst, scale = 0.0, 1.0
     for b in batches:
         x = torch.rand(b, student.config.in_channels, image_size, image_size, generator=gen)
         with torch.no_grad():
-            ref = student(x).numpy()
-        worst = max(worst, float(np.abs(run(x.numpy()) - ref).max()))
-        scale = max(scale, float(np.abs(ref).max()))
+            refs = [t.numpy() for t in model(x)]
+        for got, ref in zip(run(x.numpy()), refs, strict=True):
+            worst = max(worst, float(np.abs(got - ref).max()))
+            scale = max(scale, float(np.abs(ref).max()))
     return worst, TOLERANCE * scale
+
+
+def _size(student: Student, image_size: int) -> int:
+    stride = student.stride
+    if image_size < stride or image_size % stride:
+        raise ConfigError(f"image_size {image_size} must be a positive multiple of {stride} (the encoder's "
+                          "stride)", fields=("image_size",))
+    return image_size
 
 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None, image_size: int | None = None,
                which: str = "best", runs: int = 20) -> ExportResult:
-    """Export a run's student, check parity (CheckpointError when it fails) and time both runtimes."""
+    """Export a run's student with every head and its serving document, check parity
+    (CheckpointError when it fails) and time both runtimes."""
     run_files = Run(run_dir)
     student, checkpoint = run_files.load_student(which)
-    size = int(image_size or checkpoint.image_size)
-    stride = student.stride
-    if size < stride or size % stride:
-        raise ConfigError(f"image_size {size} must be a positive multiple of {stride} (the encoder's stride)",
-                          fields=("image_size",))
+    size = _size(student, int(image_size or checkpoint.image_size))
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")
     path = Path(out) if out else run_files.export_file(which, size, SUFFIX[fmt])
     export_student(student, size, fmt, path)
+    document = serving_document(student.config, size, checkpoint.recipes,
+                                run_classes(student.config, checkpoint.manifest))
+    if fmt == "onnx":
+        _write_metadata(path, document)
+    recipe = write_document(path, document)
     run, runtime = load_runtime(path, fmt)
     diff, bound = check_parity(student, run, size)
     if not diff <= bound:
-        raise CheckpointError(f"{path}: exported {fmt} logits differ from PyTorch by {diff:.3g} "
+        raise CheckpointError(f"{path}: exported {fmt} outputs differ from PyTorch by {diff:.3g} "
                               f"(allowed {bound:.3g}); do not deploy this file")
-    x = torch.rand(1, student.config.in_channels, size, size)
+    x, model = torch.rand(1, student.config.in_channels, size, size), AllHeads(student)
     with torch.no_grad():
-        torch_ms = median_ms(lambda: student(x), runs)
+        torch_ms = median_ms(lambda: model(x), runs)
     xn = x.numpy()
     return ExportResult(path, fmt, size, count_params(student), path.stat().st_size, diff, bound,
                         torch_ms, median_ms(lambda: run(xn), runs), runtime, torch.get_num_threads(),
-                        sorted(student.config.classifiers))
+                        output_names(student), recipe)

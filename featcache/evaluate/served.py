@@ -57,7 +57,15 @@ def choose_recipe(recipes: dict[str, Recipe], path: Path, dataset: str | None = 
         trained = ", ".join(sorted({r.reader for r in recipes.values()}))
         raise DatasetError(f"{path}: this student was trained on {trained} inputs, not on this kind of "
                            "file; give it files like its training data")
-    if len({repr(r) for r in fits.values()}) > 1:
+    if len({_pixels(r) for r in fits.values()}) > 1:
         raise ConfigError(f"{path}: datasets {', '.join(fits)} of the run read such files differently; "
                           "name the one to read it like with --dataset", fields=("dataset",))
-    return next(iter(fits.values()))
+    # The same pixels either way (a segmentation and a classification dataset of one kind): the
+    # segmentation dataset's recipe also says which label values a mask is written in.
+    segmenting = [r for r in fits.values() if r.task == "segmentation"]
+    return (segmenting or list(fits.values()))[0]
+
+
+def _pixels(recipe: Recipe) -> tuple:
+    """What decides the student's input (not the labels)."""
+    return recipe.reader, recipe.channels, recipe.channel, recipe.intensity, recipe.slicing

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from featcache.errors import ConfigError
 from featcache.extract.settings import ExtractSettings
-from featcache.manifest import Manifest, manifest_from_dict
+from featcache.manifest import Manifest, manifest_from_dict, relative_roots
 from featcache.yamlconfig import read_yaml, validation_message
 
 
@@ -82,7 +82,7 @@ def study_manifest(config: StudyConfig, run_dir: Path, source: str = "study conf
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study file; the one-line error names the file and the key."""
     path = Path(path)
-    data = read_yaml(path, "study config", "see manifests/paper-example.yaml")
+    data = relative_roots(read_yaml(path, "study config", "see manifests/paper-example.yaml"), path.parent)
     if not isinstance(data, dict):
         raise ConfigError(f"study config {path} must be a YAML mapping; see manifests/paper-example.yaml")
     try:

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featcache.errors import ConfigError
-from featcache.manifest import STUDY_SECTION, DatasetSpec
+from featcache.manifest import STUDY_SECTION, DatasetSpec, relative_roots
 from featcache.yamlconfig import read_yaml, validation_message
 
 # The default comparison for any manifest: the student alone, + feature distillation with the
@@ -144,7 +144,8 @@ def runs_problem(seeds: list[int], fractions: list[float]) -> tuple[str, str] | 
 
 def read_study(path: Path) -> tuple[dict[str, Any], StudySpec]:
     """(the manifest's data without its study section, the study section validated)."""
-    data = read_yaml(path, "manifest", "see manifests/study-demo.yaml for an example")
+    data = relative_roots(read_yaml(path, "manifest", "see manifests/study-demo.yaml for an example"),
+                          Path(path).parent)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a manifest must be a YAML mapping, got {type(data).__name__}")
     section = data.pop(STUDY_SECTION, None)

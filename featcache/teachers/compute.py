@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import torch
+from typing import TYPE_CHECKING
 
 from featcache.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 COMPUTE_DTYPES = ("float32", "tf32", "bfloat16", "float16")
-_AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+_AUTOCAST = ("bfloat16", "float16")  # torch dtype names; torch loads with the forward pass, not
+# with the CLI (whose option defaults check a compute dtype name: `predict --model` runs without it)
 
 
 def check_compute_dtype(name: str) -> str:
@@ -39,9 +42,11 @@ def check_compute_device(name: str, device: torch.device) -> None:
 def compute_context(name: str, device: torch.device) -> Iterator[None]:
     """Run the enclosed forward pass in compute dtype `name` on `device`. The TF32 switches are
     process-wide in torch: they are set for the forward pass and restored after it."""
+    import torch
+
     check_compute_device(name, device)
     if name in _AUTOCAST:
-        with torch.autocast(device.type, dtype=_AUTOCAST[name]):
+        with torch.autocast(device.type, dtype=getattr(torch, name)):
             yield
         return
     if device.type != "cuda":

@@ -82,3 +82,23 @@ def test_init_writes_a_starter_for_a_classification_dataset(tmp_path):
     manifest = manifest_from_dict(yaml.safe_load(result.output), "init output")
     assert manifest.teachers[0].levels["global"] == "enc5"  # the image vector, for the classifier
     assert "(classification)" in result.output and "5-class classifier" in result.output
+
+
+def test_the_manifest_init_wrote_works_from_any_folder(tmp_path, monkeypatch):
+    """init writes the root it was given as an absolute path; a root written relative is read
+    relative to the manifest's folder, not the working directory."""
+    monkeypatch.chdir(tmp_path)
+    layouts.make_busi(tmp_path / "data")
+    result = runner.invoke(app, ["init", "--dataset", "busi", "--root", "data", "--teacher", "litemedsam"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "m.yaml").write_text(result.output)
+    monkeypatch.chdir(tmp_path / "project")
+    assert load_manifest("m.yaml").datasets[0].root == str(tmp_path / "data")
+    text = result.output.replace(f"root: {tmp_path / 'data'}", "root: ../data")
+    assert "root: ../data" in text
+    (tmp_path / "project" / "rel.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)  # elsewhere: ../data is still next to the manifest's folder
+    root = load_manifest(tmp_path / "project" / "rel.yaml").datasets[0].root
+    assert Path(root).resolve() == (tmp_path / "data").resolve()
+    _check(load_manifest(tmp_path / "project" / "rel.yaml"), Path(root))

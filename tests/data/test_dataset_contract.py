@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from featcache.data.base import SPLITS, TASKS, check_sample_id
+from featcache.data.recipe import Recipe
 from featcache.data.registry import DATASETS, build_dataset
 from tests.data.synth_layouts import MAKERS, VARIANTS
 
@@ -55,3 +56,7 @@ def test_dataset_contract(case, tmp_path):
     assert described["task"] == ds.task in TASKS and described["classes"] == list(ds.classes)
     assert ds.classes and all(isinstance(c, str) for c in ds.classes)
     json.dumps(described)
+    # The input recipe: data, saved with every run (JSON), naming the dataset's classes.
+    recipe = ds.recipe
+    assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    assert recipe.task == ds.task and recipe.labels.names == tuple(ds.classes)

@@ -8,6 +8,7 @@ from featcache.distill.trainer import Trainer, train
 from featcache.errors import StoreError
 from featcache.events import EpochDone
 from featcache.runs import Run
+from tests.conftest import BlobDataset
 from tests.distill.conftest import make_manifest
 
 
@@ -35,6 +36,8 @@ def test_train_writes_run_and_gates(cached_store, tmp_path):
     student, checkpoint = Run(tmp_path / "run").load_student("best")
     assert student(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
     assert checkpoint.entries["blobs/tiny"] and checkpoint.manifest.run_dir == str(tmp_path / "run")
+    # The dataset's input recipe travels with the weights (what predict and export read it with).
+    assert checkpoint.recipes == {"blobs": BlobDataset().recipe}
 
 
 def test_resume_equals_uninterrupted(cached_store, tmp_path, monkeypatch):

@@ -25,12 +25,13 @@ def test_export_matches_pytorch(tiny_run, tmp_path, fmt):
     run, _ = load_runtime(result.path, fmt)
     x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        np.testing.assert_allclose(run(x.numpy()), student(x).numpy(), atol=1e-4)
+        np.testing.assert_allclose(run(x.numpy())[0], student(x).numpy(), atol=1e-4)
+    assert result.outputs == ["logits"] and result.recipe == tmp_path / "s.recipe.json"
 
 
 def test_parity_check_catches_a_different_model(tiny_run):
     student, _ = Run(tiny_run).load_student()
-    diff, bound = check_parity(student, lambda x: np.zeros((x.shape[0], 1, 64, 64), np.float32), 64)
+    diff, bound = check_parity(student, lambda x: [np.zeros((x.shape[0], 1, 64, 64), np.float32)], 64)
     assert diff > bound
 
 

@@ -221,17 +221,21 @@ def test_classification_only_run_predicts_probabilities_and_no_masks(roots, tmp_
     assert len(rows) == 15 and {r["head"] for r in rows} == {"aptos2019"}
 
 
-def test_export_says_which_heads_are_not_in_the_file(mixed_run, tmp_path):
+def test_export_writes_every_head_and_its_recipe(mixed_run, tmp_path):
     from featcache.evaluate.export import export_run
 
     result = export_run(mixed_run, "torchscript", tmp_path / "s.pt", runs=1)
-    assert result.heads_left_out == ["aptos2019"] and result.max_abs_diff <= result.tolerance
+    assert result.outputs == ["logits", "class_logits.aptos2019"] and result.max_abs_diff <= result.tolerance
     module = torch.jit.load(str(tmp_path / "s.pt"))
-    assert module(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)  # background, road, car
+    logits, grades = module(torch.rand(1, 3, 64, 64))
+    assert logits.shape == (1, 3, 64, 64) and grades.shape == (1, 5)  # background, road, car; 5 grades
+    document = json.loads(result.recipe.read_text())
+    assert document["outputs"]["class_logits.aptos2019"]["classes"][0] == "no DR"
+    assert document["outputs"]["logits"]["classes"] == ["road", "car"]
     out = runner.invoke(app, ["export", "--run", str(mixed_run), "--format", "torchscript", "--out",
                               str(tmp_path / "t.pt"), "--runs", "1"], terminal_width=200)
     assert out.exit_code == 0, out.output
-    assert "not in the file" in out.output and "aptos2019" in out.output
+    assert "class_logits.aptos2019" in out.output and "t.recipe.json" in out.output
 
 
 def test_multiclass_volumes_evaluate_per_slice_and_predict_nifti_label_maps(tmp_path):
