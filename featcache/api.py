@@ -129,10 +129,11 @@ def open_store(url: str | Path | None = None) -> Store:
 
 
 def load_student(run: str | Path, checkpoint: str = "best", threshold: float = 0.5) -> Predictor:
-    """A trained run's student as the Predictor `featcache predict` uses: `predict(image)` takes a
-    numpy (H, W) or (H, W, C) image (uint8, uint16 or float) and returns float32 (H, W) foreground
-    probabilities at the image's size; `predict_mask(image)` the bool mask at `threshold`;
-    `.student` is the nn.Module."""
+    """A trained run's student as the Predictor `featcache predict` uses: `predict(path)` reads an
+    image or volume file with the input recipe of the dataset it is like (as training read it) and
+    returns float32 foreground probabilities on the file's grid; `predict(image)` takes a numpy
+    (H, W) or (H, W, C) image (uint8, uint16 or float) and returns (H, W); `predict_mask` the bool
+    mask at `threshold`; `.recipes` the run's recipes; `.student` is the nn.Module."""
     return Predictor.from_run(Path(run), checkpoint, threshold)
 
 
