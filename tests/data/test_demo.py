@@ -37,15 +37,16 @@ def test_demo_planes_give_coronal_and_sagittal_slices():
 def test_demo_left_grey_matter_is_one_side_of_the_grey_matter():
     """target gm_left: the grey matter of one hemisphere on the same images (a per-pixel probe
     cannot tell it from its mirror image); the default's key does not change."""
-    from featcache.data.loaders.demo import _slice, _volumes
+    from featcache.data.loaders.demo import _volume
+    from featcache.data.volumes import slice_at
 
     left = build_dataset("demo", num_slices=6, target="gm_left")
     assert left.fingerprint() != build_dataset("demo", num_slices=6).fingerprint()
     assert build_dataset("demo", num_slices=6).options["target"] == "gm"
     sample, meta = left.load(2), left.samples[2].meta
-    volume, gm, _ = _volumes("gm")
-    assert np.array_equal(sample.image[:, :, 0], _slice(volume, "axial", meta["slice"]))
-    whole = _slice(gm, "axial", meta["slice"])
+    volume, gm = _volume("gm", "axial")  # the template through the recipe, the mask turned alike
+    assert np.array_equal(sample.image, volume.plane(meta["slice"]))
+    whole = gm[slice_at(meta["slice"], 2)]
     assert np.all(sample.mask <= whole) and 1.6 * sample.mask.sum() < whole.sum() < 2.4 * sample.mask.sum()
     columns = np.flatnonzero(sample.mask.any(0))  # one side of the midline only
     middle = sample.mask.shape[1] / 2
