@@ -62,7 +62,9 @@ def eval_(
              epilog="Example: featcache predict --run runs/demo --input scans/ --out predictions/")
 def predict(
     input: Annotated[Path, typer.Option("--input", help="An image or volume file, or a folder of them "
-                                                        "(nnU-Net CASE_0000 files are read per case).")],
+                                                        "(nnU-Net CASE_0000 files are read per case), "
+                                                        "or a folder of DICOM files (one input per "
+                                                        "series; NIfTI and DICOM-SEG out).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (masks/, overlays/).")],
     run: Annotated[Path | None, typer.Option("--run", help="The run directory written by "
                                                            "`featcache distill`.")] = None,

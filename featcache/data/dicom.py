@@ -32,10 +32,11 @@ from featcache.data.digest import cached_fact, file_key
 from featcache.data.files import FileProblem
 
 SKIPPED_NAMES = ("DICOMDIR",)
+SEG_SUFFIX = ".dcm"  # a DICOM-SEG label file beside NIfTI ones (labels/<case>.dcm)
 DECOMPRESS_HINT = ("install a decoder pydicom can use (`pip install pylibjpeg pylibjpeg-libjpeg "
                    "pylibjpeg-openjpeg`, or python-gdcm), or decompress the series first "
                    "(`gdcmconv --raw IN OUT`, or dcmtk's `dcmdjpeg IN OUT`)")
-_SCAN_VERSION = "v1"  # bump when a geometry rule changes, so cached scans are recomputed
+_SCAN_VERSION = "v2"  # bump when a geometry rule changes, so cached scans are recomputed
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class DicomSeries:
     sop_class_uid: str
     sop_instance_uids: tuple[str, ...]  # in slice order
     description: str = ""
+    number: int | None = None  # SeriesNumber, when the files give one
 
     @property
     def affine_array(self) -> np.ndarray:
@@ -230,7 +232,14 @@ def _series(headers: list[tuple[Path, Any]]) -> DicomSeries:
                        str(ds.get("Modality", "") or "OT"), str(ds.get("StudyInstanceUID", "")),
                        str(ds.SeriesInstanceUID), str(ds.get("FrameOfReferenceUID", "")),
                        str(ds.get("SOPClassUID", "")), tuple(s.sop_uid for s in slices),
-                       str(ds.get("SeriesDescription", "") or ""))
+                       str(ds.get("SeriesDescription", "") or ""), _series_number(ds))
+
+
+def _series_number(ds: Any) -> int | None:
+    try:
+        return int(ds.get("SeriesNumber"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _what(ds: Any) -> str | None:
@@ -278,6 +287,40 @@ def scan_folder(folder: Path) -> DicomFolder:
     data = json.loads(cached_fact(f"dicomscan:{_SCAN_VERSION}:{key}", compute))
     return DicomFolder(tuple(DicomSeries.from_json(s) for s in data["series"]),
                        tuple((str(p), str(w)) for p, w in data["other"]))
+
+
+def looks_like_dicom(folder: Path, sample: int = 8) -> bool:
+    """Does `folder` hold DICOM files (somewhere below it)? The first few files are checked for
+    the DICM marker, nothing is parsed: cheap enough to ask of every folder in a listing."""
+    if not Path(folder).is_dir():
+        return False
+    checked = 0
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file() or path.name.startswith(".") or path.name.upper() in SKIPPED_NAMES:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                if fh.read(132)[128:] == b"DICM":
+                    return True
+        except OSError:
+            pass
+        checked += 1
+        if checked >= sample:
+            return False
+    return False
+
+
+def one_series(folder: Path) -> DicomSeries:
+    """The one image series under `folder`; none or several is one line naming the folder."""
+    found = scan_folder(folder)
+    if len(found.series) == 1:
+        return found.series[0]
+    if not found.series:
+        raise FileProblem(folder, "holds no DICOM image series", "give the folder of one CT, MR or PET "
+                                                                 "series")
+    listed = "; ".join(f"{s.description or s.series_uid} ({s.shape[2]} slices)" for s in found.series)
+    raise FileProblem(folder, f"holds {len(found.series)} image series: {listed}",
+                      "keep one series per folder (move localizers and other series out)")
 
 
 def _pixels(ds: Any, path: Path) -> np.ndarray:
@@ -376,3 +419,27 @@ def read_seg_labels(path: Path, series: DicomSeries, values: dict[int, int] | No
             lookup[number] = value
         labels = lookup[labels]
     return labels
+
+
+def read_labels_on(path: Path, series: DicomSeries, seg_values: dict[int, int] | None = None) -> np.ndarray:
+    """A label file of `series` -> int64 label values on its grid (columns, rows, slices): a NIfTI
+    volume on the series' grid in any axis order (volumes.read_on_grid), or a DICOM-SEG of it
+    (segment numbers as values, or `seg_values[number]`)."""
+    from featcache.data.volumes import read_on_grid
+
+    if Path(path).name.lower().endswith(SEG_SUFFIX):
+        return read_seg_labels(Path(path), series, seg_values)
+    return read_on_grid(Path(path), series.affine_array, series.shape).astype(np.int64)
+
+
+def seg_values_by_name(path: Path, labels: Any) -> dict[int, int] | None:
+    """A DICOM-SEG ground truth's segments as label values, matched by SegmentLabel to the
+    recipe's class names (`labels`: a recipe's Labels, names and values); None (segment numbers are
+    the values) for a NIfTI file, a binary recipe, or segments that do not all name a class."""
+    if not Path(path).name.lower().endswith(SEG_SUFFIX) or labels.values is None:
+        return None
+    by_name = {name.lower(): values[0] for name, values in zip(labels.names, labels.values, strict=True)}
+    segments = seg_segments(Path(path))
+    if not all(label.lower() in by_name for label in segments.values()):
+        return None
+    return {number: by_name[label.lower()] for number, label in segments.items()}

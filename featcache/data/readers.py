@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.data.dicom import DicomSeries, looks_like_dicom, one_series, read_series
 from featcache.data.files import IMAGE_EXTS, decode_image, read_label_image, read_mask
 from featcache.data.recipe import Recipe
 from featcache.data.volumes import NIFTI_SUFFIXES, nifti_scan, read_label_volume
@@ -50,10 +51,13 @@ class Reader:
     read: Callable[[Path, Recipe], Scan]
     read_labels: Callable[[Path, Recipe], np.ndarray]  # a label file -> integer values on its grid
     summary: str
+    folder_test: Callable[[Path], bool] | None = None  # readers of folders: is it one of theirs?
 
     def opens(self, path: Path) -> bool:
         name = path.name.lower()
-        return path.is_dir() if not self.suffixes else any(name.endswith(s) for s in self.suffixes)
+        if not self.suffixes:
+            return path.is_dir() and (self.folder_test is None or self.folder_test(path))
+        return any(name.endswith(s) for s in self.suffixes)
 
 
 def _read_image(path: Path, recipe: Recipe) -> Scan:
@@ -72,11 +76,26 @@ def _read_nifti(path: Path, recipe: Recipe) -> Scan:
     return Scan(path, array, affine)
 
 
+def series_scan(path: Path, series: DicomSeries) -> Scan:
+    """A DICOM series as read: modality values (HU for CT), its RAS affine; `path` its folder."""
+    return Scan(path, read_series(series), series.affine_array)
+
+
+def _read_dicom(path: Path, recipe: Recipe) -> Scan:
+    return series_scan(path, one_series(path))
+
+
 READERS: dict[str, Reader] = {
     "image": Reader("image", IMAGE_EXTS, _read_image, _image_labels,
                     "2D image files (PNG, JPEG, TIFF, BMP, GIF) read with PIL"),
     "nifti": Reader("volume", NIFTI_SUFFIXES, _read_nifti, lambda p, r: read_label_volume(p),
                     "NIfTI volumes (.nii, .nii.gz) read with nibabel, the header's scaling applied"),
+    # A DICOM input is a folder of one series. Its label files are read as stored (NIfTI on the
+    # series' voxel order, as predict writes them); predict lays a lab's labels (any orientation
+    # of the grid, or DICOM-SEG) on the series itself (data/dicom.py read_labels_on).
+    "dicom": Reader("volume", (), _read_dicom, lambda p, r: read_label_volume(p),
+                    "DICOM series (a folder of one series) read with pydicom, rescaled to HU",
+                    looks_like_dicom),
 }
 
 

@@ -10,7 +10,9 @@ Outputs under OUT, named by the input (by the case for nnU-Net's CASE_0000 files
                           student a palette PNG of the dataset's label values, coloured as the
                           overlays
   masks/NAME.nii.gz       volumes: the mask (label values for a multi-class student) on the input's
-                          grid: its shape and affine
+                          grid: its shape and affine (a DICOM series': data/dicom.py)
+  masks/NAME.seg.dcm      DICOM inputs: the same prediction as a DICOM-SEG of the source series
+                          (its study kept, a new series; one segment per class), dicom_seg.py
   overlays/NAME.png       2D inputs: image with the prediction (and ground truth) filled, see overlay.py
   overlays/NAME_sliceNNN.png  volumes: the slice (along the recipe's axis) with the largest
                           predicted area
@@ -32,14 +34,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from featcache.data.dicom import read_labels_on, seg_values_by_name
 from featcache.data.overlay import class_colour, overlay_classes_png, overlay_png
-from featcache.data.readers import Scan, read_scan
+from featcache.data.readers import Scan, read_scan, series_scan
 from featcache.data.recipe import Recipe
-from featcache.data.serving import SlicedVolume, input_planes, label_values, read_classes
+from featcache.data.serving import SlicedVolume, class_map, input_planes, label_values, read_classes
 from featcache.data.volumes import save_nifti, slice_at
 from featcache.errors import DatasetError, FeatcacheError
 from featcache.evaluate import inputs as io
 from featcache.evaluate.accumulator import MetricAccumulator
+from featcache.evaluate.dicom_seg import write_dicom_seg
 from featcache.evaluate.outputs import write_metric_files
 from featcache.evaluate.served import Served, choose_recipe
 
@@ -83,7 +87,9 @@ def _ground_truth(path: Path | None, job: _Job, predictor: Served) -> np.ndarray
     """The ground truth as classes (0 background, k class k), read as the dataset trains on it."""
     if path is None:
         return None
-    gt = read_classes(path, job.recipe)
+    series = job.item.series
+    gt = read_classes(path, job.recipe) if series is None else class_map(
+        read_labels_on(path, series, seg_values_by_name(path, job.recipe.labels)), job.recipe)
     if gt.shape != job.scan.grid:
         raise DatasetError(f"{path}: mask shape {gt.shape} does not match input {job.item.path} "
                            f"{job.scan.grid}")
@@ -189,14 +195,25 @@ def predict_volume(predictor: Served, job: _Job, summary: PredictSummary) -> Pre
     over = _overlay(predictor, planes[k], turned[at], gt_plane,
                     job.out / "overlays" / f"{job.item.name}_slice{k:03d}.png",
                     caption=f"slice {k} (axis {volume.axis})")
+    outputs = [mask_path, over]
+    if job.item.series is not None:  # DICOM in: DICOM-SEG out too, beside the NIfTI
+        outputs.insert(1, write_dicom_seg(pred.astype(np.uint8), job.item.series, job.recipe.labels.names,
+                                          job.out / "masks" / f"{job.item.name}.seg.dcm"))
     score = _score(predictor, summary, job, pred)
-    return PredictResult(job.item.path, job.scan.grid, float((pred > 0).mean()), [mask_path, over], score)
+    return PredictResult(job.item.path, job.scan.grid, float((pred > 0).mean()), outputs, score)
 
 
 def _serve(predictor: Served, item: io.Input, out: Path, masks_dir: Path | None, dataset: str | None,
            summary: PredictSummary) -> PredictResult:
     recipe = choose_recipe(predictor.recipes, item.path, dataset)
-    job = _Job(item, recipe, read_scan(item.path, recipe), out)
+    if item.series is None:
+        scan = read_scan(item.path, recipe)
+    elif recipe.reader == "dicom":
+        scan = series_scan(item.path, item.series)
+    else:
+        raise DatasetError(f"{item.path}: a DICOM series; the student reads {recipe.reader} inputs for "
+                           f"this dataset")
+    job = _Job(item, recipe, scan, out)
     job.gt = _ground_truth(io.find_mask(masks_dir, item), job, predictor)
     run = predict_volume if job.scan.is_volume else predict_image
     return run(predictor, job, summary)

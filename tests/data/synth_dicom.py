@@ -37,7 +37,7 @@ def patient_study(study_uid: str | None = None) -> Dataset:
 
 def slice_dataset(pixels: np.ndarray, position, orientation, pixel_spacing, base: Dataset, *,
                   modality: str, series_uid: str, frame_uid: str, number: int,
-                  slope: float, intercept: float) -> Dataset:
+                  slope: float, intercept: float, series_number: int = 3) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -46,7 +46,7 @@ def slice_dataset(pixels: np.ndarray, position, orientation, pixel_spacing, base
     ds.update(base)
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = modality, series_uid, 3
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = modality, series_uid, series_number
     ds.FrameOfReferenceUID, ds.InstanceNumber = frame_uid, number
     ds.Manufacturer, ds.SeriesDescription = "synthetic", "synthetic series"
     ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
@@ -62,7 +62,7 @@ def slice_dataset(pixels: np.ndarray, position, orientation, pixel_spacing, base
 def write_series(folder: Path, values: np.ndarray, *, modality: str = "CT", slope: float = 1.0,
                  intercept: float = -1024.0, orientation=AXIAL, origin=(-10.0, -20.0, 30.0),
                  spacing=(0.7, 0.8, 2.5), seed: int = 0, study_uid: str | None = None,
-                 series_uid: str | None = None) -> list[Path]:
+                 series_uid: str | None = None, series_number: int = 3) -> list[Path]:
     """`values` (columns, rows, slices) of modality values -> one file per slice in `folder`,
     names shuffled; `spacing` is (between columns, between rows, between slices) in mm. Returns
     the files in slice order."""
@@ -79,8 +79,9 @@ def write_series(folder: Path, values: np.ndarray, *, modality: str = "CT", slop
         position = np.array(origin) + k * spacing[2] * normal
         ds = slice_dataset(np.ascontiguousarray(stored[:, :, k].T.astype(dtype)), position, orientation,
                            (spacing[1], spacing[0]), base, modality=modality, series_uid=series_uid,
-                           frame_uid=frame_uid, number=k + 1, slope=slope, intercept=intercept)
-        path = folder / f"IM{names[k]:04d}.dcm"
+                           frame_uid=frame_uid, number=k + 1, slope=slope, intercept=intercept,
+                           series_number=series_number)
+        path = folder / f"IM{series_number}_{names[k]:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files

@@ -229,24 +229,28 @@ def make_nnunet_png(tmp: Path, n: int = 5) -> Path:
     return root
 
 
-def make_dicom(tmp: Path, n: int = 4, depth: int = 5) -> Path:
-    """n CT cases of 16x16xdepth: images/case_k/series/IM*.dcm (names shuffled) and
-    labels/case_k.nii.gz stored row-flipped as dcm2niix writes (label 1 in slices 1-3, label 2 in
-    slice 2); dataset.json names the labels."""
+def make_dicom(tmp: Path, n: int = 4, depth: int = 5, orientation=None, slope: float = 1.0) -> Path:
+    """n CT cases of 16x16xdepth: images/case_k/series/IM*.dcm (names shuffled; axial unless an
+    `orientation` is given, stored values times `slope` minus 1024 = HU) and labels/case_k.nii.gz
+    stored row-flipped as dcm2niix writes (label 1 in slices 1-3, label 2 in slice 2);
+    dataset.json names the labels."""
     import nibabel as nib
 
-    from tests.data.synth_dicom import flip_rows, ramp_volume, ras_affine, write_series
+    from tests.data.synth_dicom import AXIAL, flip_rows, ramp_volume, ras_affine, write_series
+
+    orientation = orientation or AXIAL
 
     root = tmp / "dicom_ds"
     (root / "labels").mkdir(parents=True)
     (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "organ",
                                                               "2": "tumour"}}))
     for k in range(n):
-        write_series(root / "images" / f"case_{k}" / "series", ramp_volume((16, 16, depth), seed=k), seed=k)
+        write_series(root / "images" / f"case_{k}" / "series", ramp_volume((16, 16, depth), seed=k), seed=k,
+                     orientation=orientation, slope=slope)
         label = np.zeros((16, 16, depth), np.uint8)
         label[4:10, 5:12, 1:4] = 1
         label[6:8, 6:8, 2] = 2
-        data, affine = flip_rows(label, ras_affine())
+        data, affine = flip_rows(label, ras_affine(orientation))
         nib.save(nib.Nifti1Image(data, affine), root / "labels" / f"case_{k}.nii.gz")
     return root
 

@@ -81,7 +81,7 @@ def test_layout_problems_are_one_line_or_skipped_with_a_record(tmp_path):
     (root / "labels" / "case_3.nii.gz").unlink()
     write_series(root / "images" / "case_2" / "localizer", ramp_volume((16, 16, 2)), seed=9)
     with pytest.raises(FileProblem, match=r"case_2: holds 2 image series: .*\(and 1 more problem.*\); "
-                                          r"keep one series per case folder"):
+                                          r"keep one series per folder"):
         build_dataset("dicom", root)
     ds = build_dataset("dicom", root, skip_bad=True)
     assert {s.group for s in ds.samples} == {"case_0", "case_1"}

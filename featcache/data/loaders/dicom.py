@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from featcache.data.base import assign_splits, safe_id
-from featcache.data.dicom import DicomSeries, read_seg_labels, read_series, scan_folder, seg_segments
+from featcache.data.dicom import (
+    SEG_SUFFIX,
+    DicomSeries,
+    one_series,
+    read_labels_on,
+    read_series,
+    seg_segments,
+)
 from featcache.data.digest import cached_fact, digest_files, file_key
 from featcache.data.files import FileProblem
 from featcache.data.loaders.msd import MSDSlices, volume_slices
@@ -48,14 +55,13 @@ from featcache.data.loaders.msd_config import (
 from featcache.data.options import fingerprint_options, locate, require_root, resolve_options
 from featcache.data.readers import Scan
 from featcache.data.screen import raise_first, screen
-from featcache.data.volumes import check_labels, nifti_stem, read_on_grid, select
+from featcache.data.volumes import check_labels, nifti_stem, select
 from featcache.errors import DatasetError
 
 EXPECTED = ("a folder with images/<case>/ (one DICOM series per case) and labels/<case>.nii.gz or "
             "labels/<case>.dcm (DICOM-SEG)")
 DEFAULTS: dict[str, Any] = {"axis": 2, "labels": None, "window": None, "percentiles": (1.0, 99.0),
                             "empty_slices": "balanced"}
-SEG_SUFFIX = ".dcm"
 
 
 @dataclass(frozen=True)
@@ -106,10 +112,7 @@ class DicomSlices(MSDSlices):
 def load_case(case: DicomCase, config: MSDConfig) -> tuple[np.ndarray, np.ndarray]:
     """Decode one case -> image (columns, rows, slices) of modality values, label on its grid."""
     image = read_series(case.series)
-    if case.is_seg:
-        label = read_seg_labels(case.label, case.series, dict(case.seg_values))
-    else:
-        label = read_on_grid(case.label, case.series.affine_array, case.series.shape)
+    label = read_labels_on(case.label, case.series, dict(case.seg_values))
     check_labels(label, case.label, set(config.declared_labels))
     return image, label
 
@@ -143,18 +146,6 @@ def _label_files(root: Path) -> dict[str, Path]:
     return found
 
 
-def _one_series(folder: Path) -> DicomSeries:
-    found = scan_folder(folder)
-    if len(found.series) == 1:
-        return found.series[0]
-    if not found.series:
-        raise FileProblem(folder, "holds no DICOM image series", "each images/<case>/ folder holds the "
-                                                                 "files of one CT, MR or PET series")
-    listed = "; ".join(f"{s.description or s.series_uid} ({s.shape[2]} slices)" for s in found.series)
-    raise FileProblem(folder, f"holds {len(found.series)} image series: {listed}",
-                      "keep one series per case folder (move localizers and other series out)")
-
-
 def discover(root: Path) -> tuple[list[DicomCase], list[FileProblem]]:
     """-> (cases with one series and a label, in case order; pairing and series problems)."""
     labels = _label_files(root)
@@ -168,7 +159,7 @@ def discover(root: Path) -> tuple[list[DicomCase], list[FileProblem]]:
                                                 ".nii.gz or labels/{folder.name}.dcm (DICOM-SEG)"))
             continue
         try:
-            cases.append(DicomCase(safe_id(folder.name), folder, _one_series(folder), labels[folder.name]))
+            cases.append(DicomCase(safe_id(folder.name), folder, one_series(folder), labels[folder.name]))
         except FileProblem as problem:
             problems.append(problem)
     return cases, problems
