@@ -30,6 +30,7 @@ import numpy as np
 
 from featcache.data.digest import cached_fact, file_key
 from featcache.data.files import FileProblem
+from featcache.data.recipe import Labels
 
 SKIPPED_NAMES = ("DICOMDIR",)
 SEG_SUFFIX = ".dcm"  # a DICOM-SEG label file beside NIfTI ones (labels/<case>.dcm)
@@ -432,10 +433,10 @@ def read_labels_on(path: Path, series: DicomSeries, seg_values: dict[int, int] |
     return read_on_grid(Path(path), series.affine_array, series.shape).astype(np.int64)
 
 
-def seg_values_by_name(path: Path, labels: Any) -> dict[int, int] | None:
-    """A DICOM-SEG ground truth's segments as label values, matched by SegmentLabel to the
-    recipe's class names (`labels`: a recipe's Labels, names and values); None (segment numbers are
-    the values) for a NIfTI file, a binary recipe, or segments that do not all name a class."""
+def seg_values_by_name(path: Path, labels: Labels) -> dict[int, int] | None:
+    """A DICOM-SEG ground truth's segments as label values, matched by SegmentLabel to a recipe's
+    class names; None (segment numbers are the values) for a NIfTI file, a binary recipe, or
+    segments that do not all name a class."""
     if not Path(path).name.lower().endswith(SEG_SUFFIX) or labels.values is None:
         return None
     by_name = {name.lower(): values[0] for name, values in zip(labels.names, labels.values, strict=True)}
