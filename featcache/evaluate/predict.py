@@ -46,6 +46,7 @@ from featcache.evaluate.accumulator import MetricAccumulator
 from featcache.evaluate.dicom_seg import write_dicom_seg
 from featcache.evaluate.outputs import write_metric_files
 from featcache.evaluate.served import Served, choose_recipe
+from featcache.runs import check_folder
 
 __all__ = ["PredictResult", "PredictSummary", "predict_paths", "write_scores"]
 
@@ -232,6 +233,7 @@ def predict_paths(predictor: Served, source: Path, out: Path, masks_dir: Path | 
     recorded in `failures` while the others are written. Inputs with a ground-truth mask are
     scored into `summary.scores`; see `write_scores`."""
     source, out = Path(source), Path(out)
+    check_folder(out, "out")
     summary = PredictSummary(group=source.name if source.is_dir() else source.parent.name)
     if masks_dir is not None and not Path(masks_dir).is_dir():
         raise DatasetError(f"masks {masks_dir} is not a folder", fields=("masks",))

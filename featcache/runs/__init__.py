@@ -12,9 +12,9 @@ The student network that the checkpoints hold lives beside this package, in `fea
 """
 
 from featcache.runs.checkpoint import FORMAT, Checkpoint, Pretrained, TrainingState
-from featcache.runs.guard import check_run_dir
+from featcache.runs.guard import check_folder, check_run_dir
 from featcache.runs.layout import WHICH, RunLayout, ScoredFolder
 from featcache.runs.run import Run
 
 __all__ = ["FORMAT", "WHICH", "Checkpoint", "Pretrained", "Run", "RunLayout", "ScoredFolder",
-           "TrainingState", "check_run_dir"]
+           "TrainingState", "check_folder", "check_run_dir"]

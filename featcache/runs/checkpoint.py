@@ -8,6 +8,7 @@ run's files (eval, report, the CLI) stays light.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ class Checkpoint:
         missing = [k for k in REQUIRED if k not in payload]
         if missing:
             raise CheckpointError(f"{path} lacks {', '.join(missing)}; it is not a run checkpoint")
+        check_contents(payload, path)
         payload = upgrade(payload, path)
         training = None
         if all(k in payload for k in ("distill", "optimizer", "scheduler", "rng")):
@@ -140,18 +142,76 @@ class Pretrained:
         return {"recipe": self.recipe, "model": self.model, "steps": self.steps}
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Pretrained:
+    def from_payload(cls, payload: dict[str, Any], path: Path | None = None) -> Pretrained:
+        _expect(payload, path, "recipe", str, "a recipe string", default="")
+        _expect(payload, path, "steps", int, "a step count", default=0)
+        _tensors(payload.get("model", {}), path, "model")
         return cls(str(payload.get("recipe", "")), payload.get("model", {}), int(payload.get("steps", 0)))
 
 
-def save_payload(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
+# The largest input size a checkpoint may name: more than any student is trained at; an edited
+# value beyond it would have predict allocate terabytes.
+MAX_IMAGE_SIZE = 16384
+
+
+def check_contents(payload: dict[str, Any], path: Path | None) -> None:
+    """A checkpoint's contents are checked as strictly as a manifest: each field of the type it is
+    written with (a hand-edited string epoch, a list config or a size that no machine holds is
+    one CheckpointError naming the field, not a traceback somewhere later)."""
+    _expect(payload, path, "epoch", int, "an epoch number")
+    _expect(payload, path, "student_config", dict, "a mapping of student settings")
+    _expect(payload, path, "image_size", int, "an image size")
+    if not 0 < payload["image_size"] <= MAX_IMAGE_SIZE:
+        raise _edited(path, f"image_size {payload['image_size']} is outside 1..{MAX_IMAGE_SIZE}")
+    _tensors(payload["student"], path, "student")
+    for key, kind, what in (("manifest", dict, "the saved manifest"), ("best_epoch", int, "an epoch"),
+                            ("best_val_dice", (int, float), "a score"), ("world_size", int, "a count"),
+                            ("steps_into_next", int, "a step count")):
+        _expect(payload, path, key, kind, what, default=None)
+    if "distill" in payload:
+        _tensors(payload["distill"], path, "distill")
+    for key in ("optimizer", "scheduler"):
+        _expect(payload, path, key, dict, "a state mapping", default=None)
+
+
+def _edited(path: Path | None, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {what}; the checkpoint was edited or damaged: use another "
+                           "checkpoint (best or last) or train again")
+
+
+def _expect(payload: dict[str, Any], path: Path | None, key: str, kind: Any, what: str,
+            default: Any = ...) -> None:
+    value = payload.get(key, default)
+    if value is default and default is not ...:
+        return
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _edited(path, f"{key} is {str(value)[:40]!r} ({type(value).__name__}), expected {what}")
+
+
+def _tensors(value: Any, path: Path | None, key: str) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in value.items()):
+        raise _edited(path, f"{key} is not a mapping of names to tensors")
+
+
+def save_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind, and a full
+    disk is one line (the file it would have replaced is kept)."""
+    import torch
+
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:  # a file object: torch's own writer reports ENOSPC as a RuntimeError
+            torch.save({"format": FORMAT, **payload}, fh)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        raise CheckpointError(f"cannot write {path}: {why}; {path.name} was left as it was: free space, "
+                              "then continue with --resume") from None
 
 
 def load_payload(path: Path) -> dict[str, Any]:
@@ -171,3 +231,11 @@ def load_payload(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} has format {found!r}, expected {FORMAT!r}; "
                               "it was written by another featcache version or tool")
     return payload
+
+
+def state_dict_error(exc: BaseException) -> str:
+    """The telling line of torch's load_state_dict error (its first line only says that it failed)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        lines = lines[1:]
+    return lines[0][:240]

@@ -1,5 +1,6 @@
 """A run directory never lies inside a feature store: checkpoints written into a
-content-addressed entry would be deleted by a later `featcache rm` of it."""
+content-addressed entry would be deleted by a later `featcache rm` of it. Neither it nor any
+other output folder is, or lies under, a regular file."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def check_run_dir(run_dir: str | Path, store: str | None) -> None:
     layout and allowed: a run never writes into it."""
     from featcache.store.backends import is_local  # zarr loads only when a run starts
 
+    check_folder(run_dir, "run_dir")
     path = Path(run_dir).expanduser().resolve()
     if path == Path(path.anchor):
         raise ConfigError(f"run_dir {run_dir} is a filesystem root; set run_dir to a folder of its own, "
@@ -25,3 +27,16 @@ def check_run_dir(run_dir: str | Path, store: str | None) -> None:
             where = "is" if folder == path else f"lies inside {folder}, which is"
             raise ConfigError(f"run_dir {run_dir} {where} a feature store (or one of its entries); set "
                               "run_dir to a folder outside the store, e.g. runs/NAME", fields=("run_dir",))
+
+
+def check_folder(folder: str | Path, name: str) -> None:
+    """One line, not a FileExistsError or NotADirectoryError later, when the folder an output is
+    written to is a regular file or lies under one. `name` is the setting that gave it."""
+    path = Path(folder).expanduser().absolute()
+    for above in (path, *path.parents):
+        if above.exists() and not above.is_dir():
+            where = "is a file" if above == path else f"lies under {above}, which is a file"
+            raise ConfigError(f"{name} {folder} {where}, not a folder; set {name} to a folder (it is "
+                              "created if missing)", fields=(name,))
+        if above.exists():
+            return

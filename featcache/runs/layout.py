@@ -16,6 +16,7 @@ module that spells their names.
   RUN/report/                     `featcache report`: report.md, report.html and their pictures
   RUN/export/                     `featcache export`: the exported students (and their recipes)
   RUN/study_train.json            what training reported, for a study cell
+  RUN/training.lock               held by the one training that writes the directory (host, pid)
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ class RunLayout:
     def export_file(self, which: str, image_size: int, suffix: str) -> Path:
         """Where `featcache export` writes a student (suffix .onnx or .pt) when no --out is given."""
         return self.export_dir / f"student_{which}_{image_size}{suffix}"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held while a training writes the directory, so that two never mix their files."""
+        return self.path / "training.lock"
 
     @property
     def study_train_file(self) -> Path:

@@ -4,12 +4,19 @@ checkpoint.py's."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featcache.errors import CheckpointError, ConfigError
 from featcache.events import epoch_number
-from featcache.runs.checkpoint import Checkpoint, Pretrained, load_payload, save_payload
+from featcache.runs.checkpoint import Checkpoint, Pretrained, load_payload, save_payload, state_dict_error
 from featcache.runs.layout import RunLayout
 from featcache.runs.logs import append_csv, truncate_csv
 
@@ -19,6 +26,64 @@ if TYPE_CHECKING:
 
 class Run(RunLayout):
     """A run directory: its files' paths (RunLayout), logs and checkpoints."""
+
+    @contextmanager
+    def exclusive(self, hold: bool = True) -> Iterator[None]:
+        """One training at a time in this directory: two at once would interleave metrics.csv
+        and leave best.pt and last.pt of different runs. The lock file is created exclusively
+        (O_EXCL) and removed on the way out; one left by a process that no longer runs on this
+        host is taken over. `hold` False (the other ranks of a torchrun) holds nothing."""
+        if not hold:
+            yield
+            return
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                self._unlock_stale()
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(body)
+            break
+        else:
+            raise self._held()
+        try:
+            yield
+        finally:
+            self.lock_file.unlink(missing_ok=True)
+            if created and not any(self.path.iterdir()):  # a run that failed before writing
+                self.path.rmdir()
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            holder = json.loads(self.lock_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    def _unlock_stale(self) -> None:
+        """Remove the lock when its process is gone from this host; else one line naming it."""
+        holder = self._holder()
+        if holder is None:  # being written this instant, or unreadable: stale once a minute old
+            try:
+                if time.time() - self.lock_file.stat().st_mtime < 60:
+                    raise self._held()
+            except FileNotFoundError:
+                return
+        elif holder.get("host") != socket.gethostname() or _running(int(holder.get("pid") or 0)):
+            raise self._held()
+        self.lock_file.unlink(missing_ok=True)
+
+    def _held(self) -> ConfigError:
+        holder = self._holder() or {}
+        who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+        return ConfigError(f"{self.path} is being trained by another featcache process ({who}); wait for "
+                           f"it to finish or set another run_dir (if that process is gone for good, "
+                           f"delete {self.lock_file})", fields=("run_dir",))
 
     def claim(self, overwrite: bool, remove: bool = True) -> None:
         """A fresh run never writes over another: a directory holding one is reused only with
@@ -103,8 +168,9 @@ class Run(RunLayout):
         try:
             student.load_state_dict(checkpoint.student)
         except RuntimeError as exc:
-            raise CheckpointError(f"{self.path}: checkpoint does not match its student config: "
-                                  f"{str(exc).splitlines()[0]}") from None
+            raise CheckpointError(f"{checkpoint.path}: its student weights do not match its student "
+                                  f"config ({state_dict_error(exc)}); the checkpoint was edited or "
+                                  "damaged: use another checkpoint (best or last) or train again") from None
         return student.eval(), checkpoint
 
     def save_probes(self, probes: Pretrained) -> None:
@@ -125,4 +191,16 @@ def _load_recipe_file(path: Path) -> Pretrained | None:
     """A state saved with the recipe it came from (pretrained.pt, probes.pt); None if absent."""
     if not path.is_file():
         return None
-    return Pretrained.from_payload(load_payload(path))
+    return Pretrained.from_payload(load_payload(path), path)
+
+
+def _running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
