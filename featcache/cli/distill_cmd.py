@@ -5,6 +5,7 @@ prints and writes the run directory."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -41,8 +42,8 @@ def distill(
         with progress_bar() as bar:
             result = train(m, resume=resume, overwrite=overwrite, progress=TrainingDisplay(bar))
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted: the resume point is in {m.run_dir}/checkpoints/last.pt; "
-                      f"continue with featcache distill --manifest {manifest} --resume[/yellow]")
+        console.print(f"[yellow]{_interrupted(manifest, set_ or [], m.run_dir)}[/yellow]", highlight=False,
+                      soft_wrap=True)
         raise typer.Exit(130) from None
     rows = [(key, teacher, f"{w:.3f}") for key, tw in sorted(result.gates.items())
             for teacher, w in sorted(tw.items())]
@@ -56,3 +57,18 @@ def distill(
                           f"{result.student_params / 1e6:.2f}M", f"{result.seconds:.0f}",
                           f"{result.steps_per_s:.2f}",
                           " ".join(f"{k}={v:.2f}" for k, v in result.loss_weights.items()))]))
+
+
+def _interrupted(manifest: Path, sets: list[str], run_dir: str) -> str:
+    """What an interrupt left, and the command that goes on from it: with every --set (run_dir
+    may be one of them, and a resume checks it is given the manifest the run was trained with)."""
+    from featcache.runs import Run
+
+    command = " ".join(["featcache distill --manifest", shlex.quote(str(manifest)),
+                        *(f"--set {shlex.quote(s)}" for s in sets)])
+    last = Run(run_dir).checkpoint_file("last")
+    if last.is_file():
+        return f"interrupted: the resume point is in {last}; continue with {command} --resume"
+    return ("interrupted before the first training step (during feature pretraining or the output "
+            f"probes' fit): there is no resume point; run {command} again (what pretraining or the "
+            "probes finished is reused)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from featcache.distill.build import Training, items_dataset
+from featcache.distill.guards import check_weights, finite_state, learned, load_state
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, to_device
 from featcache.distill.model import DistillModel
@@ -32,14 +33,16 @@ def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: Step
                                                         "normalisation": manifest.distill.normalisation,
                                                         "image_size": manifest.student.image_size})
     saved = run.load_probes()
-    fitted = saved is None or saved.recipe != recipe
+    # probes that are not finite are never reused, whatever their recipe says
+    fitted = saved is None or saved.recipe != recipe or not finite_state(saved.model, learned(probes))
     if fitted:
         probes.requires_grad_(True)
         fit_probes(probes, model.targets, _batches(manifest, built, data.train_items, settings),
                    manifest.distill.probe_steps)
+        check_weights(probes, manifest.distill.probe_steps, "fitting the output probes")
         run.save_probes(Pretrained(recipe, probes.state_dict(), manifest.distill.probe_steps))
     else:
-        probes.load_state_dict(saved.model)
+        load_state(probes, saved.model, run.probes_file)
     with torch.random.fork_rng(devices=[]):  # an observation: the loader's seed draw must not move training
         scores = probe_scores(probes, model.targets, _batches(manifest, built, data.val_items, settings))
     teaching = _choose(model, scores)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,6 +88,9 @@ def low_priority_workers(setting: str, device: torch.device) -> bool:
 def _init_worker(low_priority: bool, _: int) -> None:
     # torch already runs one thread in each worker; the store's decoder must not start more.
     single_threaded_decoding()
+    # Ctrl-C reaches the whole process group: the training process stops at a step boundary
+    # (guards.py) and then shuts its workers down; a worker dying first would fail that step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if low_priority and hasattr(os, "nice"):
         # When the training threads use every core (CPU training), a worker woken for its next
         # batch preempted one of them, and the others then waited for it at their next

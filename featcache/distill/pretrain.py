@@ -23,6 +23,7 @@ import torch
 from featcache.distill.build import Training, build_optimizer, items_dataset
 from featcache.distill.data import Source, training_items
 from featcache.distill.distributed import BalancedShardSampler
+from featcache.distill.guards import check_loss, check_weights, finite_state, learned, load_state
 from featcache.distill.loaders import EpochBatches, make_loader
 from featcache.distill.loop import StepSettings, optimizer_step
 from featcache.distill.model import DistillModel
@@ -75,8 +76,8 @@ def pretrain(manifest: Manifest, built: Training, run: Run, settings: StepSettin
     model, data = built.model, built.data
     wanted = recipe(manifest, len(data.sources))
     saved = run.load_pretrained()
-    if saved is not None and saved.recipe == wanted:
-        model.load_state_dict(saved.model)
+    if saved is not None and saved.recipe == wanted and finite_state(saved.model, learned(model)):
+        load_state(model, saved.model, run.pretrained_file)
         progress(PretrainReused(str(run.pretrained_file)))
         return
     tr, spec = manifest.training, manifest.pretrain
@@ -90,6 +91,8 @@ def pretrain(manifest: Manifest, built: Training, run: Run, settings: StepSettin
     batches = iter(loader)
     for step in range(spec.steps):
         out = optimizer_step(model, next(batches), optimizer, scheduler, settings, labelled=False)
-        progress(PretrainStep(step + 1, spec.steps, float(out["loss"].detach())))
+        loss = check_loss(float(out["loss"].detach()), step + 1, "feature pretraining")
+        progress(PretrainStep(step + 1, spec.steps, loss))
     del batches, loader
+    check_weights(model, spec.steps, "feature pretraining")
     run.save_pretrained(Pretrained(wanted, model.state_dict(), spec.steps))

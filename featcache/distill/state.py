@@ -11,8 +11,10 @@ import torch
 
 from featcache.data.recipe import Recipe
 from featcache.distill.build import Training, store_url
-from featcache.manifest import Manifest
-from featcache.runs import Checkpoint, TrainingState
+from featcache.errors import CheckpointError
+from featcache.manifest import Manifest, same_settings
+from featcache.runs import Checkpoint, Run, TrainingState
+from featcache.runs.checkpoint import state_dict_error
 
 
 def snapshot(built: Training, manifest: Manifest, epoch: int, best: float, best_epoch: int,
@@ -39,11 +41,29 @@ def _recipes(built: Training) -> dict[str, Recipe]:
 
 
 def restore(built: Training, checkpoint: Checkpoint) -> None:
-    """Put a checkpoint's weights, optimizer, schedule and RNG back into `built`."""
+    """Put a checkpoint's weights, optimizer, schedule and RNG back into `built`. A checkpoint
+    whose tensors do not fit the model its manifest builds (edited by hand, or damaged) is one
+    CheckpointError naming the file."""
     state = checkpoint.training
     assert state is not None  # Run.load_resume_point refuses a checkpoint without one
-    built.model.load_state_dict({**{f"student.{k}": v for k, v in checkpoint.student.items()},
-                                 **state.distill})
-    built.optimizer.load_state_dict(state.optimizer)
-    built.scheduler.load_state_dict(state.scheduler)
-    torch.set_rng_state(state.rng)
+    try:
+        built.model.load_state_dict({**{f"student.{k}": v for k, v in checkpoint.student.items()},
+                                     **state.distill})
+        built.optimizer.load_state_dict(state.optimizer)
+        built.scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.rng)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{checkpoint.path}: its training state does not fit the model the "
+                              f"manifest builds ({state_dict_error(exc)}); it was edited or "
+                              "damaged: train again with overwrite", fields=("overwrite",)) from None
+
+
+def resume_from(built: Training, run: Run, manifest: Manifest) -> Checkpoint:
+    """The run's resume point, checked to be of `manifest`, put back into `built`."""
+    checkpoint = run.load_resume_point()
+    if not same_settings(checkpoint.saved_manifest, manifest):
+        raise CheckpointError(f"{run.path}: the checkpoint was trained with a different manifest; "
+                              "resume with the same manifest and override options, or use a new run_dir",
+                              fields=("override",))
+    restore(built, checkpoint)
+    return checkpoint

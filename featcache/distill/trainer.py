@@ -11,9 +11,6 @@ run directory and reports progress.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,15 +24,15 @@ from featcache.distill import distributed as dist
 from featcache.distill.adapt import adapt_teachers
 from featcache.distill.build import Training, build_training, epoch_batches, store_url
 from featcache.distill.epoch_stats import EpochStats
+from featcache.distill.guards import Interrupts, check_loss, check_weights
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, optimizer_step, validate
 from featcache.distill.pretrain import pretrain
 from featcache.distill.resident import make_resident
-from featcache.distill.state import restore, snapshot
+from featcache.distill.state import resume_from, snapshot
 from featcache.distill.tblog import open_log
-from featcache.errors import CheckpointError
 from featcache.events import EpochDone, ProgressFn, TrainingStarted, TrainingStep, ignore
-from featcache.manifest import Manifest, same_settings
+from featcache.manifest import Manifest
 from featcache.runs import Checkpoint, Run, check_run_dir
 from featcache.student import count_params
 
@@ -75,6 +72,7 @@ class Trainer:
         # Where training stands: (epoch under way, its optimizer steps done). An interrupt saves it.
         self.position = (0, 0)
         self._last_saved = time.perf_counter()
+        self.stop = Interrupts()  # Ctrl-C and SIGTERM stop at a step boundary (guards.py)
         self._train: DataLoader | None = None
         self._val: DataLoader | None = None
         self.tb = open_log(manifest.training.log, self.run.tensorboard_dir, self.dist.is_main,
@@ -109,12 +107,7 @@ class Trainer:
                         steps_into_next)
 
     def resume(self) -> None:
-        checkpoint = self.run.load_resume_point()
-        if not same_settings(checkpoint.saved_manifest, self.manifest):
-            raise CheckpointError(f"{self.run.path}: the checkpoint was trained with a different manifest; "
-                                  "resume with the same manifest and override options, or use a new run_dir",
-                                  fields=("override",))
-        restore(self.built, checkpoint)
+        checkpoint = resume_from(self.built, self.run, self.manifest)
         self.start_epoch = checkpoint.epoch + 1
         self.position = (self.start_epoch, checkpoint.steps_into_next)
         self.best, self.best_epoch = checkpoint.best_val_dice, checkpoint.best_epoch
@@ -127,7 +120,7 @@ class Trainer:
         if self.dist.is_main:
             self.run.write_manifest(self.manifest.model_dump(mode="json"))
         prepared = self.position != (0, 0)  # resumed: the checkpoint holds what prepare made
-        with _sigterm_as_interrupt():
+        with self.stop.installed():
             try:
                 if not prepared:
                     prepare(self.manifest, self.built, self.run, self.settings, self.progress)
@@ -136,10 +129,11 @@ class Trainer:
                                               d.workers, self.start_epoch, str(self.device),
                                               self.dist.world_size))
                 t0 = time.perf_counter()
-                gates = self._epochs()
+                with self.stop.deferred():
+                    gates = self._epochs()
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: last.pt at the step reached, for --resume
-                if prepared and self.dist.is_main:  # (a half-done pretraining starts again instead)
-                    epoch, steps = self.position
+                if prepared and self.dist.is_main and not self.stop.forced:  # (a half-done pretraining
+                    epoch, steps = self.position  # starts again instead)
                     self.run.save_checkpoint("last", self.checkpoint(epoch - 1, steps))
                 raise
         seconds = time.perf_counter() - t0
@@ -160,11 +154,13 @@ class Trainer:
                 torch.manual_seed(self.manifest.training.seed * 1000 + epoch * 7919 + self.dist.rank)
             stats, t_epoch = EpochStats(*stats_layout), time.perf_counter()
             for step in range(self.position[1], d.steps_per_epoch):
+                self.stop.check()
                 batch = next(batches)
                 out = self.train_step(batch)
+                loss = check_loss(float(out["loss"].detach()), epoch * d.steps_per_epoch + step + 1)
                 self.position = (epoch, step + 1)
                 stats.add(out, batch["dataset"])
-                self.progress(TrainingStep(epoch, step + 1, float(out["loss"].detach())))
+                self.progress(TrainingStep(epoch, step + 1, loss))
             terms, gates = stats.reduce(self.dist)
             dist.sync_buffers(self.model, self.dist)
             row = {"epoch": epoch, "split": "train", **terms, "lr": self.built.scheduler.get_last_lr()[0],
@@ -175,6 +171,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, row: dict[str, Any], gates: dict[str, dict[str, float]]) -> None:
         """Validate, then (rank 0) log the epoch and write its checkpoints."""
+        check_weights(self.model, (epoch + 1) * self.data.steps_per_epoch)
         score = self._validate()
         self.model.student_validated(score)  # output distillation's trust in each probe (trust.py)
         improved = score > self.best
@@ -185,10 +182,10 @@ class Trainer:
                                fresh=self.start_epoch == 0)
             if self.tb is not None:
                 self.tb.log_epoch(epoch, row, score, gates)
-            # The resume point: after the last epoch, and otherwise at most once a minute: a run of
-            # 100 one-step epochs (a few labelled images) would write its ~100 MB state 100 times.
+            # The resume point: after the first and the last epoch, and otherwise at most once a
+            # minute: a run of 100 one-step epochs would write its ~100 MB state 100 times.
             now = time.perf_counter()
-            if epoch == self.data.epochs - 1 or now - self._last_saved >= LAST_CHECKPOINT_EVERY_S:
+            if epoch in (0, self.data.epochs - 1) or now - self._last_saved >= LAST_CHECKPOINT_EVERY_S:
                 self.run.save_checkpoint("last", self.checkpoint(epoch))
                 self._last_saved = now
             if improved:
@@ -214,33 +211,17 @@ def prepare(manifest: Manifest, built: Training, run: Run, settings: StepSetting
         adapt_teachers(manifest, built, run, settings)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler stopping the job) raises KeyboardInterrupt, as Ctrl-C does, so both
-    leave a resume point. Only the main thread can install a handler; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None,
           overwrite: bool = False) -> TrainResult:
     check_run_dir(manifest.run_dir, store_url(manifest, True))
-    if not resume:
-        Run(manifest.run_dir).claim(overwrite, remove=dist.env_rank() == 0)
-    trainer = Trainer(manifest, progress)
-    try:
-        if resume:
-            trainer.resume()
-        return trainer.train()
-    finally:
-        trainer.close()
+    run, main = Run(manifest.run_dir), dist.env_rank() == 0
+    with run.exclusive(hold=main):  # before --overwrite removes anything: it may be another's run
+        if not resume:
+            run.claim(overwrite, remove=main)
+        trainer = Trainer(manifest, progress)
+        try:
+            if resume:
+                trainer.resume()
+            return trainer.train()
+        finally:
+            trainer.close()

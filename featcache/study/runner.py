@@ -3,7 +3,8 @@ run ("cell") unless it already finished.
 
 A cell is finished when its run directory holds both `study_train.json` (what training reported)
 and `eval/summary.json` (what evaluation wrote); a re-run then reads them instead of retraining.
-A run whose training stopped part-way resumes from its last checkpoint.
+A run whose training stopped part-way resumes from its last checkpoint, or is trained again when
+it left none (killed before its first resume point).
 """
 
 from __future__ import annotations
@@ -103,13 +104,24 @@ def _train(manifest: Manifest, progress: ProgressFn) -> dict[str, Any]:
     from featcache.distill.trainer import train
 
     run = Run(manifest.run_dir)
-    resume = run.checkpoint_file("last").is_file()
-    result = train(manifest, resume=resume, progress=progress)
+    resume = _resumable(run)
+    # A cell's run_dir is the study's own (check_same_manifest): what a killed run left without a
+    # resume point (metrics.csv, best.pt) is trained again, not a reason to stop the study.
+    result = train(manifest, resume=resume, overwrite=not resume, progress=progress)
     info = {"params": result.student_params, "seconds": result.seconds, "epochs": result.epochs,
             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "gates": result.gates,
             "loss_weights": result.loss_weights, "resumed": resume}
     run.study_train_file.write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def _resumable(run: Run) -> bool:
+    """Whether the run holds a resume point that loads (last.pt with its training state)."""
+    try:
+        run.load_resume_point()
+    except CheckpointError:
+        return False
+    return True
 
 
 def check_same_manifest(manifest: Manifest) -> None:
