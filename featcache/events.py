@@ -63,6 +63,12 @@ class TrainingStarted(Event):
     start_epoch: int  # > 0 when resumed
     device: str
     world_size: int
+    total_steps: int = 0  # the run's optimizer steps (0: epochs * steps_per_epoch)
+    done_steps: int = 0  # of them, done before (a resumed run)
+
+    @property
+    def steps(self) -> int:
+        return self.total_steps or self.epochs * self.steps_per_epoch
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,11 @@ class TrainingSpec(_Strict):
     # (ceil(steps / steps per epoch)), so arms with different data sizes train equally long.
     steps: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
+    # How batches mix the datasets of a run: "mixed" (each batch drawn from all of them, about
+    # equal shares), "per_dataset" (each batch one dataset's, the datasets taking turns: the
+    # paper's way; see distill/task_batches.py), or "auto": per_dataset when the datasets have
+    # different tasks (segmentation beside classification), mixed otherwise. One dataset: the same.
+    batches: Literal["auto", "mixed", "per_dataset"] = "auto"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(1, ge=0)

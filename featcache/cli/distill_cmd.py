@@ -50,13 +50,31 @@ def distill(
     if rows:
         console.print(table("teacher gate weights (last epoch, mean over training samples)",
                             ["dataset/stage", "teacher", "weight"], rows))
-    console.print(table("distillation", ["run dir", "epochs", "best val Dice", "best epoch",
+    console.print(table("distillation", ["run dir", "steps", "epochs", "best val score", "best epoch",
                                          "student params", "seconds", "steps/s", "loss weights"],
-                        [(result.run_dir, result.epochs, f"{result.best_val_dice:.4f}",
-                          epoch_number(result.best_epoch),
-                          f"{result.student_params / 1e6:.2f}M", f"{result.seconds:.0f}",
-                          f"{result.steps_per_s:.2f}",
+                        [(result.run_dir, result.steps, result.epochs, f"{result.best_val_dice:.4f}",
+                          epoch_number(result.best_epoch), f"{result.student_params / 1e6:.2f}M",
+                          f"{result.seconds:.0f}", f"{result.steps_per_s:.2f}",
                           " ".join(f"{k}={v:.2f}" for k, v in result.loss_weights.items()))]))
+    print_validation(result.val_scores, result.warnings)
+
+
+def print_validation(val: dict[str, float], warnings: list[str]) -> None:
+    """Each dataset's (and class's) validation numbers at the kept checkpoint, then one warning
+    per task that collapsed (featcache/runs/val_log.py)."""
+    by: dict[str, dict[str, float]] = {}
+    for key, value in val.items():
+        metric, _, where = key.partition("/")  # val_METRIC/DATASET[/CLASS]
+        if where:
+            by.setdefault(where, {})[metric[4:]] = value
+    if by:
+        metrics = list(dict.fromkeys(m for values in by.values() for m in values))
+        console.print(table("validation at the kept checkpoint (dice: per-image mean, an image with a class "
+                            "in neither prediction nor mask left out)", ["dataset", *metrics],
+                            [(where, *(f"{values[m]:.4f}" if m in values else "" for m in metrics))
+                             for where, values in by.items()]))
+    for line in warnings:
+        console.print(f"[yellow]warning: a task collapsed: {line}[/yellow]")
 
 
 def _interrupted(manifest: Path, sets: list[str], run_dir: str) -> str:

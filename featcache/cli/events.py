@@ -69,8 +69,7 @@ class TrainingDisplay(Display):
         console.print(f"student: {e.params / 1e6:.2f}M parameters, device {e.device}, "
                       f"{e.steps_per_epoch} steps/epoch, {e.world_size} process(es), "
                       f"{e.workers} loader worker(s) each")
-        self.tasks["train"] = self.bar.add_task("training", total=e.epochs * e.steps_per_epoch,
-                                                completed=e.start_epoch * e.steps_per_epoch, info="")
+        self.tasks["train"] = self.bar.add_task("training", total=e.steps, completed=e.done_steps, info="")
 
     def step(self, e: TrainingStep) -> None:
         self.bar.update(self.tasks["train"], advance=1,
@@ -78,4 +77,4 @@ class TrainingDisplay(Display):
 
     def epoch_done(self, e: EpochDone) -> None:
         self.bar.update(self.tasks["train"], milestone=True,  # a log line per epoch off a terminal
-                        info=f"epoch {epoch_number(e.epoch)} val Dice {e.val_score:.3f} (best {e.best:.3f})")
+                        info=f"epoch {epoch_number(e.epoch)} val score {e.val_score:.3f} (best {e.best:.3f})")

@@ -69,13 +69,22 @@ def study(
 
 
 def _print_results(plan: Any, rows: list[dict[str, Any]]) -> None:
-    from featcache.study.tables import ablation_summary, findings, fmt, setting_title, summary_columns
+    from featcache.study.tables import (
+        ablation_summary,
+        findings,
+        fmt,
+        metric_name,
+        score_column,
+        setting_title,
+        summary_columns,
+    )
 
-    runs = [(r["arm"] or "T", setting_title(r), r["seed"], fmt(r["dice_mean"]), fmt(r.get("hd95_mean"), 2),
+    column, metric = score_column(rows), metric_name(rows)
+    runs = [(r["arm"] or "T", setting_title(r), r["seed"], fmt(r.get(column)), fmt(r.get("hd95_mean"), 2),
              fmt(r.get("train_seconds"), 0)) for r in rows]
-    console.print(table("study runs", ["#", "setting", "seed", "Dice", "HD95", "train s"], runs))
+    console.print(table("study runs", ["#", "setting", "seed", metric, "HD95", "train s"], runs))
     body, caption = ablation_summary(rows, plan.names, plan.reference)
-    columns = summary_columns(plan.reference)
+    columns = summary_columns(plan.reference, metric)
     console.print(table("study (mean ± std over seeds; paired differences)", columns[:1] + columns[2:],
                         [r[:1] + r[2:] for r in body], caption=caption))
     console.print("arms: " + "; ".join(f"{k} {name}" for k, name in plan.names.items()), highlight=False)

@@ -117,8 +117,8 @@ class StudyDisplay(Display):
             self.progress.update(self.tasks["train"], completed=e.done)
 
     def training_started(self, e: TrainingStarted) -> None:
-        self._task("train", "  training", e.epochs * e.steps_per_epoch)
-        self.progress.update(self.tasks["train"], completed=e.start_epoch * e.steps_per_epoch)
+        self._task("train", "  training", e.steps)
+        self.progress.update(self.tasks["train"], completed=e.done_steps)
 
     def training_step(self, e: TrainingStep) -> None:
         self.progress.update(self.tasks["train"], advance=1,
@@ -141,4 +141,8 @@ class StudyDisplay(Display):
         if "cells" in self.tasks:
             self.progress.advance(self.tasks["cells"])
         how = "reused (finished before)" if e.skipped else f"{e.row['train_seconds']:.0f} s"
-        self.console.print(f"{e.label}: test Dice {e.row['dice_mean']:.4f}, {how}")
+        metric = "Dice" if e.row.get("metric", "dice") == "dice" else str(e.row["metric"])
+        score = e.row.get("score", e.row.get("dice_mean"))
+        shown = "–" if score is None else f"{score:.4f}"
+        where = f" on {e.row['test']}" if e.row.get("test") else ""
+        self.console.print(f"{e.label}: test {metric} {shown}{where}, {how}")

@@ -25,6 +25,7 @@ from featcache.distill.memory import check_fits
 from featcache.distill.model import DistillModel
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.targets import Target
+from featcache.distill.task_batches import per_dataset_order
 from featcache.distill.tasks import Classification, Segmentation, Task, Tasks
 from featcache.errors import ConfigError, DatasetError
 from featcache.manifest import DatasetSpec, Manifest
@@ -85,7 +86,8 @@ def items_dataset(manifest: Manifest, sources: list[Source], items: list[Item], 
 @dataclass
 class TrainingData:
     """The labelled data of one run: items, datasets, the dataset-balanced sampler, and the run's
-    length (epochs of steps_per_epoch optimizer steps)."""
+    length: total_steps optimizer steps in epochs of steps_per_epoch (the last one shorter when
+    training.steps is not a whole number of epochs: steps are honoured exactly)."""
 
     sources: list[Source]
     train_items: list[Item]  # the labelled ones
@@ -102,6 +104,15 @@ class TrainingData:
     # labelled set, and how many of them join each batch.
     unlabelled_items: list[Item] = dataclasses.field(default_factory=list)
     unlabelled_batch: int = 0
+    total_steps: int = 0  # 0: epochs * steps_per_epoch
+    per_dataset: bool = False  # training.batches: per_dataset (task_batches.py)
+
+    def __post_init__(self) -> None:
+        self.total_steps = self.total_steps or self.epochs * self.steps_per_epoch
+
+    def steps_in(self, epoch: int) -> int:
+        """The optimizer steps of `epoch` (0-based)."""
+        return max(0, min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch))
 
 
 def _balance_weights(items: list[Item]) -> torch.Tensor:
@@ -131,7 +142,8 @@ def build_data(manifest: Manifest, sources: list[Source], targets: list[Target],
                                    ctx.rank, ctx.world_size)
     drop_last = sampler.per_rank > tr.batch_size
     steps_per_epoch = sampler.per_rank // tr.batch_size if drop_last else 1
-    # training.steps fixes the run's length in optimizer steps whatever the data size.
+    # training.steps fixes the run's length in optimizer steps whatever the data size; the last
+    # epoch stops when they are done.
     epochs = math.ceil(tr.steps / steps_per_epoch) if tr.steps else tr.epochs
     return TrainingData(
         sources, train_items, val_items,
@@ -139,7 +151,14 @@ def build_data(manifest: Manifest, sources: list[Source], targets: list[Target],
                       labelled=len(train_items)),
         items_dataset(manifest, sources, val_items[ctx.rank::ctx.world_size], targets, False, augment=False),
         sampler, drop_last, steps_per_epoch, epochs, resolve_workers(tr.num_workers, ctx.world_size),
-        low_priority_workers(tr.worker_priority, device), unlabelled, extra if unlabelled else 0)
+        low_priority_workers(tr.worker_priority, device), unlabelled, extra if unlabelled else 0,
+        tr.steps or 0, per_dataset_batches(tr.batches, sources))
+
+
+def per_dataset_batches(setting: str, sources: list[Source]) -> bool:
+    """training.batches: "auto" is per-dataset batches when the datasets have different tasks,
+    where one task's gradient can dwarf the other's in a mixed batch (task_batches.py)."""
+    return setting == "per_dataset" or (setting == "auto" and len({s.dataset.task for s in sources}) > 1)
 
 
 def epoch_batches(data: TrainingData, batch_size: int, start_epoch: int, skip: int = 0) -> EpochBatches:
@@ -149,9 +168,14 @@ def epoch_batches(data: TrainingData, batch_size: int, start_epoch: int, skip: i
     Semi-supervised runs add data.unlabelled_batch unlabelled items to each batch, drawn per
     (seed, epoch, batch, rank): the labelled draw is the same as without them."""
     n, labelled = len(data.train_set), len(data.train_items)
+    dataset_of = [s for s, _, _ in data.train_items]
 
     def draw(epoch: int) -> list[int]:
-        return [epoch * n + i for i in data.sampler.draw(epoch)]
+        picks = data.sampler.draw(epoch)
+        if data.per_dataset:  # each batch one dataset's (task_batches.py)
+            picks = per_dataset_order(picks, dataset_of, batch_size, data.steps_per_epoch, data.sampler.seed,
+                                      epoch)
+        return [epoch * n + i for i in picks]
 
     def unlabelled(epoch: int, batch: int) -> list[int]:
         count, u = data.unlabelled_batch, len(data.unlabelled_items)
@@ -210,7 +234,11 @@ def build_model(manifest: Manifest, student: Student, targets: list[Target], num
     model = DistillModel(student, targets, manifest.distill, num_datasets, tasks).to(device)
     if not ctx.active:
         return model, model
-    return model, DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    # With several task kinds a step can hold one task alone (per-dataset batches: every step),
+    # leaving the other's head (the decoder, or a classifier) without a gradient.
+    several = len(model.tasks.terms) > 1
+    return model, DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                          find_unused_parameters=several)
 
 
 def param_groups(model: DistillModel, lr: float) -> list[dict[str, Any]]:
@@ -270,7 +298,7 @@ def build_training(manifest: Manifest, ctx: DistContext, device: torch.device) -
     targets = build_targets(manifest, sources + pretrain_sources, student.stages) if with_teachers else []
     model, ddp = build_model(manifest, student, targets, len(sources), ctx, device, tasks)
     data = build_data(manifest, sources, targets, with_teachers, ctx, device)
-    steps = data.epochs * data.steps_per_epoch
+    steps = data.total_steps
     model.output_steps = steps
     optimizer, scheduler = build_optimizer(param_groups(model, tr.lr), tr.lr, tr.weight_decay, steps,
                                            tr.warmup_epochs * data.steps_per_epoch, device)

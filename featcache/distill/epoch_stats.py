@@ -10,6 +10,13 @@ import torch
 from featcache.distill.distributed import DistContext, all_reduce_sum
 
 
+def train_row(epoch: int, terms: dict[str, float], lr: float, seconds: float,
+              loss_weights: dict[str, float]) -> dict[str, Any]:
+    """metrics.csv's train row of an epoch: loss terms, learning rate, seconds, w_<term> weights."""
+    return {"epoch": epoch, "split": "train", **terms, "lr": lr, "seconds": seconds,
+            **{f"w_{k}": v for k, v in loss_weights.items()}}
+
+
 class EpochStats:
     def __init__(self, datasets: list[str], slots: dict[str, list[str]]) -> None:
         """datasets: names by source index; slots: student stage -> teachers competing there."""

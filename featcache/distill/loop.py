@@ -1,4 +1,4 @@
-"""The one optimizer step both training phases take, and validation.
+"""The one optimizer step both training phases take (validation is validation.py).
 
 `optimizer_step` is the loop's body, written out as nanoGPT's is: batch to the device, forward
 (under bf16 autocast on a GPU when asked), backward, clip, step, schedule. Labelled training and
@@ -12,10 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from featcache.distill import distributed as dist
-from featcache.distill.distributed import DistContext
-from featcache.distill.tasks import Tasks
 
 
 @dataclass(frozen=True)
@@ -60,19 +56,3 @@ def optimizer_step(model: torch.nn.Module, batch: dict[str, Any], optimizer: tor
     out["dataset"] = batch["dataset"]
     return out
 
-
-def validate(student: torch.nn.Module, tasks: Tasks, batches: Any, device: torch.device,
-             ctx: DistContext) -> float:
-    """The mean validation score per sample (per-image Dice for masks, 1 for a right class) over
-    the validation split: each rank scores its shard; the sums are added up."""
-    student.eval()
-    total = torch.zeros(2, dtype=torch.float64)
-    with torch.no_grad():
-        for batch in batches:
-            logits, feats = student.forward_features(batch["image"].to(device))
-            scores = tasks.scores(student, logits.float().cpu(), feats, batch["mask"].cpu(), batch["label"],
-                                  batch["dataset"])
-            total += torch.tensor([float(scores.sum()), len(scores)], dtype=torch.float64)
-    student.train()
-    total = dist.all_reduce_sum(total, ctx)
-    return float(total[0] / total[1].clamp_min(1))

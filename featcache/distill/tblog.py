@@ -9,6 +9,7 @@ extra: it is imported only when asked for, and its absence is reported before tr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,11 @@ class TensorBoardLog:
 
         self.writer = SummaryWriter(str(self.log_dir), purge_step=epoch_number(first_epoch))
 
-    def log_epoch(self, epoch: int, row: dict[str, Any], val_dice: float,
+    def log_epoch(self, epoch: int, row: dict[str, Any], val: dict[str, Any],
                   gates: dict[str, dict[str, float]]) -> None:
-        """row: the epoch's metrics.csv train row (loss terms, lr, seconds, w_<term> loss weights)."""
+        """row: the epoch's metrics.csv train row (loss terms, lr, seconds, w_<term> loss weights);
+        val: its val row (val_score, val_METRIC/DATASET[/CLASS]: validation.py), as val/score and
+        val/METRIC/DATASET[/CLASS]."""
         if self.writer is None:
             self._open(epoch)
         step = epoch_number(epoch)  # TensorBoard's x axis counts epochs as metrics.csv does
@@ -71,7 +74,9 @@ class TensorBoardLog:
         for where, weights in gates.items():
             for teacher, weight in weights.items():
                 self.writer.add_scalar(f"gate/{where}/{teacher}", weight, step)
-        self.writer.add_scalar("val/dice", val_dice, step)
+        for key, value in val.items():
+            if key.startswith("val_") and not math.isnan(float(value)):
+                self.writer.add_scalar(f"val/{key[4:]}", float(value), step)
         for i, picture in enumerate(self._overlays()):
             self.writer.add_image(f"val/overlay/{i}", picture, step, dataformats="HWC")
         self.writer.flush()  # readable while training runs, not only at the end

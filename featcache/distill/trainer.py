@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,16 @@ from torch.utils.data import DataLoader
 from featcache.distill import distributed as dist
 from featcache.distill.adapt import adapt_teachers
 from featcache.distill.build import Training, build_training, epoch_batches, store_url
-from featcache.distill.epoch_stats import EpochStats
+from featcache.distill.epoch_stats import EpochStats, train_row
 from featcache.distill.guards import Interrupts, check_loss, check_weights
 from featcache.distill.loaders import make_loader
-from featcache.distill.loop import StepSettings, optimizer_step, validate
+from featcache.distill.loop import StepSettings, optimizer_step
 from featcache.distill.pretrain import pretrain
 from featcache.distill.resident import make_resident
+from featcache.distill.scoreboard import Scoreboard
 from featcache.distill.state import resume_from, snapshot
 from featcache.distill.tblog import open_log
+from featcache.distill.validation import ValScores, validate
 from featcache.events import EpochDone, ProgressFn, TrainingStarted, TrainingStep, ignore
 from featcache.manifest import Manifest
 from featcache.runs import Checkpoint, Run, check_run_dir
@@ -51,6 +53,9 @@ class TrainResult:
     gates: dict[str, dict[str, float]]  # "dataset/stage" -> teacher -> mean weight (last epoch)
     loss_weights: dict[str, float]
     world_size: int = 1  # processes that trained together; steps_per_s is per process
+    steps: int = 0  # optimizer steps trained in all (training.steps exactly, when set)
+    val_scores: dict[str, float] = field(default_factory=dict)  # the kept epoch's val_ columns
+    warnings: list[str] = field(default_factory=list)  # tasks that collapsed (scoreboard.py)
 
 
 class Trainer:
@@ -68,7 +73,8 @@ class Trainer:
         self.model, self.data = self.built.model, self.built.data
         self.settings = StepSettings.of(manifest.training, self.device)
         self.run = Run(manifest.run_dir)
-        self.start_epoch, self.best, self.best_epoch = 0, -1.0, -1
+        self.start_epoch = 0
+        self.board = Scoreboard.of(self.model.tasks, self.data.sources)  # the checkpoint score, per dataset
         # Where training stands: (epoch under way, its optimizer steps done). An interrupt saves it.
         self.position = (0, 0)
         self._last_saved = time.perf_counter()
@@ -94,29 +100,31 @@ class Trainer:
                                   low_priority=d.low_priority_workers)
         return iter(self._train)
 
-    def _validate(self) -> float:
+    def _validate(self) -> ValScores:
         if self._val is None:  # one loader for the whole run: its workers persist between epochs
             d, tr = self.data, self.manifest.training
             self._val = make_loader(d.val_set, tr.batch_size, min(d.workers, 1), tr.prefetch_factor,
                                     self.device, low_priority=d.low_priority_workers)
-        return validate(self.model.student, self.model.tasks, self._val, self.device, self.dist)
+        return validate(self.model.student, self.board.tally, self._val, self.device, self.dist)
 
     # --- checkpoints -----------------------------------------------------------------------------
     def checkpoint(self, epoch: int, steps_into_next: int = 0) -> Checkpoint:
-        return snapshot(self.built, self.manifest, epoch, self.best, self.best_epoch, self.dist.world_size,
-                        steps_into_next)
+        return snapshot(self.built, self.manifest, epoch, self.board.best, self.board.best_epoch,
+                        self.dist.world_size, steps_into_next)
 
     def resume(self) -> None:
         checkpoint = resume_from(self.built, self.run, self.manifest)
         self.start_epoch = checkpoint.epoch + 1
         self.position = (self.start_epoch, checkpoint.steps_into_next)
-        self.best, self.best_epoch = checkpoint.best_val_dice, checkpoint.best_epoch
+        self.board.resume(checkpoint.best_val_dice, checkpoint.best_epoch, self.run.metrics_csv,
+                          self.start_epoch)
         if self.dist.is_main:  # rows of epochs after the checkpoint (killed mid-way) are redone
             self.run.truncate_logs(self.start_epoch)
 
     # --- the loop --------------------------------------------------------------------------------
     def train(self) -> TrainResult:
-        d, skipped = self.data, self.position[1]
+        d = self.data
+        done = self.start_epoch * d.steps_per_epoch + self.position[1]  # steps before this session
         if self.dist.is_main:
             self.run.write_manifest(self.manifest.model_dump(mode="json"))
         prepared = self.position != (0, 0)  # resumed: the checkpoint holds what prepare made
@@ -127,7 +135,7 @@ class Trainer:
                     prepared = True
                 self.progress(TrainingStarted(d.epochs, d.steps_per_epoch, count_params(self.model.student),
                                               d.workers, self.start_epoch, str(self.device),
-                                              self.dist.world_size))
+                                              self.dist.world_size, d.total_steps, done))
                 t0 = time.perf_counter()
                 with self.stop.deferred():
                     gates = self._epochs()
@@ -137,10 +145,11 @@ class Trainer:
                     self.run.save_checkpoint("last", self.checkpoint(epoch - 1, steps))
                 raise
         seconds = time.perf_counter() - t0
-        steps = (d.epochs - self.start_epoch) * d.steps_per_epoch - skipped
-        return TrainResult(self.run.path, d.epochs, self.best, self.best_epoch,
+        steps = d.total_steps - done
+        return TrainResult(self.run.path, d.epochs, self.board.best, self.board.best_epoch,
                            count_params(self.model.student), seconds, steps / max(seconds, 1e-9), gates,
-                           self.model.loss_weights(), self.dist.world_size)
+                           self.model.loss_weights(), self.dist.world_size, d.total_steps,
+                           self.board.kept(), self.board.warnings())
 
     def _epochs(self) -> dict[str, dict[str, float]]:
         """The epochs from self.position on; returns the last epoch's mean gate weights."""
@@ -153,7 +162,7 @@ class Trainer:
             if self.dist.active:  # dropout differs per rank, reproducibly per epoch
                 torch.manual_seed(self.manifest.training.seed * 1000 + epoch * 7919 + self.dist.rank)
             stats, t_epoch = EpochStats(*stats_layout), time.perf_counter()
-            for step in range(self.position[1], d.steps_per_epoch):
+            for step in range(self.position[1], d.steps_in(epoch)):
                 self.stop.check()
                 batch = next(batches)
                 out = self.train_step(batch)
@@ -163,25 +172,21 @@ class Trainer:
                 self.progress(TrainingStep(epoch, step + 1, loss))
             terms, gates = stats.reduce(self.dist)
             dist.sync_buffers(self.model, self.dist)
-            row = {"epoch": epoch, "split": "train", **terms, "lr": self.built.scheduler.get_last_lr()[0],
-                   "seconds": time.perf_counter() - t_epoch,
-                   **{f"w_{k}": v for k, v in self.model.loss_weights().items()}}
+            row = train_row(epoch, terms, self.built.scheduler.get_last_lr()[0],
+                            time.perf_counter() - t_epoch, self.model.loss_weights())
             self._end_epoch(epoch, row, gates)
         return gates
 
     def _end_epoch(self, epoch: int, row: dict[str, Any], gates: dict[str, dict[str, float]]) -> None:
         """Validate, then (rank 0) log the epoch and write its checkpoints."""
         check_weights(self.model, (epoch + 1) * self.data.steps_per_epoch)
-        score = self._validate()
-        self.model.student_validated(score)  # output distillation's trust in each probe (trust.py)
-        improved = score > self.best
-        if improved:
-            self.best, self.best_epoch = score, epoch
+        scores = self._validate()
+        self.model.student_validated(scores.per_sample)  # output distillation trusts its probes (trust.py)
+        val_row, improved = self.board.record(epoch, scores)
         if self.dist.is_main:
-            self.run.log_epoch(epoch, row, {"epoch": epoch, "split": "val", "val_dice": score}, gates,
-                               fresh=self.start_epoch == 0)
+            self.run.log_epoch(epoch, row, val_row, gates, fresh=self.start_epoch == 0)
             if self.tb is not None:
-                self.tb.log_epoch(epoch, row, score, gates)
+                self.tb.log_epoch(epoch, row, val_row, gates)
             # The resume point: after the first and the last epoch, and otherwise at most once a
             # minute: a run of 100 one-step epochs would write its ~100 MB state 100 times.
             now = time.perf_counter()
@@ -191,7 +196,7 @@ class Trainer:
             if improved:
                 self.run.save_checkpoint("best", self.checkpoint(epoch))
         self.position = (epoch + 1, 0)
-        self.progress(EpochDone(epoch, score, self.best, row, gates))
+        self.progress(EpochDone(epoch, scores.score, self.board.best, row, gates))
 
     def close(self) -> None:
         """Stop loader workers and leave the process group (if this trainer joined it)."""

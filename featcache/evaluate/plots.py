@@ -2,7 +2,8 @@
 (matplotlib, Agg backend, PNG).
 
 metrics.csv: columns epoch, split, then numeric columns (loss terms, w_<term> loss weights, lr,
-seconds, val_dice, ...); a cell may be empty where a split does not log that column. gates.csv:
+seconds, val_score, val_METRIC/DATASET[/CLASS], ...); a cell may be empty where a split does not
+log that column. gates.csv:
 epoch, dataset, stage (the student stage whose gate it is), teacher, weight; several rows for one
 (epoch, dataset, stage, teacher) are averaged. A (dataset, stage) with a single teacher has nothing
 to weigh: its panel says "one teacher".
@@ -54,6 +55,8 @@ def _panel_of(column: str) -> str:
         return "time"
     if column.startswith("w_"):
         return "weights"
+    if column.startswith("val_") and column.count("/") > 1:  # val_dice/DATASET/CLASS
+        return "classes"
     if column.startswith("val_") or "dice" in column.lower():
         return "validation"
     return "losses"
@@ -63,7 +66,8 @@ def _panel_of(column: str) -> str:
 # squash the loss terms.
 _PANELS = {"losses": ("loss terms", "loss"), "weights": ("loss weights", "weight"),
            "lr": ("learning rate", "lr"), "time": ("epoch time", "seconds"),
-           "validation": ("validation", "score")}
+           "validation": ("validation per dataset", "score"),
+           "classes": ("validation per class", "Dice")}
 
 
 def _log_scale_fits(values: list[float]) -> bool:

@@ -24,6 +24,7 @@ from featcache.evaluate.metrics import METRICS
 from featcache.evaluate.outputs import read_eval_summary, read_per_image
 from featcache.evaluate.plots import plot_confusion, plot_gates, plot_metrics
 from featcache.evaluate.tables import fmt, mean_std
+from featcache.evaluate.val_report import validation_section
 from featcache.events import epoch_number
 from featcache.runs import Checkpoint, Run
 from featcache.student import count_params
@@ -198,6 +199,7 @@ def build_report(run_dir: Path, which: str = "best", cases: int = 3, split: str 
         Heading(1, title), Para(f"Run directory `{run_dir}`, written {now}."),
         Heading(2, f"Metrics: the {split} split"), *_metrics_section(summary, run, split, result.notes),
         *_classification_section(summary, out, result),
+        *validation_section(run, checkpoint),
         *_curves_sections(run, out, result),
         Heading(2, "Best and worst cases"), *_cases_section(run, out, cases, split, result.notes),
         Heading(2, "Student"), Bullets(student_lines),

@@ -26,7 +26,7 @@ from featcache.runs import Run
 from featcache.study.reference import TEACHER_ARM, reference_row, safe_probe_test_score, teacher_name
 from featcache.study.runner import CellResult, ensure_extracted, run_cell
 from featcache.study.spec import Arm, QuickSpec, StudySpec, TestSet, read_study, runs_problem, slug
-from featcache.study.tables import fraction_label
+from featcache.study.tables import CLASS_METRICS, fraction_label
 
 
 @dataclass(frozen=True)
@@ -247,21 +247,37 @@ def extra_scores(run_dir: Path, test: TestSet) -> dict[str, Any]:
     return next((g for g in groups if g.get("dataset") == test.dataset.name), groups[0])
 
 
+def _test_metrics(g: dict[str, Any]) -> dict[str, Any]:
+    """A segmentation test set's results.csv columns (per-image means; the score is Dice)."""
+    return {"metric": "dice", "score": g.get("dice_mean"), "n_test": g.get("n"),
+            "dice_mean": g.get("dice_mean"), "dice_std_images": g.get("dice_std"),
+            "pooled_dice": g.get("pooled_dice"), "hd95_mean": g.get("hd95_mean"),
+            "hd95_unit": g.get("hd95_unit")}
+
+
+def _class_metrics(c: dict[str, Any]) -> dict[str, Any]:
+    """A classification test set's columns (eval's summary.json entry; the score is accuracy)."""
+    return {"metric": "accuracy", "score": c.get("accuracy"), "n_test": c.get("n"),
+            **{m: c.get(m) for m in CLASS_METRICS}}
+
+
 def result_rows(plan: StudyPlan, cell: StudyCell, result: CellResult) -> list[dict[str, Any]]:
-    """results.csv rows of one run, one per test set: test metrics (per-image means), time, gates."""
+    """results.csv rows of one run, one per test set: test metrics (per-image means for masks,
+    accuracy and the rest for classes), time, gates. `steps` is what the run trained (exactly
+    training.steps)."""
     base = {"arm": cell.arm, "arm_name": plan.arms[cell.arm].name, "compared_to": plan.parent(cell.arm),
-            "label_fraction": cell.fraction, "seed": cell.seed, "steps": cell.manifest.training.steps,
+            "label_fraction": cell.fraction, "seed": cell.seed,
+            "steps": result.steps if result.steps is not None else cell.manifest.training.steps,
             "epochs": result.epochs, "pretrain_steps": cell.manifest.pretrain.steps}
-    tests = [(name, f"{name} test", g) for name, g in result.groups.items() if name != "all"]
-    tests += [(t.name, t.heading, extra_scores(result.run_dir, t)) for t in plan.test_sets]
+    tests = [(name, f"{name} test", _test_metrics(g)) for name, g in result.groups.items() if name != "all"]
+    tests += [(name, f"{name} test (accuracy)", _class_metrics(c))
+              for name, c in result.classification.items()]
+    tests += [(t.name, t.heading, _test_metrics(extra_scores(result.run_dir, t))) for t in plan.test_sets]
     rows = []
-    for name, heading, g in tests:
-        row = {**base, "test": name, "test_title": heading, "n_test": g.get("n"),
-               "dice_mean": g.get("dice_mean"), "dice_std_images": g.get("dice_std"),
-               "pooled_dice": g.get("pooled_dice"), "hd95_mean": g.get("hd95_mean"),
-               "hd95_unit": g.get("hd95_unit"), "params": result.params,
-               "train_seconds": round(result.train_seconds, 1), "best_val_dice": result.best_val_dice,
-               "best_epoch": epoch_number(result.best_epoch)}
+    for name, heading, metrics in tests:
+        row = {**base, "test": name, "test_title": heading, **metrics, "params": result.params,
+               "train_seconds": round(result.train_seconds, 1), "best_val_score": result.best_val_dice,
+               "best_epoch": epoch_number(result.best_epoch), "warnings": " | ".join(result.warnings)}
         for label in plan.teachers:
             row[f"gate_{label}"] = result.teacher_gate(label)
         for term, weight in sorted(result.loss_weights.items()):
@@ -333,6 +349,9 @@ def write_outputs(plan: StudyPlan, rows: list[dict[str, Any]]) -> list[Path]:
 
     table = plan.out / "table.md"
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(ablation_markdown(rows, plan.names, plan.notes, plan.teachers, plan.reference))
+    warned = {r["run_dir"]: r["warnings"] for r in rows if r.get("warnings")}
+    notes = [*plan.notes, *(f"{Path(run).name}: a task collapsed in training: {said}"
+                            for run, said in warned.items())]
+    table.write_text(ablation_markdown(rows, plan.names, notes, plan.teachers, plan.reference))
     return [write_csv(plan.out / "results.csv", rows), table,
             ablation_plot(rows, plan.names, plan.out / "study.png")]

@@ -25,7 +25,7 @@ from featcache.runs import Run
 from featcache.store import FeatureStore, default_store_url
 from featcache.study.paper_config import StudyConfig, StudyDataset, require_paths, study_manifest
 from featcache.study.runner import ExtractionRecord, ensure_extracted, run_cell
-from featcache.study.tables import fmt, md_table, write_csv
+from featcache.study.tables import CLASS_METRICS, fmt, md_table, write_csv
 
 
 @dataclass
@@ -68,9 +68,6 @@ def _test_ids(d: StudyDataset) -> set[str]:
 
 def is_classification(d: StudyDataset) -> bool:
     return build_dataset(d.name, d.root, **d.options).task == "classification"
-
-
-CLASS_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "kappa")
 
 
 def classification_rows(config: StudyConfig, summary: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""The study figure: test Dice per arm, one panel per setting (label fraction x test set), seed
-points joined across arms (the pairing) and mean ± std bars."""
+"""The study figure: the test score per arm (per-image Dice, or accuracy for a classification test
+set), one panel per setting (label fraction x test set), seed points joined across arms (the
+pairing) and mean ± std bars."""
 
 from __future__ import annotations
 
@@ -13,20 +14,30 @@ import matplotlib
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 
-from featcache.study.tables import TEACHER_ARM, group_stats, setting, setting_title  # noqa: E402
+from featcache.study.tables import (  # noqa: E402
+    TEACHER_ARM,
+    group_stats,
+    metric_name,
+    score_column,
+    setting,
+    setting_title,
+)
 
 
 def ablation_plot(rows: Sequence[dict[str, Any]], names: dict[int, str], path: Path) -> Path:
-    """Each panel: per arm the per-seed Dice (dots) and mean ± std (bar)."""
+    """Each panel: per arm the per-seed score (dots) and mean ± std (bar), its metric on its axis."""
     rows = [r for r in rows if int(r["arm"]) != TEACHER_ARM]  # the figure compares arms
     settings = list(dict.fromkeys(setting(r) for r in rows))
     titles = {setting(r): setting_title(r) for r in rows}
-    dice = group_stats(rows, "dice_mean")
+    column = score_column(rows)
+    dice = group_stats(rows, column)
     configs = sorted({int(r["arm"]) for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 4.4), sharey=True, squeeze=False)
+    mixed = metric_name(rows) == "score"  # Dice and accuracy panels: each its own axis
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 4.4), sharey=not mixed,
+                             squeeze=False)
     for ax, where in zip(axes[0], settings, strict=True):
-        value = {(int(r["arm"]), int(r["seed"])): float(r["dice_mean"])
+        value = {(int(r["arm"]), int(r["seed"])): float(r[column])
                  for r in rows if setting(r) == where}
         for seed in seeds:  # one faint line per seed: the comparison is paired by seed
             xs = [x for x, k in enumerate(configs) if (k, seed) in value]
@@ -42,7 +53,9 @@ def ablation_plot(rows: Sequence[dict[str, Any]], names: dict[int, str], path: P
         ax.set_xlabel("arm")
         ax.set_title(titles[where], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("test Dice (per-image mean)")
+        if mixed or ax is axes[0][0]:
+            name = metric_name(rows, where)
+            ax.set_ylabel("test Dice (per-image mean)" if name == "Dice" else f"test {name}")
     legend = "; ".join(f"{k}: {names[k]}" for k in configs)
     fig.text(0.5, 0.005, legend, ha="center", va="bottom", fontsize=6.5, wrap=True)
     fig.tight_layout(rect=(0, 0.08, 1, 1))

@@ -82,7 +82,8 @@ def student_classes(tasks: Any) -> int:
 def reference_row(base: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
     """A results.csv row for the teacher: `base` (fraction, seed, test) with the probe's score."""
     return {**base, "arm": TEACHER_ARM, "arm_name": teacher_name([found]), "compared_to": None,
-            "dice_mean": found["dice_mean"], "n_test": found["n_test"], "params": found["params"],
+            "metric": "dice", "score": found["dice_mean"], "dice_mean": found["dice_mean"],
+            "n_test": found["n_test"], "params": found["params"],
             "teacher_s_per_image": found["s_per_image"],
             "probe": f"{found['teacher']}/{found['level']}@{found['stage']}"}
 

@@ -78,9 +78,13 @@ class CellResult:
     gates: dict[str, dict[str, float]]  # "dataset/stage" -> teacher -> weight
     loss_weights: dict[str, float]
     groups: dict[str, dict[str, Any]]  # dataset (or "all") -> summary row of eval/summary.json
-    best_epoch: int = -1  # 0-based epoch of the checkpoint evaluated ("best" by validation Dice)
+    best_epoch: int = -1  # 0-based epoch of the checkpoint evaluated ("best" by the validation score)
     skipped: bool = False  # True when read back from a finished run
     extra: dict[str, Any] = field(default_factory=dict)
+    # classification dataset -> its summary.json "classification" entry on the split
+    classification: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steps: int | None = None  # optimizer steps trained (None: a run finished before it was recorded)
+    warnings: list[str] = field(default_factory=list)  # tasks that collapsed in training
 
     def teacher_gate(self, teacher: str) -> float:
         """Mean gate weight of `teacher` over the datasets and student stages where it competes
@@ -110,7 +114,8 @@ def _train(manifest: Manifest, progress: ProgressFn) -> dict[str, Any]:
     result = train(manifest, resume=resume, overwrite=not resume, progress=progress)
     info = {"params": result.student_params, "seconds": result.seconds, "epochs": result.epochs,
             "best_val_dice": result.best_val_dice, "best_epoch": result.best_epoch, "gates": result.gates,
-            "loss_weights": result.loss_weights, "resumed": resume}
+            "loss_weights": result.loss_weights, "resumed": resume, "steps": result.steps,
+            "val_scores": result.val_scores, "warnings": result.warnings}
     run.study_train_file.write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -152,6 +157,8 @@ def run_cell(manifest: Manifest, progress: ProgressFn | None = None, split: str 
     # one row per dataset: a multi-class dataset's per-class rows are left to its "mean" row
     groups = {g["dataset"]: g for g in summary.get("groups", [])
               if g.get("split") == split and g.get("class", "mean") == "mean"}
+    classes = {c["dataset"]: c for c in summary.get("classification", []) if c.get("split") == split}
     return CellResult(run_dir, int(info["params"]), float(info["seconds"]), int(info["epochs"]),
                       float(info["best_val_dice"]), info.get("gates", {}), info.get("loss_weights", {}),
-                      groups, int(info.get("best_epoch", -1)), skipped)
+                      groups, int(info.get("best_epoch", -1)), skipped, classification=classes,
+                      steps=info.get("steps"), warnings=list(info.get("warnings", [])))

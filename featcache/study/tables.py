@@ -10,6 +10,10 @@ from typing import Any
 
 from featcache.study.stats import PAIRED_RULE, Paired, SeedStats, paired_difference, seed_stats
 
+# A classification test set's columns, from eval's summary.json: accuracy, balanced accuracy,
+# support-weighted F1, macro one-vs-rest AUC, quadratic weighted kappa (graded labels only).
+CLASS_METRICS = ("accuracy", "balanced_accuracy", "f1", "auc", "kappa")
+
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """Rows as CSV (columns in first-seen order; NaN and None as empty cells)."""
@@ -74,6 +78,19 @@ def _settings(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(setting(r) for r in rows))
 
 
+def score_column(rows: Sequence[dict[str, Any]]) -> str:
+    """The column a row's test is judged by: `score` (per-image Dice for a segmentation test set,
+    accuracy for a classification one: the row's `metric`); results.csv files written before it
+    existed have `dice_mean` only."""
+    return "score" if any("score" in r for r in rows) else "dice_mean"
+
+
+def metric_name(rows: Sequence[dict[str, Any]], where: str | None = None) -> str:
+    """'Dice', 'accuracy', or 'score' where a table mixes them (in setting `where`, or all rows)."""
+    names = {str(r.get("metric") or "dice") for r in rows if where is None or setting(r) == where}
+    return {"dice": "Dice", "accuracy": "accuracy"}.get(names.pop(), "score") if len(names) == 1 else "score"
+
+
 def group_stats(rows: Sequence[dict[str, Any]], column: str) -> dict[tuple[str, int], SeedStats]:
     """(setting, arm) -> seed statistics of `column`."""
     keys = dict.fromkeys((setting(r), int(r["arm"])) for r in rows)
@@ -85,8 +102,9 @@ def _num(v: Any) -> float:
     return math.nan if _missing(v) or v == "" else float(v)
 
 
-def by_seed(rows: Sequence[dict[str, Any]], where: str, arm: int, column: str = "dice_mean"
+def by_seed(rows: Sequence[dict[str, Any]], where: str, arm: int, column: str | None = None
             ) -> dict[int, float]:
+    column = column or score_column(rows)
     return {int(r["seed"]): _num(r[column]) for r in rows if setting(r) == where and int(r["arm"]) == arm}
 
 
@@ -99,23 +117,34 @@ def findings(rows: Sequence[dict[str, Any]], names: dict[int, str], reference: i
     """Computed sentences per setting: the last arm against the reference, and every arm whose
     interval against the reference excludes zero."""
     out = []
-    arms = sorted({int(r["arm"]) for r in rows} - {TEACHER_ARM})
-    if reference not in arms:
-        return out
     titles = _titles(rows)
     for where in _settings(rows):
+        arms = _arms_in(rows, where)
+        ref = reference_in(rows, where, reference)
         for k in arms:
-            if k == reference:
+            if k == ref:
                 continue
-            d = paired(rows, where, k, reference)
+            d = paired(rows, where, k, ref)
             if k == arms[-1] or d.verdict in ("better", "worse"):
-                out.append(f"{titles[where]} — {k} ({names[k]}) vs {reference}: Δ Dice {d.text()}, "
-                           f"n={d.n}: {d.verdict}")
+                out.append(f"{titles[where]} — {k} ({names[k]}) vs {ref}: Δ {metric_name(rows, where)} "
+                           f"{d.text()}, n={d.n}: {d.verdict}")
     return out
 
 
-def summary_columns(reference: int) -> tuple[str, ...]:
-    return ("#", "arm", "setting", "Dice", "HD95", "train s", f"Δ vs {reference} [95% CI]",
+def _arms_in(rows: Sequence[dict[str, Any]], where: str) -> list[int]:
+    """The arms with rows in setting `where` (the teacher's reference row left out)."""
+    return sorted({int(r["arm"]) for r in rows if setting(r) == where} - {TEACHER_ARM})
+
+
+def reference_in(rows: Sequence[dict[str, Any]], where: str, reference: int) -> int:
+    """The reference arm, or in a setting it has no rows in (a task it does not train: a study of
+    one task alone beside both together) the first arm that has."""
+    arms = _arms_in(rows, where)
+    return reference if reference in arms or not arms else arms[0]
+
+
+def summary_columns(reference: int, metric: str = "Dice") -> tuple[str, ...]:
+    return ("#", "arm", "setting", metric, "HD95", "train s", f"Δ vs {reference} [95% CI]",
             "Δ vs the one before [95% CI]")
 
 
@@ -137,24 +166,29 @@ def _parent(rows: Sequence[dict[str, Any]], arm: int, arms: list[int]) -> int | 
 def ablation_summary(rows: Sequence[dict[str, Any]], names: dict[int, str], reference: int
                      ) -> tuple[list[list[Any]], str]:
     """Per (setting, arm): the summary_columns cells; and the caption stating the rule."""
-    dice, hd = group_stats(rows, "dice_mean"), group_stats(rows, "hd95_mean")
+    dice, hd = group_stats(rows, score_column(rows)), group_stats(rows, "hd95_mean")
     secs = group_stats(rows, "train_seconds")
     seeds = sorted({int(r["seed"]) for r in rows})
     unit = next((r["hd95_unit"] for r in rows if not _missing(r.get("hd95_unit")) and r["hd95_unit"]), "px")
-    arms = sorted({k for _, k in dice})
     order, titles = _settings(rows), _titles(rows)
     body = []
     for where, k in sorted(dice, key=lambda wk: (order.index(wk[0]), wk[1] or math.inf)):
-        prev = _parent(rows, k, arms)
-        has_ref = k != reference and (where, reference) in dice
-        vs_ref = paired(rows, where, k, reference).text() if has_ref else "–"
+        prev = _parent(rows, k, _arms_in(rows, where))
+        ref = reference_in(rows, where, reference)
+        named = f"(vs {ref}) " if ref != reference else ""
+        vs_ref = "–" if k == ref else named + paired(rows, where, k, ref).text()
         vs_prev = paired(rows, where, k, prev).text() if prev is not None else "–"
         body.append(["T" if k == TEACHER_ARM else k, names[k], titles[where], pm(dice[(where, k)]),
                      pm(hd[(where, k)], 2), pm(secs[(where, k)], 0), vs_ref, vs_prev])
-    caption = (f"Per-image Dice and HD95 ({unit}) averaged per run, then mean ± std over seeds {seeds}. "
+    judged = ("Per-image Dice" if metric_name(rows) == "Dice" else
+              "The score (per-image Dice for a segmentation test set, accuracy for a classification one, "
+              "as its setting says)")
+    caption = (f"{judged} and HD95 ({unit}) averaged per run, then mean ± std over seeds {seeds}. "
                f"{PAIRED_RULE}. The one before: the arm k changes one thing of (k-1 unless the arm "
-               "names another).")
-    if TEACHER_ARM in arms:
+               "names another, or the nearest one before it in that setting); in a setting without "
+               "the reference arm's rows (a task that arm does not train) Δ is against the first arm "
+               "there, named in the cell.")
+    if any(k == TEACHER_ARM for _, k in dice):
         caption += (" T: the teacher itself, as output distillation used it: the best validated probe "
                     "of the first arm with output distillation, on the same test images (its Dice "
                     "at the mask's resolution in the student's frame).")
@@ -185,7 +219,7 @@ def ablation_markdown(rows: Sequence[dict[str, Any]], names: dict[int, str], not
     gate weights and computed findings."""
     body, caption = ablation_summary(rows, names, reference)
     # Heading levels that embed under a README section (### and ####) as written.
-    parts = ["### Study", "", caption, "", md_table(summary_columns(reference), body)]
+    parts = ["### Study", "", caption, "", md_table(summary_columns(reference, metric_name(rows)), body)]
     parts += _gate_table(rows, names, teachers)
     first = {r["run_dir"] for r in rows if str(r.get("best_epoch")) == "1"}
     if first:

@@ -176,7 +176,9 @@ def test_segmentation_beside_each_classification_loader_end_to_end(cached_store,
     assert {g["dataset"] for g in summary["groups"]} == {"blobs"}
     assert name in json.dumps(summary["classification"])
     _cli("report", "--run", run)
-    assert "confusion" in (run / "report" / "report.md").read_text().lower()
+    report = (run / "report" / "report.md").read_text()
+    assert "confusion" in report.lower()
+    assert "Validation per dataset" in report and f"| {name} |" in report and "| blobs |" in report
     said = _cli("export", "--run", run, "--format", "onnx")
     assert "not in the file" in said and name in said
 

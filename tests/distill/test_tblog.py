@@ -22,11 +22,12 @@ def test_tensorboard_logs_losses_weights_gates_dice_and_overlays(cached_store, t
     assert list(log_dir.glob("events.out.tfevents.*"))
     events = read_events(log_dir)
     scalars = set(events.Tags()["scalars"])
-    assert {"loss/loss", "loss/feat", "loss/recon", "val/dice", "lr"} <= scalars
+    assert {"loss/loss", "loss/feat", "loss/recon", "val/score", "val/dice/blobs", "val/pooled_dice/blobs",
+            "lr"} <= scalars
     assert {t for t in scalars if t.startswith("loss_weight/")}
     assert {"gate/blobs/dec3/tiny", "gate/blobs/dec3/tiny2", "gate/blobs/enc3/tiny2"} <= scalars
-    assert [e.step for e in events.Scalars("val/dice")] == [1, 2]  # per epoch, numbered as in metrics.csv
-    assert all(0 <= e.value <= 1 for e in events.Scalars("val/dice"))
+    assert [e.step for e in events.Scalars("val/dice/blobs")] == [1, 2]  # epochs numbered as in metrics.csv
+    assert all(0 <= e.value <= 1 for e in events.Scalars("val/score"))
     images = events.Tags()["images"]
     assert "val/overlay/0" in images
     picture = events.Images("val/overlay/0")[-1]

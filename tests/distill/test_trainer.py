@@ -29,7 +29,8 @@ def test_train_writes_run_and_gates(cached_store, tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [(int(r["epoch"]), r["split"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"),
                                                              (2, "val")]
-    assert "feat" in rows[0] and "recon" in rows[0] and 0 <= float(rows[1]["val_dice"]) <= 1
+    assert "feat" in rows[0] and "recon" in rows[0] and 0 <= float(rows[1]["val_score"]) <= 1
+    assert rows[1]["val_dice/blobs"] == rows[1]["val_score"]  # one dataset: the score is its Dice
     gates = list(csv.DictReader((tmp_path / "run" / "gates.csv").open()))
     assert {g["teacher"] for g in gates if g["stage"] == "dec3"} == {"tiny", "tiny2"}
     assert set(result.gates["blobs/dec3"]) == {"tiny", "tiny2"}
