@@ -32,13 +32,13 @@ def test_a_run_through_the_cli_reads_the_same_everywhere(cached_store, tmp_path)
 
     out = _invoke("distill", "--manifest", str(path))
     # One line per epoch, numbered from 1, the last one at 100%.
-    epochs = [int(n) for n in re.findall(r"^training: .*epoch (\d+) val Dice", out, flags=re.M)]
+    epochs = [int(n) for n in re.findall(r"^training: .*epoch (\d+) val score", out, flags=re.M)]
     assert epochs == [1, 2, 3], out
-    best = int(re.search(r"^│ [^│]*│ 3\s+│ [\d.]+\s+│ (\d+)\s+│", out, flags=re.M).group(1))
+    best = int(re.search(r"^│ [^│]*│ \d+\s+│ 3\s+│ [\d.]+\s+│ (\d+)\s+│", out, flags=re.M).group(1))
 
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert sorted({int(r["epoch"]) for r in rows}) == [1, 2, 3]
-    val = {int(r["epoch"]): float(r["val_dice"]) for r in rows if r["split"] == "val"}
+    val = {int(r["epoch"]): float(r["val_score"]) for r in rows if r["split"] == "val"}
     assert max(val, key=lambda e: (val[e], -e)) == best  # the best epoch is the one the csv says
 
     out = _invoke("eval", "--run", str(run), "--split", "val")
