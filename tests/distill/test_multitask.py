@@ -179,8 +179,15 @@ def test_segmentation_beside_each_classification_loader_end_to_end(cached_store,
     report = (run / "report" / "report.md").read_text()
     assert "confusion" in report.lower()
     assert "Validation per dataset" in report and f"| {name} |" in report and "| blobs |" in report
-    said = _cli("export", "--run", run, "--format", "onnx")
-    assert "not in the file" in said and name in said
+    onnx_file = tmp_path / "student.onnx"
+    said = _cli("export", "--run", run, "--format", "onnx", "--out", onnx_file)
+    # every head travels in the exported file: the mask logits, then this dataset's class logits
+    import onnx
+
+    from featcache.evaluate.deploy import MASK_OUTPUT, class_output
+
+    outputs = [o.name for o in onnx.load(str(onnx_file)).graph.output]
+    assert outputs == [MASK_OUTPUT, class_output(name)] and class_output(name) in said
 
 
 @pytest.mark.parametrize("layout", ["nnunet", "msd"])
