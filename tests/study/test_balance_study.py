@@ -44,3 +44,20 @@ def test_balance_study_tables_carry_classification_metrics(tmp_path, blob_regist
     assert "| 3 | both | full labels, classes test (accuracy) |" in table and "(vs 2)" in table
     assert (out / "study.png").stat().st_size > 10_000
     assert "test accuracy" in result.output
+
+
+def test_an_arms_relative_dataset_root_is_read_from_the_manifests_folder(tmp_path):
+    """As the base's roots are: manifests/study-multitask.yaml names its data from manifests/."""
+    from featcache.study.spec import read_study
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    manifest = folder / "m.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "datasets": [{"name": "classes", "root": "../data/a"}],
+        "study": {"arms": [{"name": "alone", "overrides": {"datasets": [{"name": "classes",
+                                                                          "root": "../data/b"}]}}]}}))
+    data, spec = read_study(manifest)
+    here = tmp_path.resolve() / "manifests"
+    assert data["datasets"][0]["root"] == str(here / "../data/a")
+    assert spec.arms[0].overrides["datasets"][0]["root"] == str(here / "../data/b")
