@@ -111,10 +111,13 @@ class StudyDisplay(Display):
         pass  # a study shares one pretraining across label fractions: nothing to say per run
 
     def resident(self, e: FeaturesResident) -> None:
+        # its own line: targets are made resident after training has started its bar
         if e.total and e.done == 0:
-            self._task("train", "  resident features", e.total, f"{e.mib:,.0f} MiB in {e.where}")
-        elif e.total:
-            self.progress.update(self.tasks["train"], completed=e.done)
+            self._task("resident", "  resident features", e.total, f"{e.mib:,.0f} MiB in {e.where}")
+        elif e.total and "resident" in self.tasks:
+            self.progress.update(self.tasks["resident"], completed=e.done)
+            if e.done >= e.total:
+                self.progress.remove_task(self.tasks.pop("resident"))
 
     def training_started(self, e: TrainingStarted) -> None:
         self._task("train", "  training", e.steps)
@@ -135,7 +138,7 @@ class StudyDisplay(Display):
         self.progress.update(self.tasks["eval"], completed=e.done, total=e.total)
 
     def run_done(self, e: RunDone) -> None:
-        for name in ("train", "eval"):
+        for name in ("train", "resident", "eval"):
             if name in self.tasks:
                 self.progress.remove_task(self.tasks.pop(name))
         if "cells" in self.tasks:
