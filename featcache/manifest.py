@@ -199,6 +199,10 @@ class DistillSpec(_Strict):
     # reads no teacher: it needs enabled: false.
     self_teacher: Literal["none", "mean_teacher"] = "none"
     self_teacher_decay: float = Field(0.99, gt=0, lt=1)
+    # The fraction of the run's steps over which the mean teacher's consistency weight rises from
+    # 0 to 1 along exp(-5 (1 - t)^2), as the mean teacher's authors and SSL4MIS ramp it (its early
+    # averages are of a student that has not learnt the task yet). 0: full weight from the start.
+    self_teacher_rampup: float = Field(1.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _self_teacher_alone(self) -> DistillSpec:

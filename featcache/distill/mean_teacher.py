@@ -18,12 +18,23 @@ differ in where the soft labels come from and in nothing else.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn as nn
 
 from featcache.distill.output_kd import mask_probabilities, output_loss
 from featcache.distill.tasks import Classification, Tasks
+
+
+def consistency_rampup(done: float, rampup: float) -> float:
+    """The consistency term's weight after a fraction `done` of the run: exp(-5 (1 - t)^2) with
+    t = done / rampup (Laine & Aila 2017, Tarvainen & Valpola 2017, SSL4MIS's sigmoid_rampup),
+    1 once t reaches 1 or when rampup is 0."""
+    if rampup <= 0 or done >= rampup:
+        return 1.0
+    t = max(0.0, done) / rampup
+    return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
 class MeanTeacher(nn.Module):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from featcache.distill.heads import Projector, ReturnDecoder, pointwise
 from featcache.distill.losses import feature_loss, relative_reconstruction_loss
-from featcache.distill.mean_teacher import MeanTeacher
+from featcache.distill.mean_teacher import MeanTeacher, consistency_rampup
 from featcache.distill.output_kd import ProbeSet, mask_probabilities, output_loss
 from featcache.distill.output_kd import masked_pool as _masked_pool
 from featcache.distill.resample import area_pool
@@ -181,8 +181,11 @@ class DistillModel(nn.Module):
         if self.mean_teacher is not None and labelled:
             if self.training:  # the average of the weights the last step left
                 self.mean_teacher.update(self.student)
-            terms[OUT] = self.mean_teacher.loss(self.student, logits, feats, image, self.tasks, dataset_index,
-                                                self.temperature(), self.spec.output_loss)
+            ramp = consistency_rampup(float(self.output_step) / max(1, self.output_steps - 1),
+                                      self.spec.self_teacher_rampup)
+            consistency = self.mean_teacher.loss(self.student, logits, feats, image, self.tasks,
+                                                 dataset_index, self.temperature(), self.spec.output_loss)
+            terms[OUT] = ramp * consistency
             self.output_step += int(self.training)
         total = (self._combine(terms) if labelled else self._fixed(terms)) + aux
         logged = {k: v.detach() for k, v in terms.items()}

@@ -12,7 +12,7 @@ import torch
 
 import featcache.distill.build as build
 import featcache.distill.data as data_module
-from featcache.distill.mean_teacher import MeanTeacher
+from featcache.distill.mean_teacher import MeanTeacher, consistency_rampup
 from featcache.distill.trainer import Trainer
 from featcache.distill.trust import trust
 from featcache.errors import ConfigError
@@ -46,6 +46,14 @@ def test_teacher_free_arm_never_reads_a_teacher_entry(cached_store, tmp_path, mo
         trainer.close()
     metrics = Run(tmp_path / "run").metrics_csv.read_text()
     assert ",out" in metrics.splitlines()[0] or "out," in metrics.splitlines()[0]
+
+
+def test_teacher_free_consistency_weight_ramps_up_over_the_run():
+    """From exp(-5) at the first step to 1 at the end of the ramp, rising; 0 means no ramp."""
+    weights = [consistency_rampup(k / 10, 1.0) for k in range(11)]
+    assert weights[0] == pytest.approx(math.exp(-5)) and weights[-1] == 1.0
+    assert all(a < b for a, b in zip(weights, weights[1:], strict=False))
+    assert consistency_rampup(0.5, 0.5) == 1.0 and consistency_rampup(0.0, 0.0) == 1.0
 
 
 def test_teacher_free_needs_distillation_off():
