@@ -188,7 +188,7 @@ class DistillSpec(_Strict):
     unlabelled_batch: int = Field(0, ge=0)
     # How far output distillation trusts each probe (distill/trust.py): "validation" weighs a
     # teaching probe by how much better it scores on the validation split than the student does at
-    # its latest validation: 1 when at least output_trust_margin better, falling linearly to 0
+    # its best validation so far: 1 when at least output_trust_margin better, falling linearly to 0
     # where the student is as good (a probe worse than its student teaches nothing); "fixed":
     # every probe always teaches with weight 1.
     output_trust: Literal["validation", "fixed"] = "validation"

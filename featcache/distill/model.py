@@ -285,9 +285,12 @@ class DistillModel(nn.Module):
         return replace(slot, weights=w / mass.clamp_min(1e-12)[:, None]), mass
 
     def student_validated(self, score: float) -> None:
-        """After each validation: every probe's trust from its validation score and the student's."""
+        """After each validation: every probe's trust from its validation score and the student's
+        best so far (trust.py): trust only falls, so a dip of the student's score does not hand
+        the student back to a probe it has already beaten."""
         if self.output_trust is not None:
-            self.output_trust.copy_(trust(self.probe_val, score, self.spec.output_trust_margin))
+            now = trust(self.probe_val, score, self.spec.output_trust_margin)
+            self.output_trust.copy_(torch.minimum(self.output_trust, now))
 
     def _mixed_masks(self, slot: _Slot, grid: tuple[int, int], temperature: float) -> torch.Tensor:
         """The gate-weighted mix of the slot's teachers' probe probabilities on `grid`."""

@@ -101,6 +101,19 @@ def test_adaptive_output_weight_goes_to_zero_for_a_probe_worse_than_the_student(
     assert float(strong) == pytest.approx(float(fixed), rel=1e-6)
 
 
+def test_adaptive_trust_never_returns_to_a_probe_the_student_has_passed():
+    """A dip in the student's validation after it beat the probe does not hand it back."""
+    from tests.distill.test_model import _model
+
+    model = _model(output=True)
+    model.probe_val.fill_(0.6)
+    model.student_validated(0.58)
+    assert model.output_trust.tolist() == pytest.approx([0.4, 0.4], abs=1e-5)
+    model.student_validated(0.8)
+    model.student_validated(0.3)  # one bad validation
+    assert model.output_trust.tolist() == [0.0, 0.0]
+
+
 def test_adaptive_trust_is_kept_in_the_checkpoint():
     from tests.distill.test_model import _model
 
