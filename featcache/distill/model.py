@@ -181,8 +181,7 @@ class DistillModel(nn.Module):
         if self.mean_teacher is not None and labelled:
             if self.training:  # the average of the weights the last step left
                 self.mean_teacher.update(self.student)
-            ramp = consistency_rampup(float(self.output_step) / max(1, self.output_steps - 1),
-                                      self.spec.self_teacher_rampup)
+            ramp = consistency_rampup(self._run_done(), self.spec.self_teacher_rampup)
             consistency = self.mean_teacher.loss(self.student, logits, feats, image, self.tasks,
                                                  dataset_index, self.temperature(), self.spec.output_loss)
             terms[OUT] = ramp * consistency
@@ -302,8 +301,12 @@ class DistillModel(nn.Module):
         """Output distillation's temperature now: linear from output_temperature[0] at the first
         step to [1] at the last."""
         first, last = self.spec.output_temperature
-        done = min(1.0, float(self.output_step) / max(1, self.output_steps - 1))
-        return first + (last - first) * done
+        return first + (last - first) * self._run_done()
+
+    def _run_done(self) -> float:
+        """The fraction of the run's output-term steps done, 0 at the first and 1 at the last:
+        what the temperature and the mean teacher's ramp-up follow."""
+        return min(1.0, float(self.output_step) / max(1, self.output_steps - 1))
 
     def _class_output(self, task: Classification, rows: torch.Tensor, feats: dict[str, torch.Tensor],
                       slot: _Slot, temperature: float) -> torch.Tensor:

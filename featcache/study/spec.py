@@ -149,11 +149,10 @@ def read_study(path: Path) -> tuple[dict[str, Any], StudySpec]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a manifest must be a YAML mapping, got {type(data).__name__}")
     section = data.pop(STUDY_SECTION, None)
-    for arm in section.get("arms") or [] if isinstance(section, dict) else []:
+    arms = section.get("arms") if isinstance(section, dict) else None
+    for arm in arms if isinstance(arms, list) else []:
         # an arm's own datasets are relative to the manifest's folder too, as the base's are
-        overrides = arm.get("overrides") if isinstance(arm, dict) else None
-        if isinstance(overrides, dict) and "datasets" in overrides:
-            overrides.update(relative_roots({"datasets": overrides["datasets"]}, Path(path).parent))
+        relative_roots(arm.get("overrides") if isinstance(arm, dict) else None, Path(path).parent)
     try:
         spec = StudySpec.model_validate(section or {})
     except ValidationError as exc:
