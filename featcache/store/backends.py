@@ -7,7 +7,7 @@ for: creating a lease object only if absent, listing, sizes, deleting a prefix, 
 where there is one, and reading one sample of a level array (`sample_reader`: zarr for every
 backend, the direct shard-file reader of fastread.py for local folders).
 
-Local folders use the OS directly (O_EXCL gives a true create-if-absent); every other URL goes
+Local folders use the OS directly (a hard link gives a true create-if-absent); every other URL goes
 through fsspec, whose `pipe_file(mode="create")` is a conditional PUT (If-None-Match: *) on S3
 and an in-process check on memory://. Keys are '/'-separated paths relative to the store root,
 like zarr keys.
@@ -45,6 +45,9 @@ class ZarrSamples:
 
     def read_checked(self, index: int, view: int | None = None) -> tuple[np.ndarray, list[int] | None]:
         return np.asarray(self.array[index if view is None else (index, view)]), None
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}
 
 
 class Backend(ABC):
@@ -149,6 +152,28 @@ class LocalBackend(Backend):
         self.check_writable(f"write {key}")
         path = self._path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        # The object appears whole or not at all: an O_EXCL file is visible empty before its bytes
+        # are written, and a claim read empty counts as expired, so a racing writer took the shard
+        # over and both extracted it. Writing a private file and hard-linking it into place is
+        # create-if-absent (link fails on an existing name) with the content already there.
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno in _NO_HARD_LINKS:  # a filesystem without links (FAT, some SMB shares)
+                return self._create_exclusive(key, path, data)
+            raise self._wrap_os(exc, f"write {key}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        return True
+
+    def _create_exclusive(self, key: str, path: str, data: bytes) -> bool:
+        """O_EXCL create-if-absent, where hard links are missing: visible empty for an instant."""
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:

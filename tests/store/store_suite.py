@@ -193,6 +193,27 @@ class StoreSuite:
         assert not objects.put_exclusive("x/claims/0.0.json", b"second")
         assert objects.get("x/claims/0.0.json") == b"first"
 
+    def test_put_exclusive_is_never_seen_half_written(self, target):
+        # a claim read empty counts as expired: a writer that saw one took the shard over and two
+        # concurrent extracts both wrote it (CI, test_two_concurrent_runs_split_the_shards)
+        objects = self.open(target).backend
+        body, seen, done = b"{" + b"x" * 4096 + b"}", set(), threading.Event()
+
+        def read():
+            while not done.is_set():
+                seen.add(objects.get("x/claims/0.0.json"))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for _ in range(300):
+                assert objects.put_exclusive("x/claims/0.0.json", body)
+                objects.delete("x/claims/0.0.json")
+        finally:
+            done.set()
+            reader.join()
+        assert seen <= {None, body}
+
     # -- crashes, gc, corruption -------------------------------------------------------------
     def test_killed_writer_not_visible_then_resumed(self, target, tmp_path):
         store = self.open(target, claim_ttl_s=0.2)
