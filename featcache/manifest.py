@@ -272,6 +272,11 @@ class TrainingSpec(_Strict):
     # a size in GiB caps them (never above what is free); "off" reads the store every step. The
     # same numbers either way.
     resident_features: float | Literal["auto", "off"] = "auto"
+    # Batch norm's running statistics recomputed with the current weights before each validation,
+    # over this many training images (labelled and unlabelled, a fixed seeded draw, no
+    # augmentation): what is validated, saved and served is the network as trained
+    # (distill/precise_bn.py). 0 keeps the moving averages of training.
+    precise_bn: int = Field(256, ge=0)
     device: str = "auto"
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     # Experiment logs: csv (metrics.csv, gates.csv) and, with the tensorboard extra, TensorBoard
@@ -379,10 +384,27 @@ def manifest_from_dict(data: Any, source: str, overrides: list[str] | None = Non
         raise ConfigError(f"{source}: {validation_message(exc)}") from None
 
 
+# Settings whose default changed how runs train: a run saved without the key trained the old way.
+_TRAINED_BEFORE = {"training": {"precise_bn": 0}}
+
+
+def _as_trained(saved: Any) -> Any:
+    """A saved manifest with the settings it predates filled in as that run trained (not with
+    today's defaults), so a run from before precise BN never passes for one with it."""
+    if not isinstance(saved, dict):
+        return saved
+    out = dict(saved)
+    for section, keys in _TRAINED_BEFORE.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**keys, **out[section]}
+    return out
+
+
 def same_settings(saved: Any, manifest: Manifest) -> bool:
     """Whether a manifest saved with a run (as it was dumped then) asks for what `manifest` asks
     for. The saved one is read through today's schema, so a setting added since then takes its
     default instead of making every older run look different; one that no longer exists does."""
+    saved = _as_trained(saved)
     try:
         then = Manifest.model_validate(saved)
     except ValidationError:

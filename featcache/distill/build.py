@@ -106,6 +106,9 @@ class TrainingData:
     unlabelled_batch: int = 0
     total_steps: int = 0  # 0: epochs * steps_per_epoch
     per_dataset: bool = False  # training.batches: per_dataset (task_batches.py)
+    # Training images batch norm's statistics are recomputed on before each validation
+    # (training.precise_bn, precise_bn.py): images only, no augmentation; None when off.
+    bn_set: DistillItems | None = None
 
     def __post_init__(self) -> None:
         self.total_steps = self.total_steps or self.epochs * self.steps_per_epoch
@@ -152,7 +155,20 @@ def build_data(manifest: Manifest, sources: list[Source], targets: list[Target],
         items_dataset(manifest, sources, val_items[ctx.rank::ctx.world_size], targets, False, augment=False),
         sampler, drop_last, steps_per_epoch, epochs, resolve_workers(tr.num_workers, ctx.world_size),
         low_priority_workers(tr.worker_priority, device), unlabelled, extra if unlabelled else 0,
-        tr.steps or 0, per_dataset_batches(tr.batches, sources))
+        tr.steps or 0, per_dataset_batches(tr.batches, sources),
+        _bn_items(manifest, sources, train_items + unlabelled))
+
+
+def _bn_items(manifest: Manifest, sources: list[Source], items: list[Item]) -> DistillItems | None:
+    """training.precise_bn images of the training items (all when fewer), a draw seeded by the
+    run's seed: the same on every rank and after a resume."""
+    count = manifest.training.precise_bn
+    if not count:
+        return None
+    if count < len(items):
+        keep = torch.randperm(len(items), generator=torch.Generator().manual_seed(manifest.training.seed))
+        items = [items[int(i)] for i in keep[:count].sort().values]
+    return items_dataset(manifest, sources, items, [], False, augment=False)
 
 
 def per_dataset_batches(setting: str, sources: list[Source]) -> bool:
