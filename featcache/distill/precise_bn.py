@@ -44,6 +44,8 @@ def recompute_batchnorm(student: nn.Module, batches: Iterable[dict[str, Any]], d
     try:
         with torch.no_grad():
             for batch in batches:
+                if len(batch["image"]) < 2:  # a lone last image: batch norm has no batch statistics
+                    continue  # of one value per channel (a 1x1 map), and training never saw one
                 student(batch["image"].to(device))
                 seen += len(batch["image"])
     finally:

@@ -70,6 +70,8 @@ class ValScores:
 def checkpoint_score(scores: list[float]) -> float:
     """The geometric mean of the datasets' scores (NaN ones left out; 0 when none is left)."""
     kept = [max(s, FLOOR) for s in scores if not math.isnan(s)]
+    if len(kept) == 1:  # the score itself, not exp(log(score)) an ulp away from it
+        return kept[0]
     return math.exp(sum(map(math.log, kept)) / len(kept)) if kept else 0.0
 
 

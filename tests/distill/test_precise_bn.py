@@ -34,6 +34,7 @@ def test_no_batches_leave_the_statistics_alone():
     bn = nn.BatchNorm2d(2)
     bn.running_mean.fill_(3.0)
     assert recompute_batchnorm(bn, [], torch.device("cpu")) == 0
+    assert recompute_batchnorm(bn, [{"image": torch.ones(1, 2, 1, 1)}], torch.device("cpu")) == 0
     assert torch.equal(bn.running_mean, torch.full((2,), 3.0))
 
 
