@@ -3,10 +3,14 @@
 Only intensities change, never geometry, so the teacher features cached for the image (resampled
 onto the student's frame with the stored view's box) stay aligned with it pixel for pixel.
 
-Two halves: `draw` makes one image's random choices (which operations, their strengths, the noise
-field) from a generator the caller seeds per (run seed, epoch, item), so a run is reproducible
-whatever the number of loader workers or the batch an item lands in; `augment` applies the draws
-of a whole batch at once, on the batch's device (the GPU when training on one).
+Two halves: `draw` makes one image's random choices (which operations, their strengths, the
+noise field's seed) from a generator the caller seeds per (run seed, epoch, item), so a run is
+reproducible whatever the number of loader workers or the batch an item lands in; `augment`
+applies the draws of a whole batch at once, on the batch's device (the GPU when training on one).
+The noise field itself is drawn there, by torch from the image's seed: numpy's normal draw of a
+256 px RGB field took 3.0 ms per image on the training process's core, torch's 1.0 ms (and a GPU
+draws it beside the step). The same seed gives the same field on the CPU; a GPU's generator gives
+another, equally reproducible one.
 """
 
 from __future__ import annotations
@@ -40,12 +44,12 @@ class Draw:
     brightness: float | None = None  # shift
     gamma: float | None = None  # exponent
     noise: float | None = None  # std of the noise
-    noise_field: np.ndarray | None = None  # standard normal, the image's shape
+    noise_seed: int | None = None  # seeds the image's standard normal field (torch, its device)
 
 
 def draw(spec: Photometric, rng: np.random.Generator, shape: tuple[int, ...]) -> Draw:
     """One image's (C, H, W) random choices, drawn from `rng` in a fixed order: blur, contrast,
-    brightness, gamma, noise (its field before its strength)."""
+    brightness, gamma, noise (its field's seed before its strength)."""
 
     def chosen(bound: float) -> bool:
         return bound > 0 and rng.random() < spec.p
@@ -54,11 +58,17 @@ def draw(spec: Photometric, rng: np.random.Generator, shape: tuple[int, ...]) ->
     contrast = float(rng.uniform(1 - spec.contrast, 1 + spec.contrast)) if chosen(spec.contrast) else None
     brightness = float(rng.uniform(-spec.brightness, spec.brightness)) if chosen(spec.brightness) else None
     gamma = float(math.exp(rng.uniform(-spec.gamma, spec.gamma))) if chosen(spec.gamma) else None
-    noise = field = None
+    noise = seed = None
     if chosen(spec.noise):
-        field = rng.standard_normal(shape, dtype=np.float32)
+        seed = int(rng.integers(2**63))
         noise = float(rng.uniform(0, spec.noise))
-    return Draw(blur, contrast, brightness, gamma, noise, field)
+    return Draw(blur, contrast, brightness, gamma, noise, seed)
+
+
+def noise_field(seed: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The standard normal field of one image, float32, drawn on `device` from `seed`."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(shape, generator=generator, device=device)
 
 
 def _kernel(sigma: float, radius: int, like: torch.Tensor) -> torch.Tensor:
@@ -125,6 +135,7 @@ def augment(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
         y[rows] = y[rows] ** _per_image(exponents, y)
     rows, stds = _rows(draws, "noise")
     if len(rows):
-        field = torch.from_numpy(np.stack([draws[i].noise_field for i in rows.tolist()])).to(y.device)
+        field = torch.stack([noise_field(draws[i].noise_seed, tuple(y.shape[1:]), y.device)
+                             for i in rows.tolist()])
         y.index_add_(0, rows.to(y.device), _per_image(stds, y) * field).clamp_(0, 1)
     return y

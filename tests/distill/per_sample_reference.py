@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featcache.data.photometric import Photometric
+from featcache.data.photometric import Photometric, noise_field
 from featcache.data.views import ViewParams, apply_view
 from featcache.distill.data import DistillItems
 from featcache.distill.resample import _area_weights, normalise
@@ -46,7 +46,7 @@ def augment(x: torch.Tensor, spec: Photometric, rng: np.random.Generator) -> tor
     if chosen(spec.gamma):
         y = y ** float(math.exp(rng.uniform(-spec.gamma, spec.gamma)))
     if chosen(spec.noise):
-        noise = torch.from_numpy(rng.standard_normal(y.shape, dtype=np.float32))
+        noise = noise_field(int(rng.integers(2**63)), tuple(y.shape), y.device)
         y = (y + float(rng.uniform(0, spec.noise)) * noise).clamp(0, 1)
     return y.contiguous()
 
