@@ -19,10 +19,16 @@ validates exactly as an uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
+
+from featcache.distill.loaders import make_loader
+
+if TYPE_CHECKING:
+    from featcache.distill.build import TrainingData
+    from featcache.manifest import TrainingSpec
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -57,3 +63,25 @@ def recompute_batchnorm(student: nn.Module, batches: Iterable[dict[str, Any]], d
                 m.num_batches_tracked.copy_(tracked)
         student.train(was_training)
     return seen
+
+
+class PreciseBN:
+    """The trainer's hook: recompute(student) before each validation over the run's bn images
+    (TrainingData.bn_set), in batches of a training step's rows, labelled and unlabelled. The
+    loader is made at the first call and its worker persists between validations."""
+
+    def __init__(self, data: TrainingData, training: TrainingSpec, device: torch.device) -> None:
+        self.data, self.training, self.device = data, training, device
+        self._batches: Any = None
+
+    @classmethod
+    def of(cls, data: TrainingData, training: TrainingSpec, device: torch.device) -> PreciseBN | None:
+        """The hook, or None when training.precise_bn is 0."""
+        return None if data.bn_set is None else cls(data, training, device)
+
+    def __call__(self, student: nn.Module) -> int:
+        d, tr = self.data, self.training
+        if self._batches is None:
+            self._batches = make_loader(d.bn_set, tr.batch_size + d.unlabelled_batch, min(d.workers, 1),
+                                        tr.prefetch_factor, self.device, low_priority=d.low_priority_workers)
+        return recompute_batchnorm(student, self._batches, self.device)

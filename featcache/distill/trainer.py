@@ -27,7 +27,7 @@ from featcache.distill.epoch_stats import EpochStats, train_row
 from featcache.distill.guards import Interrupts, check_loss, check_weights
 from featcache.distill.loaders import make_loader
 from featcache.distill.loop import StepSettings, optimizer_step
-from featcache.distill.precise_bn import recompute_batchnorm
+from featcache.distill.precise_bn import PreciseBN
 from featcache.distill.pretrain import pretrain
 from featcache.distill.resident import make_resident
 from featcache.distill.scoreboard import Scoreboard
@@ -82,7 +82,7 @@ class Trainer:
         self.stop = Interrupts()  # Ctrl-C and SIGTERM stop at a step boundary (guards.py)
         self._train: DataLoader | None = None
         self._val: DataLoader | None = None
-        self._bn: DataLoader | None = None
+        self.precise_bn = PreciseBN.of(self.data, manifest.training, self.device)  # None when off
         self.tb = open_log(manifest.training.log, self.run.tensorboard_dir, self.dist.is_main,
                            self.model.student, self.data.val_set, self.device)
 
@@ -103,15 +103,12 @@ class Trainer:
         return iter(self._train)
 
     def _validate(self) -> ValScores:
-        d, tr = self.data, self.manifest.training
         if self._val is None:  # one loader for the whole run: its workers persist between epochs
+            d, tr = self.data, self.manifest.training
             self._val = make_loader(d.val_set, tr.batch_size, min(d.workers, 1), tr.prefetch_factor,
                                     self.device, low_priority=d.low_priority_workers)
-        if d.bn_set is not None:  # validate (and save) the network as trained: precise_bn.py
-            if self._bn is None:  # batches of a training step's rows, labelled and unlabelled
-                self._bn = make_loader(d.bn_set, tr.batch_size + d.unlabelled_batch, min(d.workers, 1),
-                                       tr.prefetch_factor, self.device, low_priority=d.low_priority_workers)
-            recompute_batchnorm(self.model.student, self._bn, self.device)
+        if self.precise_bn is not None:  # validate (and save) the network as trained
+            self.precise_bn(self.model.student)
         return validate(self.model.student, self.board.tally, self._val, self.device, self.dist)
 
     # --- checkpoints -----------------------------------------------------------------------------
@@ -207,7 +204,7 @@ class Trainer:
 
     def close(self) -> None:
         """Stop loader workers and leave the process group (if this trainer joined it)."""
-        self._train = self._val = self._bn = None
+        self._train = self._val = self.precise_bn = None
         if self.tb is not None:
             self.tb.close()
         dist.teardown(self.dist)
