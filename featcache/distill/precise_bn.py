@@ -4,11 +4,11 @@
 Training updates each batch-norm layer's running mean and variance as a moving average (momentum
 0.1) of the batches it sees, while the weights move under it; validation, the saved checkpoints,
 `predict` and the exported model all normalise with those running statistics. With small,
-composed batches the two drift apart: a semi-supervised batch of 2 labelled slices repeated every
-step beside 2 different unlabelled ones trained to validation Dice 0.07 loss in training mode
-while evaluation mode predicted every pixel foreground (left hemisphere, seeds 1 and others:
-validation pinned at 0.294; the same weights with their statistics re-estimated on the training
-images scored 0.875). Recomputing them with the current weights, over a fixed set of training
+composed batches the two drift apart: with batches of 2 labelled slices repeated every step beside
+2 different unlabelled ones, a run reached a training loss of 0.07 while in evaluation mode it
+predicted every pixel foreground (left hemisphere, the mean-teacher arm, seed 1: validation
+pinned at 0.294; the same weights with their statistics re-estimated on the training images
+scored 0.875). Recomputing them with the current weights, over a fixed set of training
 images without augmentation, makes what is validated and served the network that was trained.
 
 The statistics are the equal-weight mean over batches of each batch's mean and variance
