@@ -61,17 +61,20 @@ def check_fits(manifest: Manifest, student: Student, sources: list[Source], devi
 
 def unlabelled_per_batch(manifest: Manifest) -> int:
     """Unlabelled images each training batch gains (distill.unlabelled_batch), 0 where they are
-    off: without teachers, or with train_fraction 1.0 (no image is left out of the labelled set)."""
-    active = manifest.distill.enabled and manifest.teachers and manifest.training.train_fraction < 1.0
-    return manifest.distill.unlabelled_batch if active else 0
+    off: with nothing to teach them (no teacher and no self_teacher), or with train_fraction 1.0
+    (no image is left out of the labelled set). As build_data decides."""
+    d = manifest.distill
+    taught = bool(d.enabled and manifest.teachers) or d.self_teacher != "none"
+    return d.unlabelled_batch if taught and manifest.training.train_fraction < 1.0 else 0
 
 
 def warn_no_effect(manifest: Manifest) -> None:
     """A FeatcacheWarning for each setting that is valid but does nothing in this manifest."""
     d = manifest.distill
     if d.unlabelled_batch and not unlabelled_per_batch(manifest):
-        why = ("training.train_fraction is 1.0, so no train image is left unlabelled"
-               if d.enabled and manifest.teachers else "it needs teachers (distill.enabled and teachers)")
+        why = ("it needs teachers (distill.enabled and teachers) or distill.self_teacher"
+               if manifest.training.train_fraction < 1.0
+               else "training.train_fraction is 1.0, so no train image is left unlabelled")
         warnings.warn(f"distill.unlabelled_batch {d.unlabelled_batch} has no effect: {why}",
                       FeatcacheWarning, stacklevel=2)
     if d.output_probes != "all" and not d.output:

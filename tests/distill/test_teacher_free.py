@@ -6,16 +6,18 @@ entry, yet trains on the same unlabelled images with a consistency term. The ada
 silence a probe that is worse than the student on validation, and leave a better one teaching."""
 
 import math
+import warnings
 
 import pytest
 import torch
 
 import featcache.distill.build as build
 import featcache.distill.data as data_module
+from featcache.distill.memory import unlabelled_per_batch, warn_no_effect
 from featcache.distill.mean_teacher import MeanTeacher, consistency_rampup
 from featcache.distill.trainer import Trainer
 from featcache.distill.trust import trust
-from featcache.errors import ConfigError
+from featcache.errors import ConfigError, FeatcacheWarning
 from featcache.manifest import DistillSpec, manifest_from_dict
 from featcache.runs import Run
 from tests.distill.conftest import make_manifest
@@ -54,6 +56,21 @@ def test_teacher_free_consistency_weight_ramps_up_over_the_run():
     assert weights[0] == pytest.approx(math.exp(-5)) and weights[-1] == 1.0
     assert all(a < b for a, b in zip(weights, weights[1:], strict=False))
     assert consistency_rampup(0.5, 0.5) == 1.0 and consistency_rampup(0.0, 0.0) == 1.0
+
+
+def test_teacher_free_unlabelled_images_count_and_raise_no_warning(cached_store, tmp_path):
+    """The memory check counts the mean teacher's unlabelled rows, and no warning says they do
+    nothing (a study's teacher-free arm printed one while they trained)."""
+    manifest = make_manifest(cached_store, tmp_path / "run", distill=TEACHER_FREE, training=FEW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatcacheWarning)
+        warn_no_effect(manifest)
+    assert unlabelled_per_batch(manifest) == 2
+    alone = make_manifest(cached_store, tmp_path / "run", distill={"enabled": False, "unlabelled_batch": 2},
+                          training=FEW)
+    assert unlabelled_per_batch(alone) == 0
+    with pytest.warns(FeatcacheWarning, match="needs teachers .* or distill.self_teacher"):
+        warn_no_effect(alone)
 
 
 def test_teacher_free_needs_distillation_off():
