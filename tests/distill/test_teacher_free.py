@@ -13,8 +13,8 @@ import torch
 
 import featcache.distill.build as build
 import featcache.distill.data as data_module
-from featcache.distill.memory import unlabelled_per_batch, warn_no_effect
 from featcache.distill.mean_teacher import MeanTeacher, consistency_rampup
+from featcache.distill.memory import unlabelled_per_batch, warn_no_effect
 from featcache.distill.trainer import Trainer
 from featcache.distill.trust import trust
 from featcache.errors import ConfigError, FeatcacheWarning
