@@ -30,6 +30,9 @@ student step that sleeps MS: the per-sample loader featcache had before issue 35
 bare np.load of the same features, per loader worker count, in interleaved rounds.
 
     python pipelines/bench_distill.py --simulate-student 0 --image-size 256 --batch-size 16
+
+--against REF adds commit REF's own loader (sim_baseline.py), run by REF's bench in the same
+invocation: `--against ed17505` is the loader featcache had when issue 35 was filed.
 """
 
 from __future__ import annotations
@@ -185,6 +188,9 @@ def _args() -> argparse.Namespace:
                      help="ms of the stand-in student step; measures the loader alone")
     sim.add_argument("--worker-sweep", type=int, nargs="*", default=[0, 1, 2])
     sim.add_argument("--tmp", default=None, help="folder for the simulation's store (default: $TMPDIR)")
+    sim.add_argument("--against", default=None, metavar="REF",
+                     help="also run commit REF's own loader bench (sim_baseline.py): e.g. ed17505, "
+                          "main when issue 35 was filed")
     return p.parse_args()
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sim_baseline import baseline_rates
 from sim_extract import StandInTeacher
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -189,9 +190,10 @@ def _simulate(args, manifest_for, taps: dict[str, Any], tmp: Path) -> None:
                                           args.batch_size, trainer.device))
         done = ", ".join(f"{m} w{w} {v[-1]:.1f}" for (m, w), v in rates.items())
         print(f"  round {r + 1}/{args.rounds} (samples/s): {done}", flush=True)
-    _report(args, rates)
+    del loaders  # persistent workers end here, before a baseline's bench takes the cores
+    baseline = baseline_rates(args, args.against) if args.against else {}
+    _report(args, rates, baseline)
     _stages(args, held, trainer.device)
-    del loaders  # persistent workers end here
     trainer.close()
 
 
@@ -218,8 +220,9 @@ def _stages(args, held: DistillItems, device: torch.device) -> None:
     print(f"RESULT finish_samples_s {finished:.4g}")
 
 
-def _report(args, rates: dict[tuple[str, int], list[float]]) -> None:
-    """The table (medians over rounds), the ratios (medians of per-round ratios), RESULT lines."""
+def _report(args, rates: dict[tuple[str, int], list[float]], baseline: dict[int, float]) -> None:
+    """The table (medians over rounds), the ratios (medians of per-round ratios), RESULT lines;
+    baseline: an older commit's loader per worker count (--against), or empty."""
     med = {key: statistics.median(v) for key, v in rates.items()}
     sweep = args.worker_sweep
     best = {w: max(NEW, key=lambda m, w=w: med[(m, w)]) for w in sweep}  # the best new path per count
@@ -242,5 +245,22 @@ def _report(args, rates: dict[tuple[str, int], list[float]]) -> None:
     results = {f"samples_s_{m.replace('-', '_')}_w{w}": v for (m, w), v in med.items()}
     results.update({f"loader_speedup_w{w}": v for w, v in speedup.items()})
     results.update(loader_speedup=speedup[top], loader_over_npload=over_npload)
+    if baseline:
+        results.update(_against(args, {w: med[(best[w], w)] for w in sweep}, baseline))
     for name, value in results.items():  # machine-readable, last: `grep ^RESULT`
         print(f"RESULT {name} {value:.4g}")
+
+
+def _against(args, best_new: dict[int, float], baseline: dict[int, float]) -> dict[str, float]:
+    """The best new path against --against's loader at each worker count; the headline ratio is
+    the smallest over the counts (issue 35's target holds at every count or not at all)."""
+    ratio = {w: best_new[w] / baseline[w] for w in args.worker_sweep}
+    print(f"against {args.against}'s loader (its own bench, run after the rounds):")
+    print(f"{'workers':>7} {args.against[:10]:>10} {'best new':>9} {'ratio':>6}")
+    for w in args.worker_sweep:
+        print(f"{w:7d} {baseline[w]:10.1f} {best_new[w]:9.1f} {ratio[w]:6.2f}")
+    print(f"smallest ratio over worker counts: {min(ratio.values()):.2f}x (target >= 5)")
+    out = {f"samples_s_baseline_w{w}": baseline[w] for w in args.worker_sweep}
+    out.update({f"loader_speedup_vs_baseline_w{w}": r for w, r in ratio.items()})
+    out["loader_speedup_vs_baseline"] = min(ratio.values())
+    return out
