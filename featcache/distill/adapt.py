@@ -23,8 +23,10 @@ from featcache.manifest import Manifest
 from featcache.runs import Pretrained, Run
 
 
-def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: StepSettings) -> bool:
-    """Load or fit built.model.output_probes; True when they were fitted now."""
+def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: StepSettings,
+                   writes: bool = True) -> bool:
+    """Load or fit built.model.output_probes; True when they were fitted now. `writes`: save the
+    probes and RUN/probes.csv (rank 0 of a torchrun; every rank fits the same probes)."""
     model, data = built.model, built.data
     probes = model.output_probes
     ids = [(data.sources[s].dataset.samples[i].id, v) for s, i, v in data.train_items]
@@ -40,7 +42,8 @@ def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: Step
         fit_probes(probes, model.targets, _batches(manifest, built, data.train_items, settings),
                    manifest.distill.probe_steps)
         check_weights(probes, manifest.distill.probe_steps, "fitting the output probes")
-        run.save_probes(Pretrained(recipe, probes.state_dict(), manifest.distill.probe_steps))
+        if writes:
+            run.save_probes(Pretrained(recipe, probes.state_dict(), manifest.distill.probe_steps))
     else:
         load_state(probes, saved.model, run.probes_file)
     with torch.random.fork_rng(devices=[]):  # an observation: the loader's seed draw must not move training
@@ -48,9 +51,10 @@ def adapt_teachers(manifest: Manifest, built: Training, run: Run, settings: Step
     teaching = _choose(model, scores)
     if model.output_trust is not None:  # trust.py compares these with the student's validations
         model.probe_val.copy_(torch.tensor([scores.get(t.key, float("nan")) for t in model.targets]))
-    run.save_probe_scores([{"teacher": t.teacher, "level": t.level, "stage": t.stage,
-                            "val_score": f"{scores.get(t.key, float('nan')):.4f}",
-                            "teaches": int(t.key in teaching)} for t in model.targets])
+    if writes:
+        run.save_probe_scores([{"teacher": t.teacher, "level": t.level, "stage": t.stage,
+                                "val_score": f"{scores.get(t.key, float('nan')):.4f}",
+                                "teaches": int(t.key in teaching)} for t in model.targets])
     return fitted
 
 

@@ -71,7 +71,7 @@ def _loader(manifest: Manifest, sources: list[Source], model: DistillModel, work
 
 
 def pretrain(manifest: Manifest, built: Training, run: Run, settings: StepSettings,
-             progress: ProgressFn) -> None:
+             progress: ProgressFn, writes: bool = True) -> None:
     """Run (or reload) the feature-pretraining phase into built.model (one process: no DDP)."""
     model, data = built.model, built.data
     wanted = recipe(manifest, len(data.sources))
@@ -95,4 +95,5 @@ def pretrain(manifest: Manifest, built: Training, run: Run, settings: StepSettin
         progress(PretrainStep(step + 1, spec.steps, loss))
     del batches, loader
     check_weights(model, spec.steps, "feature pretraining")
-    run.save_pretrained(Pretrained(wanted, model.state_dict(), spec.steps))
+    if writes:
+        run.save_pretrained(Pretrained(wanted, model.state_dict(), spec.steps))

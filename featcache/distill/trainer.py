@@ -135,7 +135,8 @@ class Trainer:
         with self.stop.installed():
             try:
                 if not prepared:
-                    prepare(self.manifest, self.built, self.run, self.settings, self.progress)
+                    prepare(self.manifest, self.built, self.run, self.settings, self.progress,
+                            writes=self.dist.is_main)
                     prepared = True
                 self.progress(TrainingStarted(d.epochs, d.steps_per_epoch, count_params(self.model.student),
                                               d.workers, self.start_epoch, str(self.device),
@@ -211,13 +212,14 @@ class Trainer:
 
 
 def prepare(manifest: Manifest, built: Training, run: Run, settings: StepSettings,
-            progress: ProgressFn) -> None:
+            progress: ProgressFn, writes: bool = True) -> None:
     """What runs before the first labelled step: feature pretraining (pretrain.py) when asked for,
-    then the task-adapted teachers of output distillation (adapt.py)."""
+    then the task-adapted teachers of output distillation (adapt.py). Every torchrun rank computes
+    both; only the one that `writes` (rank 0) saves them into the run."""
     if built.pretrain_sources:
-        pretrain(manifest, built, run, settings, progress)
+        pretrain(manifest, built, run, settings, progress, writes)
     if built.model.output_probes is not None:
-        adapt_teachers(manifest, built, run, settings)
+        adapt_teachers(manifest, built, run, settings, writes)
 
 
 def train(manifest: Manifest, resume: bool = False, progress: ProgressFn | None = None,

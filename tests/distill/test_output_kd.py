@@ -10,7 +10,8 @@ import torch
 
 import featcache.distill.adapt as adapt
 from featcache.distill.output_kd import mask_probabilities, mask_target, output_loss
-from featcache.distill.trainer import Trainer, train
+from featcache.distill.trainer import Trainer, prepare, train
+from featcache.events import ignore
 from featcache.manifest import DistillSpec
 from featcache.runs import Run
 from tests.distill.conftest import make_manifest
@@ -192,3 +193,20 @@ def test_the_best_validated_probe_is_chosen_and_listed(cached_store, tmp_path):
     trainer.close()
     taps = state["distill"]["output_taps"]
     assert int(taps.sum()) == 1  # the choice travels with the checkpoint (a resume keeps it)
+
+
+def test_only_the_writing_rank_saves_probes_and_their_scores(cached_store, tmp_path):
+    """Every torchrun rank fits the same probes; rank 0 alone saves them and appends RUN/probes.csv
+    (before, each rank appended its rows)."""
+    manifest = make_manifest(cached_store, tmp_path / "run", training={"epochs": 1},
+                             distill={"output": True, "probe_steps": 3, "output_probes": "best"})
+    trainer = Trainer(manifest)
+    try:
+        prepare(manifest, trainer.built, trainer.run, trainer.settings, ignore, writes=False)
+        assert not trainer.run.probes_file.exists() and not trainer.run.probe_scores_csv.exists()
+        assert int(trainer.model.output_taps.sum()) == 1  # the rank still chose its teaching probe
+        prepare(manifest, trainer.built, trainer.run, trainer.settings, ignore, writes=True)
+        rows = list(csv.DictReader(trainer.run.probe_scores_csv.open()))
+        assert trainer.run.probes_file.is_file() and len(rows) == len(trainer.model.targets)
+    finally:
+        trainer.close()
