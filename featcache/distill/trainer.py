@@ -135,8 +135,7 @@ class Trainer:
         with self.stop.installed():
             try:
                 if not prepared:
-                    prepare(self.manifest, self.built, self.run, self.settings, self.progress,
-                            writes=self.dist.is_main)
+                    prepare(self.manifest, self.built, self.run, self.settings, self.progress)
                     prepared = True
                 self.progress(TrainingStarted(d.epochs, d.steps_per_epoch, count_params(self.model.student),
                                               d.workers, self.start_epoch, str(self.device),
@@ -212,10 +211,11 @@ class Trainer:
 
 
 def prepare(manifest: Manifest, built: Training, run: Run, settings: StepSettings,
-            progress: ProgressFn, writes: bool = True) -> None:
+            progress: ProgressFn, writes: bool | None = None) -> None:
     """What runs before the first labelled step: feature pretraining (pretrain.py) when asked for,
     then the task-adapted teachers of output distillation (adapt.py). Every torchrun rank computes
-    both; only the one that `writes` (rank 0) saves them into the run."""
+    both; only the one that `writes` (by default rank 0) saves them into the run."""
+    writes = dist.env_rank() == 0 if writes is None else writes
     if built.pretrain_sources:
         pretrain(manifest, built, run, settings, progress, writes)
     if built.model.output_probes is not None:
