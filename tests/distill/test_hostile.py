@@ -77,6 +77,7 @@ def test_what_fits_is_computed_from_the_free_memory(monkeypatch):
 
         class distill:
             enabled, unlabelled_batch, output, output_probes = False, 0, False, "all"
+            self_teacher = "none"
 
         teachers: list = []
 
