@@ -21,7 +21,7 @@ from featcache.data.registry import build_dataset
 from featcache.distill.data import DistillItems, Source, build_targets, resolve_entry, training_items
 from featcache.distill.distributed import BalancedShardSampler, DistContext
 from featcache.distill.loaders import EpochBatches, low_priority_workers, resolve_workers
-from featcache.distill.memory import check_fits
+from featcache.distill.memory import check_fits, unlabelled_per_batch
 from featcache.distill.model import DistillModel
 from featcache.distill.schedule import adamw, warmup_cosine
 from featcache.distill.targets import Target
@@ -133,8 +133,7 @@ def build_data(manifest: Manifest, sources: list[Source], targets: list[Target],
         s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed)]
     val_items = [it for s in sources for it in training_items(
         s, manifest.datasets[s.index].val_split, 1, 1.0, tr.seed)]
-    semi = with_teachers or manifest.distill.self_teacher != "none"  # a teacher, or the student's average
-    extra = manifest.distill.unlabelled_batch if semi else 0
+    extra = unlabelled_per_batch(manifest)  # the rule the memory preflight counts by
     unlabelled = [it for s in sources for it in training_items(
         s, manifest.datasets[s.index].train_split, tr.views, tr.train_fraction, tr.seed, left_out=True)
         ] if extra else []

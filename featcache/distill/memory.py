@@ -62,7 +62,7 @@ def check_fits(manifest: Manifest, student: Student, sources: list[Source], devi
 def unlabelled_per_batch(manifest: Manifest) -> int:
     """Unlabelled images each training batch gains (distill.unlabelled_batch), 0 where they are
     off: with nothing to teach them (no teacher and no self_teacher), or with train_fraction 1.0
-    (no image is left out of the labelled set). As build_data decides."""
+    (no image is left out of the labelled set). build_data builds the batches by this rule."""
     d = manifest.distill
     taught = bool(d.enabled and manifest.teachers) or d.self_teacher != "none"
     return d.unlabelled_batch if taught and manifest.training.train_fraction < 1.0 else 0
